@@ -1,0 +1,55 @@
+"""The `mlops` command line: the local stack, the demo, the model service, the tests."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from mlops.config import PROJECT_ROOT
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from mlops import stack
+
+    return {"up": stack.up, "down": stack.down, "status": stack.status}[args.command]()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mlops.serving.server import serve
+
+    serve(model_uri=args.model_uri, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    return subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], cwd=PROJECT_ROOT)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mlops.demo import run_demo
+
+    return run_demo()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in [("up", "start the local stack"), ("down", "stop it"), ("status", "show it")]:
+        sub.add_parser(name, help=text).set_defaults(func=_stack)
+    sub.add_parser("demo", help="bring the stack up and run the loop once").set_defaults(func=_demo)
+    serve = sub.add_parser("serve", help="serve one model version over the MLflow scoring protocol")
+    serve.add_argument("--model-uri", required=True, help="e.g. models:/flights-delay@champion")
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--workers", type=int, default=None, help="default: serving.workers in the config")
+    serve.set_defaults(func=_serve)
+    test = sub.add_parser("test", help="run the test suite (arguments go to pytest)")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    test.set_defaults(func=_test)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The one config a team writes for its use case: `mlops.yaml`, validated by pydantic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "mlops.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used, with every offending key named."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Nycflights13Source(Strict):
+    kind: Literal["nycflights13"] = "nycflights13"
+
+
+class FileSource(Strict):
+    kind: Literal["csv", "parquet"]
+    path: Path
+
+
+class SqlSource(Strict):
+    kind: Literal["sql"]
+    url: str
+    table: str
+
+
+Source = Annotated[Nycflights13Source | FileSource | SqlSource, Field(discriminator="kind")]
+
+
+class Dataset(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    source: Source
+    target: str
+    numeric: list[str] = []
+    categorical: list[str] = []
+    time_column: str | None = None
+    segments: list[str] = []
+    key_columns: list[str] = []  # identify a row in batch-scoring output
+    contract: Path | None = None  # schema contract file; default contracts/<name>.json
+
+    @model_validator(mode="after")
+    def _columns_are_consistent(self) -> Dataset:
+        features = self.numeric + self.categorical
+        if not features:
+            raise ValueError("declare at least one feature under numeric or categorical")
+        dupes = sorted({c for c in features if features.count(c) > 1})
+        if dupes:
+            raise ValueError(f"columns listed twice in numeric/categorical: {dupes}")
+        if self.target in features:
+            raise ValueError(f"target {self.target!r} is also listed as a feature")
+        unknown_segments = [s for s in self.segments if s not in self.categorical]
+        if unknown_segments:
+            raise ValueError(f"segments must be categorical features: {unknown_segments}")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return self.numeric + self.categorical
+
+    @property
+    def contract_path(self) -> Path:
+        return _resolve(self.contract or Path("contracts") / f"{self.name}.json")
+
+
+class Window(Strict):
+    """Which rows CT trains on, when the dataset has a time column."""
+
+    as_of: str | None = None  # ISO date; rows strictly before it. None: the latest data
+    months: int = Field(default=3, ge=1, le=120)
+
+
+class Split(Strict):
+    test_size: float = Field(default=0.2, gt=0.0, lt=0.9)
+    validation_size: float = Field(default=0.2, gt=0.0, lt=0.9)  # of the training part, for the search
+    seed: int = 42
+
+
+class Quality(Strict):
+    min_rows: int = Field(default=1000, ge=1)
+    max_missing_share: float = Field(default=0.3, ge=0.0, le=1.0)
+    max_duplicate_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    min_class_share: float = Field(default=0.02, ge=0.0, le=0.5)  # classification target balance
+
+
+class Training(Strict):
+    estimator: Literal["hist_gradient_boosting", "random_forest", "linear"] = "hist_gradient_boosting"
+    params: dict[str, Any] = {}
+    search: dict[str, list[Any]] = {}  # grid over estimator params
+    max_candidates: int = Field(default=4, ge=1, le=64)
+
+
+class Gates(Strict):
+    metric: str  # the metric that decides, e.g. roc_auc, rmse
+    floors: dict[str, float] = {}  # absolute bounds; lower bound, or upper bound for loss metrics
+    min_gain: float = 0.0  # over the champion on the same holdout, in the gate metric
+    max_segment_drop: float = 0.05  # no large segment worse than the champion by more than this
+    min_segment_rows: int = Field(default=200, ge=1)  # segments smaller than this are reported, not gated
+
+
+class Drift(Strict):
+    num_method: str | None = None  # Evidently stattest; None: Evidently's default per column
+    cat_method: str | None = None
+    threshold: float | None = None
+    drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    sample_rows: int | None = Field(default=None, ge=100)
+    debounce_minutes: int = Field(default=60, ge=0)
+
+
+class Slo(Strict):
+    p95_ms: float = 100.0
+    p99_ms: float = 200.0
+    max_error_rate: float = 0.01
+    min_rps: float = 100.0
+
+
+class LoadTest(Strict):
+    users: int = Field(default=32, ge=1)
+    spawn_rate: float = Field(default=32.0, gt=0)
+    seconds: int = Field(default=20, ge=1)
+
+
+class Serving(Strict):
+    workers: int = Field(default=1, ge=1)
+    max_batch_size: int = Field(default=64, ge=1)
+    max_wait_ms: float = Field(default=2.0, ge=0.0)
+    host: str = "127.0.0.1"
+    staging_port: int = 5101
+    production_port: int = 5102
+
+
+class Tracking(Strict):
+    experiment: str
+    model_name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # MLFLOW_TRACKING_URI wins when set; this is the local stack's default.
+    tracking_uri: str = "http://127.0.0.1:5000"
+
+
+class Stack(Strict):
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    state_dir: Path = Path(".mlops")
+
+
+class Config(Strict):
+    dataset: Dataset
+    task: Literal["binary", "multiclass", "regression"]
+    window: Window = Window()
+    split: Split = Split()
+    quality: Quality = Quality()
+    training: Training = Training()
+    gates: Gates
+    drift: Drift = Drift()
+    slo: Slo = Slo()
+    load_test: LoadTest = LoadTest()
+    serving: Serving = Serving()
+    tracking: Tracking
+    stack: Stack = Stack()
+
+    @model_validator(mode="after")
+    def _gate_metric_fits_task(self) -> Config:
+        known = METRICS[self.task]
+        for name in [self.gates.metric, *self.gates.floors]:
+            if name not in known:
+                raise ValueError(f"gates: metric {name!r} is not one of {sorted(known)} for task {self.task!r}")
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        return _resolve(self.stack.state_dir)
+
+    def fingerprint(self) -> str:
+        """A short hash of the effective config, recorded as lineage on every model."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Metric name -> True when higher is better.
+METRICS: dict[str, dict[str, bool]] = {
+    "binary": {"roc_auc": True, "pr_auc": True, "log_loss": False, "f1": True, "accuracy": True},
+    "multiclass": {"macro_f1": True, "accuracy": True, "log_loss": False},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+
+
+def _resolve(path: Path) -> Path:
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("MLOPS_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a config; MLOPS_CONFIG, then mlops.yaml at the repo root."""
+    path = Path(path) if path else config_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  - {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid config\n{problems}") from None
