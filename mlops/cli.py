@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 from mlops.config import PROJECT_ROOT
 
@@ -26,6 +27,21 @@ def _test(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], cwd=PROJECT_ROOT)
 
 
+def _contract(args: argparse.Namespace) -> int:
+    from mlops import data, validation
+    from mlops.config import load_config
+
+    config = load_config()
+    full = data.load_source(config)
+    bounds = data.window_bounds(full, config.dataset.time_column, args.as_of, args.months) if args.months else data.WindowBounds(None, None)
+    df = data.cut_window(full, config.dataset.time_column, bounds)
+    contract = validation.infer_contract(df, config, inferred_from=f"{config.dataset.name} {bounds.label()}")
+    path = args.output or config.dataset.contract_path
+    contract.save(path)
+    print(f"wrote {path} from {len(df)} rows ({bounds.label()}): review it, then commit it")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mlops.demo import run_demo
 
@@ -38,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in [("up", "start the local stack"), ("down", "stop it"), ("status", "show it")]:
         sub.add_parser(name, help=text).set_defaults(func=_stack)
     sub.add_parser("demo", help="bring the stack up and run the loop once").set_defaults(func=_demo)
+    contract = sub.add_parser("contract", help="infer the schema contract from reference data, for review")
+    contract.add_argument("--as-of", default=None, help="reference window end (default: all the data)")
+    contract.add_argument("--months", type=int, default=None, help="reference window length; default: all rows")
+    contract.add_argument("--output", type=Path, default=None, help="default: the config's contract path")
+    contract.set_defaults(func=_contract)
     serve = sub.add_parser("serve", help="serve one model version over the MLflow scoring protocol")
     serve.add_argument("--model-uri", required=True, help="e.g. models:/flights-delay@champion")
     serve.add_argument("--port", type=int, required=True)

@@ -180,7 +180,8 @@ class Config(Strict):
 
     @property
     def state_dir(self) -> Path:
-        return _resolve(self.stack.state_dir)
+        """Where the local stack and the flows keep their files; MLOPS_STATE_DIR overrides it."""
+        return _resolve(Path(os.environ.get("MLOPS_STATE_DIR") or self.stack.state_dir))
 
     def fingerprint(self) -> str:
         """A short hash of the effective config, recorded as lineage on every model."""
@@ -216,9 +217,23 @@ def load_config(path: str | Path | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         problems = "\n".join(
             f"  - {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{path}: invalid config\n{problems}") from None
+    return _anchor_paths(config, path.resolve().parent)
+
+
+def _anchor_paths(config: Config, base: Path) -> Config:
+    """Relative data and contract paths in a config are relative to the config file."""
+    ds = config.dataset
+    update: dict[str, Any] = {}
+    if isinstance(ds.source, FileSource) and not ds.source.path.is_absolute():
+        update["source"] = ds.source.model_copy(update={"path": base / ds.source.path})
+    if ds.contract is not None and not ds.contract.is_absolute():
+        update["contract"] = base / ds.contract
+    if not update:
+        return config
+    return config.model_copy(update={"dataset": ds.model_copy(update=update)})

@@ -1,0 +1,107 @@
+"""Continuous training: extract → validate → features → train → evaluate → validate vs champion → register."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from typing import Any
+
+from prefect import flow, runtime, unmapped
+from prefect.artifacts import create_markdown_artifact
+
+from mlops import modeling, registry
+from mlops.config import load_config
+from tasks.data import extract_window, profile_data, split_data, validate_data
+from tasks.registry import finish_training_run, log_model, log_training_record, register_model, start_training_run
+from tasks.training import (
+    best_candidate,
+    engineer_features,
+    evaluate_champion,
+    evaluate_model,
+    fit_final_model,
+    train_candidate,
+    validate_model,
+)
+
+
+def _run_name() -> str:
+    as_of = runtime.flow_run.parameters.get("as_of") or "latest"
+    return f"ct-{load_config().dataset.name}-{as_of}"
+
+
+@flow(name="continuous-training", flow_run_name=_run_name)
+def continuous_training(
+    as_of: date | None = None,
+    window_months: int | None = None,
+    reason: str = "manual",
+    commit: str | None = None,
+) -> dict[str, Any]:
+    """Train a candidate on a window of data and register it as `challenger` if it passes the gates.
+
+    The use case comes from mlops.yaml (or the file MLOPS_CONFIG names). A batch that breaks the
+    schema contract or the quality rules fails the run at validation with a report; a model that
+    fails the gates is logged in MLflow but not registered, and the champion is never touched.
+
+    Args:
+        as_of: Train on rows before this date (time-windowed datasets). Default: the config's `window.as_of`.
+        window_months: Length of the training window in months. Default: the config's `window.months`.
+        reason: Why this run started (manual, schedule, drift, ci), recorded as lineage.
+        commit: The code commit that asked for this run (CI); default: the working tree's HEAD.
+    """
+    config = load_config()
+    as_of_text = as_of.isoformat() if as_of else config.window.as_of
+    months = window_months or config.window.months
+    flow_run_id = str(runtime.flow_run.id)
+    workdir = config.state_dir / "runs" / flow_run_id
+    lineage = {
+        "git_commit": commit or registry.git_commit(),
+        "config_hash": config.fingerprint(),
+        "prefect_flow_run_id": flow_run_id,
+        "trigger_reason": reason,
+    }
+    run_id = start_training_run(config, runtime.flow_run.name or "ct", lineage)
+    try:
+        extract = extract_window(config, as_of_text, months, workdir)
+        lineage |= {"data_window": extract.window, "data_hash": extract.data_hash, "dataset": config.dataset.name}
+        validate_data(config, extract)
+        split = split_data(config, extract)
+        report = profile_data.submit(config, split)
+        features = engineer_features(config, split)
+        candidates = train_candidate.map(unmapped(config), unmapped(features), modeling.candidate_grid(config)).result()
+        chosen = best_candidate(candidates, config)
+        model_path = fit_final_model(config, features, chosen.params)
+        evaluation = evaluate_model(config, model_path, split)
+        champion, champion_version = evaluate_champion(config, split)
+        decision = validate_model(config, evaluation, champion, champion_version)
+        log_training_record(config, run_id, extract, split, candidates, chosen, evaluation, decision, report.result())
+        model_uri = log_model(config, run_id, model_path, split)
+        version = register_model(config, run_id, model_uri, lineage) if decision.passed else None
+    except Exception as exc:
+        finish_training_run(config, run_id, "FAILED", {"error": str(exc)})
+        raise
+    finish_training_run(config, run_id, "FINISHED")
+    shutil.rmtree(workdir, ignore_errors=True)
+    summary = {
+        "model_name": config.tracking.model_name,
+        "version": version,
+        "registered": version is not None,
+        "run_id": run_id,
+        "metric": decision.metric,
+        "score": decision.candidate,
+        "champion_score": decision.champion,
+        "window": extract.window,
+        "reasons": decision.reasons,
+    }
+    create_markdown_artifact(key="ct-summary", markdown=_summary_markdown(summary, evaluation.overall, lineage))
+    return summary
+
+
+def _summary_markdown(summary: dict[str, Any], overall: dict[str, float], lineage: dict[str, str]) -> str:
+    outcome = (
+        f"Registered **{summary['model_name']} version {summary['version']}** as `challenger`."
+        if summary["registered"]
+        else "Not registered: " + "; ".join(summary["reasons"])
+    )
+    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in overall.items())
+    tags = "\n".join(f"| {k} | `{v}` |" for k, v in lineage.items())
+    return f"# Continuous training\n\n{outcome}\n\n| holdout metric | value |\n|---|---|\n{metrics}\n\n| lineage | value |\n|---|---|\n{tags}\n"

@@ -1,0 +1,103 @@
+"""Feature engineering and estimators: sklearn objects built from the config, fitted on training data only."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from mlops.config import Config
+
+ESTIMATORS: dict[tuple[str, bool], type[BaseEstimator]] = {
+    ("hist_gradient_boosting", True): HistGradientBoostingClassifier,
+    ("hist_gradient_boosting", False): HistGradientBoostingRegressor,
+    ("random_forest", True): RandomForestClassifier,
+    ("random_forest", False): RandomForestRegressor,
+    ("linear", True): LogisticRegression,
+    ("linear", False): Ridge,
+}
+
+
+def is_classifier(config: Config) -> bool:
+    return config.task != "regression"
+
+
+def build_preprocessor(config: Config) -> ColumnTransformer:
+    """Per-column transforms; tree boosting takes ordinal codes, the others one-hot and imputed values."""
+    ds = config.dataset
+    if config.training.estimator == "hist_gradient_boosting":
+        # Unknown and missing categories become NaN, which the booster routes as missing.
+        categorical = OrdinalEncoder(
+            handle_unknown="use_encoded_value",
+            unknown_value=np.nan,
+            encoded_missing_value=np.nan,
+            max_categories=250,
+            dtype=np.float64,
+        )
+        numeric: Any = "passthrough"
+    else:
+        categorical = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+                ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=50)),
+            ]
+        )
+        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    return ColumnTransformer(
+        [("numeric", numeric, ds.numeric), ("categorical", categorical, ds.categorical)],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+
+
+def build_estimator(config: Config, params: dict[str, Any]) -> BaseEstimator:
+    """The configured estimator with the config's fixed params overlaid by the candidate's."""
+    cls = ESTIMATORS[(config.training.estimator, is_classifier(config))]
+    merged = {**config.training.params, **params}
+    if config.training.estimator == "hist_gradient_boosting" and config.dataset.categorical:
+        first = len(config.dataset.numeric)
+        merged.setdefault("categorical_features", list(range(first, first + len(config.dataset.categorical))))
+    return cls(**merged)
+
+
+def candidate_grid(config: Config) -> list[dict[str, Any]]:
+    """The search space as a list of parameter dicts, capped at max_candidates."""
+    space = config.training.search
+    if not space:
+        return [{}]
+    names = sorted(space)
+    grid = [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
+    return grid[: config.training.max_candidates]
+
+
+def features_and_target(df: pd.DataFrame, config: Config) -> tuple[pd.DataFrame, pd.Series]:
+    """The model's input columns (in the config's order) and the target."""
+    return df[config.dataset.features], df[config.dataset.target]
+
+
+def validation_cut(n_rows: int, validation_size: float) -> int:
+    """Rows before this position fit a candidate; the rest (time-later when sorted) score it."""
+    return max(1, min(n_rows - 1, int(round(n_rows * (1 - validation_size)))))
+
+
+def assemble_model(preprocessor: ColumnTransformer, estimator: BaseEstimator) -> Pipeline:
+    """The served model: the fitted feature transforms and the fitted estimator, as one Pipeline."""
+    return Pipeline([("features", preprocessor), ("estimator", estimator)])
+
+
+def fit_estimator(config: Config, params: dict[str, Any], X: np.ndarray, y: np.ndarray) -> BaseEstimator:
+    return clone(build_estimator(config, params)).fit(X, y)

@@ -1,0 +1,89 @@
+"""MLflow tasks: open the training run, log what decided, register a passing model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import mlflow
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_link_artifact
+from prefect.logging import get_run_logger
+
+from mlops import modeling, registry
+from mlops.config import Config
+from mlops.evaluation import Evaluation, GateDecision, predict_outputs
+from tasks.data import Extract, Split
+from tasks.training import Candidate, evaluation_rows
+
+
+@task(retries=3, retry_delay_seconds=[2, 5, 15])
+def start_training_run(config: Config, run_name: str, tags: dict[str, str]) -> str:
+    """Open the MLflow run that records this CT run; returns its id and links it from Prefect."""
+    client = registry.connect(config)
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    run = client.create_run(experiment.experiment_id, run_name=run_name, tags=tags)
+    url = registry.run_url(config, run.info.run_id)
+    if url:
+        create_link_artifact(key="mlflow-run", link=url, link_text=f"MLflow run {run_name}")
+    return run.info.run_id
+
+
+@task(retries=3, retry_delay_seconds=[2, 5, 15])
+def log_training_record(
+    config: Config,
+    run_id: str,
+    extract: Extract,
+    split: Split,
+    candidates: list[Candidate],
+    chosen: Candidate,
+    evaluation: Evaluation,
+    decision: GateDecision,
+    report_html: Path,
+) -> None:
+    """Log params, holdout metrics (overall and per segment), the search, the decision and the Evidently report."""
+    client = registry.connect(config)
+    params = {"window": extract.window, "rows": extract.rows, "train_rows": split.train_rows,
+              "test_rows": split.test_rows, "estimator": config.training.estimator,
+              **{f"param.{k}": v for k, v in chosen.params.items()}}
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    for key, value in evaluation.overall.items():
+        client.log_metric(run_id, f"test_{key}", value)
+    client.log_metric(run_id, f"validation_{chosen.metric}", chosen.score)
+    client.log_table(run_id, pd.DataFrame(evaluation_rows(evaluation)), "evaluation/segments.json")
+    client.log_dict(run_id, [c.model_dump() for c in candidates], "search/candidates.json")
+    client.log_dict(run_id, decision.model_dump(), "validation/decision.json")
+    client.log_artifact(run_id, str(report_html), "data_quality")
+    client.set_tag(run_id, "gate", "passed" if decision.passed else "failed")
+
+
+@task(retries=3, retry_delay_seconds=[2, 5, 15])
+def log_model(config: Config, run_id: str, model_path: Path, split: Split) -> str:
+    """Log the fitted pipeline into the run with its input signature; returns the model URI."""
+    model = joblib.load(model_path)
+    example, _ = modeling.features_and_target(pd.read_parquet(split.test_path).head(200), config)
+    registry.connect(config)
+    with mlflow.start_run(run_id=run_id):
+        return registry.log_model(model, example, predict_outputs(model, example, config.task), config)
+
+
+@task(retries=3, retry_delay_seconds=[2, 5, 15])
+def register_model(config: Config, run_id: str, model_uri: str, lineage: dict[str, str]) -> str:
+    """Register a new version with lineage tags and alias `challenger`; returns the version."""
+    client = registry.connect(config)
+    version = registry.register(client, model_uri, run_id, config, lineage)
+    get_run_logger().info("registered %s version %s as %s", config.tracking.model_name, version, registry.CHALLENGER)
+    return version
+
+
+@task(retries=3, retry_delay_seconds=[2, 5, 15])
+def finish_training_run(config: Config, run_id: str, status: str, note: dict[str, Any] | None = None) -> None:
+    """Close the MLflow run as FINISHED or FAILED (with the reason when it failed)."""
+    client = registry.connect(config)
+    if note:
+        client.log_text(run_id, json.dumps(note, indent=2, default=str), "failure.json")
+    client.set_terminated(run_id, status=status)

@@ -1,0 +1,40 @@
+"""Shared fixtures: every test gets its own MLflow store and state dir under tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops.config import PROJECT_ROOT, Config, load_config
+
+DIABETES_CONFIG = PROJECT_ROOT / "examples" / "diabetes" / "mlops.yaml"
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """MLflow on a SQLite file and the state dir under tmp_path, so no test touches .mlops/ or a server."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("MLOPS_CONFIG", raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def flights_config() -> Config:
+    return load_config(PROJECT_ROOT / "mlops.yaml")
+
+
+@pytest.fixture(scope="session")
+def diabetes_config() -> Config:
+    return load_config(DIABETES_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def flights_month(flights_config: Config):
+    """January 2013: one month of the default dataset (about 26k rows)."""
+    from mlops import data
+
+    full = data.load_source(flights_config)
+    bounds = data.window_bounds(full, "time_hour", "2013-02-01", 1)
+    return data.select_columns(data.cut_window(full, "time_hour", bounds), flights_config)

@@ -1,0 +1,54 @@
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io
+
+from mlops import modeling
+from mlops.registry import TRUSTED_TYPES
+
+pytestmark = pytest.mark.unit
+
+
+def test_candidate_grid_is_the_product_capped(flights_config):
+    grid = modeling.candidate_grid(flights_config)
+    assert len(grid) == 4
+    assert {"learning_rate", "max_leaf_nodes"} == set(grid[0])
+    capped = flights_config.model_copy(update={"training": flights_config.training.model_copy(update={"max_candidates": 3})})
+    assert len(modeling.candidate_grid(capped)) == 3
+
+
+def test_validation_cut_keeps_both_parts_non_empty():
+    assert modeling.validation_cut(100, 0.2) == 80
+    assert modeling.validation_cut(2, 0.9) == 1
+
+
+def _frame(config, n=300) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({c: rng.normal(size=n) for c in config.dataset.numeric})
+    for c in config.dataset.categorical:
+        df[c] = rng.choice(["a", "b", "c"], n)
+    df.loc[::7, config.dataset.numeric[0]] = np.nan  # missing values must be handled
+    signal = df[config.dataset.numeric[1]]
+    df[config.dataset.target] = (signal > 0).astype(int) if config.task != "regression" else signal * 3
+    return df
+
+
+@pytest.mark.parametrize("estimator", ["hist_gradient_boosting", "random_forest", "linear"])
+@pytest.mark.parametrize("which", ["flights_config", "diabetes_config"])
+def test_every_estimator_fits_handles_unknowns_and_saves_with_the_trusted_types(which, estimator, request, tmp_path):
+    config = request.getfixturevalue(which)
+    config = config.model_copy(update={"training": config.training.model_copy(update={"estimator": estimator, "params": {}})})
+    df = _frame(config)
+    X, y = modeling.features_and_target(df, config)
+    preprocessor = modeling.build_preprocessor(config).fit(X)
+    estimator_obj = modeling.fit_estimator(config, {}, preprocessor.transform(X), y.to_numpy())
+    model = modeling.assemble_model(preprocessor, estimator_obj)
+    unseen = X.head(3).copy()
+    unseen[config.dataset.categorical[0]] = "never-seen"
+    assert len(model.predict(unseen)) == 3
+    path = tmp_path / "model.skops"
+    skops.io.dump(model, path)
+    untrusted = set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES)
+    assert untrusted == set(), f"types not named in TRUSTED_TYPES: {untrusted}"
+    reloaded = skops.io.load(path, trusted=TRUSTED_TYPES)
+    np.testing.assert_allclose(reloaded.predict(X), model.predict(X))
