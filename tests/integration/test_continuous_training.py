@@ -1,0 +1,105 @@
+"""The whole CT flow in-process, against a temporary MLflow SQLite store, on one month of data."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from flows.continuous_training import continuous_training
+from mlops.config import PROJECT_ROOT
+from mlops.validation import DataValidationError
+from tests.conftest import DIABETES_CONFIG, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
+
+JANUARY = {"as_of": date(2013, 2, 1), "window_months": 1}
+
+
+def _artifacts(flow_run_id) -> dict[str, str]:
+    async def read():
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+            return {a.key: str(a.data) for a in found if a.key}
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def flights(isolated, monkeypatch):
+    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    return MlflowClient()
+
+
+def test_registers_a_challenger_with_lineage_then_compares_with_the_champion(flights):
+    state = continuous_training(**JANUARY, reason="test", return_state=True)
+    first = state.result()
+    assert first["registered"] and first["version"] == "1"
+    version = flights.get_model_version_by_alias("flights-delay", "challenger")
+    assert str(version.version) == "1"
+    assert version.tags["data_window"] == "2013-01-01..2013-02-01"
+    assert version.tags["trigger_reason"] == "test"
+    assert {"git_commit", "config_hash", "data_hash", "prefect_flow_run_id"} <= set(version.tags)
+    run = flights.get_run(version.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(first["score"])
+    assert "data_quality" in {a.path for a in flights.list_artifacts(version.run_id)}
+    artifacts = _artifacts(state.state_details.flow_run_id)
+    assert {"holdout-metrics", "model-validation", "ct-summary"} <= set(artifacts)
+    assert "carrier=" in artifacts["holdout-metrics"]
+
+    flights.set_registered_model_alias("flights-delay", "champion", "1")
+    second = continuous_training(**JANUARY, reason="test")
+    # Same data and seed: the candidate ties the champion, which min_gain 0 accepts.
+    assert second["registered"] and second["champion_score"] == pytest.approx(first["score"])
+    assert str(flights.get_model_version_by_alias("flights-delay", "champion").version) == "1"
+    assert str(flights.get_model_version_by_alias("flights-delay", "challenger").version) == "2"
+
+
+def test_a_model_below_the_floors_is_logged_but_not_registered(isolated, monkeypatch):
+    config = write_config(PROJECT_ROOT / "mlops.yaml", isolated, {"gates.floors": {"roc_auc": 0.99}})
+    monkeypatch.setenv("MLOPS_CONFIG", str(config))
+    result = continuous_training(**JANUARY)
+    assert not result["registered"]
+    assert result["reasons"][0].startswith("floor roc_auc")
+    client = MlflowClient()
+    assert client.search_registered_models() == []
+    assert client.get_run(result["run_id"]).data.tags["gate"] == "failed"
+
+
+def test_another_csv_with_a_regression_target_needs_only_a_config(isolated, monkeypatch):
+    monkeypatch.setenv("MLOPS_CONFIG", str(DIABETES_CONFIG))
+    result = continuous_training()
+    assert result["registered"] and result["metric"] == "rmse"
+    assert result["window"] == "all"
+    version = MlflowClient().get_model_version_by_alias("diabetes-progression", "challenger")
+    assert version.tags["dataset"] == "diabetes"
+
+
+def test_a_batch_that_breaks_the_contract_stops_at_validation_and_registers_nothing(isolated, monkeypatch):
+    good = pd.read_csv(DIABETES_CONFIG.parent / "diabetes.csv")
+    bad = good.assign(bmi=good["bmi"] * 100, sex=good["sex"].where(good.index % 5 > 0, "unknown")).drop(columns=["s6"])
+    bad.loc[3, "age"] = None
+    bad.to_csv(isolated / "bad.csv", index=False)
+    config = write_config(DIABETES_CONFIG, isolated, {"dataset.source": {"kind": "csv", "path": str(isolated / "bad.csv")}})
+    monkeypatch.setenv("MLOPS_CONFIG", str(config))
+
+    state = continuous_training(return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataValidationError) as err:
+        state.result()
+    broken = {(v.column, v.rule) for v in err.value.violations}
+    assert {("s6", "missing_column"), ("bmi", "out_of_range"), ("sex", "unknown_category"), ("age", "not_nullable")} <= broken
+    report = _artifacts(state.state_details.flow_run_id)["data-validation"]
+    assert "out_of_range" in report and "`bmi`" in report
+    client = MlflowClient()
+    assert client.search_registered_models() == []
+    runs = client.search_runs([client.get_experiment_by_name("diabetes-progression").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
