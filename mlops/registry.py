@@ -94,7 +94,9 @@ def register(client: MlflowClient, model_uri: str, run_id: str, config: Config, 
     except (MlflowException, RestException) as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
             raise
-    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+    # A logged model's URI is models:/<model id>; an MLflow server also wants that id spelled out.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
 

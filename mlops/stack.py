@@ -1,0 +1,440 @@
+"""The local stack behind `mlops up|down|status`: Prefect server, MLflow server and one process worker.
+
+Everything binds to 127.0.0.1 and everything it writes (databases, artifacts, logs, pid files,
+secrets) lives under the state dir, `.mlops/` by default. Each part runs detached in its own
+session and is tracked by a pid file, so `down` stops it with all its children.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlops import processes
+from mlops.config import PROJECT_ROOT, load_config
+
+HOST = "127.0.0.1"
+WORK_POOL = "local"
+DEFAULT_WORKER_PORT = 4201
+SERVER_START_TIMEOUT = 180.0  # seconds; each server alone answers in ≈ 20-30 s
+WORKER_START_TIMEOUT = 60.0
+CLI_TIMEOUT = 300.0
+STOP_TIMEOUT = 20.0
+
+# Inherited settings that would point our processes at somebody else's server, profile or store.
+_FOREIGN_ENV = (
+    "PREFECT_API_URL",
+    "PREFECT_API_KEY",
+    "PREFECT_PROFILE",
+    "PREFECT_PROFILES_PATH",
+    "PREFECT_HOME",
+    "PREFECT_UI_URL",
+    "PREFECT_UI_API_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+)
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought up; the message says which part and why."""
+
+
+class StackSettings(BaseModel):
+    """Where the local stack lives and listens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_dir: Path
+    prefect_port: int = Field(ge=1, le=65535)
+    mlflow_port: int = Field(ge=1, le=65535)
+    worker_port: int = Field(ge=1, le=65535)  # the worker's /health endpoint
+    project_root: Path = PROJECT_ROOT
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> StackSettings:
+        ports = [self.prefect_port, self.mlflow_port, self.worker_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"prefect, mlflow and worker ports must differ, got {ports}")
+        return self
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://{HOST}:{self.prefect_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://{HOST}:{self.mlflow_port}"
+
+    @property
+    def worker_health_url(self) -> str:
+        return f"http://{HOST}:{self.worker_port}/health"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.state_dir / "mlflow"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.state_dir / "secrets"
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "env"
+
+    def client_env(self) -> dict[str, str]:
+        """What a shell or a flow run needs to use this stack (also written to `<state>/env`)."""
+        return {
+            "PREFECT_API_URL": self.prefect_api_url,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MLOPS_PROJECT_ROOT": str(self.project_root),  # prefect.yaml's pull step
+            # So that `mlops status|down` and flows (which read the config) find this very stack.
+            "MLOPS_STATE_DIR": str(self.state_dir),
+            "MLOPS_PREFECT_PORT": str(self.prefect_port),
+            "MLOPS_MLFLOW_PORT": str(self.mlflow_port),
+            "MLOPS_WORKER_PORT": str(self.worker_port),
+        }
+
+
+def stack_settings() -> StackSettings:
+    """Settings from mlops.yaml's `stack:` section, overridden by MLOPS_STATE_DIR and MLOPS_*_PORT."""
+    env = os.environ
+    cfg = load_config()
+    return StackSettings(
+        state_dir=cfg.state_dir,  # honours MLOPS_STATE_DIR
+        prefect_port=env.get("MLOPS_PREFECT_PORT") or cfg.stack.prefect_port,
+        mlflow_port=env.get("MLOPS_MLFLOW_PORT") or cfg.stack.mlflow_port,
+        worker_port=env.get("MLOPS_WORKER_PORT") or DEFAULT_WORKER_PORT,
+    )
+
+
+@dataclass(frozen=True)
+class Part:
+    """One long-running process of the stack."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    cwd: Path
+    port: int
+    health_url: str
+    pid_file: Path
+    log_file: Path
+
+    def running(self) -> processes.PidRecord | None:
+        return processes.running(self.pid_file)
+
+    def healthy(self) -> bool:
+        return processes.http_ok(self.health_url)
+
+
+def _bin(name: str) -> str:
+    """An executable from this interpreter's environment (the venv), else from PATH."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def _base_env(s: StackSettings) -> dict[str, str]:
+    """The environment of every process of the stack: isolated from the user's Prefect profile."""
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
+    env.update(s.client_env())
+    env.update(
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        PREFECT_HOME=str(s.prefect_home),
+        PREFECT_UI_URL=s.prefect_url,
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    return env
+
+
+def _webhook_key(s: StackSettings) -> str:
+    """The Fernet key MLflow encrypts webhook secrets with: made once, kept in `<state>/secrets` (0600)."""
+    path = s.secrets_dir / "mlflow-webhook-fernet.key"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        s.secrets_dir.mkdir(parents=True, exist_ok=True)
+        s.secrets_dir.chmod(0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another `up` made it first
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as out:
+            out.write(Fernet.generate_key().decode())
+    return path.read_text().strip()
+
+
+def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
+    """The stack's processes: `prefect`, `mlflow`, `worker`; `webhook_key` is only needed to start MLflow."""
+    base = _base_env(s)
+    prefect = _bin("prefect")
+
+    def part(name: str, command: list[str], env: dict[str, str], cwd: Path, port: int, health: str) -> Part:
+        slug = name.replace(" ", "-")
+        return Part(name, command, env, cwd, port, health, s.run_dir / f"{slug}.pid", s.log_dir / f"{slug}.log")
+
+    server_env = base | {
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{s.prefect_home / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": s.prefect_api_url,
+    }
+    mlflow_env = base | {
+        # Registry webhooks to a receiver on this machine over plain http.
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": webhook_key,
+        # The server caches the webhook list per event for 60 s by default, so a webhook created
+        # just after an event would miss the next registrations; a local stack can afford to re-read.
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+        # Server "jobs" run GenAI features (scorers, prompt optimisation) in 8 extra processes.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    worker_env = base | {
+        "PREFECT_WORKER_QUERY_SECONDS": "2",  # event → flow run latency
+        "PREFECT_WORKER_WEBSERVER_HOST": HOST,
+        "PREFECT_WORKER_WEBSERVER_PORT": str(s.worker_port),
+    }
+    return {
+        "prefect": part(
+            "prefect server",
+            [prefect, "server", "start", "--host", HOST, "--port", str(s.prefect_port)],
+            server_env,
+            s.prefect_home,
+            s.prefect_port,
+            f"{s.prefect_api_url}/health",
+        ),
+        "mlflow": part(
+            "mlflow server",
+            [
+                _bin("mlflow"), "server", "--host", HOST, "--port", str(s.mlflow_port),
+                "--backend-store-uri", f"sqlite:///{s.mlflow_dir / 'mlflow.db'}",
+                "--artifacts-destination", str(s.mlflow_dir / "artifacts"),
+                "--serve-artifacts",
+                "--workers", "1",  # one process: SQLite has one writer anyway
+            ],  # fmt: skip
+            mlflow_env,
+            s.mlflow_dir,
+            s.mlflow_port,
+            f"{s.mlflow_uri}/health",
+        ),
+        "worker": part(
+            "worker",
+            [prefect, "worker", "start", "--pool", WORK_POOL, "--name", f"{WORK_POOL}-worker", "--with-healthcheck"],
+            worker_env,
+            s.project_root,
+            s.worker_port,
+            s.worker_health_url,
+        ),
+    }
+
+
+def part_pids(s: StackSettings) -> dict[str, set[int]]:
+    """The live processes of each part: the pid-file process and its descendants."""
+    return {key: processes.tree_pids(part.pid_file) for key, part in parts(s).items()}
+
+
+def _check_ports(by_key: dict[str, Part]) -> None:
+    """Fail before starting anything when a part that is not running would find its port taken."""
+    taken = [
+        f"{part.name}: port {part.port} (set MLOPS_{key.upper()}_PORT)"
+        for key, part in by_key.items()
+        if part.running() is None and processes.port_in_use(HOST, part.port)
+    ]
+    if taken:
+        raise StackError(
+            "ports taken by processes this stack did not start (another stack? another state dir?):\n  "
+            + "\n  ".join(taken)
+        )
+
+
+def _start(part: Part) -> str:
+    """Start `part` unless it already runs; returns what happened, for the log line."""
+    record = part.running()
+    if record:
+        return f"already running (pid {record.pid})"
+    part.pid_file.unlink(missing_ok=True)  # stale
+    part.cwd.mkdir(parents=True, exist_ok=True)
+    try:
+        record = processes.start_detached(
+            part.command, pid_file=part.pid_file, log_file=part.log_file, env=part.env, cwd=part.cwd
+        )
+    except OSError as exc:
+        raise StackError(f"{part.name}: cannot start {part.command[0]}: {exc}") from None
+    return f"started (pid {record.pid})"
+
+
+def _await_healthy(part: Part, timeout: float) -> None:
+    """Wait until `part` answers its health URL; raise with the log's tail if it dies or the deadline passes."""
+    started = time.monotonic()
+    if processes.wait_for_http(part.health_url, timeout=timeout, still_alive=lambda: part.running() is not None):
+        print(f"  {part.name}: healthy at {part.health_url} ({time.monotonic() - started:.1f} s)", flush=True)
+        return
+    why = "exited" if part.running() is None else f"did not answer within {timeout:.0f} s"
+    raise StackError(
+        f"{part.name} {why}: {part.health_url}\n--- last lines of {part.log_file}:\n{processes.tail(part.log_file)}"
+    )
+
+
+def _prefect_cli(s: StackSettings, env: dict[str, str], *args: str, ok_if: str | None = None) -> str:
+    """Run a `prefect` command against this stack from the repo root; output is appended to logs/cli.log."""
+    cmd = [_bin("prefect"), "--no-prompt", *args]
+    proc = subprocess.run(
+        cmd, env=env, cwd=s.project_root, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False
+    )
+    output = proc.stdout + proc.stderr
+    s.log_dir.mkdir(parents=True, exist_ok=True)
+    with open(s.log_dir / "cli.log", "a") as log:
+        log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)} (exit {proc.returncode})\n{output}")
+    if proc.returncode != 0 and not (ok_if and ok_if in output):
+        raise StackError(f"`prefect {' '.join(args)}` failed (exit {proc.returncode}):\n{output[-4000:]}")
+    return output
+
+
+def _ensure_work_pool(s: StackSettings, env: dict[str, str]) -> str:
+    """Create the process work pool unless it exists (a plain GET: the CLI costs seconds to start)."""
+    try:
+        response = httpx.get(f"{s.prefect_api_url}/work_pools/{WORK_POOL}", timeout=10)
+    except httpx.HTTPError as exc:
+        raise StackError(f"work pool {WORK_POOL!r}: cannot reach Prefect at {s.prefect_api_url}: {exc}") from None
+    if response.status_code == 200:
+        return "exists"
+    if response.status_code != 404:
+        raise StackError(f"work pool {WORK_POOL!r}: Prefect answered {response.status_code}: {response.text[:500]}")
+    _prefect_cli(s, env, "work-pool", "create", WORK_POOL, "--type", "process", ok_if="already exists")
+    return "created"
+
+
+def _write_env_file(s: StackSettings) -> None:
+    lines = ["# `source` me: points the prefect, mlflow and mlops commands at this local stack."]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in s.client_env().items()]
+    s.env_file.write_text("\n".join(lines) + "\n")
+
+
+@contextmanager
+def _exclusive(s: StackSettings) -> Iterator[None]:
+    """One `up` or `down` at a time per state dir (two concurrent `up`s would race for the ports)."""
+    s.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(s.run_dir / "stack.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def up(settings: StackSettings | None = None) -> int:
+    """Bring the local stack up (idempotent); 0 when every part is healthy and deployed."""
+    s = settings or stack_settings()
+    with _exclusive(s):
+        return _up(s)
+
+
+def _up(s: StackSettings) -> int:
+    started = time.monotonic()
+    try:
+        for directory in (s.prefect_home, s.mlflow_dir / "artifacts", s.run_dir, s.log_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        by_key = parts(s, _webhook_key(s))
+        prefect, mlflow, worker = by_key["prefect"], by_key["mlflow"], by_key["worker"]
+        _check_ports(by_key)
+        # Both servers need 20-30 s to answer: start them together, and deploy while MLflow warms up.
+        for part in (prefect, mlflow):
+            print(f"  {part.name}: {_start(part)}, log {part.log_file}", flush=True)
+        _await_healthy(prefect, SERVER_START_TIMEOUT)
+        client_env = _base_env(s)
+        print(f"  work pool {WORK_POOL!r}: {_ensure_work_pool(s, client_env)}", flush=True)
+        print(f"  {worker.name}: {_start(worker)}, log {worker.log_file}", flush=True)
+        step = time.monotonic()
+        _prefect_cli(s, client_env, "deploy", "--all", "--prefect-file", str(s.project_root / "prefect.yaml"))
+        print(f"  deployments: applied from prefect.yaml ({time.monotonic() - step:.1f} s)", flush=True)
+        _await_healthy(worker, WORKER_START_TIMEOUT)
+        _await_healthy(mlflow, SERVER_START_TIMEOUT)
+        _write_env_file(s)
+    except StackError as exc:
+        print(f"mlops up: {exc}", file=sys.stderr)
+        print("Parts that started keep running: `mlops status`, `mlops down`.", file=sys.stderr)
+        return 1
+    print(
+        f"\nLocal stack up in {time.monotonic() - started:.1f} s.\n"
+        f"  Prefect UI  {s.prefect_url}\n"
+        f"  MLflow UI   {s.mlflow_uri}\n"
+        f"Try:\n"
+        f"  source {_shown(s.env_file)}\n"
+        f"  prefect deployment run continuous-training/retrain",
+        flush=True,
+    )
+    return 0
+
+
+def down(settings: StackSettings | None = None) -> int:
+    """Stop every part by pid; data stays in the state dir. Harmless when nothing runs."""
+    s = settings or stack_settings()
+    by_key = parts(s)
+    if not s.run_dir.exists():
+        print(f"  nothing to stop: no {s.run_dir}", flush=True)
+        return 0
+    with _exclusive(s):
+        _stop(by_key["worker"])  # first, while it can still tell the server it is going
+        with ThreadPoolExecutor(max_workers=2) as pool:  # the servers take a few seconds each to shut down
+            list(pool.map(_stop, [by_key["prefect"], by_key["mlflow"]]))
+    return 0
+
+
+def _stop(part: Part) -> None:
+    record = processes.read_pid_file(part.pid_file)
+    started = time.monotonic()
+    if processes.stop(part.pid_file, timeout=STOP_TIMEOUT):
+        pid = record.pid if record else "?"
+        print(f"  {part.name}: stopped (pid {pid}, {time.monotonic() - started:.1f} s)", flush=True)
+    else:
+        print(f"  {part.name}: not running", flush=True)
+
+
+def status(settings: StackSettings | None = None) -> int:
+    """One line per part; 0 when all are running and healthy."""
+    s = settings or stack_settings()
+    all_up = True
+    for part in parts(s).values():
+        record = part.running()
+        healthy = part.healthy() if record else False
+        all_up &= healthy
+        pid = record.pid if record else "-"
+        print(
+            f"{part.name:<15} pid {pid!s:<8} alive {'yes' if record else 'no ':<4} "
+            f"health {'ok  ' if healthy else 'FAIL'} {part.health_url}"
+        )
+    return 0 if all_up else 1
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is below it, for copy-pasteable hints."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,149 @@
+"""The local stack: `up` brings up healthy, deployed parts; `up` again changes nothing; `down` stops every process."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import stat
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import httpx
+import pytest
+from prefect import flow
+from prefect.client.orchestration import SyncPrefectClient
+
+from mlops import processes
+from mlops import stack as local_stack
+from mlops.config import PROJECT_ROOT
+from mlops.stack import StackSettings, part_pids
+
+pytestmark = pytest.mark.e2e
+
+
+@flow(name="stack-smoke")
+def stack_smoke(expected_cwd: str, expected_tracking_uri: str) -> str:
+    """Fail unless the worker runs this flow from the repo root with the stack's environment."""
+    seen = (os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI"))
+    if seen != (expected_cwd, expected_tracking_uri):
+        raise RuntimeError(f"flow run saw cwd/tracking URI {seen}, expected {(expected_cwd, expected_tracking_uri)}")
+    return "ok"
+
+
+def test_status_reports_every_part_up(stack: StackSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert local_stack.status(stack) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[0] for line in lines] == ["prefect server", "mlflow server", "worker"]
+
+
+def test_prefect_has_the_local_pool_and_the_retrain_deployment(prefect_client: SyncPrefectClient) -> None:
+    pool = prefect_client.read_work_pool("local")
+    deployment = prefect_client.read_deployment_by_name("continuous-training/retrain")
+    assert pool.type == "process"
+    assert deployment.work_pool_name == "local"
+    assert deployment.entrypoint == "flows/continuous_training.py:continuous_training"
+    # prefect.yaml's `{{ $MLOPS_PROJECT_ROOT }}` was resolved at deploy time to this clone.
+    assert deployment.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}
+    ]
+
+
+def test_prefect_ui_talks_to_this_stack(stack: StackSettings) -> None:
+    assert httpx.get(f"{stack.prefect_url}/ui-settings", timeout=5).json()["api_url"] == stack.prefect_api_url
+
+
+def test_mlflow_serves_tracking_and_artifacts(stack: StackSettings) -> None:
+    from mlflow import MlflowClient
+
+    assert httpx.get(f"{stack.mlflow_uri}/health", timeout=5).text.strip() == "OK"
+    client = MlflowClient(tracking_uri=stack.mlflow_uri)
+    experiment = client.get_experiment(client.create_experiment("stack-e2e"))
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+
+
+def test_mlflow_delivers_registry_webhooks_to_a_local_http_receiver(stack: StackSettings) -> None:
+    from mlflow import MlflowClient
+
+    received: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.put((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = MlflowClient(tracking_uri=stack.mlflow_uri)
+    # Accepted only with the stack's private-IP, http and secret-encryption settings.
+    webhook = client.create_webhook(
+        name="stack-e2e",
+        url=f"http://127.0.0.1:{server.server_port}/hook",
+        events=["registered_model.created"],
+        secret="e2e-secret",
+    )
+    try:
+        client.create_registered_model("stack-e2e-model")
+        headers, body = received.get(timeout=30)
+    finally:  # later e2e tests share this stack and its registry
+        client.delete_webhook(webhook.webhook_id)
+        client.delete_registered_model("stack-e2e-model")
+        server.shutdown()
+    assert json.loads(body)["data"]["name"] == "stack-e2e-model"
+    assert headers["X-MLflow-Signature"].startswith("v1,")
+
+
+def test_state_files_are_in_the_state_dir(stack: StackSettings) -> None:
+    key = stack.secrets_dir / "mlflow-webhook-fernet.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert (stack.prefect_home / "prefect.db").exists()
+    assert (stack.mlflow_dir / "mlflow.db").exists()
+    env_file = stack.env_file.read_text()
+    assert f"export PREFECT_API_URL={stack.prefect_api_url}\n" in env_file
+    assert f"export MLFLOW_TRACKING_URI={stack.mlflow_uri}\n" in env_file
+
+
+def test_up_again_leaves_running_parts_alone(stack: StackSettings) -> None:
+    before = part_pids(stack)
+    assert local_stack.up(stack) == 0
+    assert part_pids(stack) == before
+
+
+def test_worker_runs_a_flow_from_the_repo(
+    stack: StackSettings, prefect_client: SyncPrefectClient, wait_for_flow_run: Callable
+) -> None:
+    from prefect.deployments import run_deployment
+
+    smoke = flow.from_source(source=str(PROJECT_ROOT), entrypoint="tests/e2e/test_stack.py:stack_smoke")
+    smoke.deploy(name="smoke", work_pool_name="local", build=False, push=False, print_next_steps=False)
+    run = run_deployment(
+        "stack-smoke/smoke",
+        parameters={"expected_cwd": str(PROJECT_ROOT), "expected_tracking_uri": stack.mlflow_uri},
+        timeout=0,
+    )
+    state = wait_for_flow_run(run.id, timeout=90)
+    assert state.is_completed(), f"{state.name}: {state.message}"
+
+
+def test_down_stops_every_process_and_up_restarts_on_the_same_data(
+    stack: StackSettings, prefect_client: SyncPrefectClient
+) -> None:
+    """Runs last in this file: it leaves the stack up again for later e2e tests."""
+    deployment_id = prefect_client.read_deployment_by_name("continuous-training/retrain").id
+    pids = part_pids(stack)
+    assert all(pids.values())
+
+    assert local_stack.down(stack) == 0
+
+    assert processes.alive_pids(set().union(*pids.values())) == set()
+    assert local_stack.status(stack) == 1
+    assert local_stack.down(stack) == 0  # harmless when nothing runs
+    assert (stack.prefect_home / "prefect.db").exists() and (stack.mlflow_dir / "mlflow.db").exists()
+
+    assert local_stack.up(stack) == 0
+    assert prefect_client.read_deployment_by_name("continuous-training/retrain").id == deployment_id
