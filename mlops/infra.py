@@ -124,19 +124,21 @@ def fmt_check(directory: Path) -> list[Path]:
     return [Path(directory) / line for line in stdout.splitlines() if line.strip()]
 
 
-def plan(env_dir: Path, variables: dict[str, Any], plan_file: Path) -> PlanSummary:
+def plan(env_dir: Path, variables: dict[str, Any], plan_file: Path, replace: list[str] | None = None) -> PlanSummary:
     """Plan an initialised environment into `plan_file` and summarise the changes.
 
     Args:
         env_dir: An initialised root module.
         variables: Values for its variables (numbers stay numbers).
         plan_file: Where to save the plan; `apply_plan` applies exactly this file.
+        replace: Resource addresses to replace even when unchanged (`-replace=...`).
 
     Returns:
         The resources the plan adds, changes, destroys and replaces.
     """
     plan_file = Path(plan_file).absolute()
-    _run(env_dir, "plan", input=False, out=str(plan_file), var=dict(variables))
+    extra = [f"-replace={address}" for address in replace or []]
+    _run(env_dir, "plan", *extra, input=False, out=str(plan_file), var=dict(variables))
     shown = _run(env_dir, "show", str(plan_file), json=IsFlagged)
     return summarize_plan(json.loads(shown), plan_file)
 

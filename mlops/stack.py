@@ -29,6 +29,7 @@ from mlops.config import PROJECT_ROOT, load_config
 HOST = "127.0.0.1"
 WORK_POOL = "local"
 DEFAULT_WORKER_PORT = 4201
+DEFAULT_RECEIVER_PORT = 4202
 SERVER_START_TIMEOUT = 180.0  # seconds; each server alone answers in ≈ 20-30 s
 WORKER_START_TIMEOUT = 60.0
 CLI_TIMEOUT = 300.0
@@ -62,14 +63,23 @@ class StackSettings(BaseModel):
     prefect_port: int = Field(ge=1, le=65535)
     mlflow_port: int = Field(ge=1, le=65535)
     worker_port: int = Field(ge=1, le=65535)  # the worker's /health endpoint
+    receiver_port: int = Field(default=DEFAULT_RECEIVER_PORT, ge=1, le=65535)  # MLflow webhooks → Prefect events
     project_root: Path = PROJECT_ROOT
 
     @model_validator(mode="after")
     def _ports_differ(self) -> StackSettings:
-        ports = [self.prefect_port, self.mlflow_port, self.worker_port]
+        ports = [self.prefect_port, self.mlflow_port, self.worker_port, self.receiver_port]
         if len(set(ports)) != len(ports):
-            raise ValueError(f"prefect, mlflow and worker ports must differ, got {ports}")
+            raise ValueError(f"prefect, mlflow, worker and receiver ports must differ, got {ports}")
         return self
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://{HOST}:{self.receiver_port}/mlflow/webhook"
+
+    @property
+    def webhook_secret_file(self) -> Path:
+        return self.secrets_dir / "webhook_secret"
 
     @property
     def prefect_url(self) -> str:
@@ -122,6 +132,7 @@ class StackSettings(BaseModel):
             "MLOPS_PREFECT_PORT": str(self.prefect_port),
             "MLOPS_MLFLOW_PORT": str(self.mlflow_port),
             "MLOPS_WORKER_PORT": str(self.worker_port),
+            "MLOPS_RECEIVER_PORT": str(self.receiver_port),
         }
 
 
@@ -134,6 +145,7 @@ def stack_settings() -> StackSettings:
         prefect_port=env.get("MLOPS_PREFECT_PORT") or cfg.stack.prefect_port,
         mlflow_port=env.get("MLOPS_MLFLOW_PORT") or cfg.stack.mlflow_port,
         worker_port=env.get("MLOPS_WORKER_PORT") or DEFAULT_WORKER_PORT,
+        receiver_port=env.get("MLOPS_RECEIVER_PORT") or DEFAULT_RECEIVER_PORT,
     )
 
 
@@ -194,7 +206,7 @@ def _webhook_key(s: StackSettings) -> str:
 
 
 def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
-    """The stack's processes: `prefect`, `mlflow`, `worker`; `webhook_key` is only needed to start MLflow."""
+    """The stack's processes: `prefect`, `mlflow`, `worker`, `receiver`; `webhook_key` is only needed to start MLflow."""
     base = _base_env(s)
     prefect = _bin("prefect")
 
@@ -253,6 +265,15 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
             s.project_root,
             s.worker_port,
             s.worker_health_url,
+        ),
+        "receiver": part(
+            "webhook receiver",
+            [sys.executable, "-m", "deployments.mlflow_events", "--host", HOST, "--port", str(s.receiver_port),
+             "--secret-file", str(s.webhook_secret_file)],  # fmt: skip
+            base,
+            s.project_root,
+            s.receiver_port,
+            f"http://{HOST}:{s.receiver_port}/health",
         ),
     }
 
@@ -361,7 +382,7 @@ def _up(s: StackSettings) -> int:
         for directory in (s.prefect_home, s.mlflow_dir / "artifacts", s.run_dir, s.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
         by_key = parts(s, _webhook_key(s))
-        prefect, mlflow, worker = by_key["prefect"], by_key["mlflow"], by_key["worker"]
+        prefect, mlflow, worker, receiver = (by_key[k] for k in ("prefect", "mlflow", "worker", "receiver"))
         _check_ports(by_key)
         # Both servers need 20-30 s to answer: start them together, and deploy while MLflow warms up.
         for part in (prefect, mlflow):
@@ -373,8 +394,11 @@ def _up(s: StackSettings) -> int:
         step = time.monotonic()
         _prefect_cli(s, client_env, "deploy", "--all", "--prefect-file", str(s.project_root / "prefect.yaml"))
         print(f"  deployments: applied from prefect.yaml ({time.monotonic() - step:.1f} s)", flush=True)
+        print(f"  {receiver.name}: {_start(receiver)}, log {receiver.log_file}", flush=True)
         _await_healthy(worker, WORKER_START_TIMEOUT)
         _await_healthy(mlflow, SERVER_START_TIMEOUT)
+        _await_healthy(receiver, WORKER_START_TIMEOUT)
+        print(f"  MLflow webhook: {_ensure_webhook(s)} → {s.webhook_url}", flush=True)
         _write_env_file(s)
     except StackError as exc:
         print(f"mlops up: {exc}", file=sys.stderr)
@@ -400,10 +424,37 @@ def down(settings: StackSettings | None = None) -> int:
         print(f"  nothing to stop: no {s.run_dir}", flush=True)
         return 0
     with _exclusive(s):
+        _stop_model_services(s)
         _stop(by_key["worker"])  # first, while it can still tell the server it is going
-        with ThreadPoolExecutor(max_workers=2) as pool:  # the servers take a few seconds each to shut down
-            list(pool.map(_stop, [by_key["prefect"], by_key["mlflow"]]))
+        with ThreadPoolExecutor(max_workers=3) as pool:  # the servers take a few seconds each to shut down
+            list(pool.map(_stop, [by_key["prefect"], by_key["mlflow"], by_key["receiver"]]))
     return 0
+
+
+def _ensure_webhook(s: StackSettings) -> str:
+    """Point MLflow's `model_version.created` webhook at the receiver (shared HMAC secret, 0600 file)."""
+    from mlflow.tracking import MlflowClient
+
+    from deployments.mlflow_events import ensure_webhook, read_or_create_secret
+
+    secret = read_or_create_secret(s.webhook_secret_file)
+    try:
+        return f"registered (id {ensure_webhook(MlflowClient(s.mlflow_uri, registry_uri=s.mlflow_uri), s.webhook_url, secret)})"
+    except Exception as exc:  # MLflow's client raises several types; any of them stops `up`
+        raise StackError(f"cannot register the MLflow webhook at {s.mlflow_uri}: {exc}") from None
+
+
+def _stop_model_services(s: StackSettings) -> None:
+    """Destroy the staging/production environments CD applied, which stops their services."""
+    from mlops import environments
+
+    config = load_config()
+    for name in environments.NAMES:
+        try:
+            if environments.destroy(config, name):
+                print(f"  {name} model service: destroyed", flush=True)
+        except Exception as exc:  # Terraform failures must not keep the rest of the stack running
+            print(f"  {name} model service: destroy failed: {exc}", file=sys.stderr, flush=True)
 
 
 def _stop(part: Part) -> None:

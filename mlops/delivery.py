@@ -1,0 +1,145 @@
+"""Continuous-delivery checks against a live model service: plain Python and HTTP, no Prefect."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from mlops import data as data_lib
+from mlops import validation
+from mlops.config import Config
+
+
+class ServiceUnavailable(RuntimeError):
+    """The service did not answer /ping before the deadline."""
+
+
+def is_healthy(endpoint: str) -> bool:
+    """True when GET /ping answers 200 now."""
+    try:
+        return httpx.get(f"{endpoint}/ping", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until_healthy(endpoint: str, timeout_s: float = 120.0, interval_s: float = 0.5) -> float:
+    """Poll GET /ping until 200; returns the seconds it took."""
+    start = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - start < timeout_s:
+        try:
+            response = httpx.get(f"{endpoint}/ping", timeout=2.0)
+            if response.status_code == 200:
+                return time.monotonic() - start
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(interval_s)
+    raise ServiceUnavailable(f"{endpoint}/ping did not answer 200 within {timeout_s:.0f} s (last: {last})")
+
+
+def holdout_for_window(config: Config, data_window: str) -> pd.DataFrame:
+    """The holdout CT evaluated on, rebuilt from a version's `data_window` lineage tag."""
+    full = data_lib.load_source(config)
+    if data_window == "all":
+        bounds = data_lib.WindowBounds(None, None)
+    else:
+        start, end = data_window.split("..")
+        bounds = data_lib.WindowBounds(pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
+    window = data_lib.select_columns(data_lib.cut_window(full, config.dataset.time_column, bounds), config)
+    return validation.split_frame(window, config)[1]
+
+
+def split_payload(frame: pd.DataFrame) -> str:
+    """A `dataframe_split` request body; NaN travels as null."""
+    return json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False, date_format="iso"))})
+
+
+def predict_live(endpoint: str, frame: pd.DataFrame, chunk_rows: int = 2000) -> np.ndarray:
+    """Send `frame` through POST /invocations in chunks and return the predictions in order."""
+    parts = []
+    with httpx.Client(timeout=60.0) as client:
+        for start in range(0, len(frame), chunk_rows):
+            body = split_payload(frame.iloc[start : start + chunk_rows])
+            response = client.post(f"{endpoint}/invocations", content=body, headers={"Content-Type": "application/json"})
+            response.raise_for_status()
+            parts.append(np.asarray(response.json()["predictions"], dtype=float))
+    return np.concatenate(parts)
+
+
+class ContractCase(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    status: int
+    accepted: list[int]
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Case:
+    name: str
+    body: str
+    accepted: tuple[int, ...]
+    rows: int | None = None  # when 200, the number of predictions expected
+
+
+def _contract_cases(sample: pd.DataFrame, config: Config) -> list[_Case]:
+    ds = config.dataset
+    features = sample[ds.features].head(5).reset_index(drop=True)
+    records = json.dumps({"dataframe_records": json.loads(features.to_json(orient="records"))})
+    numeric, categorical = ds.numeric[0] if ds.numeric else None, ds.categorical[0] if ds.categorical else None
+    cases = [
+        _Case("valid rows (dataframe_split)", split_payload(features), (200,), len(features)),
+        _Case("valid rows (dataframe_records)", records, (200,), len(features)),
+        _Case("missing column", split_payload(features.drop(columns=[ds.features[0]])), (400, 422)),
+        _Case("empty batch", split_payload(features.head(0)), (400, 422)),
+        _Case("malformed JSON", '{"dataframe_split": {"columns": [', (400,)),
+        _Case("neither split nor records", json.dumps({"rows": [[1, 2]]}), (400, 422)),
+    ]
+    if numeric:
+        wrong = features.astype({numeric: object})
+        wrong.loc[0, numeric] = "not-a-number"
+        cases.append(_Case("wrong type in a numeric column", split_payload(wrong), (400, 422)))
+        cases.append(_Case("NaN in a numeric column", split_payload(features.assign(**{numeric: np.nan})), (200, 400, 422), len(features)))
+    if categorical:
+        unknown = features.assign(**{categorical: "never-seen-category"})
+        cases.append(_Case("unknown category", split_payload(unknown), (200, 400, 422), len(features)))
+    return cases
+
+
+def _prediction_shape_ok(predictions: Any, rows: int, config: Config) -> bool:
+    if not isinstance(predictions, list) or len(predictions) != rows:
+        return False
+    if config.task == "regression":
+        return all(isinstance(p, (int, float)) and math.isfinite(p) for p in predictions)
+    return all(isinstance(p, list) and abs(sum(p) - 1.0) < 1e-6 and all(0.0 <= v <= 1.0 for v in p) for p in predictions)
+
+
+def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> list[ContractCase]:
+    """Valid rows get predictions of the declared shape; bad requests get a 4xx; the service stays up."""
+    results = []
+    with httpx.Client(timeout=30.0) as client:
+        for case in _contract_cases(sample, config):
+            try:
+                response = client.post(f"{endpoint}/invocations", content=case.body, headers={"Content-Type": "application/json"})
+            except httpx.HTTPError as exc:
+                results.append(ContractCase(name=case.name, status=0, accepted=list(case.accepted), passed=False, detail=repr(exc)))
+                continue
+            passed, detail = response.status_code in case.accepted, response.text[:160]
+            if passed and response.status_code == 200 and case.rows is not None:
+                passed = _prediction_shape_ok(response.json().get("predictions"), case.rows, config)
+                detail = "predictions of the declared shape" if passed else f"unexpected predictions: {detail}"
+            results.append(ContractCase(name=case.name, status=response.status_code, accepted=list(case.accepted), passed=passed, detail=detail))
+        alive = client.get(f"{endpoint}/ping").status_code == 200
+    results.append(ContractCase(name="service still up after bad input", status=200 if alive else 0, accepted=[200], passed=alive, detail=""))
+    return results

@@ -1,0 +1,99 @@
+"""Load tests with locust, always run as a subprocess.
+
+Importing locust monkey-patches the process with gevent, which breaks Prefect and anything else
+threaded in the same process: the task starts `locust --headless` and parses its CSV summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from mlops.config import LoadTest, Slo
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+PAYLOADS_ENV = "MLOPS_LOADTEST_PAYLOADS"
+
+
+class LoadTestResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    requests: int
+    failures: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.failures / self.requests if self.requests else 1.0
+
+
+class SloCheck(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    observed: float
+    required: float
+    passed: bool
+
+
+def write_payloads(rows: pd.DataFrame, path: Path) -> Path:
+    """One-row `dataframe_split` bodies, one JSON document per line, for the locust users to send."""
+    lines = []
+    for i in range(len(rows)):
+        split = json.loads(rows.iloc[i : i + 1].to_json(orient="split", index=False))
+        lines.append(json.dumps({"dataframe_split": split}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_locust(endpoint: str, payloads: Path, settings: LoadTest, out_dir: Path) -> LoadTestResult:
+    """Run locust headless against `endpoint` for the configured users and seconds; parse its summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = out_dir / "locust"
+    locust = Path(sys.executable).parent / "locust"
+    command = [
+        str(locust), "--headless", "-f", str(LOCUSTFILE), "--host", endpoint,
+        "--users", str(settings.users), "--spawn-rate", str(settings.spawn_rate),
+        "--run-time", f"{settings.seconds}s", "--stop-timeout", "5", "--only-summary",
+        "--csv", str(prefix), "--exit-code-on-error", "0", "--loglevel", "WARNING",
+    ]
+    env = {**os.environ, PAYLOADS_ENV: str(payloads)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=settings.seconds + 120)
+    if done.returncode != 0:
+        raise RuntimeError(f"locust exited with {done.returncode}: {done.stderr[-2000:]}")
+    return parse_stats(prefix.with_name("locust_stats.csv"))
+
+
+def parse_stats(stats_csv: Path) -> LoadTestResult:
+    """The "Aggregated" row of locust's --csv stats, read by column name."""
+    with stats_csv.open() as handle:
+        row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+    return LoadTestResult(
+        requests=int(row["Request Count"]),
+        failures=int(row["Failure Count"]),
+        rps=float(row["Requests/s"]),
+        p50_ms=float(row["50%"]),
+        p95_ms=float(row["95%"]),
+        p99_ms=float(row["99%"]),
+    )
+
+
+def check_slos(result: LoadTestResult, slo: Slo) -> list[SloCheck]:
+    """The load test against each service-level objective in the config."""
+    return [
+        SloCheck(name="p95 latency ms", observed=result.p95_ms, required=slo.p95_ms, passed=result.p95_ms <= slo.p95_ms),
+        SloCheck(name="p99 latency ms", observed=result.p99_ms, required=slo.p99_ms, passed=result.p99_ms <= slo.p99_ms),
+        SloCheck(name="error rate", observed=result.error_rate, required=slo.max_error_rate,
+                 passed=result.error_rate <= slo.max_error_rate),
+        SloCheck(name="throughput rps", observed=result.rps, required=slo.min_rps, passed=result.rps >= slo.min_rps),
+    ]

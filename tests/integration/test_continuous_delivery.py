@@ -1,0 +1,70 @@
+"""The CD flow in-process with the real parts: Terraform (embedded engine), the model service, locust."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.continuous_delivery import continuous_delivery
+from flows.continuous_training import continuous_training
+from mlops import environments
+from mlops.config import PROJECT_ROOT, load_config
+from mlops.processes import free_port
+from tests.conftest import write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
+
+MODEL = "flights-delay"
+
+
+@pytest.fixture
+def delivery_config(isolated, monkeypatch):
+    """January data, a short load test with SLOs this shared 2-core machine meets, free ports."""
+    path = write_config(PROJECT_ROOT / "mlops.yaml", isolated, {
+        "window": {"as_of": "2013-02-01", "months": 1},
+        "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+        "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
+        "serving.staging_port": free_port(),
+        "serving.production_port": free_port(),
+    })
+    monkeypatch.setenv("MLOPS_CONFIG", str(path))
+    yield path
+    config = load_config(path)
+    for name in environments.NAMES:  # stops the services Terraform started
+        environments.destroy(config, name)
+
+
+def _served_version(port: int) -> str:
+    return str(httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).json()["model_version"])
+
+
+def test_promotes_a_good_version_then_rejects_a_worse_one_and_keeps_serving(delivery_config, monkeypatch):
+    config = load_config(delivery_config)
+    assert continuous_training(as_of=date(2013, 2, 1), window_months=1)["version"] == "1"
+
+    promoted = continuous_delivery(version="1")
+    assert promoted["status"] == "promoted", promoted
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert client.get_model_version(MODEL, "1").tags["deployment"] == "promoted"
+    assert _served_version(config.serving.production_port) == "1"
+    run = client.get_run(client.get_model_version(MODEL, "1").run_id)
+    assert run.data.metrics["load_rps"] > 0 and "load_p99_ms" in run.data.metrics
+
+    assert continuous_delivery(version="1")["status"] == "noop"
+
+    # A second version that the live gates refuse: floors no model reaches.
+    client.create_model_version(MODEL, client.get_model_version(MODEL, "1").source, run_id=run.info.run_id,
+                                tags=client.get_model_version(MODEL, "1").tags)
+    strict = write_config(delivery_config, delivery_config.parent, {"gates.floors": {"roc_auc": 0.99}})
+    monkeypatch.setenv("MLOPS_CONFIG", str(strict))
+    rejected = continuous_delivery(version="2")
+    assert rejected["status"] == "rejected"
+    assert "live performance" in rejected["reason"] and "floor roc_auc" in rejected["reason"]
+    assert client.get_model_version(MODEL, "2").tags["deployment"] == "rejected"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert _served_version(config.serving.production_port) == "1"
+    assert _served_version(config.serving.staging_port) == "1"  # staging rolled back to the champion
