@@ -54,7 +54,7 @@ def continuous_delivery(version: str, model_name: str | None = None) -> State:
     gates: list[Gate] = []
     try:
         endpoint = deploy_environment(config, "staging", name, version)
-        holdout = load_holdout(config, tags.get("data_window", "all"), workdir)
+        holdout = load_holdout(config, tags.get("data_window"), workdir)
         gates.append(verify_contract(config, endpoint, holdout))
         gates.append(verify_live_performance(config, endpoint, holdout, name, version, champion))
         gates.append(run_load_test(config, endpoint, holdout, tags["run_id"]))

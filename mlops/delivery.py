@@ -46,10 +46,15 @@ def wait_until_healthy(endpoint: str, timeout_s: float = 120.0, interval_s: floa
     raise ServiceUnavailable(f"{endpoint}/ping did not answer 200 within {timeout_s:.0f} s (last: {last})")
 
 
-def holdout_for_window(config: Config, data_window: str) -> pd.DataFrame:
-    """The holdout CT evaluated on, rebuilt from a version's `data_window` lineage tag."""
+def holdout_for_window(config: Config, data_window: str | None) -> pd.DataFrame:
+    """The holdout CT evaluated on, rebuilt from a version's `data_window` lineage tag.
+
+    A version registered by hand may carry no such tag: then the config's window stands in.
+    """
     full = data_lib.load_source(config)
-    if data_window == "all":
+    if data_window is None:
+        bounds = data_lib.window_bounds(full, config.dataset.time_column, config.window.as_of, config.window.months)
+    elif data_window == "all":
         bounds = data_lib.WindowBounds(None, None)
     else:
         start, end = data_window.split("..")

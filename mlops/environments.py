@@ -14,9 +14,9 @@ INFRA_DIR = PROJECT_ROOT / "infra"
 NAMES = ("staging", "production")
 
 
-def work_dir(config: Config, environment: str) -> Path:
+def work_dir(config: Config, environment: str, state_dir: Path | None = None) -> Path:
     """Where an environment's state and saved plans live: `<state>/terraform/<env>/`."""
-    path = config.state_dir / "terraform" / environment
+    path = (state_dir or config.state_dir) / "terraform" / environment
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -36,25 +36,25 @@ def service_variables(config: Config, environment: str, model_name: str, version
     }
 
 
-def initialise(config: Config, environment: str) -> Path:
+def initialise(config: Config, environment: str, state_dir: Path | None = None) -> Path:
     """`terraform init` with the environment's local state; returns the root module's directory.
 
     Terraform runs in a copy of infra/ under the state dir, so its `.terraform/` working files
     never land in the repo and two stacks (a user's and a test's) never share them.
     """
-    copy = config.state_dir / "terraform" / "infra" / environment
+    copy = (state_dir or config.state_dir) / "terraform" / "infra" / environment
     shutil.rmtree(copy, ignore_errors=True)  # exactly what the repo holds now, nothing stale
     shutil.copytree(INFRA_DIR, copy, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*"))
     env_dir = copy / "envs" / environment
-    infra.init(env_dir, work_dir(config, environment) / "terraform.tfstate")
+    infra.init(env_dir, work_dir(config, environment, state_dir) / "terraform.tfstate")
     return env_dir
 
 
-def destroy(config: Config, environment: str) -> bool:
+def destroy(config: Config, environment: str, state_dir: Path | None = None) -> bool:
     """Destroy an environment (its service stops); False when there was nothing to destroy."""
-    if not (work_dir(config, environment) / "terraform.tfstate").exists():
+    if not (work_dir(config, environment, state_dir) / "terraform.tfstate").exists():
         return False
-    env_dir = initialise(config, environment)
+    env_dir = initialise(config, environment, state_dir)
     current = infra.outputs(env_dir)
     if not current:
         return False

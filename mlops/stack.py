@@ -451,7 +451,7 @@ def _stop_model_services(s: StackSettings) -> None:
     config = load_config()
     for name in environments.NAMES:
         try:
-            if environments.destroy(config, name):
+            if environments.destroy(config, name, state_dir=s.state_dir):
                 print(f"  {name} model service: destroyed", flush=True)
         except Exception as exc:  # Terraform failures must not keep the rest of the stack running
             print(f"  {name} model service: destroy failed: {exc}", file=sys.stderr, flush=True)

@@ -56,7 +56,7 @@ def champion_version(config: Config, model_name: str) -> str | None:
 
 
 @task
-def load_holdout(config: Config, data_window: str, workdir: Path) -> Path:
+def load_holdout(config: Config, data_window: str | None, workdir: Path) -> Path:
     """Rebuild the holdout the version was evaluated on in CT, from its lineage tag."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "holdout.parquet"

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 import pytest
 
 from mlops import processes
+from mlops.config import PROJECT_ROOT
 from mlops.stack import StackSettings, down, part_pids, up
+from tests.conftest import write_config
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -31,14 +34,33 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
-    """A running local stack (Prefect server, MLflow server, worker, deployments) for the whole session."""
-    prefect_port, mlflow_port, worker_port = _free_ports(3)
+def e2e_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The default use case on one month, with a short load test, loose SLOs and free service ports.
+
+    Set as MLOPS_CONFIG before the stack starts, so the worker's flow runs read it too.
+    """
+    path = write_config(PROJECT_ROOT / "mlops.yaml", tmp_path_factory.mktemp("config"), {
+        "window": {"as_of": "2013-02-01", "months": 1},
+        "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+        "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
+        "serving.staging_port": processes.free_port(),
+        "serving.production_port": processes.free_port(),
+    })
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_CONFIG", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, e2e_config: Path) -> Iterator[StackSettings]:
+    """A running local stack (Prefect server, MLflow server, worker, receiver, deployments) for the session."""
+    prefect_port, mlflow_port, worker_port, receiver_port = _free_ports(4)
     settings = StackSettings(
         state_dir=tmp_path_factory.mktemp("stack"),
         prefect_port=prefect_port,
         mlflow_port=mlflow_port,
         worker_port=worker_port,
+        receiver_port=receiver_port,
     )
     try:
         if up(settings) != 0:
