@@ -1,0 +1,172 @@
+"""Adaptive micro-batching: concurrent requests share one model call.
+
+One batcher coroutine takes the first queued item, then keeps collecting until it holds
+`max_batch_size` items or `max_wait_ms` have passed since the first one, and hands the
+batch to `process` in a worker thread, so the event loop keeps accepting requests. While a
+batch is being processed the next one queues up, so batches grow with the load on their own
+(the "adaptive" part) and a lone request waits at most `max_wait_ms`.
+
+This module knows nothing about models or HTTP: `process` maps a list of items to a list of
+results of the same length, in the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher was stopped before (or while) an item was processed."""
+
+
+class MicroBatcher(Generic[T, R]):
+    """Groups concurrent `submit` calls into batches for one `process` call in a thread.
+
+    If `process` raises on a batch of several items, each item is retried on its own, so a
+    poison item fails only its own caller. `thread_initializer` runs once in the processing
+    thread. Use as `async with MicroBatcher(...) as batcher:`.
+    """
+
+    def __init__(
+        self,
+        process: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        thread_initializer: Callable[[], object] | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must not be negative")
+        self._process = process
+        self._thread_initializer = thread_initializer
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the batcher coroutine is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def __aenter__(self) -> MicroBatcher[T, R]:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def start(self) -> None:
+        """Start the batcher coroutine on the running event loop."""
+        if self.running:
+            return
+        # One thread: model calls run one at a time; the model may use several cores itself.
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="predict", initializer=self._thread_initializer
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        """Stop collecting, fail whatever is still queued with BatcherClosed."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        while not self._queue.empty():
+            self._fail([self._queue.get_nowait()], BatcherClosed("the service is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def submit(self, item: T) -> R:
+        """Queue one item and wait for its result (or its own exception)."""
+        if not self.running:
+            raise BatcherClosed("the batcher is not running")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((item, future))
+        return await future
+
+    async def _run(self) -> None:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        try:
+            while True:
+                batch = []
+                await self._collect(batch)
+                try:
+                    await self._dispatch(batch)
+                except Exception as exc:  # never let one batch kill the batcher
+                    self._fail(batch, exc)
+        except asyncio.CancelledError:
+            self._fail(batch, BatcherClosed("the service is shutting down"))
+            raise
+
+    @staticmethod
+    def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: BaseException) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
+
+    async def _collect(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        """Wait for a first item, then gather more until the batch is full or the wait is over."""
+        loop = asyncio.get_running_loop()
+        batch.append(await self._queue.get())
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+
+    async def _dispatch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        live = [(item, future) for item, future in batch if not future.done()]  # skip cancelled callers
+        if not live:
+            return
+        outcomes = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._process_isolated, [item for item, _ in live]
+        )
+        for (_, future), outcome in zip(live, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    def _process_isolated(self, items: list[T]) -> list[R | Exception]:
+        """Process a batch; if that fails, process each item alone so only bad items fail."""
+        try:
+            return list(self._checked(items))
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+        outcomes: list[R | Exception] = []
+        for item in items:
+            try:
+                outcomes.extend(self._checked([item]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _checked(self, items: list[T]) -> Sequence[R]:
+        results = self._process(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"process returned {len(results)} results for {len(items)} items")
+        return results

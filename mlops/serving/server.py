@@ -1,0 +1,141 @@
+"""The model service: one registered model behind the MLflow scoring protocol, with micro-batching.
+
+Routes (the same as `mlflow models serve`, so either can stand behind the CD flow):
+
+- `GET /ping`, `GET /health`: 200 once the model is loaded and the batcher runs, else 503.
+- `GET /version`: JSON with `mlflow_version`, the model URI served, the registered name and
+  version it resolved to, and the run id. (`mlflow models serve` answers the bare MLflow
+  version string here; a client that needs it reads `mlflow_version`.)
+- `POST /invocations`: `application/json` with `dataframe_split` or `dataframe_records`; answers
+  `{"predictions": [...]}` exactly as `mlflow models serve` does for the same model. Errors answer
+  `{"error_code", "message"}`: 400 for a body that is not a scoring request, 415 for another content
+  type, 422 for a request that breaks the signature, 500 when the model fails, 503 when stopping.
+
+No Prefect import here or below: the service must start without the orchestrator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mlops.serving.batching import BatcherClosed, MicroBatcher
+from mlops.serving.model import ModelRef, ServedModel, limit_native_threads, load_served_model, resolve_model_uri
+from mlops.serving.schema import RequestError, Rows, parse_request
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+_SPEC_ENV = "MLOPS_SERVING_SPEC"  # how serve() hands its settings to uvicorn worker processes
+
+
+def _error(status: int, error_code: str, message: str) -> Response:
+    body = json.dumps({"error_code": error_code, "message": message})
+    return Response(body, status_code=status, media_type=JSON)
+
+
+def create_app(model: ServedModel, *, max_batch_size: int, max_wait_ms: float) -> Starlette:
+    """A Starlette app serving `model`, batching concurrent /invocations requests."""
+    batcher: MicroBatcher[Rows, bytes] = MicroBatcher(
+        model.predict,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        thread_initializer=limit_native_threads,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with batcher:
+            yield
+
+    async def ping(request: Request) -> Response:
+        if batcher.running:
+            return Response("\n", media_type=JSON)
+        return _error(503, "TEMPORARILY_UNAVAILABLE", "the model service is not ready")
+
+    async def version(request: Request) -> Response:
+        return Response(json.dumps(model.describe()), media_type=JSON)
+
+    async def invocations(request: Request) -> Response:
+        try:
+            media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media_type != JSON:
+                raise RequestError(
+                    f"This service accepts Content-Type {JSON}, got {media_type or 'none'!r}",
+                    status=415,
+                )
+            rows = parse_request(await request.body(), model.columns)
+            return Response(await batcher.submit(rows), media_type=JSON)
+        except RequestError as exc:
+            return Response(exc.to_json(), status_code=exc.status, media_type=JSON)
+        except BatcherClosed as exc:
+            return _error(503, "TEMPORARILY_UNAVAILABLE", str(exc))
+        except Exception as exc:  # the model failed on this request; the service goes on
+            logger.exception("prediction failed")
+            return _error(500, "INTERNAL_ERROR", f"The model failed on this request: {type(exc).__name__}: {exc}")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR", exc.detail)
+
+    routes = [
+        Route("/ping", ping, methods=["GET"]),
+        Route("/health", ping, methods=["GET"]),
+        Route("/version", version, methods=["GET"]),
+        Route("/invocations", invocations, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+
+
+def app_from_env() -> Starlette:
+    """Uvicorn's app factory: loads the model named by serve() in this (worker) process."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec = json.loads(os.environ[_SPEC_ENV])
+    model = load_served_model(ModelRef(**spec["model"]))
+    return create_app(model, max_batch_size=spec["max_batch_size"], max_wait_ms=spec["max_wait_ms"])
+
+
+def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | None = None) -> None:
+    """Serve a registered model over the MLflow scoring protocol until stopped.
+
+    Args:
+        model_uri: e.g. `models:/flights-delay@champion`; an alias or `latest` is pinned to one
+            registry version first, so every worker serves the same version.
+        host: address to bind; 127.0.0.1 unless the service must be reached from elsewhere.
+        port: TCP port.
+        workers: uvicorn worker processes sharing the port; None takes `serving.workers` from
+            the project config, which also gives `serving.max_batch_size` and `serving.max_wait_ms`.
+    """
+    import uvicorn
+
+    from mlops.config import load_config
+
+    settings = load_config().serving
+    ref = resolve_model_uri(model_uri)
+    os.environ[_SPEC_ENV] = json.dumps(
+        {
+            "model": asdict(ref),
+            "max_batch_size": settings.max_batch_size,
+            "max_wait_ms": settings.max_wait_ms,
+        }
+    )
+    uvicorn.run(
+        f"{__name__}:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or settings.workers,
+        access_log=False,  # a log line per request costs more than the prediction itself
+        log_level="info",
+    )

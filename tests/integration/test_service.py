@@ -1,0 +1,273 @@
+"""The real model service in a subprocess, against a model registered in a temporary MLflow store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from mlops.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+MODEL = "tiny-delays"
+COLUMNS = ["distance", "hour", "carrier", "origin"]
+TRUSTED_TYPES = [
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "functools.partial",  # HistGradientBoosting's own categorical preprocessing wraps check_array
+    "sklearn.utils.validation.check_array",
+]
+
+
+def training_frame(n: int = 400) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(7)
+    X = pd.DataFrame(
+        {
+            "distance": rng.uniform(100, 2500, n).round(1),
+            "hour": rng.integers(5, 23, n),
+            "carrier": rng.choice(["AA", "UA", "DL", "B6"], n),
+            "origin": rng.choice(["JFK", "EWR", "LGA"], n),
+        }
+    )
+    X.loc[::23, "distance"] = np.nan
+    late = (X["hour"] > 16) ^ X["carrier"].isin(["B6"]) ^ (rng.uniform(size=n) < 0.1)
+    return X, late.astype(int)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Train, log (skops, signature, predict_proba) and register a tiny model; yields the tracking URI."""
+    import mlflow
+
+    tmp = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield _register(mlflow, tmp)
+        finally:
+            mlflow.set_tracking_uri(None)  # back to the environment, which `patch` restores
+
+
+def _register(mlflow: Any, tmp: Path) -> str:
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    X, y = training_frame()
+    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
+    features = ColumnTransformer(
+        [("numeric", "passthrough", ["distance", "hour"]), ("categorical", encoder, ["carrier", "origin"])]
+    )
+    booster = HistGradientBoostingClassifier(max_iter=30, categorical_features=[2, 3], random_state=0)
+    model = Pipeline([("features", features), ("estimator", booster)]).fit(X, y)
+    experiment = mlflow.create_experiment("serving-test", artifact_location=(tmp / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict_proba(X)),
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
+            pyfunc_predict_fn="predict_proba",
+            registered_model_name=MODEL,
+        )
+    mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", info.registered_model_version)
+    return mlflow.get_tracking_uri()
+
+
+@pytest.fixture(scope="module")
+def offline(store: str) -> Any:
+    """The same model as `mlflow models serve` runs it."""
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+
+
+def mlflow_answer(model: Any, body: dict[str, Any]) -> Any:
+    """What `mlflow models serve` answers for `body` (its own request handler, in-process)."""
+    from mlflow.pyfunc.scoring_server import invocations
+
+    answer = invocations(json.dumps(body), "application/json", model, model.metadata.get_input_schema())
+    assert answer.status == 200, answer.response
+    return json.loads(answer.response)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def service(store: str, tmp_path: Path, workers: int = 1, timeout_s: float = 90) -> Iterator[tuple[str, int]]:
+    """`mlops serve` in its own process group with a config giving `workers`; stopped by pid afterwards."""
+    config = yaml.safe_load((PROJECT_ROOT / "mlops.yaml").read_text())
+    config["serving"] = {**config.get("serving", {}), "workers": workers, "max_batch_size": 16, "max_wait_ms": 2}
+    config_path = tmp_path / f"mlops-{workers}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLOPS_CONFIG": str(config_path)}
+    command = [sys.executable, "-m", "mlops.cli", "serve", "--model-uri", f"models:/{MODEL}@champion"]
+    command += ["--port", str(port)]  # --host and --workers left to their defaults: 127.0.0.1, the config
+    log = tmp_path / f"service-{workers}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert process.poll() is None, f"the service exited with {process.returncode}:\n{log.read_text()}"
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no answer on /ping within {timeout_s} s:\n{log.read_text()}"
+            time.sleep(0.1)
+        yield url, process.pid
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def url(store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with service(store, tmp_path_factory.mktemp("service")) as (address, _):
+        yield address
+
+
+def score(url: str, body: Any, content_type: str = "application/json") -> httpx.Response:
+    content = body if isinstance(body, str | bytes) else json.dumps(body)
+    return httpx.post(f"{url}/invocations", content=content, headers={"Content-Type": content_type}, timeout=10)
+
+
+def split(*rows: list[Any], columns: list[str] = COLUMNS) -> dict[str, Any]:
+    return {"dataframe_split": {"columns": columns, "data": [list(r) for r in rows]}}
+
+
+GOOD = split([1200.0, 18, "AA", "JFK"])
+
+
+def test_health_routes(url: str) -> None:
+    for path in ["/ping", "/health"]:
+        assert httpx.get(f"{url}{path}").status_code == 200
+
+
+def test_version_names_the_registered_model(url: str) -> None:
+    import mlflow
+
+    answer = httpx.get(f"{url}/version").json()
+    assert answer["mlflow_version"] == mlflow.__version__
+    assert answer["model_uri"] == f"models:/{MODEL}@champion"
+    assert (answer["model_name"], answer["model_version"]) == (MODEL, "1")
+    assert answer["resolved_uri"] == f"models:/{MODEL}/1"
+    assert answer["run_id"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        GOOD,
+        split([1200.0, 18, "AA", "JFK"], [300, 6, "B6", "LGA"], [None, 9, "UA", "EWR"]),  # int distance, null
+        {"dataframe_split": {"columns": list(reversed(COLUMNS)), "index": [10], "data": [["EWR", "DL", 7, 900.5]]}},
+        {"dataframe_records": [{"distance": 500.0, "hour": 20, "carrier": "UA", "origin": "EWR", "extra": 1}]},
+        split([800.0, 12, "ZZ", "SFO"]),  # unknown categories
+        split([800.0, 12, None, "JFK"]),  # missing category
+    ],
+    ids=["one-row", "rows-with-null", "reordered-with-index", "records-extra-column", "unknown-category", "null-category"],
+)
+def test_predictions_are_what_mlflow_models_serve_answers(url: str, offline: Any, body: dict[str, Any]) -> None:
+    answer = score(url, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.json() == mlflow_answer(offline, body)
+    assert all(np.isfinite(p).all() and abs(sum(p) - 1) < 1e-9 for p in answer.json()["predictions"])
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "names"),
+    [
+        ('{"dataframe_split": {"columns": ["distance"', "application/json", 400, "valid JSON"),
+        ({"inputs": [[1, 2]]}, "application/json", 400, "dataframe_split"),
+        ({"something": "else"}, "application/json", 400, "dataframe_records"),
+        (split(), "application/json", 422, "no rows"),
+        ({"dataframe_records": []}, "application/json", 422, "no rows"),
+        (split([1.0, 5, "AA"], columns=COLUMNS[:3]), "application/json", 422, "origin"),
+        (split(["far", 5, "AA", "JFK"]), "application/json", 422, "distance"),
+        (split([1.0, 5.5, "AA", "JFK"]), "application/json", 422, "hour"),
+        (split([1.0, None, "AA", "JFK"]), "application/json", 422, "hour"),
+        (split([1.0, 5, 42, "JFK"]), "application/json", 422, "carrier"),
+        ("distance,hour\n1,2\n", "text/csv", 415, "application/json"),
+    ],
+    ids=["malformed", "inputs", "unknown-format", "empty-split", "empty-records", "missing-column", "str-for-double",
+         "fraction-for-long", "null-long", "int-for-string", "csv"],  # fmt: skip
+)
+def test_bad_requests_get_an_mlflow_style_error_and_the_service_goes_on(
+    url: str, body: Any, content_type: str, status: int, names: str
+) -> None:
+    answer = score(url, body, content_type)
+    assert answer.status_code == status, answer.text
+    error = answer.json()
+    assert set(error) == {"error_code", "message"} and names in error["message"]
+    assert score(url, GOOD).status_code == 200
+
+
+def test_unknown_routes_answer_json(url: str) -> None:
+    for answer in [httpx.get(f"{url}/invocations"), httpx.get(f"{url}/nowhere")]:
+        assert answer.status_code in (404, 405) and "message" in answer.json()
+
+
+def test_concurrent_requests_get_the_offline_predictions(url: str, offline: Any) -> None:
+    X, _ = training_frame(160)
+    rows = X.astype(object).where(X.notna(), None).values.tolist()
+    bodies = [split(row) for row in rows]
+    expected = [mlflow_answer(offline, body) for body in bodies]
+
+    async def send_all() -> list[httpx.Response]:
+        limit = asyncio.Semaphore(32)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+            async def one(body: dict[str, Any]) -> httpx.Response:
+                async with limit:
+                    return await client.post("/invocations", json=body)
+
+            return await asyncio.gather(*(one(body) for body in bodies))
+
+    answers = asyncio.run(send_all())
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    assert [a.json() for a in answers] == expected
+
+
+def test_workers_come_from_the_config(store: str, tmp_path: Path, offline: Any) -> None:
+    with service(store, tmp_path, workers=2) as (address, pid):
+        children = psutil.Process(pid).children()
+        workers = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2, [p.cmdline() for p in children]
+        for _ in range(6):
+            assert score(address, GOOD).json() == mlflow_answer(offline, GOOD)
