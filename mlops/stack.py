@@ -477,7 +477,7 @@ def status(settings: StackSettings | None = None) -> int:
         all_up &= healthy
         pid = record.pid if record else "-"
         print(
-            f"{part.name:<15} pid {pid!s:<8} alive {'yes' if record else 'no ':<4} "
+            f"{part.name:<17} pid {pid!s:<8} alive {'yes' if record else 'no ':<4} "
             f"health {'ok  ' if healthy else 'FAIL'} {part.health_url}"
         )
     return 0 if all_up else 1
