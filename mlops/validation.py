@@ -54,7 +54,7 @@ class Contract(BaseModel):
     rows: int
     range_tolerance: float = 0.1  # values may exceed the observed range by this share of its span
     max_unknown_category_share: float = 0.001
-    missing_share_slack: float = 0.05  # allowed rise of a column's missing share over the reference
+    missing_share_slack: float = 0.1  # allowed rise of a column's missing share over the reference (monthly swings)
     columns: list[ColumnContract]
 
     def save(self, path: Path) -> None:
