@@ -112,12 +112,17 @@ class Gates(Strict):
 
 
 class Drift(Strict):
-    num_method: str | None = None  # Evidently stattest; None: Evidently's default per column
-    cat_method: str | None = None
-    threshold: float | None = None
-    drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
-    sample_rows: int | None = Field(default=None, ge=100)
-    debounce_minutes: int = Field(default=60, ge=0)
+    """How drift monitoring compares a new window with the champion's training window (see mlops/drift.py).
+
+    Retraining on drift is debounced by the trigger in prefect.yaml (`within:` on the retrain deployment).
+    """
+
+    num_method: str | None = None  # Evidently stattest, e.g. "wasserstein", "psi", "ks"; None: Evidently's choice
+    cat_method: str | None = None  # e.g. "jensenshannon", "chisquare"
+    threshold: float | None = None  # per-column threshold; None: the method's default
+    drift_share: float = Field(default=0.5, gt=0.0, le=1.0)  # share of drifted columns that means drift
+    sample_rows: int | None = Field(default=50_000, ge=100)  # per side; None compares every row
+    window_months: int = Field(default=1, ge=1, le=120)  # length of the new window checked
 
 
 class Slo(Strict):

@@ -47,7 +47,6 @@ def connect(config: Config) -> MlflowClient:
     """Point the MLflow fluent API at the tracking server and make sure the experiment exists."""
     uri = tracking_uri(config)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     mlflow.set_experiment(config.tracking.experiment)
     return MlflowClient(uri, registry_uri=uri)
 

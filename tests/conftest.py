@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,18 @@ DIABETES_CONFIG = PROJECT_ROOT / "examples" / "diabetes" / "mlops.yaml"
 
 
 @pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """MLflow on a SQLite file and the state dir under tmp_path, so no test touches .mlops/ or a server."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("MLOPS_CONFIG", raising=False)
-    return tmp_path
+    # MLflow keeps a process-wide URI that beats the environment: point it here, then forget it.
+    mlflow.set_tracking_uri(uri)
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture(scope="session")

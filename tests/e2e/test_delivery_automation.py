@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import mlflow
@@ -19,10 +20,10 @@ CD_DEPLOYMENT = "continuous-delivery/deploy-model"
 
 
 @pytest.fixture
-def mlflow_client(stack) -> MlflowClient:
+def mlflow_client(stack) -> Iterator[MlflowClient]:
     mlflow.set_tracking_uri(stack.mlflow_uri)
-    mlflow.set_registry_uri(stack.mlflow_uri)
-    return MlflowClient(stack.mlflow_uri, registry_uri=stack.mlflow_uri)
+    yield MlflowClient(stack.mlflow_uri, registry_uri=stack.mlflow_uri)
+    mlflow.set_tracking_uri(None)  # process-wide in MLflow (and it sets MLFLOW_TRACKING_URI): undo it
 
 
 def _cd_run_for(prefect_client, version: str, timeout: float = 120.0):

