@@ -25,8 +25,9 @@ from tasks.training import (
 
 
 def _run_name() -> str:
-    as_of = runtime.flow_run.parameters.get("as_of") or "latest"
-    return f"ct-{load_config().dataset.name}-{as_of}"
+    config = load_config()
+    as_of = runtime.flow_run.parameters.get("as_of") or config.window.as_of or "latest"
+    return f"ct-{config.dataset.name}-{as_of}"
 
 
 @flow(name="continuous-training", flow_run_name=_run_name)

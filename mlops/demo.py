@@ -1,89 +1,154 @@
-"""`mlops demo`: bring the local stack up, retrain through the deployment, and watch the automation deliver."""
+"""`mlops demo`: the whole loop on the local stack, driven only by deployments and automations.
+
+CT on early months → (automation) CD promotes → a summer month arrives → drift monitoring detects
+drift → (automation) CT retrains → (automation) CD promotes the new version. It prints a timeline
+of what happened and why, and leaves the stack running for the UIs (`make down` stops it).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
 from typing import Any
 
 from mlops import stack
-from mlops.config import load_config
+from mlops.config import Config, load_config
 
-CT_DEPLOYMENT = "continuous-training/retrain"
-CD_DEPLOYMENT = "continuous-delivery/deploy-model"
-TIMEOUT_S = 900
-
-
-def _say(started: float, text: str) -> None:
-    print(f"[{time.monotonic() - started:6.1f} s] {text}", flush=True)
+CT, CD, DRIFT = "continuous-training/retrain", "continuous-delivery/deploy-model", "drift-monitoring/scheduled"
+SUMMER = "2013-08-01"  # the drift check looks at the month before this: July
+TIMEOUT_S = 600
 
 
-async def _wait_for_cd_run(version: str, timeout_s: float) -> Any:
-    """The continuous-delivery run the automation starts for `version`, once it is finished."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+class DemoError(RuntimeError):
+    """The loop stopped somewhere; the message says where to look."""
 
+
+class Timeline:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f} s] {text}", flush=True)
+
+
+def _poll(condition: Any, timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
-    async with get_client() as client:
-        deployment = await client.read_deployment_by_name(CD_DEPLOYMENT)
-        while time.monotonic() < deadline:
-            runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
-            mine = [r for r in runs if str(r.parameters.get("version")) == version]
-            if mine and mine[0].state and mine[0].state.is_final():
-                return mine[0]
-            await asyncio.sleep(2)
-    raise TimeoutError(f"no finished {CD_DEPLOYMENT} run for version {version} within {timeout_s:.0f} s")
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(1.0)
+    raise DemoError(f"{what} did not happen within {timeout_s:.0f} s")
+
+
+class Loop:
+    """The stack's clients and the few questions the demo asks them."""
+
+    def __init__(self, settings: stack.StackSettings, config: Config) -> None:
+        from mlflow.tracking import MlflowClient
+        from prefect.client.orchestration import get_client
+
+        self.settings, self.config = settings, config
+        self.mlflow = MlflowClient(settings.mlflow_uri)
+        self.prefect = get_client(sync_client=True)
+        self.name = config.tracking.model_name
+
+    def runs(self, deployment: str, **parameters: Any) -> list[Any]:
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+        deployment_id = self.prefect.read_deployment_by_name(deployment).id
+        found = self.prefect.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        return [r for r in found if all(str(r.parameters.get(k)) == str(v) for k, v in parameters.items())]
+
+    def finished(self, flow_run_id: Any) -> Any:
+        def final() -> Any:
+            run = self.prefect.read_flow_run(flow_run_id)
+            return run if run.state and run.state.is_final() else None
+
+        return _poll(final, TIMEOUT_S, f"flow run {flow_run_id} finishing")
+
+    def run_url(self, flow_run_id: Any) -> str:
+        return f"{self.settings.prefect_url}/runs/flow-run/{flow_run_id}"
+
+    def registered_by(self, ct_run: Any) -> Any:
+        found = self.mlflow.search_model_versions(f"name = '{self.name}' and tags.prefect_flow_run_id = '{ct_run.id}'")
+        if not found:
+            raise DemoError(f"{ct_run.name} registered nothing (a gate failed): {self.run_url(ct_run.id)}")
+        return found[0]
+
+    def train_and_deliver(self, ct_run: Any, timeline: Timeline) -> str:
+        """Wait for a CT run and the CD run the automation starts for what it registered."""
+        ct_run = self.finished(ct_run.id)
+        if not ct_run.state.is_completed():
+            raise DemoError(f"{ct_run.name} ended {ct_run.state.name}: {self.run_url(ct_run.id)}")
+        version = self.registered_by(ct_run)
+        metrics = self.mlflow.get_run(version.run_id).data.metrics
+        metric = self.config.gates.metric
+        champion = metrics.get(f"champion_test_{metric}")
+        versus = f" vs champion {champion:.3f}" if champion is not None else " (no champion yet: floors only)"
+        timeline.say(f"{ct_run.name}: registered v{version.version} as challenger — holdout {metric} "
+                     f"{metrics[f'test_{metric}']:.3f}{versus}, window {version.tags['data_window']}")
+        timeline.say("  MLflow webhook → receiver → mlops.model.registered → continuous-delivery")
+        cd = _poll(lambda: self.runs(CD, version=version.version), 120, f"the CD run for v{version.version}")[0]
+        cd = self.finished(cd.id)
+        tags = self.mlflow.get_model_version(self.name, version.version).tags
+        timeline.say(f"{cd.name}: {tags.get('deployment', cd.state.name)}")
+        for line in tags.get("deployment_gates", "").splitlines():
+            timeline.say(f"  {line}")
+        if tags.get("deployment") != "promoted":
+            raise DemoError(f"v{version.version} was not promoted: {self.run_url(cd.id)}")
+        return str(version.version)
 
 
 def run_demo() -> int:
-    """CT through its deployment → registration → (automation) CD → promoted; prints what happened."""
-    started = time.monotonic()
+    """Bring the stack up and run the loop once; 0 when the retrained version ends up in production."""
     settings = stack.stack_settings()
     if stack.up(settings) != 0:
         return 1
     os.environ.update(settings.client_env())
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     config = load_config()
-
-    from mlflow.tracking import MlflowClient
     from prefect.deployments import run_deployment
 
-    _say(started, f"running {CT_DEPLOYMENT} on the worker (window: {config.window.months} months before {config.window.as_of})")
-    ct = run_deployment(CT_DEPLOYMENT, parameters={"reason": "demo"}, timeout=TIMEOUT_S)
-    if not (ct.state and ct.state.is_completed()):
-        print(f"continuous training ended {ct.state.name if ct.state else 'unknown'}: see {settings.prefect_url}/runs/flow-run/{ct.id}")
-        return 1
-    client = MlflowClient(settings.mlflow_uri, registry_uri=settings.mlflow_uri)
-    name = config.tracking.model_name
-    found = client.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{ct.id}'")
-    if not found:
-        _say(started, f"CT run {ct.name} registered nothing (gates failed): see {settings.prefect_url}/runs/flow-run/{ct.id}")
-        return 1
-    version = found[0]
-    run = client.get_run(version.run_id)
-    metrics = ", ".join(f"{k.removeprefix('test_')} {v:.3f}" for k, v in sorted(run.data.metrics.items()) if k.startswith("test_"))
-    _say(started, f"CT registered {name} v{version.version} as challenger ({metrics})")
+    timeline = Timeline()
+    loop = Loop(settings, config)
+    try:
+        timeline.say(f"{CT}: training on the {config.window.months} months before {config.window.as_of}")
+        first = loop.train_and_deliver(run_deployment(CT, parameters={"reason": "demo"}, timeout=0), timeline)
 
-    _say(started, "waiting for the automation: MLflow webhook → mlops.model.registered → continuous-delivery")
-    cd = asyncio.run(_wait_for_cd_run(str(version.version), TIMEOUT_S))
-    outcome = client.get_model_version(name, version.version).tags.get("deployment", "unknown")
-    run = client.get_run(version.run_id)
-    load = {k: v for k, v in run.data.metrics.items() if k.startswith("load_")}
-    _say(started, f"CD run {cd.name} finished: {cd.state.name}; version {version.version} {outcome}")
-    if load:
-        _say(started, "load test: {:.0f} req/s, p50 {:.0f} ms, p95 {:.0f} ms, p99 {:.0f} ms, errors {:.2%}".format(
-            load.get("load_rps", 0), load.get("load_p50_ms", 0), load.get("load_p95_ms", 0),
-            load.get("load_p99_ms", 0), load.get("load_error_rate", 0)))
+        timeline.say(f"new data: July 2013 arrives; {DRIFT} compares it with v{first}'s training window")
+        drift = loop.finished(run_deployment(DRIFT, parameters={"as_of": SUMMER, "window_months": 1}, timeout=0).id)
+        monitoring = loop.mlflow.search_runs(
+            [loop.mlflow.get_experiment_by_name(f"{config.tracking.experiment}-monitoring").experiment_id],
+            filter_string="tags.current_window = '2013-07-01..2013-08-01'", max_results=1)[0]
+        import mlflow.artifacts
+
+        result = mlflow.artifacts.load_dict(f"{monitoring.info.artifact_uri}/drift/result.json")
+        share = result["drift_share"]
+        drifted = [c["column"] for c in result["columns"] if c["drifted"]]
+        timeline.say(f"{drift.name}: {share:.0%} of {len(result['columns'])} monitored columns drifted "
+                     f"(threshold {config.drift.drift_share:.0%}): {', '.join(drifted)}")
+        timeline.say(f"  Evidently report: MLflow run {monitoring.info.run_id}, artifacts/drift/drift_report.html")
+        if share < config.drift.drift_share:
+            raise DemoError("July did not drift under this config: nothing retrains")
+        timeline.say("  mlops.drift.detected → continuous-training (debounced: one run per burst)")
+        known = {r.id for r in loop.runs(CT, reason="drift")}
+        retrain = _poll(lambda: [r for r in loop.runs(CT, reason="drift") if r.id not in known], 120,
+                        "the CT run started by the drift event (a drift event in the last hour is debounced)")[0]
+        second = loop.train_and_deliver(retrain, timeline)
+    except DemoError as exc:
+        timeline.say(f"stopped: {exc}")
+        return 1
     production = f"http://{config.serving.host}:{config.serving.production_port}"
     print(
-        f"\nPrefect UI      {settings.prefect_url}/runs  (flow runs, artifacts, automations)\n"
-        f"MLflow UI       {settings.mlflow_uri}/#/models/{name}\n"
-        f"Production      {production}/invocations  (MLflow scoring protocol; serving v{version.version if outcome == 'promoted' else '?'})\n"
+        f"\nProduction serves v{second} (was v{first}) at {production}/invocations\n"
+        f"Prefect UI   {settings.prefect_url}/runs   (flow runs, artifacts; automations under Automations)\n"
+        f"MLflow UI    {settings.mlflow_uri}/#/models/{config.tracking.model_name}\n"
         f"The stack keeps running: `make down` stops it.",
         flush=True,
     )
-    return 0 if outcome == "promoted" else 1
+    return 0
 
 
 if __name__ == "__main__":

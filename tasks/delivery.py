@@ -129,6 +129,7 @@ def promote(config: Config, model_name: str, version: str, gates: list[Gate]) ->
     client = registry.connect(config)
     client.set_registered_model_alias(model_name, registry.CHAMPION, version)
     client.set_model_version_tag(model_name, version, "deployment", "promoted")
+    client.set_model_version_tag(model_name, version, "deployment_gates", gates_summary(gates))
     _emit("mlops.deployment.promoted", "production", model_name, version, gates)
 
 
@@ -138,6 +139,7 @@ def tag_rejected(config: Config, model_name: str, version: str, gates: list[Gate
     client = registry.connect(config)
     client.set_model_version_tag(model_name, version, "deployment", "rejected")
     client.set_model_version_tag(model_name, version, "rejected", reason[:4000])
+    client.set_model_version_tag(model_name, version, "deployment_gates", gates_summary(gates))
     _emit("mlops.deployment.rejected", "staging", model_name, version, gates, reason)
 
 
@@ -151,6 +153,11 @@ def _emit(event: str, environment: str, model_name: str, version: str, gates: li
         related=[{"prefect.resource.id": f"mlflow.model.{model_name}.{version}", "prefect.resource.role": "model"}],
         payload=payload,
     )
+
+
+def gates_summary(gates: list[Gate]) -> str:
+    """One line per gate, kept as a tag on the model version so the registry shows why."""
+    return "\n".join(f"{g.name}: {'pass' if g.passed else 'FAIL'} ({g.summary})" for g in gates)[:4000]
 
 
 def gates_markdown(model_name: str, version: str, verdict: str, gates: list[Gate]) -> str:

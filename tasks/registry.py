@@ -54,6 +54,8 @@ def log_training_record(
     for key, value in evaluation.overall.items():
         client.log_metric(run_id, f"test_{key}", value)
     client.log_metric(run_id, f"validation_{chosen.metric}", chosen.score)
+    if decision.champion is not None:
+        client.log_metric(run_id, f"champion_test_{decision.metric}", decision.champion)
     client.log_table(run_id, pd.DataFrame(evaluation_rows(evaluation)), "evaluation/segments.json")
     client.log_dict(run_id, [c.model_dump() for c in candidates], "search/candidates.json")
     client.log_dict(run_id, decision.model_dump(), "validation/decision.json")
