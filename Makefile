@@ -28,6 +28,9 @@ down: install
 status: install
 	$(BIN)/mlops status
 
+hooks: install
+	$(BIN)/mlops hooks
+
 clean:
 	-$(BIN)/mlops down
 	rm -rf .mlops

@@ -42,6 +42,17 @@ def _contract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hooks(args: argparse.Namespace) -> int:
+    from mlops import hooks
+
+    try:
+        print(hooks.install().message)
+    except hooks.HookError as exc:
+        print(f"mlops hooks: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mlops.demo import run_demo
 
@@ -65,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--workers", type=int, default=None, help="default: serving.workers in the config")
     serve.set_defaults(func=_serve)
+    sub.add_parser("hooks", help="install the git post-commit hook that starts CI for each commit").set_defaults(func=_hooks)
     test = sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=_test)

@@ -1,0 +1,167 @@
+"""A commit → CI → `mlops.ci.passed` → CT with that sha, on the real stack; a commit that breaks a data test trains nothing.
+
+Commits are made in a clone of this repository (its committed state) under tmp_path: the working
+tree is never touched. The worker runs the CI flow from the repo root, and the flow tests the
+clone's commit. CI runs the fast checks only (data, model, infra): the unit and integration suites
+have their own runs in `make test`, and integration inside e2e would take minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlops import hooks
+from mlops.config import PROJECT_ROOT, load_config
+
+pytestmark = pytest.mark.e2e
+
+CI_DEPLOYMENT = "continuous-integration/on-commit"
+CT_DEPLOYMENT = "continuous-training/retrain"
+CD_DEPLOYMENT = "continuous-delivery/deploy-model"
+FAST_CHECKS = ["data", "model", "infra"]
+
+
+def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    command = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@example.com", *args]
+    return subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    path = tmp_path / "clone"
+    _git(tmp_path, "clone", "--quiet", str(PROJECT_ROOT), str(path))
+    return path
+
+
+def _commit(repo: Path, relative: str, edit: Callable[[str], str], message: str, env: dict[str, str] | None = None) -> str:
+    target = repo / relative
+    target.write_text(edit(target.read_text()))
+    _git(repo, "commit", "--quiet", "--all", "--message", message, env=env)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _runs(prefect_client, deployment: str, where: Callable) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    found = prefect_client.read_deployment_by_name(deployment)
+    runs = prefect_client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])))
+    return [run for run in runs if where(run)]
+
+
+def _one_run(prefect_client, deployment: str, where: Callable, what: str, timeout: float = 120.0):
+    """The single run of `deployment` matching `where` (polled: an automation creates it asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _runs(prefect_client, deployment, where)
+        if found:
+            assert len(found) == 1, f"{len(found)} {deployment} runs for {what}"
+            return found[0]
+        time.sleep(0.5)
+    pytest.fail(f"no {deployment} run for {what} within {timeout:.0f} s")
+
+
+def _artifacts(prefect_client, flow_run_id) -> dict[str, str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    found = prefect_client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {a.key: a.data if isinstance(a.data, str) else json.dumps(a.data) for a in found if a.key}
+
+
+def _description(prefect_client, flow_run_id, key: str) -> str:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    [found] = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return found.description or ""
+
+
+@pytest.fixture
+def mlflow_client(stack) -> MlflowClient:
+    mlflow.set_tracking_uri(stack.mlflow_uri)
+    mlflow.set_registry_uri(stack.mlflow_uri)
+    return MlflowClient(stack.mlflow_uri, registry_uri=stack.mlflow_uri)
+
+
+def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, prefect_client, wait_for_flow_run, mlflow_client, clone):
+    from prefect.deployments import run_deployment
+
+    sha = _commit(clone, "flows/continuous_training.py", lambda text: text + "\n# e2e: a harmless change\n", "A harmless change")
+
+    ci_run = run_deployment(CI_DEPLOYMENT, parameters={"sha": sha, "repo_path": str(clone), "checks": FAST_CHECKS}, timeout=0)
+    state = wait_for_flow_run(ci_run.id, timeout=420)
+    ci_run = prefect_client.read_flow_run(ci_run.id)
+    print(f"CI ({', '.join(FAST_CHECKS)}): {ci_run.total_run_time.total_seconds():.1f} s")
+    assert state.is_completed(), state
+    artifacts = _artifacts(prefect_client, ci_run.id)
+    assert artifacts["ci-summary"].startswith("# CI PASSED") and sha in artifacts["ci-summary"]
+    assert {"ci-data-tests", "ci-model-tests", "ci-model-check", "ci-model-latency", "ci-infra"} <= set(artifacts)
+
+    # The automation on continuous-training/retrain turns mlops.ci.passed into a CT run for this sha.
+    ct = _one_run(prefect_client, CT_DEPLOYMENT, lambda r: r.parameters.get("commit") == sha, f"commit {sha}")
+    print(f"CI end → CT flow run created: {(ct.created - ci_run.end_time).total_seconds():+.1f} s")
+    assert ct.parameters["reason"] == "ci"
+    assert wait_for_flow_run(ct.id, timeout=420).is_completed()
+    config = load_config()
+    experiment = mlflow_client.get_experiment_by_name(config.tracking.experiment)
+    [run] = mlflow_client.search_runs([experiment.experiment_id], f"tags.prefect_flow_run_id = '{ct.id}'")
+    assert run.data.tags["git_commit"] == sha and run.data.tags["trigger_reason"] == "ci"
+    [version] = mlflow_client.search_model_versions(f"name = '{config.tracking.model_name}' and tags.prefect_flow_run_id = '{ct.id}'")
+    assert version.tags["git_commit"] == sha
+
+    # The registration starts a delivery; let it finish here rather than run on into other tests.
+    cd = _one_run(prefect_client, CD_DEPLOYMENT, lambda r: str(r.parameters.get("version")) == str(version.version),
+                  f"version {version.version}")
+    assert wait_for_flow_run(cd.id, timeout=420).is_final()
+
+
+def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_nothing(stack, prefect_client, wait_for_flow_run, clone):
+    # The developer's side: `mlops hooks`, and the stack's env file (here with a quick set of checks).
+    hooks.install(clone, bin_dir=Path(sys.executable).parent)
+    (clone / ".mlops").mkdir()
+    (clone / ".mlops" / "env").write_text(f"export PREFECT_API_URL={stack.prefect_api_url}\nexport MLOPS_CI_CHECKS=data,model,infra\n")
+    shell = {k: v for k, v in os.environ.items() if k not in ("MLOPS_STATE_DIR", "PREFECT_API_URL", "MLOPS_CI_CHECKS")}
+
+    def forbid_missing_temperatures(text: str) -> str:
+        contract = json.loads(text)
+        [temp] = [c for c in contract["columns"] if c["name"] == "temp"]
+        temp.update(nullable=False, max_missing_share=0.0)  # the data has a few missing temperatures
+        return json.dumps(contract, indent=2) + "\n"
+
+    started = time.monotonic()
+    sha = _commit(clone, "contracts/nycflights13.json", forbid_missing_temperatures, "Temperatures are never missing", env=shell)
+    committed_in = time.monotonic() - started
+    assert committed_in < 5, f"the commit took {committed_in:.1f} s: the hook must not wait for CI"
+
+    ci_run = _one_run(prefect_client, CI_DEPLOYMENT, lambda r: r.parameters.get("sha") == sha, f"commit {sha}", timeout=60)
+    assert ci_run.parameters["repo_path"] == str(clone) and ci_run.parameters["checks"] == FAST_CHECKS
+    state = wait_for_flow_run(ci_run.id, timeout=300)
+    assert state.is_failed(), state
+    artifacts = _artifacts(prefect_client, ci_run.id)
+    assert artifacts["ci-summary"].startswith("# CI FAILED: data tests")
+    for other in ("model tests", "model check", "infrastructure"):  # a failing check does not stop the others
+        assert f"| {other} | pass |" in artifacts["ci-summary"], artifacts["ci-summary"]
+    print(f"model check on: {_description(prefect_client, ci_run.id, 'ci-model-check')}")
+    assert "test_every_month_of_the_reference_year_meets_the_contract_and_quality_rules" in artifacts["ci-data-tests"]
+
+    # No mlops.ci.passed, so no CT run for this sha: watch for a while after CI ended.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert not _runs(prefect_client, CT_DEPLOYMENT, lambda r: r.parameters.get("commit") == sha), "CI failed, yet CT ran"
+        time.sleep(1)
+
+    # The hook's background request has ended: it exits right after creating the run.
+    log = clone / ".mlops" / "logs" / "post-commit.log"
+    deadline = time.monotonic() + 30
+    while f"{sha}: prefect exited" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert f"{sha}: prefect exited 0" in log.read_text(), log.read_text()
