@@ -13,6 +13,7 @@ from mlops import modeling, registry
 from mlops.config import load_config
 from tasks.data import extract_window, profile_data, split_data, validate_data
 from tasks.registry import finish_training_run, log_model, log_training_record, register_model, start_training_run
+from tasks.runs import tag_this_run
 from tasks.training import (
     best_candidate,
     engineer_features,
@@ -60,6 +61,7 @@ def continuous_training(
         "prefect_flow_run_id": flow_run_id,
         "trigger_reason": reason,
     }
+    tag_this_run([f"reason:{reason}", *([f"commit:{commit}"] if commit else [])])
     run_id = start_training_run(config, runtime.flow_run.name or "ct", lineage)
     try:
         extract = extract_window(config, as_of_text, months, workdir)

@@ -111,6 +111,7 @@ def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, 
     print(f"CI end → CT flow run created: {(ct.created - ci_run.end_time).total_seconds():+.1f} s")
     assert ct.parameters["reason"] == "ci"
     assert wait_for_flow_run(ct.id, timeout=420).is_completed()
+    assert f"commit:{sha}" in prefect_client.read_flow_run(ct.id).tags
     config = load_config()
     experiment = mlflow_client.get_experiment_by_name(config.tracking.experiment)
     [run] = mlflow_client.search_runs([experiment.experiment_id], f"tags.prefect_flow_run_id = '{ct.id}'")

@@ -32,6 +32,14 @@ def _artifacts(flow_run_id) -> dict[str, str]:
     return asyncio.run(read())
 
 
+def _flow_run_tags(flow_run_id) -> list[str]:
+    async def read():
+        async with get_client() as client:
+            return (await client.read_flow_run(flow_run_id)).tags
+
+    return asyncio.run(read())
+
+
 @pytest.fixture
 def flights(isolated, monkeypatch):
     monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
@@ -53,6 +61,7 @@ def test_registers_a_challenger_with_lineage_then_compares_with_the_champion(fli
     assert "data_quality" in {a.path for a in flights.list_artifacts(version.run_id)}
     artifacts = _artifacts(state.state_details.flow_run_id)
     assert {"holdout-metrics", "model-validation", "ct-summary"} <= set(artifacts)
+    assert "reason:test" in _flow_run_tags(state.state_details.flow_run_id)
     assert "carrier=" in artifacts["holdout-metrics"]
 
     flights.set_registered_model_alias("flights-delay", "champion", "1")

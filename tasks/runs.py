@@ -1,0 +1,14 @@
+"""Tasks about the flow run itself."""
+
+from __future__ import annotations
+
+from prefect import runtime, task
+from prefect.client.orchestration import get_client
+
+
+@task(retries=3, retry_delay_seconds=[2, 5, 15])
+def tag_this_run(tags: list[str]) -> None:
+    """Add tags to the running flow run, e.g. the commit a CI-triggered run trains (triggers cannot set tags)."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(runtime.flow_run.id)
+        client.update_flow_run(run.id, tags=sorted(set(run.tags) | set(tags)))
