@@ -1,0 +1,476 @@
+"""Batch scoring: screen input rows, score them chunk by chunk, write predictions and rejects. No Prefect here.
+
+Pure transforms work on one chunk (`check_input_schema`, `screen_chunk`, `key_frame`,
+`prediction_frame`, `reject_frame`); the functions that touch files or the registry say so in
+their names (`read_columns`, `read_sample`, `iter_chunks`, `resolve_model`, `score_file`).
+
+Memory stays bounded by the chunk size: `score_file` holds one chunk of the input and that
+chunk's predictions at a time, appending each to the output Parquet file as a row group.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from mlops import validation
+from mlops.config import Config
+from mlops.evaluation import predict_outputs
+from mlops.validation import Contract, Violation
+
+DEFAULT_CHUNK_ROWS = 50_000
+SAMPLE_ROWS = 1_000  # rows read up front to check the schema
+
+# Output columns besides the row keys.
+ROW_NUMBER = "row_number"  # 0-based position in the input; the key when a key column is missing
+MODEL_VERSION = "model_version"
+PREDICTION = "prediction"  # the label (classification) or the value (regression)
+PROBABILITY = "probability"  # binary: of the positive class (classes_[1]); multiclass: of the predicted label
+REASON = "reason"
+
+# Rules a row can break; the reason reads "<rule>: <column>", several joined with "; ".
+NOT_NULLABLE = "not_nullable"  # null where the contract says the column never is, or the model cannot take one
+NON_NUMERIC = "non_numeric"  # a value in a numeric column that does not parse as a number
+NON_FINITE = "non_finite"  # +/-inf in a numeric column
+REASON_SEPARATOR = "; "
+
+Format = Literal["csv", "parquet"]
+_SUFFIXES: dict[str, Format] = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class ScoringInputError(ValueError):
+    """An input that cannot be scored at all (e.g. a model input column is missing); names every problem."""
+
+    def __init__(self, source: str, violations: list[Violation]):
+        self.source = source
+        self.violations = violations
+        lines = "\n".join(f"  - {v.column}: {v.rule} ({v.detail})" for v in violations)
+        missing = [v.column for v in violations if v.rule == "missing_column"]
+        headline = f"missing column(s) {missing}" if missing else f"{len(violations)} problem(s)"
+        super().__init__(f"cannot score {source}: {headline}; nothing was written\n{lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keeps the violations when Prefect pickles the failure
+        return self.__class__, (self.source, self.violations)
+
+
+class ModelNotFoundError(LookupError):
+    """The registry has no such version, or no model behind the alias."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure: what to read, what to check, what to write, for one chunk.
+# --------------------------------------------------------------------------------------------
+
+
+def input_format(path: str | Path) -> Format:
+    """csv or parquet, from the file name's suffix."""
+    name = str(path).lower()
+    for suffix, kind in _SUFFIXES.items():
+        if name.endswith(suffix):
+            return kind
+    raise ValueError(f"cannot tell the format of {path}: name it with one of {sorted(_SUFFIXES)}")
+
+
+def check_input_schema(sample: pd.DataFrame, config: Config) -> list[Violation]:
+    """Model input columns missing or of an unusable type; the target and time column are not required.
+
+    A numeric column read as text (a CSV with a stray word in it) is usable: its values are parsed
+    row by row and the rows that do not parse are rejected, not the whole input.
+    """
+    features = set(config.dataset.features)
+    found = [v for v in validation.check_schema(sample, config) if v.column in features]
+    found = [v for v in found if not (v.rule == "wrong_type" and _parsable_text(sample[v.column]))]
+    if sample.empty:
+        found.append(Violation(column="*", rule="no_rows", detail="the input has no rows to score"))
+    return found
+
+
+def _parsable_text(column: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)
+
+
+def non_nullable_columns(config: Config, contract: Contract | None) -> frozenset[str]:
+    """Model input columns the contract declares never null; none without a contract."""
+    if contract is None:
+        return frozenset()
+    features = set(config.dataset.features)
+    return frozenset(c.name for c in contract.columns if c.name in features and not c.nullable)
+
+
+def null_intolerant_columns(model: Any, config: Config) -> frozenset[str]:
+    """Model input columns where a null makes the model fail or return a non-finite value.
+
+    Probed once on a synthetic row (numeric 0, categorical "") as the model service does: a
+    HistGradientBoosting pipeline takes nulls everywhere, a linear model without an imputer nowhere.
+    Returns nothing when the model cannot score even the synthetic row (the chunks will say why).
+    """
+    ds = config.dataset
+    base = {**{c: 0.0 for c in ds.numeric}, **{c: "" for c in ds.categorical}}
+
+    def scores(missing: list[str]) -> bool:
+        row = pd.DataFrame({c: [np.nan if c in missing and c in ds.numeric else None if c in missing else v]
+                            for c, v in base.items()}).astype({c: "float64" for c in ds.numeric})
+        try:
+            output = np.asarray(predict_outputs(model, row, config.task), dtype="float64")
+        except Exception:
+            return False
+        return bool(np.isfinite(output).all())
+
+    if not scores([]) or scores(ds.features):
+        return frozenset()
+    return frozenset(c for c in ds.features if not scores([c]))
+
+
+def output_keys(columns: list[str], config: Config) -> list[str]:
+    """The configured key columns; when one is missing from the input, those present plus the row number."""
+    keys = list(config.dataset.key_columns)
+    present = [k for k in keys if k in columns]
+    return present if keys and len(present) == len(keys) else [*present, ROW_NUMBER]
+
+
+def read_plan(columns: list[str], config: Config) -> list[str]:
+    """The input columns to read: keys and model inputs, nothing else."""
+    wanted = dict.fromkeys([*config.dataset.key_columns, *config.dataset.features])
+    return [c for c in wanted if c in columns]
+
+
+@dataclass(frozen=True)
+class Screened:
+    """One chunk split into model input (scorable rows) and rejected rows with their reasons."""
+
+    features: pd.DataFrame  # scorable rows, the model's input columns, numeric ones as float64
+    keep: np.ndarray  # one bool per chunk row
+    reasons: pd.Series  # one "; "-joined reason per rejected row, indexed like the chunk
+    counts: dict[str, int]  # reason -> rows (a row breaking two rules counts under both)
+
+
+def screen_chunk(chunk: pd.DataFrame, config: Config, non_nullable: frozenset[str] = frozenset()) -> Screened:
+    """Parse numeric inputs and find the rows that cannot be scored; the chunk itself is not changed."""
+    ds = config.dataset
+    numeric = set(ds.numeric)
+    columns: dict[str, pd.Series] = {}
+    problems: dict[str, pd.Series] = {}
+    for name in ds.features:
+        values = chunk[name]
+        missing = values.isna()
+        if name in non_nullable and missing.any():
+            problems[f"{NOT_NULLABLE}: {name}"] = missing
+        if name in numeric:
+            if pd.api.types.is_numeric_dtype(values):
+                numbers = values.astype("float64")
+            else:
+                numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+                unparsed = numbers.isna() & ~missing
+                if unparsed.any():
+                    problems[f"{NON_NUMERIC}: {name}"] = unparsed
+            infinite = pd.Series(np.isinf(numbers.to_numpy()), index=chunk.index)
+            if infinite.any():
+                problems[f"{NON_FINITE}: {name}"] = infinite
+            columns[name] = numbers
+        else:
+            columns[name] = values
+    rejected = np.zeros(len(chunk), dtype=bool)
+    for mask in problems.values():
+        rejected |= mask.to_numpy()
+    keep = ~rejected
+    broken: dict[Any, list[str]] = {label: [] for label in chunk.index[rejected]}
+    for reason, mask in problems.items():
+        for label in chunk.index[mask.to_numpy()]:
+            broken[label].append(reason)
+    reasons = pd.Series([REASON_SEPARATOR.join(r) for r in broken.values()], index=chunk.index[rejected], dtype=object)
+    return Screened(
+        features=pd.DataFrame(columns, index=chunk.index).loc[keep],
+        keep=keep,
+        reasons=reasons,
+        counts={reason: int(mask.sum()) for reason, mask in problems.items()},
+    )
+
+
+def key_frame(chunk: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The key columns of a chunk; `row_number` comes from its index (the position in the input)."""
+    frame = pd.DataFrame({k: chunk[k] for k in keys if k != ROW_NUMBER}, index=chunk.index)
+    if ROW_NUMBER in keys:
+        frame[ROW_NUMBER] = chunk.index.to_numpy(dtype="int64")
+    return frame
+
+
+def prediction_frame(keys: pd.DataFrame, outputs: np.ndarray, classes: np.ndarray | None, task: str, version: str) -> pd.DataFrame:
+    """Keys, model version and prediction per row: binary probability of classes_[1] + label,
+    multiclass label + its probability, regression the value."""
+    out = keys.reset_index(drop=True)
+    out[MODEL_VERSION] = str(version)
+    if task == "regression":
+        out[PREDICTION] = np.asarray(outputs, dtype="float64").reshape(-1)
+        return out
+    outputs = np.asarray(outputs, dtype="float64").reshape(len(out), len(classes))
+    out[PREDICTION] = np.asarray(classes)[np.argmax(outputs, axis=1)]
+    out[PROBABILITY] = outputs[:, 1] if task == "binary" else outputs.max(axis=1)
+    return out
+
+
+def reject_frame(rejected: pd.DataFrame, reasons: pd.Series, keys: list[str], config: Config) -> pd.DataFrame:
+    """Rejected rows: row number, keys, reason and the model inputs as read (as text, they may be anything)."""
+    out = key_frame(rejected, [k for k in keys if k != ROW_NUMBER] + [ROW_NUMBER])
+    out[REASON] = reasons.reindex(rejected.index).astype("string")
+    for name in config.dataset.features:
+        out[name] = rejected[name].astype("string")
+    return out.reset_index(drop=True)
+
+
+class Tally(BaseModel):
+    """Rows read, scored and rejected so far, and rejected rows by reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    rejected_by_reason: dict[str, int] = {}
+
+    def plus(self, screened: Screened) -> Tally:
+        by_reason = dict(self.rejected_by_reason)
+        for reason, count in screened.counts.items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+        return Tally(
+            rows_read=self.rows_read + len(screened.keep),
+            rows_scored=self.rows_scored + int(screened.keep.sum()),
+            rows_rejected=self.rows_rejected + int((~screened.keep).sum()),
+            rejected_by_reason=dict(sorted(by_reason.items())),
+        )
+
+
+class ScoreResult(BaseModel):
+    """What one scoring pass read, scored, rejected and wrote."""
+
+    model_config = ConfigDict(frozen=True)
+
+    output_path: Path
+    rejects_path: Path
+    model_version: str
+    tally: Tally
+    chunks: int
+    chunk_rows: int
+    key_columns: list[str]  # the row keys in the output (see output_keys)
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.tally.rows_read / self.seconds if self.seconds > 0 else float("nan")
+
+
+def default_output_path(state_dir: Path, model_name: str, version: str, now: datetime) -> Path:
+    """<state>/scores/<model>-v<version>-<UTC timestamp to the millisecond>.parquet."""
+    stamp = f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z"
+    return state_dir / "scores" / f"{model_name}-v{version}-{stamp}.parquet"
+
+
+def rejects_path_for(output: Path) -> Path:
+    """The rejects file beside an output file: <stem>.rejects.parquet."""
+    stem = output.name[: -len(".parquet")] if output.name.endswith(".parquet") else output.name
+    return output.with_name(f"{stem}.rejects.parquet")
+
+
+# --------------------------------------------------------------------------------------------
+# I/O: read the input in chunks, resolve the model, score a file.
+# --------------------------------------------------------------------------------------------
+
+
+def read_columns(path: Path) -> list[str]:
+    """The input's column names, from the Parquet schema or the CSV header."""
+    if input_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    return list(pd.read_csv(path, nrows=0).columns)
+
+
+def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
+    """The first rows of the input with the types the chunks will have (empty when it has no rows)."""
+    if input_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as parquet:
+            first = next(parquet.iter_batches(batch_size=rows), None)
+            return (first if first is not None else parquet.schema_arrow.empty_table()).to_pandas()
+    return pd.read_csv(path, nrows=rows)
+
+
+def iter_chunks(path: Path, chunk_rows: int, columns: list[str]) -> Iterator[pd.DataFrame]:
+    """The input's `columns`, `chunk_rows` rows at a time, each indexed by its rows' positions in the file."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    offset = 0
+    if input_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
+                chunk = batch.to_pandas()
+                del batch
+                chunk.index = pd.RangeIndex(offset, offset + len(chunk))
+                offset += len(chunk)
+                yield chunk
+                del chunk  # let the caller's chunk go before the next one is read
+        return
+    with pd.read_csv(path, usecols=columns, chunksize=chunk_rows) as reader:
+        for chunk in reader:
+            chunk.index = pd.RangeIndex(offset, offset + len(chunk))
+            offset += len(chunk)
+            yield chunk
+            del chunk
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    version: str
+    run_id: str | None
+    uri: str  # pinned to the version, so the model cannot change between resolving and loading
+
+
+def resolve_model(client: Any, name: str, version: str | None, alias: str) -> ResolvedModel:
+    """The registered version asked for, or the one behind `alias`; ModelNotFoundError when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.get_model_version(name, str(version)) if version else client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+            asked = f"version {version}" if version else f"alias @{alias}"
+            raise ModelNotFoundError(f"registered model {name!r} has no {asked}: {exc.message}") from None
+        raise
+    return ResolvedModel(name=name, version=str(found.version), run_id=found.run_id, uri=f"models:/{name}/{found.version}")
+
+
+@dataclass(frozen=True)
+class ChunkReport:
+    """Handed to the progress callback after each chunk."""
+
+    number: int
+    rows: int
+    scored: int
+    rejected: int
+    total: Tally
+    seconds: float  # since scoring started
+
+
+def _native_threads(limit: int | None) -> Any:
+    if limit is None:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=limit)
+
+
+class _ParquetSink:
+    """Appends frames to one Parquet file, one row group each, under a temporary name until `commit`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.partial = path.with_name(path.name + ".partial")
+        self._writer: Any = None
+        self._schema: Any = None
+
+    @property
+    def opened(self) -> bool:
+        return self._writer is not None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self.partial, self._schema)
+        elif not table.schema.equals(self._schema, check_metadata=False):
+            # Types inferred per chunk can drift (an integer key with a null in one CSV chunk reads as float).
+            table = table.cast(self._schema)
+        self._writer.write_table(table)
+
+    def commit(self) -> None:
+        self._writer.close()
+        os.replace(self.partial, self.path)
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def score_file(
+    path: Path,
+    model: Any,
+    config: Config,
+    *,
+    version: str,
+    output: Path,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    contract: Contract | None = None,
+    native_threads: int | None = None,
+    progress: Callable[[ChunkReport], None] | None = None,
+) -> ScoreResult:
+    """Score a CSV or Parquet file chunk by chunk into `output` (Parquet) and its rejects file beside it.
+
+    Both files appear only when the whole input has been scored (they are written under a temporary
+    name and renamed); a failure leaves neither. Raises ScoringInputError, before writing anything,
+    when a column the model needs is missing. `native_threads` caps the threads of the model's
+    native code (OpenMP, BLAS) while scoring; None leaves the libraries' default (one per core).
+    """
+    path = Path(path)
+    columns = read_columns(path)
+    needed = list(dict.fromkeys([*config.dataset.features, *getattr(model, "feature_names_in_", [])]))
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ScoringInputError(str(path), [Violation(column=c, rule="missing_column", detail="a model input") for c in missing])
+    keys = output_keys(columns, config)
+    non_nullable = non_nullable_columns(config, contract) | null_intolerant_columns(model, config)
+    classes = getattr(model, "classes_", None)
+    n_outputs = 0 if config.task == "regression" else len(classes)
+    predictions, rejects = _ParquetSink(output), _ParquetSink(rejects_path_for(output))
+    tally, chunks, empty = Tally(), 0, None
+    started = time.perf_counter()
+
+    def score_chunk(chunk: pd.DataFrame) -> Screened:
+        screened = screen_chunk(chunk, config, non_nullable)
+        if len(screened.features):
+            outputs = predict_outputs(model, screened.features, config.task)
+            predictions.write(prediction_frame(key_frame(chunk, keys).loc[screened.keep], outputs, classes, config.task, version))
+        if len(screened.reasons):
+            rejects.write(reject_frame(chunk.loc[~screened.keep], screened.reasons, keys, config))
+        return screened
+
+    with _native_threads(native_threads), ExitStack() as cleanup:
+        cleanup.callback(predictions.discard)
+        cleanup.callback(rejects.discard)
+        for chunk in iter_chunks(path, chunk_rows, read_plan(columns, config)):
+            screened = score_chunk(chunk)
+            tally, chunks, empty = tally.plus(screened), chunks + 1, chunk.iloc[:0]
+            if progress is not None:
+                progress(ChunkReport(number=chunks, rows=len(chunk), scored=len(screened.features), rejected=len(screened.reasons),
+                                     total=tally, seconds=time.perf_counter() - started))
+            del chunk, screened  # one chunk in memory at a time: drop this one before the next is read
+        if empty is None:
+            raise ScoringInputError(str(path), [Violation(column="*", rule="no_rows", detail="the input has no rows to score")])
+        # Every run leaves both files, empty when nothing was scored or rejected, so no stale file is mistaken for this run's.
+        if not predictions.opened:
+            no_outputs = np.empty((0, n_outputs) if n_outputs else 0)
+            predictions.write(prediction_frame(key_frame(empty, keys), no_outputs, classes, config.task, version))
+        if not rejects.opened:
+            rejects.write(reject_frame(empty, pd.Series(dtype=object), keys, config))
+        rejects.commit()
+        predictions.commit()  # last: the output file appearing means the run is complete
+        cleanup.pop_all()
+    return ScoreResult(output_path=output, rejects_path=rejects.path, model_version=str(version), tally=tally, chunks=chunks,
+                       chunk_rows=chunk_rows, key_columns=keys, seconds=time.perf_counter() - started)
