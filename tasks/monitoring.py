@@ -8,7 +8,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict

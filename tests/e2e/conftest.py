@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import pytest
@@ -100,3 +100,38 @@ def wait_for_flow_run(prefect_client: SyncPrefectClient) -> Callable[..., State]
             time.sleep(0.5)
 
     return wait
+
+
+@pytest.fixture
+def mlflow_client(stack: StackSettings) -> Iterator[Any]:
+    """An MLflow client on the test stack; MLflow's process-wide tracking URI points there meanwhile."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(stack.mlflow_uri)
+    yield MlflowClient(stack.mlflow_uri)
+    mlflow.set_tracking_uri(None)  # process-wide in MLflow (it also sets MLFLOW_TRACKING_URI): undo it
+
+
+def flow_runs(prefect_client: SyncPrefectClient, deployment: str, where: Callable[[Any], bool] | None = None,
+              **parameters: Any) -> list[Any]:
+    """The runs of `deployment` whose parameters equal `parameters` (compared as text) and match `where`."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deployment_id = prefect_client.read_deployment_by_name(deployment).id
+    runs = prefect_client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    return [r for r in runs if all(str(r.parameters.get(k)) == str(v) for k, v in parameters.items())
+            and (where is None or where(r))]
+
+
+def one_flow_run(prefect_client: SyncPrefectClient, deployment: str, what: str, timeout: float = 120.0,
+                 where: Callable[[Any], bool] | None = None, **parameters: Any) -> Any:
+    """The single matching run of `deployment`, polled for: an automation creates it asynchronously."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = flow_runs(prefect_client, deployment, where, **parameters)
+        if found:
+            assert len(found) == 1, f"{len(found)} {deployment} runs for {what}: expected exactly one"
+            return found[0]
+        time.sleep(0.5)
+    pytest.fail(f"no {deployment} run for {what} within {timeout:.0f} s")

@@ -16,12 +16,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 
 from mlops import hooks
 from mlops.config import PROJECT_ROOT, load_config
+from tests.e2e.conftest import flow_runs, one_flow_run
 
 pytestmark = pytest.mark.e2e
 
@@ -50,26 +49,6 @@ def _commit(repo: Path, relative: str, edit: Callable[[str], str], message: str,
     return _git(repo, "rev-parse", "HEAD")
 
 
-def _runs(prefect_client, deployment: str, where: Callable) -> list:
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    found = prefect_client.read_deployment_by_name(deployment)
-    runs = prefect_client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])))
-    return [run for run in runs if where(run)]
-
-
-def _one_run(prefect_client, deployment: str, where: Callable, what: str, timeout: float = 120.0):
-    """The single run of `deployment` matching `where` (polled: an automation creates it asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = _runs(prefect_client, deployment, where)
-        if found:
-            assert len(found) == 1, f"{len(found)} {deployment} runs for {what}"
-            return found[0]
-        time.sleep(0.5)
-    pytest.fail(f"no {deployment} run for {what} within {timeout:.0f} s")
-
-
 def _artifacts(prefect_client, flow_run_id) -> dict[str, str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -83,13 +62,6 @@ def _description(prefect_client, flow_run_id, key: str) -> str:
     [found] = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
                                             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return found.description or ""
-
-
-@pytest.fixture
-def mlflow_client(stack) -> MlflowClient:
-    mlflow.set_tracking_uri(stack.mlflow_uri)
-    mlflow.set_registry_uri(stack.mlflow_uri)
-    return MlflowClient(stack.mlflow_uri, registry_uri=stack.mlflow_uri)
 
 
 def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, prefect_client, wait_for_flow_run, mlflow_client, clone):
@@ -107,7 +79,7 @@ def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, 
     assert {"ci-data-tests", "ci-model-tests", "ci-model-check", "ci-model-latency", "ci-infra"} <= set(artifacts)
 
     # The automation on continuous-training/retrain turns mlops.ci.passed into a CT run for this sha.
-    ct = _one_run(prefect_client, CT_DEPLOYMENT, lambda r: r.parameters.get("commit") == sha, f"commit {sha}")
+    ct = one_flow_run(prefect_client, CT_DEPLOYMENT, f"commit {sha}", where=lambda r: r.parameters.get("commit") == sha)
     print(f"CI end → CT flow run created: {(ct.created - ci_run.end_time).total_seconds():+.1f} s")
     assert ct.parameters["reason"] == "ci"
     assert wait_for_flow_run(ct.id, timeout=420).is_completed()
@@ -120,8 +92,7 @@ def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, 
     assert version.tags["git_commit"] == sha
 
     # The registration starts a delivery; let it finish here rather than run on into other tests.
-    cd = _one_run(prefect_client, CD_DEPLOYMENT, lambda r: str(r.parameters.get("version")) == str(version.version),
-                  f"version {version.version}")
+    cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {version.version}", version=version.version)
     assert wait_for_flow_run(cd.id, timeout=420).is_final()
 
 
@@ -143,7 +114,7 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
     committed_in = time.monotonic() - started
     assert committed_in < 5, f"the commit took {committed_in:.1f} s: the hook must not wait for CI"
 
-    ci_run = _one_run(prefect_client, CI_DEPLOYMENT, lambda r: r.parameters.get("sha") == sha, f"commit {sha}", timeout=60)
+    ci_run = one_flow_run(prefect_client, CI_DEPLOYMENT, f"commit {sha}", timeout=60, sha=sha)
     assert ci_run.parameters["repo_path"] == str(clone) and ci_run.parameters["checks"] == FAST_CHECKS
     state = wait_for_flow_run(ci_run.id, timeout=300)
     assert state.is_failed(), state
@@ -157,7 +128,7 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
     # No mlops.ci.passed, so no CT run for this sha: watch for a while after CI ended.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        assert not _runs(prefect_client, CT_DEPLOYMENT, lambda r: r.parameters.get("commit") == sha), "CI failed, yet CT ran"
+        assert not flow_runs(prefect_client, CT_DEPLOYMENT, commit=sha), "CI failed, yet CT ran"
         time.sleep(1)
 
     # The hook's background request has ended: it exits right after creating the run.

@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-
 import httpx
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 from sklearn.dummy import DummyClassifier
 
 from mlops import data, modeling, registry
 from mlops.config import load_config
+from tests.e2e.conftest import one_flow_run
 
 pytestmark = pytest.mark.e2e
 
 CD_DEPLOYMENT = "continuous-delivery/deploy-model"
-
-
-@pytest.fixture
-def mlflow_client(stack) -> Iterator[MlflowClient]:
-    mlflow.set_tracking_uri(stack.mlflow_uri)
-    yield MlflowClient(stack.mlflow_uri, registry_uri=stack.mlflow_uri)
-    mlflow.set_tracking_uri(None)  # process-wide in MLflow (and it sets MLFLOW_TRACKING_URI): undo it
-
-
-def _cd_run_for(prefect_client, version: str, timeout: float = 120.0):
-    """The CD flow run the automation created for `version` (polled: the event arrives asynchronously)."""
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    deployment = prefect_client.read_deployment_by_name(CD_DEPLOYMENT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = prefect_client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
-        mine = [r for r in runs if str(r.parameters.get("version")) == version]
-        if mine:
-            assert len(mine) == 1, f"{len(mine)} CD runs for version {version}: every registration fires exactly one"
-            return mine[0]
-        time.sleep(0.5)
-    pytest.fail(f"no {CD_DEPLOYMENT} run for version {version} within {timeout:.0f} s")
 
 
 def _served_version(port: int) -> str:
@@ -55,7 +29,7 @@ def test_a_version_registered_by_ct_is_delivered_by_the_automation(stack, prefec
     [version] = mlflow_client.search_model_versions(f"name = '{config.tracking.model_name}' and tags.prefect_flow_run_id = '{ct.id}'")
 
     registered_at = version.creation_timestamp / 1000
-    cd = _cd_run_for(prefect_client, str(version.version))
+    cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {version.version}", version=version.version)
     state = wait_for_flow_run(cd.id, timeout=300)
     cd = prefect_client.read_flow_run(cd.id)
     print(f"registration → CD flow run start: {cd.start_time.timestamp() - registered_at:.1f} s")
@@ -76,11 +50,11 @@ def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(stack, 
     useless = modeling.assemble_model(modeling.build_preprocessor(config).fit(X), DummyClassifier(strategy="prior"))
     useless.fit(X, y)
     mlflow.set_experiment("notebook")
-    with mlflow.start_run() as run:
+    with mlflow.start_run():
         model_uri = registry.log_model(useless, X.head(200), useless.predict_proba(X.head(200)), config)
     version = mlflow.register_model(model_uri, name)  # by hand: no lineage tags, no CT
 
-    cd = _cd_run_for(prefect_client, str(version.version))
+    cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {version.version}", version=version.version)
     state = wait_for_flow_run(cd.id, timeout=300)
     assert state.name == "Rejected", state
     tags = mlflow_client.get_model_version(name, version.version).tags

@@ -8,28 +8,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops.config import load_config
+from tests.e2e.conftest import flow_runs, one_flow_run
 
 pytestmark = pytest.mark.e2e
 
 CT, CD, DRIFT = "continuous-training/retrain", "continuous-delivery/deploy-model", "drift-monitoring/scheduled"
-
-
-def _runs(prefect_client, deployment: str, **parameters):
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    deployment_id = prefect_client.read_deployment_by_name(deployment).id
-    runs = prefect_client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
-    return [r for r in runs if all(str(r.parameters.get(k)) == str(v) for k, v in parameters.items())]
-
-
-def _poll(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    pytest.fail(f"{what} did not happen within {timeout:.0f} s")
 
 
 def _stays_empty(query, seconds: float) -> bool:
@@ -54,7 +37,7 @@ def _champion(stack, prefect_client, wait_for_flow_run) -> str:
         ct = run_deployment(CT, parameters={"reason": "e2e"}, timeout=0)
         assert wait_for_flow_run(ct.id, timeout=300).is_completed()
         [version] = client.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{ct.id}'")
-        cd = _poll(lambda: _runs(prefect_client, CD, version=version.version), 120, "CD for the first version")[0]
+        cd = one_flow_run(prefect_client, CD, "the first version", version=version.version)
         assert wait_for_flow_run(cd.id, timeout=300).is_completed()
         return str(client.get_model_version_by_alias(name, "champion").version)
 
@@ -71,20 +54,20 @@ def test_no_drift_starts_nothing_and_a_burst_of_drift_retrains_once_then_deliver
     # The champion's own training window, checked again: no drift, no retraining.
     calm = run_deployment(DRIFT, parameters={"as_of": reference_end, "window_months": 1}, timeout=0)
     assert wait_for_flow_run(calm.id, timeout=180).is_completed()
-    assert _stays_empty(lambda: _runs(prefect_client, CT, reason="drift"), seconds=15)
+    assert _stays_empty(lambda: flow_runs(prefect_client, CT, reason="drift"), seconds=15)
 
     # Summer arrives, checked three times in a burst: three drift events, one retraining.
     burst = [run_deployment(DRIFT, parameters={"as_of": "2013-08-01", "window_months": 1}, timeout=0) for _ in range(3)]
     for run in burst:
         assert wait_for_flow_run(run.id, timeout=240).is_completed()
-    [retrain] = _poll(lambda: _runs(prefect_client, CT, reason="drift"), 60, "CT started by the drift event")
+    retrain = one_flow_run(prefect_client, CT, "the drift event", timeout=60, reason="drift")
     assert str(retrain.parameters["as_of"]) == "2013-08-01"
     assert wait_for_flow_run(retrain.id, timeout=300).is_completed()
-    assert len(_runs(prefect_client, CT, reason="drift")) == 1, "a burst of drift events must start one CT run"
+    assert len(flow_runs(prefect_client, CT, reason="drift")) == 1, "a burst of drift events must start one CT run"
 
     [version] = client.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{retrain.id}'")
     assert version.tags["trigger_reason"] == "drift" and version.tags["data_window"].endswith("2013-08-01")
-    cd = _poll(lambda: _runs(prefect_client, CD, version=version.version), 120, "CD for the retrained version")[0]
+    cd = one_flow_run(prefect_client, CD, "the retrained version", version=version.version)
     state = wait_for_flow_run(cd.id, timeout=300)
     assert state.name == "Completed", state
     assert str(client.get_model_version_by_alias(name, "champion").version) == str(version.version)

@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.batch_scoring import batch_scoring
 from mlops import data, modeling, registry
 from mlops.config import PROJECT_ROOT
 from mlops.scoring import ModelNotFoundError, ScoringInputError
+from tests.integration.conftest import read_artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
 
 KEYS = ["time_hour", "carrier", "flight", "origin"]
 OUTPUTS = ["model_version", "prediction", "probability"]
-
-
-def _artifacts(flow_run_id) -> dict[str, str]:
-    async def read():
-        async with get_client() as client:
-            found = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-            )
-            return {a.key: str(a.data) for a in found if a.key}
-
-    return asyncio.run(read())
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +72,7 @@ def test_scores_a_window_of_the_source_with_the_champion(champion, february, iso
     assert pd.read_parquet(result["rejects_path"]).empty
     assert not any((isolated / "state" / "runs").iterdir())  # the window and the downloaded model are cleaned up
 
-    report = _artifacts(state.state_details.flow_run_id)["batch-scoring"]
+    report = read_artifacts(state.state_details.flow_run_id)["batch-scoring"]
     assert f"| rows scored | {len(february):,} |" in report and "version **1**" in report and "| rows/s |" in report
 
 
@@ -133,7 +120,7 @@ def test_scores_a_csv_rejecting_the_rows_it_cannot_score(champion, february, iso
     np.testing.assert_allclose(scores["probability"], offline[:, 1], rtol=1e-12)
     assert scores["prediction"].tolist() == champion.predict(scored[champion.feature_names_in_]).tolist()
 
-    report = _artifacts(state.state_details.flow_run_id)["batch-scoring"]
+    report = read_artifacts(state.state_details.flow_run_id)["batch-scoring"]
     assert "| rows rejected | 6 |" in report and "| `non_numeric: distance` | 3 |" in report
 
     # The same rows as Parquet without the `flight` key: the row number identifies each prediction.
@@ -153,7 +140,7 @@ def test_an_input_missing_a_model_column_fails_up_front_and_writes_nothing(champ
     with pytest.raises(ScoringInputError, match=r"missing column\(s\) \['distance', 'seats'\]"):
         state.result()
     assert not (isolated / "out").exists() and not (isolated / "state" / "scores").exists()
-    assert "`distance` | missing_column" in _artifacts(state.state_details.flow_run_id)["scoring-input"]
+    assert "`distance` | missing_column" in read_artifacts(state.state_details.flow_run_id)["scoring-input"]
 
 
 def test_without_a_champion_the_run_fails_at_once_naming_the_alias(isolated, monkeypatch, february):

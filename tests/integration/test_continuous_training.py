@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.continuous_training import continuous_training
 from mlops.config import PROJECT_ROOT
 from mlops.validation import DataValidationError
+from tests.integration.conftest import read_artifacts, read_flow_run_tags
 from tests.conftest import DIABETES_CONFIG, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
 
 JANUARY = {"as_of": date(2013, 2, 1), "window_months": 1}
-
-
-def _artifacts(flow_run_id) -> dict[str, str]:
-    async def read():
-        async with get_client() as client:
-            found = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-            )
-            return {a.key: str(a.data) for a in found if a.key}
-
-    return asyncio.run(read())
-
-
-def _flow_run_tags(flow_run_id) -> list[str]:
-    async def read():
-        async with get_client() as client:
-            return (await client.read_flow_run(flow_run_id)).tags
-
-    return asyncio.run(read())
 
 
 @pytest.fixture
@@ -59,9 +38,9 @@ def test_registers_a_challenger_with_lineage_then_compares_with_the_champion(fli
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_roc_auc"] == pytest.approx(first["score"])
     assert "data_quality" in {a.path for a in flights.list_artifacts(version.run_id)}
-    artifacts = _artifacts(state.state_details.flow_run_id)
+    artifacts = read_artifacts(state.state_details.flow_run_id)
     assert {"holdout-metrics", "model-validation", "ct-summary"} <= set(artifacts)
-    assert "reason:test" in _flow_run_tags(state.state_details.flow_run_id)
+    assert "reason:test" in read_flow_run_tags(state.state_details.flow_run_id)
     assert "carrier=" in artifacts["holdout-metrics"]
 
     flights.set_registered_model_alias("flights-delay", "champion", "1")
@@ -106,7 +85,7 @@ def test_a_batch_that_breaks_the_contract_stops_at_validation_and_registers_noth
         state.result()
     broken = {(v.column, v.rule) for v in err.value.violations}
     assert {("s6", "missing_column"), ("bmi", "out_of_range"), ("sex", "unknown_category"), ("age", "not_nullable")} <= broken
-    report = _artifacts(state.state_details.flow_run_id)["data-validation"]
+    report = read_artifacts(state.state_details.flow_run_id)["data-validation"]
     assert "out_of_range" in report and "`bmi`" in report
     client = MlflowClient()
     assert client.search_registered_models() == []
