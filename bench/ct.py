@@ -8,18 +8,25 @@ default mlops.yaml, each in a fresh subprocess with its own MLflow SQLite store 
 - ``flow-ephemeral``: ``continuous_training(as_of=date(2014, 1, 1), window_months=12)`` called
   in-process with no PREFECT_API_URL, so Prefect starts its ephemeral API server inside the call;
 - ``flow-server``: the same call against a real ``prefect server start`` on a free 127.0.0.1 port,
-  started once by this script before the runs (start-up not charged to the flow) and stopped at the end.
+  started once by this script before the runs (start-up not charged to the flow) and stopped at the end;
+- ``flow-server-fixed`` (opt-in experiment): ``flow-server`` with the change docs/benchmarks.md
+  suggests applied inside the worker process only (see ``apply_suggested_fix``).
 
 Rounds interleave the variants (rotating the order) so that noise from other processes on the
 machine spreads over all of them. For each run: wall time of the call, wall time of the whole
 process (interpreter start to exit), CPU seconds (user + system, the process and its reaped
 children), peak RSS (``ru_maxrss`` of the process tree from ``wait4``: the largest single process)
-and the peak of the tree's summed RSS (psutil, sampled every 0.1 s). Per-step times come from the
-script's own timers and, for the flow, from its task runs read back from the Prefect API.
+and the peak of the tree's summed PSS (sampled every 0.1 s; PSS so that a forked child sharing the
+parent's pages before exec is not counted twice). Per-step times come from the
+script's own timers and, for the flow, from its task runs read back from the Prefect API. Before each
+run the driver waits for the machine to be quiet; a run during which other processes used more than
+``--max-others`` cores is repeated (up to ``--retries`` times) and listed under "discarded" in the JSON.
 
-    .venv/bin/python bench/ct.py                  # 3 runs of each variant (about 15 min on 2 cores)
+    .venv/bin/python bench/ct.py                  # 3 runs of each variant: about 6 min on a quiet 2-core machine
     .venv/bin/python bench/ct.py --runs 2 --variants script flow-server
-    .venv/bin/python bench/ct.py --env OMP_NUM_THREADS=1   # an experiment: extra env for every run
+    .venv/bin/python bench/ct.py --runs 5 --variants script flow-ephemeral flow-server flow-server-fixed
+    .venv/bin/python bench/ct.py --env MALLOC_ARENA_MAX=2   # an experiment: extra env for every run
+    .venv/bin/python bench/ct.py --probe              # the parts alone: file traffic, search threads, memory
 
 Prints markdown tables for docs/benchmarks.md and writes the raw figures as JSON.
 """
@@ -82,8 +89,6 @@ STEP_TASKS = {
 
 def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
     """The flow's steps with the same pure functions, in the same order, in one process; no Prefect."""
-    import math as _math
-
     import mlflow
     import pandas as pd
 
@@ -161,7 +166,7 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
                                "seconds": time.perf_counter() - started})
     # tasks.training.best_candidate, inlined: that module imports Prefect.
     higher = METRICS[config.task][metric]
-    scored = [c for c in candidates if not _math.isnan(c["score"])] or candidates
+    scored = [c for c in candidates if not math.isnan(c["score"])] or candidates
     chosen = (max if higher else min)(scored, key=lambda c: c["score"])
     with step("refit"):
         model = modeling.assemble_model(preprocessor, modeling.fit_estimator(config, chosen["params"], X, y))
@@ -523,6 +528,15 @@ def probe(out: Path, runs: int, quiet: float, quiet_timeout: float) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def code_version() -> str:
+    """The commit measured, and whether the flow's code differs from it (others edit while benchmarks run)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "flows", "tasks", "mlops", "mlops.yaml", "contracts")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in flows/tasks/mlops" if dirty else "")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -574,8 +588,19 @@ def prefect_server(home: Path, log: Path, timeout_s: float = 180) -> Iterator[tu
                 process.wait()
 
 
+def _pss(proc: Any) -> int:
+    """Proportional set size: pages shared with another process (a fork not yet exec'd) count once in a sum."""
+    try:
+        for line in Path(f"/proc/{proc.pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return proc.memory_info().rss
+
+
 class TreeSampler:
-    """Samples the summed RSS and the CPU time of a process tree every `interval` seconds."""
+    """Samples the summed memory (PSS) and the CPU time of a process tree every `interval` seconds."""
 
     def __init__(self, pid: int, interval: float = 0.1):
         import psutil
@@ -601,7 +626,7 @@ class TreeSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                rss = sum(p.memory_info().rss for p in self._tree())
+                rss = sum(_pss(p) for p in self._tree())
                 self.peak_rss = max(self.peak_rss, rss)
             except self._psutil.Error:
                 pass
@@ -672,10 +697,10 @@ def run_once(variant: str, benchdir: Path, run: int | str, server: tuple[str, in
         "variant": variant, "run": run, "process_s": wall, "loadavg_1m": load, "cpu_s": cpu,
         # CPU the rest of the machine used meanwhile, in cores: other people's work competing with the run.
         "others_cores": max(0.0, busy - cpu - server_cpu) / wall, "maxrss_mib": usage.ru_maxrss / 1024,
-        "tree_peak_rss_mib": sampler.peak_rss / 2**20,
+        "tree_peak_pss_mib": sampler.peak_rss / 2**20,
         # The Prefect server's CPU meanwhile: serving the flow's API calls (flow-server), else idling.
         "server_cpu_s": server_cpu if server_sampler else None,
-        "server_rss_mib": (sum(p.memory_info().rss for p in server_sampler._tree()) / 2**20) if server_sampler else None,
+        "server_rss_mib": (sum(_pss(p) for p in server_sampler._tree()) / 2**20) if server_sampler else None,
     }
     return result
 
@@ -701,7 +726,7 @@ def markdown(results: list[dict[str, Any]], variants: list[str]) -> str:
 
     lines = [
         "| variant | runs | call s (median, range) | vs script | process s (median) | vs script "
-        "| CPU s (median) | vs script | Prefect server CPU s | peak RSS, largest process MiB | peak RSS, process tree MiB "
+        "| CPU s (median) | vs script | Prefect server CPU s | peak RSS, largest process MiB | peak PSS, process tree MiB "
         "| others' load, cores |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -712,7 +737,7 @@ def markdown(results: list[dict[str, Any]], variants: list[str]) -> str:
             f"| {v} | {len(rs)} | {call:.1f} ({spread([r['call_s'] for r in rs])}) | {pct(call, base_call) if v != 'script' else '—'} "
             f"| {proc:.1f} | {pct(proc, base_proc) if v != 'script' else '—'} | {cpu:.1f} | {pct(cpu, base_cpu) if v != 'script' else '—'} "
             f"| {server_cpu} "
-            f"| {median([r['maxrss_mib'] for r in rs]):.0f} | {median([r['tree_peak_rss_mib'] for r in rs]):.0f} "
+            f"| {median([r['maxrss_mib'] for r in rs]):.0f} | {median([r['tree_peak_pss_mib'] for r in rs]):.0f} "
             f"| {median([r['others_cores'] for r in rs]):.2f} |"
         )
     lines += ["", "Per step, median seconds (flow: wall time from the first start to the last end of the step's task runs;"
@@ -773,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
-        "as_of": AS_OF.isoformat(), "window_months": MONTHS, "extra_env": extra,
+        "as_of": AS_OF.isoformat(), "window_months": MONTHS, "extra_env": extra, "code": code_version(),
         "results": results, "discarded": discarded,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -799,14 +824,14 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(r)
                     args.out.write_text(json.dumps(report, indent=2, default=str))
                     print(f"run {run} {variant}: call {r['call_s']:.1f} s, process {r['process_s']:.1f} s, "
-                          f"cpu {r['cpu_s']:.1f} s, maxrss {r['maxrss_mib']:.0f} MiB, tree {r['tree_peak_rss_mib']:.0f} MiB, "
+                          f"cpu {r['cpu_s']:.1f} s, maxrss {r['maxrss_mib']:.0f} MiB, tree {r['tree_peak_pss_mib']:.0f} MiB, "
                           f"others {r['others_cores']:.2f} cores, score {r['summary']['score']:.4f}, version {r['summary']['version']}",
                           flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(benchdir, ignore_errors=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\n{report['machine']}; raw figures in {args.out}\n")
+    print(f"\n{report['machine']}; code {report['code']}; raw figures in {args.out}\n")
     print(markdown(results, [v for v in VARIANTS + EXPERIMENTS if v in args.variants]))
     return 0
 
