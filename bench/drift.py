@@ -27,16 +27,18 @@ CASES = {
 def run_case(name: str, repeats: int) -> dict:
     import pandas as pd
 
-    from mlops import data, drift, modeling
+    from mlops.adapters import sources
     from mlops.config import load_config
+    from mlops.domain import drift, modeling
+    from mlops.domain.window import Window
 
     (ref_start, ref_end), (cur_start, cur_end), sample_rows = CASES[name]
     config = load_config()
     config = config.model_copy(update={"drift": config.drift.model_copy(update={"sample_rows": sample_rows})})
-    full = data.load_source(config)
+    full = sources.load_source(config)
 
     def window(start: str, end: str) -> pd.DataFrame:
-        return data.cut_window(full, "time_hour", data.WindowBounds(pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC")))
+        return Window.parse(f"{start}..{end}").cut(full, config.dataset.time_column)
 
     reference, current = window(ref_start, ref_end), window(cur_start, cur_end)
     X, y = modeling.features_and_target(reference, config)

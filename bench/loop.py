@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from mlops import processes
 from mlops.config import PROJECT_ROOT
-from mlops.stack import StackSettings, down, up
+from mlops.platform import processes
+from mlops.platform.stack import StackSettings, down, up
 
 CT, CD = "continuous-training/retrain", "continuous-delivery/deploy-model"
 

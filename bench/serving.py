@@ -18,24 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
+from common import HOST, ROOT, VENV_BIN, machine, running
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
+from mlops.platform.processes import free_port
+
 MODEL_NAME = "bench-flights"
 NUMERIC = ["hour", "minute", "day_of_week", "distance", "temp", "dewp", "humid", "wind_dir",
            "wind_speed", "precip", "pressure", "visib", "plane_year", "seats"]  # fmt: skip
@@ -131,41 +126,6 @@ def request_bodies(n: int) -> list[dict[str, Any]]:
     return [{"dataframe_split": {"columns": list(X.columns), "data": [row]}} for row in rows]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running(command: list[str], env: dict[str, str], url: str, log: Path, timeout_s: float = 120) -> Iterator[None]:
-    """Start a server in its own process group, wait for /ping, and stop the group afterwards."""
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited with {process.returncode}; see {log}")
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url}/ping did not answer within {timeout_s} s; see {log}")
-            time.sleep(0.25)
-        yield
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
 def predictions(url: str, bodies: list[dict[str, Any]]) -> list[Any]:
     return [httpx.post(f"{url}/invocations", json=body, timeout=30).json()["predictions"] for body in bodies]
 
@@ -250,18 +210,18 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
     if args.only in (None, "mlops"):
         servers["mlops serve"] = [
-            sys.executable, "-m", "mlops.cli", "serve", "--model-uri", model_uri, "--port", "{port}",
+            sys.executable, "-m", "mlops.platform.cli", "serve", "--model-uri", model_uri, "--port", "{port}",
             *(["--workers", str(args.workers)] if args.workers else []),
         ]  # fmt: skip
 
     results: dict[str, dict[str, Any]] = {}
     reference: list[Any] | None = None
     for name, template in servers.items():
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        port = free_port(HOST)
+        url = f"http://{HOST}:{port}"
         command = [part.format(port=port) for part in template]
         print(f"{name}: $ {' '.join(command)}")
-        with running(command, env, url, workdir / f"{name.split()[0]}.log"):
+        with running(command, env=env, health_url=f"{url}/ping", log=workdir / f"{name.split()[0]}.log"):
             answers = predictions(url, bodies[:50])  # also warms the server up
             if reference is None:
                 reference = answers
@@ -273,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {results[name]}")
 
     report = {
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "machine": machine(),
         "users": args.users,
         "run_time": args.run_time,
         "results": results,

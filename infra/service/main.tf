@@ -1,6 +1,22 @@
-# One model-service environment: a local process started and stopped by Terraform.
-# The built-in terraform_data resource needs no provider download; a cloud provider
-# can replace it later without changing the variables or outputs.
+# The model service of one environment: a local process started and stopped by Terraform.
+# What differs between environments is in env/<environment>.tfvars, passed with -var-file;
+# each environment keeps its own state, whose local-backend path is chosen at init
+# (-backend-config=path=...), so no state is written inside the repository.
+# The built-in terraform_data resource needs no provider download; a cloud provider can
+# replace it later without changing the variables or outputs.
+terraform {
+  # terraform_data needs 1.4; `terraform test` with expect_failures needs 1.6.
+  required_version = ">= 1.6"
+
+  backend "local" {}
+}
+
+# The service used to live in a module; a state applied then keeps its process (and its
+# stop provisioner) instead of orphaning it.
+moved {
+  from = module.model_service.terraform_data.service
+  to   = terraform_data.service
+}
 
 locals {
   # Everything the running process depends on: changing any of it replaces the service.

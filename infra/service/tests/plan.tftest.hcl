@@ -1,4 +1,5 @@
-# Plan-only tests: variable validation and what the module plans. Nothing is started.
+# Plan-only tests of the service root: variable validation and what it plans. Nothing is
+# started. The variables below stand in for env/<environment>.tfvars and mlops's -var.
 
 variables {
   environment   = "staging"
@@ -15,22 +16,22 @@ run "plans_the_service_and_its_outputs" {
   command = plan
 
   assert {
-    condition     = output.endpoint == "http://127.0.0.1:5101"
+    condition     = output.service.endpoint == "http://127.0.0.1:5101"
     error_message = "The endpoint must be http://<host>:<port>."
   }
 
   assert {
-    condition     = output.environment == "staging" && output.model_version == "3" && output.model_uri == "models:/flights-delay/3"
+    condition     = output.service.environment == "staging" && output.service.model_version == "3" && output.service.model_uri == "models:/flights-delay/3"
     error_message = "The outputs must describe the model being served."
   }
 
   assert {
-    condition     = output.pid_file == "/var/tmp/mlops-model-service-plan-test/model-service-staging.pid"
+    condition     = output.service.pid_file == "/var/tmp/mlops-model-service-plan-test/model-service-staging.pid"
     error_message = "The pid file must live in run_dir and be named after the environment."
   }
 
   assert {
-    condition     = output.log_file == "/var/tmp/mlops-model-service-plan-test/model-service-staging.log"
+    condition     = output.service.log_file == "/var/tmp/mlops-model-service-plan-test/model-service-staging.log"
     error_message = "The log file must live in run_dir and be named after the environment."
   }
 }

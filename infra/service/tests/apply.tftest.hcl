@@ -1,6 +1,6 @@
 # Starts a harmless stand-in service for real; `terraform test` then destroys it, which
 # runs the stop provisioner. The stand-in (serve_command in terraform.tfvars) ignores the
-# flags the module appends. tests/integration/test_infra.py checks nothing is left running.
+# flags the root appends. tests/integration/test_infra.py checks nothing is left running.
 
 variables {
   environment   = "production"
@@ -15,17 +15,17 @@ run "starts_the_service" {
   command = apply
 
   assert {
-    condition     = output.endpoint == "http://127.0.0.1:18765"
+    condition     = output.service.endpoint == "http://127.0.0.1:18765"
     error_message = "The endpoint must be http://<host>:<port>."
   }
 
   assert {
-    condition     = can(tonumber(trimspace(file(output.pid_file))))
+    condition     = can(tonumber(trimspace(file(output.service.pid_file))))
     error_message = "Starting the service must write its pid file."
   }
 
   assert {
-    condition     = strcontains(file(output.log_file), "starting models:/flights-delay/7")
+    condition     = strcontains(file(output.service.log_file), "starting models:/flights-delay/7")
     error_message = "Starting the service must append to its log."
   }
 }
