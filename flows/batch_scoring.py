@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from prefect import flow, runtime
 from pydantic import Field
 
-from mlops import scoring
+from mlops.domain import scoring
 from mlops.config import load_config
 from tasks.scoring import check_input, extract_scoring_window, fetch_model, locate_input, publish_scoring_report, score_input
 

@@ -1,19 +1,20 @@
-"""Continuous delivery: staging via Terraform → contract, live-performance and load gates → promote or roll back."""
+"""Continuous delivery: staging via Terraform → contract, live-performance and load gates → promote, as one transaction."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
+from prefect.transactions import transaction
 
+from mlops import render
 from mlops.config import load_config
+from mlops.domain.checks import Check
 from tasks.delivery import (
-    Gate,
-    champion_version,
-    gates_markdown,
+    GatesFailed,
+    emit_decision,
+    find_champion,
     load_holdout,
     promote,
     run_load_test,
@@ -22,7 +23,9 @@ from tasks.delivery import (
     verify_live_performance,
     wait_for_version,
 )
-from tasks.infra import current_outputs, deploy_environment, destroy_environment
+from tasks.infra import current_outputs, deploy_environment
+
+PROMOTED, REJECTED, ROLLED_BACK = "mlops.deployment.promoted", "mlops.deployment.rejected", "mlops.deployment.rolled_back"
 
 
 @flow(name="continuous-delivery", flow_run_name="cd-{model_name}-v{version}")
@@ -32,10 +35,12 @@ def continuous_delivery(version: str, model_name: str | None = None) -> State:
     Staging is planned and applied with Terraform (the saved plan is what gets applied), then the
     live service must pass the input-schema contract tests, the per-segment performance gates with
     predictions equal to the offline model's, and a locust load test against the SLOs in mlops.yaml.
-    All pass: production is applied with this version and the `champion` alias moves to it. Any
-    fails: the version is tagged `rejected` with the reason, staging goes back to the champion (or is
-    destroyed when there is none), and production is untouched. Re-running for the version that is
-    already the serving champion is a no-op.
+    All pass: production is applied with this version and the `champion` alias moves to it. The
+    whole delivery is one Prefect transaction: when a gate fails, or any step after it (the
+    production apply, the alias move) fails, its rollback hooks put staging and production back on
+    the champion (or destroy them when there is none) and the alias back where it was, so production
+    never serves a version that `champion` does not name. A rejected version is tagged `rejected`
+    with the reason. Re-running for the version that already serves production is a no-op.
 
     Args:
         version: The MLflow model version to deliver (e.g. "3").
@@ -44,46 +49,56 @@ def continuous_delivery(version: str, model_name: str | None = None) -> State:
     logger = get_run_logger()
     config = load_config()
     name, version = model_name or config.tracking.model_name, str(version)
-    tags = wait_for_version(config, name, version)
-    champion = champion_version(config, name)
-    if champion == version and current_outputs(config, "production").get("model_version") == version:
+    candidate = wait_for_version(config, name, version)
+    champion = find_champion(config, name)
+    previous = champion.version if champion else None
+    if previous == version and current_outputs(config, "production").get("model_version") == version:
         create_markdown_artifact(key="cd-decision", markdown=f"# {name} v{version} already serves production: nothing to do")
         return Completed(message=f"{name} v{version} already serves production", data={"status": "noop", "version": version})
 
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
-    gates: list[Gate] = []
+    restore_to = previous if previous != version else None
+    gates: list[Check] = []
     try:
-        endpoint = deploy_environment(config, "staging", name, version)
-        holdout = load_holdout(config, tags.get("data_window"), workdir)
-        gates.append(verify_contract(config, endpoint, holdout))
-        gates.append(verify_live_performance(config, endpoint, holdout, name, version, champion))
-        gates.append(run_load_test(config, endpoint, holdout, tags["run_id"]))
-    except Exception as exc:  # a broken deployment is a failed gate too: roll back, then fail the run
-        gates.append(Gate(name="staging deployment", passed=False, summary=f"{type(exc).__name__}: {exc}"[:500]))
-        _reject(config, name, version, champion, gates)
+        with transaction():
+            try:
+                endpoint = deploy_environment(config, "staging", name, version, restore_to)
+                holdout = load_holdout(config, candidate.data_window, workdir)
+                gates.append(verify_contract(config, endpoint, holdout))
+                gates.append(verify_live_performance(config, endpoint, holdout, candidate, champion))
+                gates.append(run_load_test(config, endpoint, holdout, candidate.run_id))
+            except Exception as exc:  # a broken deployment is a failed gate too
+                gates.append(Check(name="staging deployment", passed=False, detail=f"{type(exc).__name__}: {exc}"[:500]))
+                raise GatesFailed(gates) from exc
+            if not all(g.passed for g in gates):
+                raise GatesFailed(gates)
+            production = deploy_environment(config, "production", name, version, restore_to)
+            promote(config, name, version, previous, gates)
+    except GatesFailed as failed:
+        reason = str(failed)
+        _reject(config, name, version, previous, gates, reason)
+        if failed.__cause__ is not None:
+            raise failed.__cause__
+        return Completed(name="Rejected", message=reason, data={"status": "rejected", "version": version, "reason": reason,
+                                                               "gates": [g.model_dump() for g in gates]})
+    except Exception as exc:  # the gates passed but production or the alias move failed: rolled back, say so
+        reason = f"rolled back after the gates passed: {type(exc).__name__}: {exc}"[:1000]
+        emit_decision(ROLLED_BACK, "production", name, version, gates, reason)
+        create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(
+            name, version, f"rolled back; production back on {f'v{previous}' if previous else 'nothing'}", gates))
+        logger.error("%s v%s %s", name, version, reason)
         raise
-
-    if all(g.passed for g in gates):
-        production = deploy_environment(config, "production", name, version)
-        promote(config, name, version, gates)
-        create_markdown_artifact(key="cd-decision", markdown=gates_markdown(name, version, f"promoted, serving at {production}", gates))
-        logger.info("promoted %s v%s: production at %s", name, version, production)
-        return Completed(message=f"promoted v{version}", data={"status": "promoted", "version": version, "endpoint": production,
-                                                                "gates": [g.model_dump() for g in gates]})
-    reason = _reject(config, name, version, champion, gates)
-    return Completed(name="Rejected", message=reason, data={"status": "rejected", "version": version, "reason": reason,
-                                                           "gates": [g.model_dump() for g in gates]})
+    emit_decision(PROMOTED, "production", name, version, gates)
+    create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, f"promoted, serving at {production}", gates))
+    logger.info("promoted %s v%s: production at %s", name, version, production)
+    return Completed(message=f"promoted v{version}", data={"status": "promoted", "version": version, "endpoint": production,
+                                                            "gates": [g.model_dump() for g in gates]})
 
 
-def _reject(config: Any, name: str, version: str, champion: str | None, gates: list[Gate]) -> str:
-    """Tag the version rejected, put staging back to the champion (or destroy it), say why."""
-    reason = "; ".join(f"{g.name}: {g.summary}" for g in gates if not g.passed)
+def _reject(config, name: str, version: str, champion: str | None, gates: list[Check], reason: str) -> None:  # noqa: ANN001
+    """After the rollback: tag the version rejected, say why and where staging went."""
     tag_rejected(config, name, version, gates, reason)
-    if champion:
-        deploy_environment(config, "staging", name, champion)
-    else:
-        destroy_environment(config, "staging")
+    emit_decision(REJECTED, "staging", name, version, gates, reason)
     rolled_back = f"staging back to v{champion}" if champion else "staging destroyed (no champion yet)"
-    create_markdown_artifact(key="cd-decision", markdown=gates_markdown(name, version, f"rejected; {rolled_back}", gates))
+    create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, f"rejected; {rolled_back}", gates))
     get_run_logger().warning("rejected %s v%s: %s; %s", name, version, reason, rolled_back)
-    return reason

@@ -10,8 +10,9 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.states import State
 
-from mlops import ci
 from mlops.config import PROJECT_ROOT, load_config
+from mlops.domain.checks import Check, failures
+from mlops.platform import ci
 from tasks.ci import check_infrastructure, check_model, checkout_commit, emit_ci_passed, publish_summary, run_test_suite
 
 
@@ -20,19 +21,19 @@ def _run_name() -> str:
     return f"ci-{sha[:12]}"
 
 
-def _verdict(name: str, state: State, started: float) -> ci.CheckResult:
+def _verdict(name: str, state: State, started: float) -> Check:
     """A check whose task crashed is a failed check: the other checks still run."""
     if state.is_completed():
         return state.result()
-    return ci.CheckResult(name=name, passed=False, seconds=round(time.perf_counter() - started, 1),
-                          summary=f"{state.name}: {state.message or 'no message'}"[:1500])
+    return Check(name=name, passed=False, seconds=round(time.perf_counter() - started, 1),
+                 detail=f"{state.name}: {state.message or 'no message'}"[:1500])
 
 
 @flow(name="continuous-integration", flow_run_name=_run_name)
 def continuous_integration(
     sha: str | None = None,
     repo_path: str | None = None,
-    checks: list[ci.Check] | None = None,
+    checks: list[ci.CheckName] | None = None,
 ) -> dict[str, Any]:
     """Test one commit; when every check passes, emit `mlops.ci.passed`, which starts continuous training.
 
@@ -56,7 +57,7 @@ def continuous_integration(
     selected = ci.select_checks(checks)
     repo = Path(repo_path) if repo_path else PROJECT_ROOT
     workdir = config.state_dir / "ci" / str(runtime.flow_run.id)
-    results: list[ci.CheckResult] = []
+    results: list[Check] = []
     started = time.perf_counter()
     checkout = checkout_commit(repo, sha, workdir, return_state=True)
     if not checkout.is_completed():
@@ -80,6 +81,6 @@ def continuous_integration(
     for scratch in ("checkout", "sandbox", "terraform"):  # the JUnit reports stay, under <state>/ci/<run id>/reports
         shutil.rmtree(workdir / scratch, ignore_errors=True)
     if not summary.passed:
-        raise ci.CIFailed(f"CI failed for {commit_sha}: " + "; ".join(f"{c.name}: {c.summary}" for c in summary.checks if not c.passed))
+        raise ci.CIFailed(f"CI failed for {commit_sha}: " + "; ".join(failures(summary.checks)))
     emit_ci_passed(summary)
-    return summary.model_dump(mode="json")
+    return ci.summary_json(summary)

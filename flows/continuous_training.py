@@ -9,15 +9,17 @@ from typing import Any
 from prefect import flow, runtime, unmapped
 from prefect.artifacts import create_markdown_artifact
 
-from mlops import modeling, registry
+from mlops.domain import modeling
+
+from mlops import render
+from mlops.adapters import registry
 from mlops.config import load_config
 from tasks.data import extract_window, profile_data, split_data, validate_data
 from tasks.registry import finish_training_run, log_model, log_training_record, register_model, start_training_run
 from tasks.runs import tag_this_run
 from tasks.training import (
-    best_candidate,
     engineer_features,
-    evaluate_champion,
+    compare_champion,
     evaluate_model,
     fit_final_model,
     train_candidate,
@@ -68,14 +70,15 @@ def continuous_training(
         lineage |= {"data_window": extract.window, "data_hash": extract.data_hash, "dataset": config.dataset.name}
         validate_data(config, extract)
         split = split_data(config, extract)
+        lineage["training_window"] = split.training_window
         report = profile_data.submit(config, split)
         features = engineer_features(config, split)
         candidates = train_candidate.map(unmapped(config), unmapped(features), modeling.candidate_grid(config)).result()
-        chosen = best_candidate(candidates, config)
+        chosen = modeling.best_candidate(candidates, config)
         model_path = fit_final_model(config, features, chosen.params)
         evaluation = evaluate_model(config, model_path, split)
-        champion, champion_version = evaluate_champion(config, split)
-        decision = validate_model(config, evaluation, champion, champion_version)
+        comparison = compare_champion(config, model_path, split, extract)
+        decision = validate_model(config, evaluation, comparison)
         log_training_record(config, run_id, extract, split, candidates, chosen, evaluation, decision, report.result())
         model_uri = log_model(config, run_id, model_path, split)
         version = register_model(config, run_id, model_uri, lineage) if decision.passed else None
@@ -92,19 +95,9 @@ def continuous_training(
         "metric": decision.metric,
         "score": decision.candidate,
         "champion_score": decision.champion,
+        "champion_comparison": decision.comparison,
         "window": extract.window,
         "reasons": decision.reasons,
     }
-    create_markdown_artifact(key="ct-summary", markdown=_summary_markdown(summary, evaluation.overall, lineage))
+    create_markdown_artifact(key="ct-summary", markdown=render.ct_summary_markdown(summary, evaluation.overall, lineage))
     return summary
-
-
-def _summary_markdown(summary: dict[str, Any], overall: dict[str, float], lineage: dict[str, str]) -> str:
-    outcome = (
-        f"Registered **{summary['model_name']} version {summary['version']}** as `challenger`."
-        if summary["registered"]
-        else "Not registered: " + "; ".join(summary["reasons"])
-    )
-    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in overall.items())
-    tags = "\n".join(f"| {k} | `{v}` |" for k, v in lineage.items())
-    return f"# Continuous training\n\n{outcome}\n\n| holdout metric | value |\n|---|---|\n{metrics}\n\n| lineage | value |\n|---|---|\n{tags}\n"

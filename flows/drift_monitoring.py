@@ -10,14 +10,8 @@ from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 
 from mlops.config import load_config
-from tasks.monitoring import (
-    check_drift,
-    emit_drift_detected,
-    extract_windows,
-    find_champion,
-    log_drift_report,
-    summary_markdown,
-)
+from mlops import render
+from tasks.monitoring import DRIFT_EVENT, check_drift, emit_drift_detected, extract_windows, find_champion, log_drift_report
 
 
 def _run_name() -> str:
@@ -31,7 +25,8 @@ def drift_monitoring(as_of: date | None = None, window_months: int | None = None
 
     The new window is scored by the champion, then Evidently compares each input column, the
     prediction and (when labels are present) the target with the champion's training window, found
-    through its `data_window` lineage tag. The HTML report is kept in an MLflow monitoring run and
+    through its `data_window` lineage tag; reference rows that fall inside the new window are left
+    out, so new data is never compared with itself. The HTML report is kept in an MLflow monitoring run and
     linked from this run; the per-column numbers are a table artifact. When the share of drifted
     columns reaches `drift.drift_share`, the event's trigger starts `continuous-training/retrain` on a
     window that ends with the new data (several events within the trigger's period start one run).
@@ -49,10 +44,16 @@ def drift_monitoring(as_of: date | None = None, window_months: int | None = None
         return {"drifted": False, "reason": "no champion"}
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
     windows = extract_windows(config, champion, as_of.isoformat() if as_of else None, months, input_path, workdir)
+    if windows.reference_rows == 0:
+        create_markdown_artifact(key="drift-summary", markdown=f"# Drift monitoring: {windows.current_window}\n\n"
+                                 f"Nothing to compare with: {windows.overlap or 'the reference window is empty'}.")
+        shutil.rmtree(workdir, ignore_errors=True)
+        return {"drifted": False, "reason": "empty reference", "window": windows.current_window}
     result, html = check_drift(config, windows)
     report_uri = log_drift_report(config, windows, result, html, champion)
     event = emit_drift_detected(config, windows, result, report_uri, champion, months) if result.drifted else None
-    create_markdown_artifact(key="drift-summary", markdown=summary_markdown(windows, result, champion, event is not None))
+    create_markdown_artifact(key="drift-summary", markdown=render.drift_markdown(
+        windows.current_window, windows.reference_window, result, champion.version, event is not None, DRIFT_EVENT, windows.overlap))
     shutil.rmtree(workdir, ignore_errors=True)
     return {"drifted": result.drifted, "drift_share": result.drift_share, "drifted_columns": result.drifted_columns,
             "window": windows.current_window, "report": report_uri, "event": event}

@@ -155,8 +155,12 @@ class Tracking(Strict):
 
 
 class Stack(Strict):
-    prefect_port: int = 4200
-    mlflow_port: int = 5000
+    """The local stack's ports and state dir; mlops/platform/settings.py applies the MLOPS_* overrides."""
+
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    worker_port: int = Field(default=4201, ge=1, le=65535)  # the worker's /health endpoint
+    receiver_port: int = Field(default=4202, ge=1, le=65535)  # MLflow webhooks → Prefect events
     state_dir: Path = Path(".mlops")
 
 

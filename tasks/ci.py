@@ -13,10 +13,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
-from mlops import ci, data, delivery, registry
+from mlops import render
+from mlops.adapters import registry, sources
 from mlops.config import Config
+from mlops.domain.checks import Check
+from mlops.domain.split import split_frame
+from mlops.platform import ci
 
-CI_PASSED = "mlops.ci.passed"
+CI_PASSED = "mlops.ci.passed"  # continuous-training/retrain's trigger in prefect.yaml expects this name
 
 
 @task
@@ -31,7 +35,7 @@ def checkout_commit(repo: Path, sha: str | None, workdir: Path) -> ci.Checkout:
 
 
 @task
-def run_test_suite(checkout: ci.Checkout, marker: str, workdir: Path) -> ci.CheckResult:
+def run_test_suite(checkout: ci.Checkout, marker: str, workdir: Path) -> Check:
     """`pytest -m <marker>` in the checkout; the JUnit report becomes a table of failures and slowest tests."""
     logger = get_run_logger()
     junit_xml = workdir / "reports" / f"{marker}.xml"
@@ -45,54 +49,51 @@ def run_test_suite(checkout: ci.Checkout, marker: str, workdir: Path) -> ci.Chec
     result = ci.suite_result(marker, returncode, report, output, seconds)
     if report is not None:
         create_table_artifact(
-            key=f"ci-{marker}-tests", table=ci.report_rows(report),
+            key=f"ci-{marker}-tests", table=render.suite_rows(report),
             description=f"{marker} tests at {checkout.sha[:12]}: {report.counts()} in {report.seconds:.1f} s",
         )
     else:
-        create_markdown_artifact(key=f"ci-{marker}-tests", markdown=f"# {marker} tests: no report\n\n```\n{output[-3000:]}\n```\n")
-    (logger.info if result.passed else logger.error)("%s: %s (%.1f s)", result.name, result.summary, seconds)
+        create_markdown_artifact(key=f"ci-{marker}-tests", markdown=render.suite_output_markdown(marker, output))
+    (logger.info if result.passed else logger.error)("%s: %s (%.1f s)", result.name, result.detail, seconds)
     return result
 
 
 @task  # no task retries: MLflow's client retries its own HTTP calls, and a retry here would retrain
-def check_model(config: Config) -> ci.CheckResult:
+def check_model(config: Config) -> Check:
     """The champion (or, with none, a small fresh model) on a holdout: floors, schema, determinism, latency."""
     logger = get_run_logger()
     started = time.perf_counter()
-    client = registry.connect(config)
-    champion = registry.load_aliased(client, config, registry.CHAMPION)
+    champion = registry.champion(registry.connect(config), config.tracking.model_name)
     if champion is not None:
-        name = config.tracking.model_name
-        tags = client.get_model_version(name, champion.version).tags
-        signature = get_model_info(f"models:/{name}/{champion.version}").signature
-        test, model = delivery.holdout_for_window(config, tags.get("data_window")), champion.model
-        subject = f"champion {name} v{champion.version} on its holdout ({tags.get('data_window', 'config window')})"
+        # The holdout CT evaluated it on, rebuilt from its lineage (the config's window without one).
+        test = split_frame(sources.load_labelled_window(config, champion.data_window).frame, config)[1]
+        model, signature = registry.load_model(champion), get_model_info(champion.uri).signature
+        subject = f"champion {champion.name} v{champion.version} on its holdout ({champion.data_window or 'config window'})"
     else:
-        full = data.load_source(config)
-        train, test = ci.one_month_split(full, config)
+        train, test = split_frame(sources.load_window(config, months=1).frame, config)  # one month ending at window.as_of
         model, signature = ci.fit_small_model(train, config), None
         subject = f"no champion: a fresh model trained on {len(train)} rows, tested on {len(test)}"
     logger.info("model check: %s", subject)
     steps, latency = ci.model_checks(model, test, config, signature)
-    create_table_artifact(key="ci-model-check", table=[s.model_dump() for s in steps], description=subject)
-    create_table_artifact(key="ci-model-latency", table=[{"batch": k, **v.model_dump()} for k, v in latency.items()],
+    create_table_artifact(key="ci-model-check", table=render.check_rows(steps), description=subject)
+    create_table_artifact(key="ci-model-latency", table=render.latency_rows(latency),
                           description="In-process prediction time (median of repeats) and throughput")
     return ci.steps_result("model check", steps, round(time.perf_counter() - started, 1), subject)
 
 
 @task
-def check_infrastructure(checkout: ci.Checkout, workdir: Path) -> ci.CheckResult:
+def check_infrastructure(checkout: ci.Checkout, workdir: Path) -> Check:
     """`terraform fmt -check`, `validate` and `test` on a copy of the checkout's infra/."""
     started = time.perf_counter()
     steps = ci.terraform_checks(checkout.path / "infra", workdir / "terraform")
-    create_table_artifact(key="ci-infra", table=[s.model_dump() for s in steps], description=f"Terraform checks at {checkout.sha[:12]}")
+    create_table_artifact(key="ci-infra", table=render.check_rows(steps), description=f"Terraform checks at {checkout.sha[:12]}")
     return ci.steps_result("infrastructure", steps, round(time.perf_counter() - started, 1))
 
 
 @task
 def publish_summary(summary: ci.Summary) -> None:
     """Each check, its result and its duration, as the run's summary artifact."""
-    create_markdown_artifact(key="ci-summary", markdown=ci.summary_markdown(summary), description=f"CI for {summary.sha}")
+    create_markdown_artifact(key="ci-summary", markdown=render.ci_summary_markdown(summary), description=f"CI for {summary.sha}")
     logger = get_run_logger()
     (logger.info if summary.passed else logger.error)("CI %s for %s", "passed" if summary.passed else f"FAILED ({', '.join(summary.failed)})", summary.sha)
 

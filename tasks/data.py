@@ -8,58 +8,49 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, ConfigDict
 
-from mlops import data as data_lib
-from mlops import validation
+from mlops import render
+from mlops.adapters import sources
 from mlops.config import Config
-from mlops.reports import data_quality_report
+from mlops.domain import split as splitting
+from mlops.domain import validation
+from mlops.domain.data import content_hash
+from mlops.domain.reports import data_quality_report
+from mlops.domain.window import Window, fitted_part
+from tasks.retries import IO_RETRIES
+from mlops.domain.record import Record
 
 
-class Extract(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Extract(Record):
     path: Path
     rows: int
     data_hash: str
-    window: str  # e.g. 2013-01-01..2013-04-01, or "all"
-    window_start: str | None
-    window_end: str | None
+    window: str  # Window.label(): e.g. 2013-01-01..2013-04-01, or "all"
 
 
-class Split(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Split(Record):
     train_path: Path
     test_path: Path
     train_rows: int
     test_rows: int
+    training_window: str  # the part of the window the model is fitted on (lineage: what the champion has seen)
 
 
-def _violations_markdown(title: str, violations: list[validation.Violation]) -> str:
-    rows = "\n".join(f"| `{v.column}` | {v.rule} | {v.detail} |" for v in violations)
-    return f"# {title}\n\n{len(violations)} violation(s); nothing was trained or registered.\n\n| column | rule | detail |\n|---|---|---|\n{rows}\n"
+def _refuse(key: str, title: str, violations: list[validation.Violation]) -> None:
+    create_markdown_artifact(key=key, markdown=render.violations_markdown(title, violations, "nothing was trained or registered."),
+                             description="Columns and rules the batch broke")
+    raise validation.DataValidationError(violations)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
+@task(**IO_RETRIES)
 def extract_window(config: Config, as_of: str | None, months: int, workdir: Path) -> Extract:
     """Read the source, cut the training window, keep the declared columns, write Parquet."""
-    logger = get_run_logger()
-    full = data_lib.load_source(config)
-    bounds = data_lib.window_bounds(full, config.dataset.time_column, as_of, months)
-    df = data_lib.select_columns(data_lib.cut_window(full, config.dataset.time_column, bounds), config)
+    loaded = sources.load_window(config, as_of=as_of, months=months)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "window.parquet"
-    df.to_parquet(path)
-    logger.info("extracted %d of %d rows, window %s", len(df), len(full), bounds.label())
-    return Extract(
-        path=path,
-        rows=len(df),
-        data_hash=data_lib.content_hash(df),
-        window=bounds.label(),
-        window_start=bounds.start.isoformat() if bounds.start is not None else None,
-        window_end=bounds.end.isoformat() if bounds.end is not None else None,
-    )
+    loaded.frame.to_parquet(path)
+    get_run_logger().info("extracted %d of %d rows, window %s", len(loaded.frame), loaded.source_rows, loaded.window.label())
+    return Extract(path=path, rows=len(loaded.frame), data_hash=content_hash(loaded.frame), window=loaded.window.label())
 
 
 @task
@@ -67,35 +58,31 @@ def validate_data(config: Config, extract: Extract) -> int:
     """Check the window against the config, the contract file and the quality rules; fail with a report."""
     logger = get_run_logger()
     df = pd.read_parquet(extract.path)
-    contract_path = config.dataset.contract_path
-    contract = validation.Contract.load(contract_path) if contract_path.exists() else None
+    contract = validation.load_contract(config)
     if contract is None:
-        logger.warning("no contract file at %s: checking against the config alone", contract_path)
+        logger.warning("no contract file at %s: checking against the config alone", config.dataset.contract_path)
     violations = validation.validate_frame(df, config, contract)
     if violations:
-        create_markdown_artifact(
-            key="data-validation", markdown=_violations_markdown(f"Data validation failed: {extract.window}", violations),
-            description="Columns and rules the batch broke",
-        )
-        raise validation.DataValidationError(violations)
-    logger.info("%d rows passed %s", len(df), f"the contract {contract_path.name}" if contract else "the config's schema")
+        _refuse("data-validation", f"Data validation failed: {extract.window}", violations)
+    logger.info("%d rows passed %s", len(df), f"the contract {config.dataset.contract_path.name}" if contract else "the config's schema")
     return len(df)
 
 
 @task
 def split_data(config: Config, extract: Extract) -> Split:
     """Split into training and holdout (time-later, or seeded stratified) and check the split."""
-    df = pd.read_parquet(extract.path)
-    train, test = validation.split_frame(df, config)
-    violations = validation.check_split(train, test, config)
+    train, test = splitting.split_frame(pd.read_parquet(extract.path), config)
+    violations = splitting.check_split(train, test, config)
     if violations:
-        create_markdown_artifact(key="split-validation", markdown=_violations_markdown("Split validation failed", violations))
-        raise validation.DataValidationError(violations)
+        _refuse("split-validation", "Split validation failed", violations)
     train_path, test_path = extract.path.with_name("train.parquet"), extract.path.with_name("test.parquet")
     train.to_parquet(train_path)
     test.to_parquet(test_path)
     get_run_logger().info("split: %d training rows, %d holdout rows", len(train), len(test))
-    return Split(train_path=train_path, test_path=test_path, train_rows=len(train), test_rows=len(test))
+    time_column = config.dataset.time_column
+    fitted = fitted_part(Window.parse(extract.window), test[time_column].min() if time_column else None)
+    return Split(train_path=train_path, test_path=test_path, train_rows=len(train), test_rows=len(test),
+                 training_window=fitted.label())
 
 
 @task

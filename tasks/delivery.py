@@ -2,148 +2,172 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, ConfigDict
+from prefect.transactions import Transaction
 
-from mlops import delivery, loadtest, modeling, registry
+from mlops import render
+from mlops.adapters import loadtest, registry, service_checks, sources
 from mlops.config import Config
-from mlops.evaluation import GateDecision, decide, evaluate, predict_outputs
-from tasks.training import decision_markdown, evaluation_rows
+from mlops.domain import modeling
+from mlops.domain.checks import Check, failures
+from mlops.domain.evaluation import evaluate, predict_outputs
+from mlops.domain.gates import comparable_rows, compare_with_champion, decide
+from mlops.domain.split import split_frame
+from tasks.retries import IO_RETRIES, retry_unless
+from tasks.runs import remember_for_rollback
+
+MAX_SKEW = 1e-6  # live predictions must equal the offline model's (train/serve skew)
 
 
-class Gate(BaseModel):
-    """One CD gate's verdict, with the numbers behind it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    passed: bool
-    summary: str
+class VersionNotReady(RuntimeError):
+    """The version is still being registered (a webhook can arrive before it is READY); retried."""
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
-def wait_for_version(config: Config, model_name: str, version: str, timeout_s: float = 300.0) -> dict[str, str]:
-    """Wait until the registered version is READY (a webhook can arrive first); returns its tags."""
-    client = registry.connect(config)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = client.get_model_version(model_name, version)
-        if found.status == "READY":
-            return {**found.tags, "run_id": found.run_id}
-        if found.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
-            raise RuntimeError(f"{model_name} version {version} is {found.status}, not READY")
-        time.sleep(1.0)
+class VersionUnusable(LookupError):
+    """The version does not exist or failed to register; no retry can fix it."""
 
 
-@task
-def champion_version(config: Config, model_name: str) -> str | None:
-    """The version behind the `champion` alias, or None."""
-    client = registry.connect(config)
-    try:
-        return str(client.get_model_version_by_alias(model_name, registry.CHAMPION).version)
-    except mlflow.exceptions.MlflowException:
-        return None
+class GatesFailed(RuntimeError):
+    """A staging gate failed: raised inside the delivery transaction so its rollback hooks run."""
+
+    def __init__(self, gates: list[Check]):
+        self.gates = gates
+        super().__init__("; ".join(failures(gates)))
+
+
+@task(retries=30, retry_delay_seconds=1, retry_condition_fn=retry_unless(VersionUnusable))
+def wait_for_version(config: Config, model_name: str, version: str) -> registry.VersionRef:
+    """The registered version once it is READY (a bounded wait: 30 tries a second apart)."""
+    found = registry.version(registry.connect(config), model_name, version)
+    if found is None:
+        raise VersionUnusable(f"{model_name} has no version {version}")
+    if found.status == "FAILED_REGISTRATION":
+        raise VersionUnusable(f"{model_name} version {version} failed to register")
+    if found.status != "READY":
+        raise VersionNotReady(f"{model_name} version {version} is {found.status}, not READY yet")
+    return found
+
+
+@task(**IO_RETRIES)
+def find_champion(config: Config, model_name: str) -> registry.VersionRef | None:
+    """The version behind `champion`; None before the first promotion (a registry error raises)."""
+    return registry.champion(registry.connect(config), model_name)
 
 
 @task
 def load_holdout(config: Config, data_window: str | None, workdir: Path) -> Path:
-    """Rebuild the holdout the version was evaluated on in CT, from its lineage tag."""
+    """Rebuild the holdout the version was evaluated on in CT, from its lineage tag (the config's window without one)."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "holdout.parquet"
-    delivery.holdout_for_window(config, data_window).to_parquet(path)
+    split_frame(sources.load_labelled_window(config, data_window).frame, config)[1].to_parquet(path)
     return path
 
 
 @task
-def verify_contract(config: Config, endpoint: str, holdout: Path) -> Gate:
+def verify_contract(config: Config, endpoint: str, holdout: Path) -> Check:
     """Input-schema tests on the live service: valid rows answered, bad requests refused, service up."""
-    cases = delivery.run_contract_tests(endpoint, pd.read_parquet(holdout), config)
-    create_table_artifact(key="contract-tests", table=[c.model_dump() for c in cases], description="Live input-schema tests")
+    cases = service_checks.run_contract_tests(endpoint, pd.read_parquet(holdout), config)
+    create_table_artifact(key="contract-tests", table=render.check_rows(cases), description="Live input-schema tests")
     failed = [c.name for c in cases if not c.passed]
-    return Gate(name="contract", passed=not failed, summary=f"{len(cases) - len(failed)}/{len(cases)} cases passed"
-                + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return Check(name="contract", passed=not failed, observed=len(cases) - len(failed), required=len(cases),
+                 detail=f"{len(cases) - len(failed)}/{len(cases)} cases passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
 
 
 @task
 def verify_live_performance(
-    config: Config, endpoint: str, holdout: Path, model_name: str, version: str, champion: str | None
-) -> Gate:
-    """The holdout through the live endpoint: equal to offline predictions, and per-segment gates pass."""
+    config: Config, endpoint: str, holdout: Path, candidate: registry.VersionRef, champion: registry.VersionRef | None
+) -> Check:
+    """The holdout through the live endpoint: equal to offline predictions, and the gates pass against the champion."""
     test = pd.read_parquet(holdout)
     X, _ = modeling.features_and_target(test, config)
     registry.connect(config)
-    offline_model = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    offline_model = registry.load_model(candidate)
     offline = predict_outputs(offline_model, X, config.task)
-    live = delivery.predict_live(endpoint, X)
+    live = service_checks.predict_live(endpoint, X)
     skew = float(np.max(np.abs(live - offline))) if len(live) == len(offline) else float("inf")
     classes = getattr(offline_model, "classes_", None)
+    comparison = None
+    if champion is not None and champion.version != candidate.version:
+        rows, note = comparable_rows(test, config, champion.trained_on, champion.tags.get("data_hash"), candidate.tags.get("data_hash"))
+        champion_outputs = predict_outputs(registry.load_model(champion), X.loc[rows], config.task) if rows.any() else None
+        comparison = compare_with_champion(test, live, champion_outputs, classes, rows, note, champion.version, config)
     live_eval = evaluate(test, live, classes, config)
-    champion_eval = None
-    if champion and champion != version:
-        champion_model = mlflow.sklearn.load_model(f"models:/{model_name}/{champion}")
-        champion_eval = evaluate(test, predict_outputs(champion_model, X, config.task), classes, config)
-    decision: GateDecision = decide(live_eval, champion_eval, config, champion)
-    create_table_artifact(key="live-metrics", table=evaluation_rows(live_eval), description="Metrics of the live staging service")
-    create_markdown_artifact(
-        key="live-performance",
-        markdown=decision_markdown(decision) + f"\n\nTrain/serve skew: max |live - offline| = {skew:.2e} over {len(test)} rows.",
-    )
-    passed = decision.passed and skew <= 1e-6
-    reasons = decision.reasons + ([f"train/serve skew {skew:.2e} > 1e-6"] if skew > 1e-6 else [])
-    summary = f"{decision.metric} {decision.candidate:.4f} live, skew {skew:.1e}" + (f"; {'; '.join(reasons)}" if reasons else "")
-    return Gate(name="live performance", passed=passed, summary=summary)
+    decision = decide(live_eval, config, comparison)
+    checks = [*decision.checks, Check(name="train/serve skew", passed=skew <= MAX_SKEW, observed=skew, required=MAX_SKEW,
+                                      detail=f"max |live - offline| over {len(test)} rows")]
+    create_table_artifact(key="live-metrics", table=render.evaluation_rows(live_eval), description="Metrics of the live staging service")
+    create_markdown_artifact(key="live-performance", markdown=render.decision_markdown(decision.model_copy(update={"checks": checks}),
+                                                                                        "live staging service"))
+    reasons = failures(checks)
+    detail = f"{decision.metric} {decision.candidate:.4f} live, skew {skew:.1e}" + (f"; {'; '.join(reasons)}" if reasons else "")
+    return Check(name="live performance", passed=not reasons, observed=decision.candidate, detail=detail)
 
 
 @task
-def run_load_test(config: Config, endpoint: str, holdout: Path, run_id: str) -> Gate:
+def run_load_test(config: Config, endpoint: str, holdout: Path, run_id: str | None) -> Check:
     """Locust against the live service; latency, throughput and errors against the SLOs; logged to MLflow."""
     features = modeling.features_and_target(pd.read_parquet(holdout), config)[0]
     payloads = loadtest.write_payloads(features.sample(min(500, len(features)), random_state=0), holdout.with_name("payloads.jsonl"))
     get_run_logger().info("load test: %d users for %d s against %s", config.load_test.users, config.load_test.seconds, endpoint)
     result = loadtest.run_locust(endpoint, payloads, config.load_test, holdout.parent / "locust")
     checks = loadtest.check_slos(result, config.slo)
-    create_table_artifact(key="load-test", table=[c.model_dump() for c in checks], description=f"{result.requests} requests")
-    client = registry.connect(config)
-    for key, value in {"load_rps": result.rps, "load_p50_ms": result.p50_ms, "load_p95_ms": result.p95_ms,
-                       "load_p99_ms": result.p99_ms, "load_error_rate": result.error_rate}.items():
-        client.log_metric(run_id, key, value)
-    client.log_dict(run_id, result.model_dump(), "delivery/load_test.json")
+    create_table_artifact(key="load-test", table=render.check_rows(checks), description=f"{result.requests} requests")
+    if run_id:
+        client = registry.connect(config)
+        for key, value in {"load_rps": result.rps, "load_p50_ms": result.p50_ms, "load_p95_ms": result.p95_ms,
+                           "load_p99_ms": result.p99_ms, "load_error_rate": result.error_rate}.items():
+            client.log_metric(run_id, key, value)
+        client.log_dict(run_id, result.model_dump(), "delivery/load_test.json")
     failed = [f"{c.name} {c.observed:.4g} vs {c.required:.4g}" for c in checks if not c.passed]
     summary = f"{result.rps:.0f} req/s, p95 {result.p95_ms:.0f} ms, p99 {result.p99_ms:.0f} ms, errors {result.error_rate:.2%}"
-    return Gate(name="load test", passed=not failed, summary=summary + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return Check(name="load test", passed=not failed, detail=summary + (f"; failed: {', '.join(failed)}" if failed else ""))
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
-def promote(config: Config, model_name: str, version: str, gates: list[Gate]) -> None:
-    """Point `champion` at the version and tag it; production already serves it."""
+@task  # no retries: inside CD's transaction a failed attempt rolls the whole delivery back (Prefect 3.9)
+def promote(config: Config, model_name: str, version: str, previous: str | None, gates: list[Check]) -> None:
+    """Point `champion` at the version (the one before becomes `previous_champion`) and tag it; production serves it."""
+    remember_for_rollback(config=config, model_name=model_name, previous=previous)
     client = registry.connect(config)
-    client.set_registered_model_alias(model_name, registry.CHAMPION, version)
-    client.set_model_version_tag(model_name, version, "deployment", "promoted")
-    client.set_model_version_tag(model_name, version, "deployment_gates", gates_summary(gates))
-    _emit("mlops.deployment.promoted", "production", model_name, version, gates)
+    try:
+        registry.promote(client, model_name, version)
+        client.set_model_version_tag(model_name, version, "deployment", "promoted")
+        client.set_model_version_tag(model_name, version, "deployment_gates", render.checks_summary(gates))
+    except Exception:
+        # A failed step is not compensated by its own hook (only completed ones are): undo the alias here.
+        _put_alias_back(config, model_name, previous)
+        raise
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
-def tag_rejected(config: Config, model_name: str, version: str, gates: list[Gate], reason: str) -> None:
+def _put_alias_back(config: Config, model_name: str, previous: str | None) -> None:
+    registry.restore_champion(registry.connect(config), model_name, previous)
+    get_run_logger().warning("rolled back the %s alias of %s to %s", registry.CHAMPION, model_name, f"v{previous}" if previous else "nothing")
+
+
+@promote.on_rollback
+def _restore_alias(txn: Transaction) -> None:
+    """Rollback hook (a later step failed): `champion` back on the version it named before (removed when none)."""
+    _put_alias_back(txn.get("config"), txn.get("model_name"), txn.get("previous"))
+
+
+@task(**IO_RETRIES)
+def tag_rejected(config: Config, model_name: str, version: str, gates: list[Check], reason: str) -> None:
     """Tag the version rejected with the reason; the champion and production are untouched."""
     client = registry.connect(config)
     client.set_model_version_tag(model_name, version, "deployment", "rejected")
     client.set_model_version_tag(model_name, version, "rejected", reason[:4000])
-    client.set_model_version_tag(model_name, version, "deployment_gates", gates_summary(gates))
-    _emit("mlops.deployment.rejected", "staging", model_name, version, gates, reason)
+    client.set_model_version_tag(model_name, version, "deployment_gates", render.checks_summary(gates))
 
 
-def _emit(event: str, environment: str, model_name: str, version: str, gates: list[Gate], reason: str | None = None) -> None:
+def emit_decision(event: str, environment: str, model_name: str, version: str, gates: list[Check], reason: str | None = None) -> None:
+    """`mlops.deployment.<promoted|rejected|rolled_back>` for `mlops.service.<environment>`, naming the model version."""
     payload: dict[str, Any] = {"name": model_name, "version": version, "gates": [g.model_dump() for g in gates]}
     if reason:
         payload["reason"] = reason
@@ -153,13 +177,3 @@ def _emit(event: str, environment: str, model_name: str, version: str, gates: li
         related=[{"prefect.resource.id": f"mlflow.model.{model_name}.{version}", "prefect.resource.role": "model"}],
         payload=payload,
     )
-
-
-def gates_summary(gates: list[Gate]) -> str:
-    """One line per gate, kept as a tag on the model version so the registry shows why."""
-    return "\n".join(f"{g.name}: {'pass' if g.passed else 'FAIL'} ({g.summary})" for g in gates)[:4000]
-
-
-def gates_markdown(model_name: str, version: str, verdict: str, gates: list[Gate]) -> str:
-    rows = "\n".join(f"| {g.name} | {'pass' if g.passed else '**FAIL**'} | {g.summary} |" for g in gates)
-    return f"# {model_name} v{version}: {verdict}\n\n| gate | result | numbers |\n|---|---|---|\n{rows}\n"

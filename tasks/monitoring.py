@@ -5,88 +5,87 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, ConfigDict
 
-from mlops import data as data_lib
-from mlops import drift, modeling, registry
+from mlops.adapters import registry, sources
 from mlops.config import Config
-from mlops.evaluation import predict_outputs
+from mlops.domain import drift, modeling
+from mlops.domain.evaluation import predict_outputs
+from mlops.domain.window import Window, window_for
+from tasks.retries import IO_RETRIES
+from mlops.domain.record import Record
 
 DRIFT_EVENT = "mlops.drift.detected"
 
 
-class Champion(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    version: str
-    data_window: str | None
-
-
-class Windows(BaseModel):
+class Windows(Record):
     """The reference and current frames (inputs + champion predictions + labels), on disk."""
-
-    model_config = ConfigDict(frozen=True)
 
     reference_path: Path
     current_path: Path
     reference_window: str
     current_window: str
     current_end: str | None  # ISO date: the end of the new window, for a retrain that includes it
+    reference_rows: int
+    overlap: str = ""  # what was left out of the reference because the current window holds it too
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
-def find_champion(config: Config) -> Champion | None:
-    """The champion version and the training window its lineage records; None without a champion."""
-    client = registry.connect(config)
-    try:
-        version = client.get_model_version_by_alias(config.tracking.model_name, registry.CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None
-    return Champion(version=str(version.version), data_window=version.tags.get("data_window"))
+@task(**IO_RETRIES)
+def find_champion(config: Config) -> registry.VersionRef | None:
+    """The champion version and its lineage; None before the first promotion (a registry error raises)."""
+    return registry.champion(registry.connect(config), config.tracking.model_name)
 
 
-def _window(full: pd.DataFrame, config: Config, label: str | None) -> tuple[pd.DataFrame, data_lib.WindowBounds]:
-    if label is None or label == "all":
-        bounds = data_lib.WindowBounds(None, None)
-    else:
-        start, end = label.split("..")
-        bounds = data_lib.WindowBounds(pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
-    return data_lib.cut_window(full, config.dataset.time_column, bounds), bounds
+def reference_without(reference: pd.DataFrame, reference_window: Window, current: Window, config: Config) -> tuple[pd.DataFrame, str]:
+    """The reference rows outside the current window: new data is never compared with itself."""
+    time_column = config.dataset.time_column
+    if not current.bounded or not time_column or not reference_window.overlaps(current):
+        return reference, ""
+    inside = current.mask(reference, time_column)
+    note = (f"{int(inside.sum())} reference row(s) inside the current window {current.label()} left out of the reference"
+            if inside.any() else "")
+    return reference.loc[~inside].reset_index(drop=True), note
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
-def extract_windows(config: Config, champion: Champion, as_of: str | None, months: int, input_path: str | None,
+@task(**IO_RETRIES)
+def extract_windows(config: Config, champion: registry.VersionRef, as_of: str | None, months: int, input_path: str | None,
                     workdir: Path) -> Windows:
     """The champion's training window and the new window (or a file of new data), scored by the champion."""
-    full = data_lib.load_source(config)
-    reference, reference_bounds = _window(full, config, champion.data_window)
+    full = sources.load_source(config)
+    time_column = config.dataset.time_column
+    reference_bounds = Window.parse(champion.data_window) if champion.data_window else Window.everything()
+    reference = reference_bounds.cut(full, time_column)
     if input_path:
         current = pd.read_csv(input_path) if input_path.endswith(".csv") else pd.read_parquet(input_path)
-        current_bounds, current_label = data_lib.WindowBounds(None, None), Path(input_path).name
+        current_bounds, current_label = Window.everything(), Path(input_path).name
     else:
-        current_bounds = data_lib.window_bounds(full, config.dataset.time_column, as_of, months)
-        current = data_lib.cut_window(full, config.dataset.time_column, current_bounds)
+        current_bounds = window_for(full, time_column, as_of, months)
+        current = current_bounds.cut(full, time_column)
         current_label = current_bounds.label()
+    reference, overlap = reference_without(reference, reference_bounds, current_bounds, config)
+    if overlap:
+        get_run_logger().warning(overlap)
     registry.connect(config)
-    model = mlflow.sklearn.load_model(f"models:/{config.tracking.model_name}/{champion.version}")
+    model = registry.load_model(champion)
     workdir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, frame in [("reference", reference), ("current", current)]:
-        outputs = predict_outputs(model, modeling.features_and_target(frame, config)[0], config.task)
-        score = pd.Series(outputs[:, -1] if config.task == "binary" else outputs.max(axis=1) if outputs.ndim > 1 else outputs)
+        score = None
+        if len(frame):  # an empty side is reported by the flow, not scored
+            outputs = predict_outputs(model, modeling.features_and_target(frame, config)[0], config.task)
+            score = pd.Series(outputs[:, -1] if config.task == "binary" else outputs.max(axis=1) if outputs.ndim > 1 else outputs)
         paths[name] = workdir / f"{name}.parquet"
         drift.monitored_frame(frame, score, config).to_parquet(paths[name])
     get_run_logger().info("reference %s: %d rows; current %s: %d rows", reference_bounds.label(), len(reference),
                           current_label, len(current))
     end = current_bounds.end.date().isoformat() if current_bounds.end is not None else None
-    return Windows(reference_path=paths["reference"], current_path=paths["current"],
-                   reference_window=reference_bounds.label(), current_window=current_label, current_end=end)
+    return Windows(reference_path=paths["reference"], current_path=paths["current"], reference_window=reference_bounds.label(),
+                   current_window=current_label, current_end=end, reference_rows=len(reference),
+                   overlap=overlap)
 
 
 @task
@@ -104,8 +103,8 @@ def check_drift(config: Config, windows: Windows) -> tuple[drift.DriftResult, Pa
     return result, html
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
-def log_drift_report(config: Config, windows: Windows, result: drift.DriftResult, html: Path, champion: Champion) -> str:
+@task(**IO_RETRIES)
+def log_drift_report(config: Config, windows: Windows, result: drift.DriftResult, html: Path, champion: registry.VersionRef) -> str:
     """Keep the Evidently HTML report and the numbers in an MLflow monitoring run; returns the report's URI."""
     client = registry.connect(config)
     experiment = f"{config.tracking.experiment}-monitoring"
@@ -129,7 +128,7 @@ def log_drift_report(config: Config, windows: Windows, result: drift.DriftResult
 
 @task
 def emit_drift_detected(config: Config, windows: Windows, result: drift.DriftResult, report_uri: str,
-                        champion: Champion, months: int) -> dict[str, Any]:
+                        champion: registry.VersionRef, months: int) -> dict[str, Any]:
     """Emit `mlops.drift.detected`; the retrain deployment's trigger turns it into a CT run (debounced)."""
     payload = {
         "dataset": config.dataset.name,
@@ -146,14 +145,3 @@ def emit_drift_detected(config: Config, windows: Windows, result: drift.DriftRes
                          "prefect.resource.role": "model"}],
                payload=payload)
     return payload
-
-
-def summary_markdown(windows: Windows, result: drift.DriftResult, champion: Champion, emitted: bool) -> str:
-    verdict = f"**Drift detected**: `{DRIFT_EVENT}` emitted" if emitted else "No drift: nothing to do"
-    rows = "\n".join(f"| {c.column} | {c.method} | {c.score:.3f} | {c.threshold:.3f} | {'**drifted**' if c.drifted else 'ok'} |"
-                     for c in result.columns)
-    return (f"# Drift monitoring: {windows.current_window}\n\n{verdict}.\n\n"
-            f"- reference: champion v{champion.version}'s training window {windows.reference_window} ({result.reference_rows} rows sampled)\n"
-            f"- current: {windows.current_window} ({result.current_rows} rows sampled)\n"
-            f"- drifted columns: {result.drift_share:.0%} (threshold {result.threshold_share:.0%})\n\n"
-            f"| column | method | score | threshold | verdict |\n|---|---|---:|---:|---|\n{rows}\n")

@@ -13,14 +13,19 @@ from prefect import task
 from prefect.artifacts import create_link_artifact
 from prefect.logging import get_run_logger
 
-from mlops import modeling, registry
+from mlops.domain import modeling
+
+from mlops import render
+from mlops.adapters import registry
 from mlops.config import Config
-from mlops.evaluation import Evaluation, GateDecision, predict_outputs
+from mlops.domain.evaluation import Evaluation, predict_outputs
+from mlops.domain.gates import GateDecision
 from tasks.data import Extract, Split
-from tasks.training import Candidate, evaluation_rows
+from tasks.retries import IO_RETRIES
+from mlops.domain.modeling import Candidate
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
+@task(**IO_RETRIES)
 def start_training_run(config: Config, run_name: str, tags: dict[str, str]) -> str:
     """Open the MLflow run that records this CT run; returns its id and links it from Prefect."""
     client = registry.connect(config)
@@ -32,7 +37,7 @@ def start_training_run(config: Config, run_name: str, tags: dict[str, str]) -> s
     return run.info.run_id
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
+@task(**IO_RETRIES)
 def log_training_record(
     config: Config,
     run_id: str,
@@ -56,14 +61,14 @@ def log_training_record(
     client.log_metric(run_id, f"validation_{chosen.metric}", chosen.score)
     if decision.champion is not None:
         client.log_metric(run_id, f"champion_test_{decision.metric}", decision.champion)
-    client.log_table(run_id, pd.DataFrame(evaluation_rows(evaluation)), "evaluation/segments.json")
+    client.log_table(run_id, pd.DataFrame(render.evaluation_rows(evaluation)), "evaluation/segments.json")
     client.log_dict(run_id, [c.model_dump() for c in candidates], "search/candidates.json")
     client.log_dict(run_id, decision.model_dump(), "validation/decision.json")
     client.log_artifact(run_id, str(report_html), "data_quality")
     client.set_tag(run_id, "gate", "passed" if decision.passed else "failed")
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
+@task(**IO_RETRIES)
 def log_model(config: Config, run_id: str, model_path: Path, split: Split) -> str:
     """Log the fitted pipeline into the run with its input signature; returns the model URI."""
     model = joblib.load(model_path)
@@ -73,7 +78,7 @@ def log_model(config: Config, run_id: str, model_path: Path, split: Split) -> st
         return registry.log_model(model, example, predict_outputs(model, example, config.task), config)
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
+@task(**IO_RETRIES)
 def register_model(config: Config, run_id: str, model_uri: str, lineage: dict[str, str]) -> str:
     """Register a new version with lineage tags and alias `challenger`; returns the version."""
     client = registry.connect(config)
@@ -82,7 +87,7 @@ def register_model(config: Config, run_id: str, model_uri: str, lineage: dict[st
     return version
 
 
-@task(retries=3, retry_delay_seconds=[2, 5, 15])
+@task(**IO_RETRIES)
 def finish_training_run(config: Config, run_id: str, status: str, note: dict[str, Any] | None = None) -> None:
     """Close the MLflow run as FINISHED or FAILED (with the reason when it failed)."""
     client = registry.connect(config)

@@ -12,3 +12,13 @@ def tag_this_run(tags: list[str]) -> None:
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(runtime.flow_run.id)
         client.update_flow_run(run.id, tags=sorted(set(run.tags) | set(tags)))
+
+
+def remember_for_rollback(**values: object) -> None:
+    """Keep values on the running task's transaction, where its `on_rollback` hook reads them back."""
+    from prefect.transactions import get_transaction
+
+    txn = get_transaction()
+    if txn is not None:
+        for key, value in values.items():
+            txn.set(key, value)

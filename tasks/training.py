@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -12,48 +11,47 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, ConfigDict
 
-from mlops import modeling, registry
-from mlops.config import METRICS, Config
-from mlops.evaluation import Evaluation, GateDecision, compute_metrics, decide, evaluate, predict_outputs
-from tasks.data import Split
+from mlops import render
+from mlops.adapters import registry
+from mlops.config import Config
+from mlops.domain import modeling
+from mlops.domain.modeling import Candidate
+from mlops.domain.evaluation import Evaluation, compute_metrics, evaluate, predict_outputs
+from mlops.domain.gates import ChampionComparison, GateDecision, comparable_rows, compare_with_champion, decide
+from mlops.domain.split import held_out
+from tasks.data import Extract, Split
+from tasks.retries import IO_RETRIES
+from mlops.domain.record import Record
 
 
-class Features(BaseModel):
-    """The fitted feature transforms and the transformed training matrix, on disk."""
-
-    model_config = ConfigDict(frozen=True)
+class Features(Record):
+    """The fitted feature transforms, the transformed training matrix and the search's split, on disk."""
 
     preprocessor_path: Path
     X_path: Path
     y_path: Path
+    search_mask_path: Path  # True: the row scores candidates; False: it fits them
     rows: int
     width: int
 
 
-class Candidate(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    params: dict[str, Any]
-    metric: str
-    score: float
-
-
 @task
 def engineer_features(config: Config, split: Split) -> Features:
-    """Fit the ColumnTransformer on the training rows only and transform them once for the search."""
+    """Fit the ColumnTransformer on the training rows only, transform them once, cut them for the search."""
     train = pd.read_parquet(split.train_path)
     X, y = modeling.features_and_target(train, config)
     preprocessor = modeling.build_preprocessor(config).fit(X)
     matrix = preprocessor.transform(X)
     out = split.train_path.parent
-    joblib.dump(preprocessor, out / "preprocessor.joblib")
-    np.save(out / "train_X.npy", matrix)
-    np.save(out / "train_y.npy", y.to_numpy(), allow_pickle=True)
+    paths = {"preprocessor_path": out / "preprocessor.joblib", "X_path": out / "train_X.npy",
+             "y_path": out / "train_y.npy", "search_mask_path": out / "search_mask.npy"}
+    joblib.dump(preprocessor, paths["preprocessor_path"])
+    np.save(paths["X_path"], matrix)
+    np.save(paths["y_path"], y.to_numpy(), allow_pickle=True)
+    np.save(paths["search_mask_path"], held_out(train, config, config.split.validation_size))
     get_run_logger().info("features: %d rows x %d columns from %d inputs", *matrix.shape, X.shape[1])
-    return Features(preprocessor_path=out / "preprocessor.joblib", X_path=out / "train_X.npy",
-                    y_path=out / "train_y.npy", rows=matrix.shape[0], width=matrix.shape[1])
+    return Features(**paths, rows=matrix.shape[0], width=matrix.shape[1])
 
 
 def _load_matrix(features: Features) -> tuple[np.ndarray, np.ndarray]:
@@ -62,22 +60,14 @@ def _load_matrix(features: Features) -> tuple[np.ndarray, np.ndarray]:
 
 @task
 def train_candidate(config: Config, features: Features, params: dict[str, Any]) -> Candidate:
-    """Fit one candidate on the earlier training rows and score it on the later ones."""
+    """Fit one candidate on the search's fitting rows and score it on its validation rows."""
     X, y = _load_matrix(features)
-    cut = modeling.validation_cut(len(y), config.split.validation_size)
-    estimator = modeling.fit_estimator(config, params, X[:cut], y[:cut])
-    classes = getattr(estimator, "classes_", None)
-    outputs = predict_outputs(estimator, X[cut:], config.task)
-    score = compute_metrics(config.task, y[cut:], outputs, classes)[config.gates.metric]
+    scoring = np.load(features.search_mask_path)
+    estimator = modeling.fit_estimator(config, params, X[~scoring], y[~scoring])
+    outputs = predict_outputs(estimator, X[scoring], config.task)
+    score = compute_metrics(config.task, y[scoring], outputs, getattr(estimator, "classes_", None))[config.gates.metric]
     get_run_logger().info("candidate %s: validation %s = %.4f", params, config.gates.metric, score)
     return Candidate(params=params, metric=config.gates.metric, score=score)
-
-
-def best_candidate(candidates: list[Candidate], config: Config) -> Candidate:
-    """The best validation score in the gate metric's direction (NaN never wins)."""
-    higher = METRICS[config.task][config.gates.metric]
-    scored = [c for c in candidates if not math.isnan(c.score)] or candidates
-    return (max if higher else min)(scored, key=lambda c: c.score)
 
 
 @task
@@ -98,50 +88,34 @@ def evaluate_model(config: Config, model_path: Path, split: Split) -> Evaluation
     test = pd.read_parquet(split.test_path)
     X, _ = modeling.features_and_target(test, config)
     result = evaluate(test, predict_outputs(model, X, config.task), getattr(model, "classes_", None), config)
-    create_table_artifact(key="holdout-metrics", table=evaluation_rows(result), description="Candidate on the holdout")
+    create_table_artifact(key="holdout-metrics", table=render.evaluation_rows(result), description="Candidate on the holdout")
     return result
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
-def evaluate_champion(config: Config, split: Split) -> tuple[Evaluation | None, str | None]:
-    """The current champion on the same holdout; (None, None) when there is no champion yet."""
-    champion = registry.load_aliased(registry.connect(config), config, registry.CHAMPION)
+@task(**IO_RETRIES)
+def compare_champion(config: Config, model_path: Path, split: Split, extract: Extract) -> ChampionComparison | None:
+    """The candidate and the champion on the holdout rows outside the champion's training window; None without a champion."""
+    client = registry.connect(config)
+    champion = registry.champion(client, config.tracking.model_name)
     if champion is None:
         get_run_logger().info("no champion yet: the floors alone decide")
-        return None, None
+        return None
     test = pd.read_parquet(split.test_path)
     X, _ = modeling.features_and_target(test, config)
-    outputs = predict_outputs(champion.model, X, config.task)
-    return evaluate(test, outputs, getattr(champion.model, "classes_", None), config), champion.version
+    candidate = joblib.load(model_path)
+    rows, note = comparable_rows(test, config, champion.trained_on, champion.tags.get("data_hash"), extract.data_hash)
+    champion_outputs = predict_outputs(registry.load_model(champion), X.loc[rows], config.task) if rows.any() else None
+    comparison = compare_with_champion(test, predict_outputs(candidate, X, config.task), champion_outputs,
+                                       getattr(candidate, "classes_", None), rows, note, champion.version, config)
+    get_run_logger().info("champion v%s: %s", champion.version, comparison.note)
+    return comparison
 
 
 @task
-def validate_model(config: Config, candidate: Evaluation, champion: Evaluation | None, champion_version: str | None) -> GateDecision:
+def validate_model(config: Config, candidate: Evaluation, comparison: ChampionComparison | None) -> GateDecision:
     """Floors, then gain over the champion overall and per large segment; publishes the decision."""
-    decision = decide(candidate, champion, config, champion_version)
-    create_markdown_artifact(key="model-validation", markdown=decision_markdown(decision), description="Gate decision")
+    decision = decide(candidate, config, comparison)
+    outcome = "will be registered as challenger" if decision.passed else "not registered"
+    create_markdown_artifact(key="model-validation", markdown=render.decision_markdown(decision, outcome), description="Gate decision")
     get_run_logger().info("model validation %s: %s", "passed" if decision.passed else "failed", decision.reasons or "all checks")
     return decision
-
-
-def evaluation_rows(result: Evaluation) -> list[dict[str, Any]]:
-    rows = [{"segment": "overall", "rows": result.rows, **_rounded(result.overall)}]
-    rows += [{"segment": f"{s.column}={s.value}", "rows": s.rows, **_rounded(s.metrics)} for s in result.segments]
-    return rows
-
-
-def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
-    return {k: (None if math.isnan(v) else round(v, 4)) for k, v in metrics.items()}
-
-
-def decision_markdown(decision: GateDecision) -> str:
-    verdict = "PASSED: will be registered as challenger" if decision.passed else "FAILED: not registered"
-    champion = f"{decision.champion:.4f} (version {decision.champion_version})" if decision.champion is not None else "none yet"
-    rows = "\n".join(
-        f"| {c.name} | {c.observed:.4f} | {c.required:.4f} | {'pass' if c.passed else '**FAIL**'} |" for c in decision.checks
-    )
-    return (
-        f"# Model validation {verdict}\n\n"
-        f"- {decision.metric}: candidate {decision.candidate:.4f}, champion {champion}\n\n"
-        f"| check | observed | required | result |\n|---|---|---|---|\n{rows}\n"
-    )

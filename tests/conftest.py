@@ -41,11 +41,9 @@ def diabetes_config() -> Config:
 @pytest.fixture(scope="session")
 def flights_month(flights_config: Config):
     """January 2013: one month of the default dataset (about 26k rows)."""
-    from mlops import data
+    from mlops.adapters import sources
 
-    full = data.load_source(flights_config)
-    bounds = data.window_bounds(full, "time_hour", "2013-02-01", 1)
-    return data.select_columns(data.cut_window(full, "time_hour", bounds), flights_config)
+    return sources.load_window(flights_config, as_of="2013-02-01", months=1).frame
 
 
 def write_config(base: Path, directory: Path, changes: dict) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.exceptions import MlflowException, RestException
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
@@ -17,6 +17,7 @@ from mlops.config import PROJECT_ROOT, Config
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous_champion"
 
 # Types skops may load beyond its defaults; named one by one (never "trust everything").
 TRUSTED_TYPES = [
@@ -85,13 +86,27 @@ def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -
     return info.model_uri
 
 
+def _is(exc: MlflowException, code: str) -> bool:
+    return getattr(exc, "error_code", None) == code
+
+
+def _missing(exc: MlflowException) -> bool:
+    """The model, version or alias does not exist. MLflow 3.17 reports an unset alias as
+    INVALID_PARAMETER_VALUE "Registered model alias <a> not found." (SQL and file stores alike,
+    and so over REST): that one case is told apart by its message."""
+    if _is(exc, "RESOURCE_DOES_NOT_EXIST"):
+        return True
+    message = str(getattr(exc, "message", exc))
+    return _is(exc, "INVALID_PARAMETER_VALUE") and "alias" in message and "not found" in message
+
+
 def register(client: MlflowClient, model_uri: str, run_id: str, config: Config, tags: dict[str, str]) -> str:
     """Register a new version with lineage tags and point the `challenger` alias at it."""
     name = config.tracking.model_name
     try:
         client.create_registered_model(name, description=f"{config.task} model for dataset {config.dataset.name}")
-    except (MlflowException, RestException) as exc:
-        if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+    except MlflowException as exc:
+        if not _is(exc, "RESOURCE_ALREADY_EXISTS"):
             raise
     # A logged model's URI is models:/<model id>; an MLflow server also wants that id spelled out.
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
@@ -101,20 +116,133 @@ def register(client: MlflowClient, model_uri: str, run_id: str, config: Config, 
 
 
 @dataclass(frozen=True)
-class AliasedModel:
+class VersionRef:
+    """One registered model version: what every caller needs to know about it, without loading it."""
+
+    name: str
     version: str
-    run_id: str
-    model: Any
+    run_id: str | None
+    status: str
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        """Pinned to the version, so it cannot change between looking it up and loading it."""
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def data_window(self) -> str | None:
+        """The window CT took its data from (`Window.label()`), None when registered by hand."""
+        return self.tags.get("data_window")
+
+    @property
+    def trained_on(self) -> str | None:
+        """The rows it was fitted on: `training_window` lineage, else (older versions) its whole data window."""
+        return self.tags.get("training_window") or self.data_window
 
 
-def load_aliased(client: MlflowClient, config: Config, alias: str) -> AliasedModel | None:
-    """The model version behind an alias, loaded with its sklearn flavor; None when the alias is unset."""
-    name = config.tracking.model_name
+def _ref(found: Any) -> VersionRef:
+    return VersionRef(name=found.name, version=str(found.version), run_id=found.run_id or None,
+                      status=str(found.status), tags=dict(found.tags or {}))
+
+
+def aliased(client: MlflowClient, name: str, alias: str) -> VersionRef | None:
+    """The version behind `alias`. None only when the model or the alias does not exist.
+
+    This is the one policy for "is there a champion?": any other registry error (server down,
+    timeout, permission) raises, so the calling task retries or fails instead of reading the
+    failure as "no champion" and gating a candidate against the floors alone.
+    """
     try:
-        version = client.get_model_version_by_alias(name, alias)
-    except (MlflowException, RestException) as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+        return _ref(client.get_model_version_by_alias(name, alias))
+    except MlflowException as exc:
+        if _missing(exc):
             return None
         raise
-    model = mlflow.sklearn.load_model(f"models:/{name}@{alias}")
-    return AliasedModel(version=str(version.version), run_id=version.run_id, model=model)
+
+
+def champion(client: MlflowClient, name: str) -> VersionRef | None:
+    """The version serving production (alias `champion`), or None before the first promotion."""
+    return aliased(client, name, CHAMPION)
+
+
+def version(client: MlflowClient, name: str, number: str) -> VersionRef | None:
+    """A version by number; None when it does not exist (other errors raise)."""
+    try:
+        return _ref(client.get_model_version(name, str(number)))
+    except MlflowException as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
+def load_model(ref: VersionRef) -> Any:
+    """The version's sklearn model (skops, trusting only TRUSTED_TYPES as it was logged)."""
+    return mlflow.sklearn.load_model(ref.uri)
+
+
+def promote(client: MlflowClient, name: str, number: str) -> VersionRef | None:
+    """Point `champion` at the version; the one it replaces becomes `previous_champion`.
+
+    `challenger` is removed when it names the promoted version (a challenger is registered and not
+    yet delivered). Returns the previous champion, None when there was none.
+    """
+    previous = champion(client, name)
+    if previous is not None and previous.version == str(number):
+        return aliased(client, name, PREVIOUS_CHAMPION)
+    client.set_registered_model_alias(name, CHAMPION, str(number))
+    if previous is not None:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous.version)
+    challenger = aliased(client, name, CHALLENGER)
+    if challenger is not None and challenger.version == str(number):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return previous
+
+
+def restore_champion(client: MlflowClient, name: str, number: str | None) -> None:
+    """Put `champion` back on `number` (None: remove it), as a compensation after a failed promotion."""
+    if number is None:
+        try:
+            client.delete_registered_model_alias(name, CHAMPION)
+        except MlflowException as exc:
+            if not _missing(exc):
+                raise
+        return
+    client.set_registered_model_alias(name, CHAMPION, str(number))
+
+
+# --- delivery reconciliation -------------------------------------------------------------------------
+
+DECISION_TAG = "deployment"  # CD writes it on every decision: promoted | rejected
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registered version and when the registry recorded it (UTC)."""
+
+    ref: VersionRef
+    registered_at: float  # seconds since the epoch
+
+
+def undelivered_versions(client: MlflowClient, name: str) -> list[Registration]:
+    """READY versions of `name` without a delivery decision (no `deployment` tag), oldest first.
+
+    Facts only: versions still registering or that failed to are left out, everything else is
+    listed, the champion and versions older than it included. What to do with each (deliver,
+    leave a superseded one alone) is the reconciliation's policy, `tasks/reconciliation.py`.
+    No model yet is an empty list; any other registry error raises.
+    """
+    found, token = [], None
+    while True:
+        try:
+            page = client.search_model_versions(f"name = '{name}'", page_token=token)
+        except MlflowException as exc:
+            if _missing(exc):
+                return []
+            raise
+        found += [v for v in page if str(v.status) == "READY" and DECISION_TAG not in (v.tags or {})]
+        token = page.token
+        if not token:
+            break
+    found.sort(key=lambda v: int(v.version))
+    return [Registration(ref=_ref(v), registered_at=(v.creation_timestamp or 0) / 1000) for v in found]

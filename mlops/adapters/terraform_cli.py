@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if env != dict(os.environ):
         # Go reads the environment the process started with and misses later changes to
         # os.environ, so start again with the right one.
-        os.execve(sys.executable, [sys.executable, "-m", "mlops.terraform_cli", *args], env)
+        os.execve(sys.executable, [sys.executable, "-m", "mlops.adapters.terraform_cli", *args], env)
     return run(args)
 
 

@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from mlops.config import Config
+from mlops.domain.record import Record
 
 PREDICTION = "prediction"
 
 
-class ColumnDrift(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ColumnDrift(Record):
     column: str
     method: str
     score: float
@@ -33,10 +31,8 @@ class ColumnDrift(BaseModel):
     drifted: bool
 
 
-class DriftResult(BaseModel):
+class DriftResult(Record):
     """The numbers that decide whether a window drifted from the reference."""
-
-    model_config = ConfigDict(frozen=True)
 
     reference_rows: int
     current_rows: int

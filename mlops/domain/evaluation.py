@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 from sklearn import metrics as skm
 
-from mlops.config import METRICS, Config
+from mlops.config import Config
+from mlops.domain.record import Record
 
 
 def predict_outputs(model: Any, X: pd.DataFrame, task: str) -> np.ndarray:
@@ -45,19 +45,15 @@ def compute_metrics(task: str, y_true: pd.Series | np.ndarray, outputs: np.ndarr
     }
 
 
-class SegmentMetrics(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class SegmentMetrics(Record):
     column: str
     value: str
     rows: int
     metrics: dict[str, float]
 
 
-class Evaluation(BaseModel):
+class Evaluation(Record):
     """A model's metrics on one holdout: overall and for each value of each segment column."""
-
-    model_config = ConfigDict(frozen=True)
 
     rows: int
     overall: dict[str, float]
@@ -78,68 +74,3 @@ def evaluate(df: pd.DataFrame, outputs: np.ndarray, classes: np.ndarray | None, 
             metrics = compute_metrics(config.task, y[mask], outputs[mask], classes)
             segments.append(SegmentMetrics(column=column, value=value, rows=int(mask.sum()), metrics=metrics))
     return Evaluation(rows=len(df), overall=compute_metrics(config.task, y, outputs, classes), segments=segments)
-
-
-class GateCheck(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    observed: float
-    required: float
-    passed: bool
-
-
-class GateDecision(BaseModel):
-    """Whether a candidate may be registered, with every number that decided it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    passed: bool
-    metric: str
-    candidate: float
-    champion: float | None
-    champion_version: str | None
-    checks: list[GateCheck]
-
-    @property
-    def reasons(self) -> list[str]:
-        return [f"{c.name}: {c.observed:.4f} vs required {c.required:.4f}" for c in self.checks if not c.passed]
-
-
-def _better_or_equal(observed: float, required: float, higher_is_better: bool) -> bool:
-    if math.isnan(observed):
-        return False
-    return observed >= required if higher_is_better else observed <= required
-
-
-def decide(
-    candidate: Evaluation, champion: Evaluation | None, config: Config, champion_version: str | None = None
-) -> GateDecision:
-    """Absolute floors, then (with a champion) the minimum gain overall and the allowed drop per large segment."""
-    gates, directions = config.gates, METRICS[config.task]
-    checks = []
-    for name, floor in gates.floors.items():
-        observed = candidate.overall[name]
-        checks.append(GateCheck(name=f"floor {name}", observed=observed, required=floor,
-                                passed=_better_or_equal(observed, floor, directions[name])))
-    metric, higher = gates.metric, directions[gates.metric]
-    sign = 1.0 if higher else -1.0
-    if champion is not None:
-        required = champion.overall[metric] + sign * gates.min_gain
-        checks.append(GateCheck(name=f"gain {metric} over champion", observed=candidate.overall[metric],
-                                required=required, passed=_better_or_equal(candidate.overall[metric], required, higher)))
-        for seg in candidate.segments:
-            old = champion.segment(seg.column, seg.value)
-            if seg.rows < gates.min_segment_rows or old is None or math.isnan(old.metrics[metric]):
-                continue
-            required = old.metrics[metric] - sign * gates.max_segment_drop
-            checks.append(GateCheck(name=f"segment {seg.column}={seg.value} {metric}", observed=seg.metrics[metric],
-                                    required=required, passed=_better_or_equal(seg.metrics[metric], required, higher)))
-    return GateDecision(
-        passed=all(c.passed for c in checks),
-        metric=metric,
-        candidate=candidate.overall[metric],
-        champion=champion.overall[metric] if champion else None,
-        champion_version=champion_version,
-        checks=checks,
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from mlops.config import Config
+from mlops.config import METRICS, Config
+from mlops.domain.record import Record
 
 ESTIMATORS: dict[tuple[str, bool], type[BaseEstimator]] = {
     ("hist_gradient_boosting", True): HistGradientBoostingClassifier,
@@ -89,11 +91,6 @@ def features_and_target(df: pd.DataFrame, config: Config) -> tuple[pd.DataFrame,
     return df[config.dataset.features], df[config.dataset.target]
 
 
-def validation_cut(n_rows: int, validation_size: float) -> int:
-    """Rows before this position fit a candidate; the rest (time-later when sorted) score it."""
-    return max(1, min(n_rows - 1, int(round(n_rows * (1 - validation_size)))))
-
-
 def assemble_model(preprocessor: ColumnTransformer, estimator: BaseEstimator) -> Pipeline:
     """The served model: the fitted feature transforms and the fitted estimator, as one Pipeline."""
     return Pipeline([("features", preprocessor), ("estimator", estimator)])
@@ -101,3 +98,18 @@ def assemble_model(preprocessor: ColumnTransformer, estimator: BaseEstimator) ->
 
 def fit_estimator(config: Config, params: dict[str, Any], X: np.ndarray, y: np.ndarray) -> BaseEstimator:
     return clone(build_estimator(config, params)).fit(X, y)
+
+
+class Candidate(Record):
+    """One point of the search space and its validation score in the gate metric."""
+
+    params: dict[str, Any]
+    metric: str
+    score: float
+
+
+def best_candidate(candidates: list[Candidate], config: Config) -> Candidate:
+    """The best validation score in the gate metric's direction (NaN never wins)."""
+    higher = METRICS[config.task][config.gates.metric]
+    scored = [c for c in candidates if not math.isnan(c.score)] or candidates
+    return (max if higher else min)(scored, key=lambda c: c.score)

@@ -6,18 +6,16 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from mlops.config import Config
+from mlops.domain.record import Record
 
 MAX_CONTRACT_CATEGORIES = 50  # above this a categorical column keeps no allowed-values list
 
 
-class Violation(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Violation(Record):
     column: str
     rule: str
     detail: str
@@ -203,46 +201,7 @@ def validate_frame(df: pd.DataFrame, config: Config, contract: Contract | None) 
     return violations + check_quality(df, config)
 
 
-def check_split(train: pd.DataFrame, test: pd.DataFrame, config: Config) -> list[Violation]:
-    """Both parts non-empty, disjoint, and time-ordered (or class-balanced for a random split)."""
-    ds = config.dataset
-    found = []
-    if train.empty or test.empty:
-        return [Violation(column="*", rule="split_empty", detail=f"train {len(train)} rows, test {len(test)} rows")]
-    if ds.time_column:
-        last_train, first_test = train[ds.time_column].max(), test[ds.time_column].min()
-        if last_train >= first_test:
-            found.append(
-                Violation(column=ds.time_column, rule="split_time_order", detail=f"train ends {last_train}, test starts {first_test}")
-            )
-    overlap = train.index.intersection(test.index)
-    if len(overlap):
-        found.append(Violation(column="*", rule="split_overlap", detail=f"{len(overlap)} row(s) in both parts"))
-    if config.task != "regression" and not ds.time_column:
-        train_classes, test_classes = set(train[ds.target].unique()), set(test[ds.target].unique())
-        if train_classes != test_classes:
-            found.append(
-                Violation(column=ds.target, rule="split_classes", detail=f"train {sorted(train_classes)} vs test {sorted(test_classes)}")
-            )
-    return found
-
-
-def split_frame(df: pd.DataFrame, config: Config, test_size: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Time-later holdout when there is a time column, else a seeded (stratified) random split."""
-    test_size = config.split.test_size if test_size is None else test_size
-    ds = config.dataset
-    if ds.time_column:
-        times = df[ds.time_column]
-        cut = times.quantile(1 - test_size, interpolation="nearest")
-        if cut <= times.min():  # fewer distinct times than parts: keep the holdout non-empty
-            cut = times.max()
-        return df[times < cut], df[times >= cut]
-    rng = np.random.default_rng(config.split.seed)
-    if config.task == "regression":
-        test_mask = rng.random(len(df)) < test_size
-    else:  # stratified: the same share of every class goes to the holdout
-        test_mask = np.zeros(len(df), dtype=bool)
-        for _, positions in df.groupby(ds.target, sort=True).indices.items():
-            chosen = rng.permutation(positions)[: max(1, round(len(positions) * test_size))]
-            test_mask[chosen] = True
-    return df[~test_mask], df[test_mask]
+def load_contract(config: Config) -> Contract | None:
+    """The dataset's committed contract, or None when it has none (the config alone then applies)."""
+    path = config.dataset.contract_path
+    return Contract.load(path) if path.exists() else None

@@ -11,7 +11,7 @@ from mlops.config import PROJECT_ROOT
 
 
 def _stack(args: argparse.Namespace) -> int:
-    from mlops import stack
+    from mlops.platform import stack
 
     return {"up": stack.up, "down": stack.down, "status": stack.status}[args.command]()
 
@@ -28,13 +28,15 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _contract(args: argparse.Namespace) -> int:
-    from mlops import data, validation
+    from mlops.adapters import sources
     from mlops.config import load_config
+    from mlops.domain import validation
+    from mlops.domain.window import Window
 
     config = load_config()
-    full = data.load_source(config)
-    bounds = data.window_bounds(full, config.dataset.time_column, args.as_of, args.months) if args.months else data.WindowBounds(None, None)
-    df = data.cut_window(full, config.dataset.time_column, bounds)
+    loaded = sources.load_window(config, None if args.months else Window.everything(), as_of=args.as_of, months=args.months,
+                                 declared_only=False)
+    df, bounds = loaded.frame, loaded.window
     contract = validation.infer_contract(df, config, inferred_from=f"{config.dataset.name} {bounds.label()}")
     path = args.output or config.dataset.contract_path
     contract.save(path)
@@ -43,7 +45,7 @@ def _contract(args: argparse.Namespace) -> int:
 
 
 def _hooks(args: argparse.Namespace) -> int:
-    from mlops import hooks
+    from mlops.platform import hooks
 
     try:
         print(hooks.install().message)
@@ -54,7 +56,7 @@ def _hooks(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mlops.demo import run_demo
+    from mlops.platform.demo import run_demo
 
     return run_demo()
 

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from mlops import stack
+from mlops.platform import stack
 from mlops.config import Config, load_config
 
 CT, CD, DRIFT = "continuous-training/retrain", "continuous-delivery/deploy-model", "drift-monitoring/scheduled"

@@ -2,12 +2,15 @@
 
 Everything binds to 127.0.0.1 and everything it writes (databases, artifacts, logs, pid files,
 secrets) lives under the state dir, `.mlops/` by default. Each part runs detached in its own
-session and is tracked by a pid file, so `down` stops it with all its children.
+session and is tracked by a pid file, so `down` stops it with all its children. Where the stack
+lives and listens is mlops/platform/settings.py's (`StackSettings` and `stack_settings` are
+re-exported here for the CLI, the demo and the bench).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shlex
 import shutil
@@ -21,132 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import psutil
 
-from mlops import processes
-from mlops.config import PROJECT_ROOT, load_config
+from mlops.config import load_config
+from mlops.platform import processes
+from mlops.platform.settings import FOREIGN_ENV, HOST, PORT_ENV, StackSettings, stack_settings
 
-HOST = "127.0.0.1"
 WORK_POOL = "local"
-DEFAULT_WORKER_PORT = 4201
-DEFAULT_RECEIVER_PORT = 4202
 SERVER_START_TIMEOUT = 180.0  # seconds; each server alone answers in ≈ 20-30 s
 WORKER_START_TIMEOUT = 60.0
 CLI_TIMEOUT = 300.0
 STOP_TIMEOUT = 20.0
-
-# Inherited settings that would point our processes at somebody else's server, profile or store.
-_FOREIGN_ENV = (
-    "PREFECT_API_URL",
-    "PREFECT_API_KEY",
-    "PREFECT_PROFILE",
-    "PREFECT_PROFILES_PATH",
-    "PREFECT_HOME",
-    "PREFECT_UI_URL",
-    "PREFECT_UI_API_URL",
-    "PREFECT_API_DATABASE_CONNECTION_URL",
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-)
+SERVICE_PID_SLACK = 30.0  # seconds a model service may have started before Terraform wrote its pid file
 
 
 class StackError(RuntimeError):
     """The stack could not be brought up; the message says which part and why."""
-
-
-class StackSettings(BaseModel):
-    """Where the local stack lives and listens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    state_dir: Path
-    prefect_port: int = Field(ge=1, le=65535)
-    mlflow_port: int = Field(ge=1, le=65535)
-    worker_port: int = Field(ge=1, le=65535)  # the worker's /health endpoint
-    receiver_port: int = Field(default=DEFAULT_RECEIVER_PORT, ge=1, le=65535)  # MLflow webhooks → Prefect events
-    project_root: Path = PROJECT_ROOT
-
-    @model_validator(mode="after")
-    def _ports_differ(self) -> StackSettings:
-        ports = [self.prefect_port, self.mlflow_port, self.worker_port, self.receiver_port]
-        if len(set(ports)) != len(ports):
-            raise ValueError(f"prefect, mlflow, worker and receiver ports must differ, got {ports}")
-        return self
-
-    @property
-    def webhook_url(self) -> str:
-        return f"http://{HOST}:{self.receiver_port}/mlflow/webhook"
-
-    @property
-    def webhook_secret_file(self) -> Path:
-        return self.secrets_dir / "webhook_secret"
-
-    @property
-    def prefect_url(self) -> str:
-        return f"http://{HOST}:{self.prefect_port}"
-
-    @property
-    def prefect_api_url(self) -> str:
-        return f"{self.prefect_url}/api"
-
-    @property
-    def mlflow_uri(self) -> str:
-        return f"http://{HOST}:{self.mlflow_port}"
-
-    @property
-    def worker_health_url(self) -> str:
-        return f"http://{HOST}:{self.worker_port}/health"
-
-    @property
-    def prefect_home(self) -> Path:
-        return self.state_dir / "prefect"
-
-    @property
-    def mlflow_dir(self) -> Path:
-        return self.state_dir / "mlflow"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.state_dir / "run"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.state_dir / "logs"
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.state_dir / "secrets"
-
-    @property
-    def env_file(self) -> Path:
-        return self.state_dir / "env"
-
-    def client_env(self) -> dict[str, str]:
-        """What a shell or a flow run needs to use this stack (also written to `<state>/env`)."""
-        return {
-            "PREFECT_API_URL": self.prefect_api_url,
-            "MLFLOW_TRACKING_URI": self.mlflow_uri,
-            "MLOPS_PROJECT_ROOT": str(self.project_root),  # prefect.yaml's pull step
-            # So that `mlops status|down` and flows (which read the config) find this very stack.
-            "MLOPS_STATE_DIR": str(self.state_dir),
-            "MLOPS_PREFECT_PORT": str(self.prefect_port),
-            "MLOPS_MLFLOW_PORT": str(self.mlflow_port),
-            "MLOPS_WORKER_PORT": str(self.worker_port),
-            "MLOPS_RECEIVER_PORT": str(self.receiver_port),
-        }
-
-
-def stack_settings() -> StackSettings:
-    """Settings from mlops.yaml's `stack:` section, overridden by MLOPS_STATE_DIR and MLOPS_*_PORT."""
-    env = os.environ
-    cfg = load_config()
-    return StackSettings(
-        state_dir=cfg.state_dir,  # honours MLOPS_STATE_DIR
-        prefect_port=env.get("MLOPS_PREFECT_PORT") or cfg.stack.prefect_port,
-        mlflow_port=env.get("MLOPS_MLFLOW_PORT") or cfg.stack.mlflow_port,
-        worker_port=env.get("MLOPS_WORKER_PORT") or DEFAULT_WORKER_PORT,
-        receiver_port=env.get("MLOPS_RECEIVER_PORT") or DEFAULT_RECEIVER_PORT,
-    )
 
 
 @dataclass(frozen=True)
@@ -177,7 +70,7 @@ def _bin(name: str) -> str:
 
 def _base_env(s: StackSettings) -> dict[str, str]:
     """The environment of every process of the stack: isolated from the user's Prefect profile."""
-    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
     env.update(s.client_env())
     env.update(
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
@@ -286,7 +179,7 @@ def part_pids(s: StackSettings) -> dict[str, set[int]]:
 def _check_ports(by_key: dict[str, Part]) -> None:
     """Fail before starting anything when a part that is not running would find its port taken."""
     taken = [
-        f"{part.name}: port {part.port} (set MLOPS_{key.upper()}_PORT)"
+        f"{part.name}: port {part.port} (set {PORT_ENV[key]})"
         for key, part in by_key.items()
         if part.running() is None and processes.port_in_use(HOST, part.port)
     ]
@@ -400,6 +293,7 @@ def _up(s: StackSettings) -> int:
         _await_healthy(receiver, WORKER_START_TIMEOUT)
         print(f"  MLflow webhook: {_ensure_webhook(s)} → {s.webhook_url}", flush=True)
         _write_env_file(s)
+        _restore_model_services(s)
     except StackError as exc:
         print(f"mlops up: {exc}", file=sys.stderr)
         print("Parts that started keep running: `mlops status`, `mlops down`.", file=sys.stderr)
@@ -417,15 +311,15 @@ def _up(s: StackSettings) -> int:
 
 
 def down(settings: StackSettings | None = None) -> int:
-    """Stop every part by pid; data stays in the state dir. Harmless when nothing runs."""
+    """Stop every part and model service by pid; data and Terraform state stay in the state dir. Harmless when nothing runs."""
     s = settings or stack_settings()
     by_key = parts(s)
     if not s.run_dir.exists():
         print(f"  nothing to stop: no {s.run_dir}", flush=True)
         return 0
     with _exclusive(s):
+        _stop(by_key["worker"])  # first, while it can still tell the server it is going (and no CD starts a service)
         _stop_model_services(s)
-        _stop(by_key["worker"])  # first, while it can still tell the server it is going
         with ThreadPoolExecutor(max_workers=3) as pool:  # the servers take a few seconds each to shut down
             list(pool.map(_stop, [by_key["prefect"], by_key["mlflow"], by_key["receiver"]]))
     return 0
@@ -445,16 +339,84 @@ def _ensure_webhook(s: StackSettings) -> str:
 
 
 def _stop_model_services(s: StackSettings) -> None:
-    """Destroy the staging/production environments CD applied, which stops their services."""
-    from mlops import environments
+    """Stop the staging/production services by pid; their Terraform state stays, so `up` brings them back."""
+    from mlops.adapters import environments
 
     config = load_config()
     for name in environments.NAMES:
         try:
-            if environments.destroy(config, name, state_dir=s.state_dir):
-                print(f"  {name} model service: destroyed", flush=True)
-        except Exception as exc:  # Terraform failures must not keep the rest of the stack running
-            print(f"  {name} model service: destroy failed: {exc}", file=sys.stderr, flush=True)
+            served = environments.current_service(config, name, state_dir=s.state_dir)
+        except Exception as exc:  # an unreadable state must not keep the rest of the stack running
+            print(f"  {name} model service: cannot read its state: {exc}", file=sys.stderr, flush=True)
+            continue
+        if served:
+            stopped = _stop_service(s, name, Path(served["pid_file"]))
+            what = f"stopped (pid {stopped})" if stopped else "not running"
+            print(f"  {name} model service: {what}; v{served['model_version']} kept in its state", flush=True)
+
+
+def service_record(pid_file: Path) -> processes.PidRecord | None:
+    """The live service a model-service pid file names, as a pid record; None when it is gone.
+
+    Terraform writes a bare pid (`echo $!` right after `setsid`), so a pid recycled since is told
+    apart by the process having started just before its pid file was written, and leading its group.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+        proc = psutil.Process(pid)
+        started, written = proc.create_time(), pid_file.stat().st_mtime
+        leads_group = os.getpgid(pid) == pid
+        command = proc.cmdline()
+    except (OSError, ValueError, psutil.Error):
+        return None
+    if not leads_group or not written - SERVICE_PID_SLACK <= started <= written + 1.0:
+        return None
+    return processes.PidRecord(pid=pid, create_time=started, command=command)
+
+
+def _stop_service(s: StackSettings, environment: str, pid_file: Path) -> int | None:
+    """Stop one model service with its process group; returns its pid, None when it was not running."""
+    record = service_record(pid_file)
+    pid_file.unlink(missing_ok=True)  # stale from now on; Terraform's destroy reads a missing one as "stopped"
+    if record is None:
+        return None
+    # Adopted into the stack's pid files for this one stop, so it gets the parts' TERM-wait-KILL.
+    adopted = s.run_dir / f"model-service-{environment}.pid"
+    adopted.write_text(json.dumps(record.__dict__))
+    processes.stop(adopted, timeout=STOP_TIMEOUT)
+    return record.pid
+
+
+def _restore_model_services(s: StackSettings) -> None:
+    """Bring staging and production back on what their state says, production on the `champion` alias."""
+    from mlflow.tracking import MlflowClient
+
+    from mlops.adapters import environments, registry
+
+    config = load_config()
+    name = config.tracking.model_name
+    try:
+        champion = registry.champion(MlflowClient(s.mlflow_uri, registry_uri=s.mlflow_uri), name)
+        served = {env: environments.current_service(config, env, state_dir=s.state_dir) for env in environments.NAMES}
+    except Exception as exc:  # MLflow and Terraform raise several types; any of them stops `up`
+        raise StackError(f"model services: cannot read what they serve: {exc}") from None
+    targets = [environments.restore_target(env, served[env], name, champion.version if champion else None) for env in environments.NAMES]
+
+    def restore(target: environments.Restore) -> str | None:
+        if target.reason:
+            print(f"  {target.environment} model service: {target.reason}", flush=True)
+        try:
+            endpoint, seconds = environments.restore_service(config, target, state_dir=s.state_dir, tracking_uri=s.mlflow_uri)
+        except Exception as exc:  # Terraform and the health wait raise several types; report them all
+            return f"{target.environment} v{target.version}: {exc}"
+        print(f"  {target.environment} model service: {target.model_name} v{target.version} healthy at {endpoint} "
+              f"({seconds:.1f} s)", flush=True)
+        return None
+
+    with ThreadPoolExecutor(max_workers=len(environments.NAMES)) as pool:  # each waits seconds for its model to load
+        failures = [failure for failure in pool.map(restore, [t for t in targets if t]) if failure]
+    if failures:
+        raise StackError("model services did not come back:\n  " + "\n  ".join(failures))
 
 
 def _stop(part: Part) -> None:
@@ -468,7 +430,7 @@ def _stop(part: Part) -> None:
 
 
 def status(settings: StackSettings | None = None) -> int:
-    """One line per part; 0 when all are running and healthy."""
+    """One line per part, then per environment; 0 when all parts and every applied environment are healthy."""
     s = settings or stack_settings()
     all_up = True
     for part in parts(s).values():
@@ -480,7 +442,30 @@ def status(settings: StackSettings | None = None) -> int:
             f"{part.name:<17} pid {pid!s:<8} alive {'yes' if record else 'no ':<4} "
             f"health {'ok  ' if healthy else 'FAIL'} {part.health_url}"
         )
+    all_up &= _environments_status(s)
     return 0 if all_up else 1
+
+
+def _environments_status(s: StackSettings) -> bool:
+    """One line per environment (what its state says it serves, and whether it answers); False if an applied one does not."""
+    from mlops.adapters import environments, service_checks
+
+    config = load_config()
+    all_up = True
+    for name in environments.NAMES:
+        try:
+            served = environments.current_service(config, name, state_dir=s.state_dir)
+        except Exception as exc:  # Terraform raises several types; the line says why
+            print(f"{name:<17} state unreadable: {str(exc).splitlines()[0]}")
+            all_up = False
+            continue
+        if not served:
+            print(f"{name:<17} not applied")
+            continue
+        healthy = service_checks.is_healthy(served["endpoint"])
+        all_up &= healthy
+        print(f"{name:<17} version {served['model_version']!s:<4} health {'ok  ' if healthy else 'FAIL'} {served['endpoint']}")
+    return all_up
 
 
 def _shown(path: Path) -> str:

@@ -101,9 +101,14 @@ def resolve_model_uri(model_uri: str) -> ModelRef:
         return ModelRef(model_uri, model_uri)  # runs:/, file paths, logged-model ids: load as given
     from mlflow import MlflowClient
 
+    from mlops.adapters import registry
+
     client = MlflowClient()
     if alias is not None:
-        version = client.get_model_version_by_alias(name, alias).version
+        found = registry.aliased(client, name, alias)
+        if found is None:
+            raise LookupError(f"registered model {name!r} has no version behind alias @{alias}: nothing to serve")
+        version = found.version
     elif version == "latest":
         version = max((mv.version for mv in client.search_model_versions(f"name='{name}'")), key=int)
     elif version is not None and not version.isdigit():

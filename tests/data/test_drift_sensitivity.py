@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlops import drift
+from mlops.domain import drift
 
 pytestmark = pytest.mark.data
 

@@ -7,14 +7,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlops import data, validation
+from mlops.adapters import sources
+from mlops.domain import data, split, validation
+from mlops.domain.window import Window
 
 pytestmark = pytest.mark.data
 
 
 @pytest.fixture(scope="module")
 def full(flights_config) -> pd.DataFrame:
-    return data.load_source(flights_config)
+    return sources.load_source(flights_config)
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +39,13 @@ def test_target_and_derived_columns_follow_their_definition(full):
 @pytest.mark.parametrize("month", range(1, 13))
 def test_every_month_of_the_reference_year_meets_the_contract_and_quality_rules(full, flights_config, contract, month):
     start = pd.Timestamp(2013, month, 1, tz="UTC")
-    bounds = data.WindowBounds(start, start + pd.DateOffset(months=1))
-    window = data.select_columns(data.cut_window(full, "time_hour", bounds), flights_config)
+    window = data.select_columns(Window(start, start + pd.DateOffset(months=1)).cut(full, "time_hour"), flights_config)
     assert validation.validate_frame(window, flights_config, contract) == []
 
 
 def test_the_split_is_time_ordered_disjoint_and_has_both_classes(flights_month, flights_config):
-    train, test = validation.split_frame(flights_month, flights_config)
-    assert validation.check_split(train, test, flights_config) == []
+    train, test = split.split_frame(flights_month, flights_config)
+    assert split.check_split(train, test, flights_config) == []
     assert train["time_hour"].max() < test["time_hour"].min()
     assert set(train["arr_delayed"]) == set(test["arr_delayed"]) == {0, 1}
 

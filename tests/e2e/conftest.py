@@ -3,7 +3,8 @@
 It runs next to a stack a developer may have up on the default ports, and is stopped by pid at
 the end of the session whatever happened. e2e tests take the `stack` fixture (settings: URLs,
 ports, paths), `prefect_client` (a sync Prefect client; Prefect calls inside the test, such as
-`run_deployment`, also go to the test stack) and `wait_for_flow_run`.
+`run_deployment`, also go to the test stack), `wait_for_flow_run`, and `champion` when they need a
+promoted model serving production: every test makes what it needs, so each passes on its own.
 """
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import httpx
 import pytest
 
-from mlops import processes
-from mlops.config import PROJECT_ROOT
-from mlops.stack import StackSettings, down, part_pids, up
+from mlops.config import PROJECT_ROOT, load_config
+from mlops.platform import processes
+from mlops.platform.settings import CONFIG_ENV, StackSettings
+from mlops.platform.stack import down, part_pids, up
 from tests.conftest import write_config
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.objects import State
+
+CT_DEPLOYMENT = "continuous-training/retrain"
+CD_DEPLOYMENT = "continuous-delivery/deploy-model"
 
 
 def _free_ports(count: int) -> list[int]:
@@ -47,7 +53,7 @@ def e2e_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "serving.production_port": processes.free_port(),
     })
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLOPS_CONFIG", str(path))
+        patch.setenv(CONFIG_ENV, str(path))
         yield path
 
 
@@ -135,3 +141,53 @@ def one_flow_run(prefect_client: SyncPrefectClient, deployment: str, what: str, 
             return found[0]
         time.sleep(0.5)
     pytest.fail(f"no {deployment} run for {what} within {timeout:.0f} s")
+
+
+def served_version(port: int) -> str | None:
+    """The model version the service on `port` answers with; None when nothing answers there."""
+    try:
+        return str(httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).json()["model_version"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
+def _champion_version(client: Any, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, "champion").version)
+    except MlflowException:  # no such alias (or no such model) yet
+        return None
+
+
+@pytest.fixture
+def champion(stack: StackSettings, prefect_client: SyncPrefectClient, wait_for_flow_run: Callable[..., State]) -> str:
+    """The `champion` version, serving production: made through the deployments when there is none.
+
+    Looked up for every test, since tests promote new versions: two requests when a champion
+    serves (the usual case after the first delivery of the session). With no champion, CT runs
+    from its deployment and the CD its registration starts promotes the version; with a champion
+    whose service is gone (`down` destroys the model services), CD delivers it again.
+    """
+    from mlflow.tracking import MlflowClient
+    from prefect.deployments import run_deployment
+
+    config = load_config()
+    name, port = config.tracking.model_name, config.serving.production_port
+    client = MlflowClient(stack.mlflow_uri, registry_uri=stack.mlflow_uri)
+    version = _champion_version(client, name)
+    if version is not None and served_version(port) == version:
+        return version
+    if version is None:
+        ct = run_deployment(CT_DEPLOYMENT, parameters={"reason": "e2e"}, timeout=0)
+        ct_state = wait_for_flow_run(ct.id, timeout=300)
+        assert ct_state.is_completed(), f"CT for a first champion: {ct_state.name}: {ct_state.message}"
+        [registered] = client.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{ct.id}'")
+        cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {registered.version}", version=registered.version)
+    else:
+        cd = run_deployment(CD_DEPLOYMENT, parameters={"version": version}, timeout=0)
+    state = wait_for_flow_run(cd.id, timeout=300)
+    assert state.name == "Completed", f"CD for the champion: {state.name}: {state.message}"
+    version = _champion_version(client, name)
+    assert version is not None and served_version(port) == version, f"champion v{version} does not serve production"
+    return version

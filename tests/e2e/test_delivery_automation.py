@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import httpx
 import mlflow
 import pytest
 from sklearn.dummy import DummyClassifier
 
-from mlops import data, modeling, registry
+from mlops.adapters import registry, sources
 from mlops.config import load_config
-from tests.e2e.conftest import one_flow_run
+from mlops.domain import modeling
+from tests.e2e.conftest import CD_DEPLOYMENT, CT_DEPLOYMENT, one_flow_run, served_version
 
 pytestmark = pytest.mark.e2e
-
-CD_DEPLOYMENT = "continuous-delivery/deploy-model"
-
-
-def _served_version(port: int) -> str:
-    return str(httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).json()["model_version"])
 
 
 def test_a_version_registered_by_ct_is_delivered_by_the_automation(stack, prefect_client, wait_for_flow_run, mlflow_client):
     from prefect.deployments import run_deployment
 
     config = load_config()
-    ct = run_deployment("continuous-training/retrain", parameters={"reason": "e2e"}, timeout=0)
+    ct = run_deployment(CT_DEPLOYMENT, parameters={"reason": "e2e"}, timeout=0)
     assert wait_for_flow_run(ct.id, timeout=300).is_completed()
     [version] = mlflow_client.search_model_versions(f"name = '{config.tracking.model_name}' and tags.prefect_flow_run_id = '{ct.id}'")
 
@@ -35,17 +29,16 @@ def test_a_version_registered_by_ct_is_delivered_by_the_automation(stack, prefec
     print(f"registration → CD flow run start: {cd.start_time.timestamp() - registered_at:.1f} s")
     assert state.is_completed() and state.name == "Completed", state
     assert str(mlflow_client.get_model_version_by_alias(config.tracking.model_name, "champion").version) == str(version.version)
-    assert _served_version(config.serving.production_port) == str(version.version)
+    assert served_version(config.serving.production_port) == str(version.version)
 
 
-def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(stack, prefect_client, wait_for_flow_run, mlflow_client):
+def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(stack, prefect_client, wait_for_flow_run, mlflow_client,
+                                                                        champion):
     """A notebook user logs a useless model and registers it: CD runs, rejects it, production keeps the champion."""
     config = load_config()
     name = config.tracking.model_name
-    champion = str(mlflow_client.get_model_version_by_alias(name, "champion").version)
 
-    full = data.load_source(config)
-    january = data.cut_window(full, "time_hour", data.window_bounds(full, "time_hour", "2013-02-01", 1))
+    january = sources.load_window(config, as_of="2013-02-01", months=1).frame
     X, y = modeling.features_and_target(january, config)
     useless = modeling.assemble_model(modeling.build_preprocessor(config).fit(X), DummyClassifier(strategy="prior"))
     useless.fit(X, y)
@@ -60,5 +53,5 @@ def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(stack, 
     tags = mlflow_client.get_model_version(name, version.version).tags
     assert tags["deployment"] == "rejected" and "floor roc_auc" in tags["rejected"]
     assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == champion
-    assert _served_version(config.serving.production_port) == champion
-    assert _served_version(config.serving.staging_port) == champion
+    assert served_version(config.serving.production_port) == champion
+    assert served_version(config.serving.staging_port) == champion

@@ -8,11 +8,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops.config import load_config
-from tests.e2e.conftest import flow_runs, one_flow_run
+from tests.e2e.conftest import CD_DEPLOYMENT, CT_DEPLOYMENT, flow_runs, one_flow_run
 
 pytestmark = pytest.mark.e2e
 
-CT, CD, DRIFT = "continuous-training/retrain", "continuous-delivery/deploy-model", "drift-monitoring/scheduled"
+CT, CD, DRIFT = CT_DEPLOYMENT, CD_DEPLOYMENT, "drift-monitoring/scheduled"
 
 
 def _stays_empty(query, seconds: float) -> bool:
@@ -25,27 +25,10 @@ def _stays_empty(query, seconds: float) -> bool:
     return True
 
 
-def _champion(stack, prefect_client, wait_for_flow_run) -> str:
-    """The champion version; trained and delivered through the deployments when this test runs alone."""
+def test_no_drift_starts_nothing_and_a_burst_of_drift_retrains_once_then_delivers(stack, prefect_client, wait_for_flow_run,
+                                                                                 champion):
     from prefect.deployments import run_deployment
 
-    client = MlflowClient(stack.mlflow_uri)
-    name = load_config().tracking.model_name
-    try:
-        return str(client.get_model_version_by_alias(name, "champion").version)
-    except Exception:
-        ct = run_deployment(CT, parameters={"reason": "e2e"}, timeout=0)
-        assert wait_for_flow_run(ct.id, timeout=300).is_completed()
-        [version] = client.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{ct.id}'")
-        cd = one_flow_run(prefect_client, CD, "the first version", version=version.version)
-        assert wait_for_flow_run(cd.id, timeout=300).is_completed()
-        return str(client.get_model_version_by_alias(name, "champion").version)
-
-
-def test_no_drift_starts_nothing_and_a_burst_of_drift_retrains_once_then_delivers(stack, prefect_client, wait_for_flow_run):
-    from prefect.deployments import run_deployment
-
-    champion = _champion(stack, prefect_client, wait_for_flow_run)
     client = MlflowClient(stack.mlflow_uri)
     name = load_config().tracking.model_name
     reference_window = client.get_model_version(name, champion).tags["data_window"]

@@ -15,10 +15,11 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient
 
-from mlops import processes
-from mlops import stack as local_stack
 from mlops.config import PROJECT_ROOT
-from mlops.stack import StackSettings, part_pids
+from mlops.platform import processes
+from mlops.platform import stack as local_stack
+from mlops.platform.settings import StackSettings
+from mlops.platform.stack import part_pids
 
 pytestmark = pytest.mark.e2e
 

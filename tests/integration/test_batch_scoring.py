@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 
 from flows.batch_scoring import batch_scoring
-from mlops import data, modeling, registry
+from mlops.domain import data, modeling
+from mlops.adapters import registry, sources
 from mlops.config import PROJECT_ROOT
-from mlops.scoring import ModelNotFoundError, ScoringInputError
+from mlops.domain.window import Window
+from mlops.adapters.batch_io import ModelNotFoundError
+from mlops.domain.scoring import ScoringInputError
 from tests.integration.conftest import read_artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
@@ -24,11 +27,10 @@ OUTPUTS = ["model_version", "prediction", "probability"]
 @pytest.fixture(scope="module")
 def months(flights_config) -> dict[str, pd.DataFrame]:
     """January and February 2013, cut from one load of the default dataset."""
-    full = data.load_source(flights_config)
+    full = sources.load_source(flights_config)
     cut = {}
     for name, as_of in [("january", "2013-02-01"), ("february", "2013-03-01")]:
-        bounds = data.window_bounds(full, "time_hour", as_of, 1)
-        cut[name] = data.select_columns(data.cut_window(full, "time_hour", bounds), flights_config)
+        cut[name] = data.select_columns(Window.ending(as_of, 1).cut(full, "time_hour"), flights_config)
     return cut
 
 

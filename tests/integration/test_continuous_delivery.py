@@ -6,14 +6,16 @@ from datetime import date
 
 import httpx
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from flows.continuous_delivery import continuous_delivery
 from flows.continuous_training import continuous_training
-from mlops import environments
+from mlops.adapters import environments, registry
 from mlops.config import PROJECT_ROOT, load_config
-from mlops.processes import free_port
+from mlops.platform.processes import free_port
 from tests.conftest import write_config
+from tests.integration.conftest import read_artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
 
@@ -41,7 +43,7 @@ def _served_version(port: int) -> str:
     return str(httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).json()["model_version"])
 
 
-def test_promotes_a_good_version_then_rejects_a_worse_one_and_keeps_serving(delivery_config, monkeypatch):
+def test_promotes_a_good_version_rejects_a_worse_one_and_rolls_back_a_failed_promotion(delivery_config, monkeypatch):
     config = load_config(delivery_config)
     assert continuous_training(as_of=date(2013, 2, 1), window_months=1)["version"] == "1"
 
@@ -68,3 +70,22 @@ def test_promotes_a_good_version_then_rejects_a_worse_one_and_keeps_serving(deli
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert _served_version(config.serving.production_port) == "1"
     assert _served_version(config.serving.staging_port) == "1"  # staging rolled back to the champion
+
+    # A third version passes every gate, then the alias move fails after the production apply: the
+    # delivery transaction rolls back, so production never serves a version `champion` does not name.
+    monkeypatch.setenv("MLOPS_CONFIG", str(delivery_config))
+    client.create_model_version(MODEL, client.get_model_version(MODEL, "1").source, run_id=run.info.run_id,
+                                tags=client.get_model_version(MODEL, "1").tags)
+    real_promote = registry.promote
+
+    def promote_then_fail(mlflow_client, name, number):
+        real_promote(mlflow_client, name, number)  # the alias moved...
+        raise MlflowException("injected: the registry failed after moving the alias")  # ...then the call failed
+
+    monkeypatch.setattr(registry, "promote", promote_then_fail)
+    state = continuous_delivery(version="3", return_state=True)
+    assert state.is_failed() and "injected" in str(state.message)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert _served_version(config.serving.production_port) == "1"
+    assert _served_version(config.serving.staging_port) == "1"
+    assert "rolled back" in read_artifacts(state.state_details.flow_run_id)["cd-decision"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import date
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.continuous_training import continuous_training
 from mlops.config import PROJECT_ROOT
-from mlops.validation import DataValidationError
+from mlops.domain.validation import DataValidationError
 from tests.integration.conftest import read_artifacts, read_flow_run_tags
 from tests.conftest import DIABETES_CONFIG, write_config
 
@@ -32,6 +33,7 @@ def test_registers_a_challenger_with_lineage_then_compares_with_the_champion(fli
     version = flights.get_model_version_by_alias("flights-delay", "challenger")
     assert str(version.version) == "1"
     assert version.tags["data_window"] == "2013-01-01..2013-02-01"
+    assert version.tags["training_window"].startswith("2013-01-01..2013-01-2")  # fitted before the holdout
     assert version.tags["trigger_reason"] == "test"
     assert {"git_commit", "config_hash", "data_hash", "prefect_flow_run_id"} <= set(version.tags)
     run = flights.get_run(version.run_id)
@@ -45,8 +47,10 @@ def test_registers_a_challenger_with_lineage_then_compares_with_the_champion(fli
 
     flights.set_registered_model_alias("flights-delay", "champion", "1")
     second = continuous_training(**JANUARY, reason="test")
-    # Same data and seed: the candidate ties the champion, which min_gain 0 accepts.
+    # Same data and seed: the candidate ties the champion on the champion's own holdout (rows it never
+    # trained on), which min_gain 0 accepts.
     assert second["registered"] and second["champion_score"] == pytest.approx(first["score"])
+    assert "outside the champion's training window" in second["champion_comparison"]
     assert str(flights.get_model_version_by_alias("flights-delay", "champion").version) == "1"
     assert str(flights.get_model_version_by_alias("flights-delay", "challenger").version) == "2"
 
@@ -91,3 +95,21 @@ def test_a_batch_that_breaks_the_contract_stops_at_validation_and_registers_noth
     assert client.search_registered_models() == []
     runs = client.search_runs([client.get_experiment_by_name("diabetes-progression").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_classification_table_sorted_by_its_target_trains_and_the_search_sees_every_class(isolated, monkeypatch):
+    # Exported tables often come sorted by the label. Without a time column the search's validation part
+    # follows the holdout's policy (seeded, stratified), so every candidate is scored on both classes.
+    table = pd.read_csv(DIABETES_CONFIG.parent / "diabetes.csv")
+    table = table.assign(high=(table["progression"] > table["progression"].median()).astype(int)).drop(columns="progression")
+    table.sort_values("high", kind="stable").to_csv(isolated / "sorted.csv", index=False)
+    config = write_config(DIABETES_CONFIG, isolated, {
+        "dataset.source": {"kind": "csv", "path": str(isolated / "sorted.csv")}, "dataset.target": "high",
+        "dataset.contract": None, "task": "binary", "gates": {"metric": "roc_auc", "floors": {"roc_auc": 0.6}},
+    })
+    monkeypatch.setenv("MLOPS_CONFIG", str(config))
+    result = continuous_training()
+    assert result["registered"], result["reasons"]
+    client = MlflowClient()
+    candidates = mlflow.artifacts.load_dict(f"{client.get_run(result['run_id']).info.artifact_uri}/search/candidates.json")
+    assert len(candidates) == 4 and all(0.5 < c["score"] <= 1.0 for c in candidates)  # a one-class part scores NaN

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from flows.continuous_training import continuous_training
 from flows.drift_monitoring import drift_monitoring
 from mlops.config import PROJECT_ROOT
+from tests.integration.conftest import read_artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
 
@@ -27,7 +28,7 @@ def test_without_a_champion_there_is_nothing_to_compare(isolated, monkeypatch):
     assert drift_monitoring(as_of=date(2013, 8, 1)) == {"drifted": False, "reason": "no champion"}
 
 
-def test_july_drifts_from_january_and_january_does_not(champion):
+def test_july_drifts_from_january_and_january_is_never_compared_with_itself(champion):
     july = drift_monitoring(as_of=date(2013, 8, 1), window_months=1)
     assert july["drifted"] and july["window"] == "2013-07-01..2013-08-01"
     assert {"temp", "dewp"} <= set(july["drifted_columns"])
@@ -40,5 +41,17 @@ def test_july_drifts_from_january_and_january_does_not(champion):
     assert run.data.metrics["drift_share"] == pytest.approx(july["drift_share"])
     assert "drift" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
 
+    # The champion trained on January: checking January against it would compare data with itself.
     january = drift_monitoring(as_of=date(2013, 2, 1), window_months=1)
-    assert not january["drifted"] and january["drift_share"] == 0.0 and january["event"] is None
+    assert january == {"drifted": False, "reason": "empty reference", "window": "2013-01-01..2013-02-01"}
+
+
+def test_reference_rows_inside_the_new_window_are_left_out(isolated, monkeypatch):
+    # A champion trained on January-February, then February checked: only January is the reference.
+    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    result = continuous_training(as_of=date(2013, 3, 1), window_months=2)
+    MlflowClient().set_registered_model_alias("flights-delay", "champion", result["version"])
+    state = drift_monitoring(as_of=date(2013, 3, 1), window_months=1, return_state=True)
+    summary = read_artifacts(state.state_details.flow_run_id)["drift-summary"]
+    assert "inside the current window 2013-02-01..2013-03-01 left out of the reference" in summary
+    assert not state.result()["drifted"]  # January against February: winter against winter

@@ -6,6 +6,7 @@ in the repository, and it stops every process it started, by pid, even when it f
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -20,15 +21,17 @@ import httpx
 import psutil
 import pytest
 
-from mlops import infra
-from mlops.config import PROJECT_ROOT
+from mlops.adapters import environments
+from mlops.adapters import terraform as infra
+from mlops.config import PROJECT_ROOT, load_config
 
 pytestmark = pytest.mark.integration
 
 INFRA = PROJECT_ROOT / "infra"
-SERVICE = "module.model_service.terraform_data.service"
+SERVICE = "terraform_data.service"  # tasks/infra.py's SERVICE_ADDRESS, replaced when it stops answering
+SERVICE_KEYS = {"endpoint", "environment", "model_version", "model_uri", "pid_file", "log_file"}  # what mlops reads
 
-# Stands in for `mlops serve`: takes the flags the module appends, answers GET /ping.
+# Stands in for `mlops serve`: takes the flags the root appends, answers GET /ping.
 STAND_IN = """\
 import argparse
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -102,9 +105,29 @@ def read_pid(pid_file: str) -> int:
     return int(Path(pid_file).read_text().strip())
 
 
+def planned_outputs(root_dir: Path, plan_file: str) -> dict[str, object]:
+    """The root module's output values in a saved plan (`terraform show -json`), by output name."""
+    shown = subprocess.run([infra.terraform_bin(), "show", "-json", plan_file], cwd=root_dir,
+                           capture_output=True, text=True, check=True)
+    return {name: output["value"] for name, output in json.loads(shown.stdout)["planned_values"]["outputs"].items()}
+
+
+def version_variables(tmp_path: Path, serve_command: str, version: str = "1") -> dict[str, object]:
+    """What mlops passes with -var besides the port: the model version and this machine's paths."""
+    return {
+        "model_name": "flights-delay",
+        "model_version": version,
+        "model_uri": f"models:/flights-delay/{version}",
+        "serve_command": serve_command,
+        "tracking_uri": "http://127.0.0.1:5000",
+        "run_dir": str(tmp_path / "run"),
+        "workers": 1,
+    }
+
+
 @pytest.fixture
 def infra_copy(tmp_path: Path) -> Path:
-    """A private copy of infra/ (module sources are relative, so the whole tree)."""
+    """A private copy of infra/ (the whole tree, as environments.initialise copies it)."""
     ignore = shutil.ignore_patterns(".terraform", "*.tfstate*", "*.tfplan")
     return Path(shutil.copytree(INFRA, tmp_path / "infra", ignore=ignore))
 
@@ -157,63 +180,134 @@ def test_fmt_check_lists_unformatted_files(tmp_path: Path) -> None:
     assert infra.fmt_check(tmp_path) == [tmp_path / "ugly.tf"]
 
 
-@pytest.mark.parametrize("environment", ["staging", "production"])
-def test_environments_are_valid(infra_copy: Path, environment: str) -> None:
-    infra.validate(infra_copy / "envs" / environment)
+def test_the_service_root_is_valid(infra_copy: Path) -> None:
+    infra.validate(infra_copy / environments.ROOT_MODULE)
 
 
-def test_module_tests_pass_and_stop_their_service(
+@pytest.mark.parametrize("environment", environments.NAMES)
+def test_each_environment_is_the_root_with_its_var_file(infra_copy: Path, tmp_path: Path, environment: str) -> None:
+    root_dir = infra_copy / environments.ROOT_MODULE
+    infra.init(root_dir, tmp_path / "state" / environment / "terraform.tfstate")
+
+    summary = infra.plan(root_dir, version_variables(tmp_path, "true"), tmp_path / f"{environment}.tfplan",
+                         var_file=environments.var_file(root_dir, environment))
+
+    planned = planned_outputs(root_dir, summary.plan_file)
+    serving = load_config(PROJECT_ROOT / "mlops.yaml").serving
+    assert summary.to_add == (SERVICE,)
+    assert set(planned) == {environments.SERVICE_OUTPUT}  # one object, not an output per value
+    planned = planned[environments.SERVICE_OUTPUT]
+    assert set(planned) == SERVICE_KEYS
+    # The var file names the environment and its default port, the one the repo's mlops.yaml sets.
+    assert planned["environment"] == environment
+    assert planned["endpoint"] == f"http://127.0.0.1:{getattr(serving, f'{environment}_port')}"
+    assert planned["pid_file"] == str(tmp_path / "run" / f"model-service-{environment}.pid")
+
+
+def test_the_service_root_rejects_an_unknown_environment(infra_copy: Path, tmp_path: Path) -> None:
+    root_dir = infra_copy / environments.ROOT_MODULE
+    infra.init(root_dir, tmp_path / "state" / "terraform.tfstate")
+    variables = version_variables(tmp_path, "true") | {"environment": "dev", "port": 5101}
+
+    with pytest.raises(infra.TerraformError, match='must be "staging" or "production"'):
+        infra.plan(root_dir, variables, tmp_path / "dev.tfplan")
+
+
+def test_the_roots_tests_pass_and_stop_their_service(
     infra_copy: Path, tmp_path: Path, stop_marked: Callable[[str], str]
 ) -> None:
     # The stand-in's sh forks sleep; a unique duration marks both, so we can find them.
     marker = stop_marked(f"300.{secrets.randbelow(10**9):09d}")
-    module = infra_copy / "modules" / "model-service"
+    root_dir = infra_copy / environments.ROOT_MODULE
     run_dir = tmp_path / "tftest-run"
     # tests/terraform.tfvars wins over -var in `terraform test`, so the copy's is rewritten.
-    (module / "tests" / "terraform.tfvars").write_text(
+    (root_dir / "tests" / "terraform.tfvars").write_text(
         f"serve_command = \"sh -c 'sleep {marker}' mlops-tftest\"\nrun_dir = \"{run_dir}\"\n"
     )
 
-    report = infra.test(module)
+    # Not initialised, and its `backend "local" {}` unconfigured: test runs keep state in memory.
+    report = infra.test(root_dir)
 
     assert "0 failed" in report and "passed" in report
+    assert all(f"tests/{name}.tftest.hcl... pass" in report for name in ("plan", "apply"))
     assert "starting models:/" in (run_dir / "model-service-production.log").read_text()
     assert processes_with(marker) == [], "the destroy provisioner left the service running"
 
 
+def legacy_root(infra_copy: Path, tmp_path: Path) -> Path:
+    """The layout before the module was folded into the root: a root calling the module, six outputs."""
+    module = shutil.copytree(infra_copy / environments.ROOT_MODULE, tmp_path / "legacy" / "modules" / "model-service",
+                             ignore=shutil.ignore_patterns("env", "tests"))
+    main = (module / "main.tf").read_text()
+    (module / "main.tf").write_text(main[main.index("locals {"):])  # no backend, no moved block
+    names = ["environment", "port", "model_name", "model_version", "model_uri", "serve_command", "tracking_uri",
+             "run_dir", "workers"]
+    root = tmp_path / "legacy" / "envs" / "staging"
+    root.mkdir(parents=True)
+    (root / "main.tf").write_text(
+        'terraform {\n  backend "local" {}\n}\n'
+        + 'module "model_service" {\n  source = "../../modules/model-service"\n'
+        + "".join(f"  {name} = var.{name}\n" for name in names) + "}\n"
+        + "".join(f'variable "{name}" {{}}\n' for name in names)
+        + "".join(f'output "{key}" {{\n  value = module.model_service.service.{key}\n}}\n' for key in SERVICE_KEYS)
+    )
+    return root
+
+
+def test_a_state_applied_with_the_module_is_taken_over_without_a_restart(
+    infra_copy: Path, tmp_path: Path, stand_in: Path
+) -> None:
+    old_root, root_dir = legacy_root(infra_copy, tmp_path), infra_copy / environments.ROOT_MODULE
+    state = tmp_path / "state" / "staging" / "terraform.tfstate"
+    variables = version_variables(tmp_path, f"{sys.executable} {stand_in}") | {"environment": "staging"}
+    variables["port"] = free_port()
+    infra.init(old_root, state)
+    infra.apply_plan(old_root, infra.plan(old_root, variables, tmp_path / "old.tfplan").plan_file)
+    legacy = infra.outputs(old_root)
+    assert set(legacy) == SERVICE_KEYS
+    pid = read_pid(legacy["pid_file"])
+
+    infra.init(root_dir, state)
+    var_file = environments.var_file(root_dir, "staging")
+    summary = infra.plan(root_dir, variables, tmp_path / "new.tfplan", var_file=var_file)
+
+    # The moved block keeps the running service: nothing to replace, and it is read as before.
+    assert not summary.has_changes and summary.to_replace == ()
+    assert is_running(pid)
+    assert environments.service_outputs(root_dir) == legacy
+    infra.destroy(root_dir, variables, var_file=var_file)
+    assert not is_running(pid), "destroy must stop a service applied with the module, too"
+
+
 def test_a_failing_command_raises_terraform_error(infra_copy: Path, tmp_path: Path) -> None:
-    env_dir = infra_copy / "envs" / "staging"
-    infra.init(env_dir, tmp_path / "state" / "terraform.tfstate")
+    root_dir = infra_copy / environments.ROOT_MODULE
+    var_file = environments.var_file(root_dir, "staging")
+    infra.init(root_dir, tmp_path / "state" / "terraform.tfstate")
 
     with pytest.raises(infra.TerraformError) as failure:
-        infra.plan(env_dir, {"model_name": "flights-delay"}, tmp_path / "incomplete.tfplan")
+        infra.plan(root_dir, {"model_name": "flights-delay"}, tmp_path / "incomplete.tfplan", var_file=var_file)
 
     assert failure.value.returncode == 1
     assert " plan " in failure.value.command and "-var-file=<model_name>" in failure.value.command
+    # The environment's file comes first, so the values given with it win.
+    assert failure.value.command.index(f"-var-file={var_file}") < failure.value.command.index("-var-file=<model_name>")
     assert "No value for required variable" in failure.value.stderr
 
 
 def test_full_delivery_cycle(infra_copy: Path, tmp_path: Path, stand_in: Path) -> None:
-    env_dir = infra_copy / "envs" / "staging"
+    root_dir = infra_copy / environments.ROOT_MODULE
+    var_file = environments.var_file(root_dir, "staging")
     state = tmp_path / ".mlops" / "terraform" / "staging" / "terraform.tfstate"
-    port = free_port()
-    variables = {
-        "model_name": "flights-delay",
-        "model_version": "1",
-        "model_uri": "models:/flights-delay/1",
-        "serve_command": f"{sys.executable} {stand_in}",
-        "tracking_uri": "http://127.0.0.1:5000",
-        "run_dir": str(tmp_path / "run"),
-        "port": port,
-        "workers": 1,
-    }
-    infra.init(env_dir, state)
+    port = free_port()  # given with -var, it wins over the var file's default port
+    variables = version_variables(tmp_path, f"{sys.executable} {stand_in}") | {"port": port}
+    infra.init(root_dir, state)
 
-    first = infra.plan(env_dir, variables, tmp_path / "v1.tfplan")
+    first = infra.plan(root_dir, variables, tmp_path / "v1.tfplan", var_file=var_file)
     assert (first.to_add, first.to_change, first.to_destroy) == ((SERVICE,), (), ())
 
-    infra.apply_plan(env_dir, first.plan_file)
-    out = infra.outputs(env_dir)
+    infra.apply_plan(root_dir, first.plan_file)
+    out = environments.service_outputs(root_dir)
+    assert set(out) == SERVICE_KEYS
     assert out["endpoint"] == f"http://127.0.0.1:{port}"
     assert (out["environment"], out["model_version"]) == ("staging", "1")
     old_pid = read_pid(out["pid_file"])
@@ -223,21 +317,21 @@ def test_full_delivery_cycle(infra_copy: Path, tmp_path: Path, stand_in: Path) -
     assert psutil.Process(old_pid).environ()["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
     assert state.exists()
     with pytest.raises(infra.TerraformError, match="stale"):
-        infra.apply_plan(env_dir, first.plan_file)
+        infra.apply_plan(root_dir, first.plan_file)
 
     variables |= {"model_version": "2", "model_uri": "models:/flights-delay/2"}
-    second = infra.plan(env_dir, variables, tmp_path / "v2.tfplan")
+    second = infra.plan(root_dir, variables, tmp_path / "v2.tfplan", var_file=var_file)
     assert second.to_replace == (SERVICE,)
     assert (second.to_add, second.to_destroy) == ((SERVICE,), (SERVICE,))
 
-    infra.apply_plan(env_dir, second.plan_file)
-    new_pid = read_pid(infra.outputs(env_dir)["pid_file"])
+    infra.apply_plan(root_dir, second.plan_file)
+    new_pid = read_pid(environments.service_outputs(root_dir)["pid_file"])
     assert new_pid != old_pid
     assert not is_running(old_pid), "replacing must stop the old service before it returns"
     assert wait_until(lambda: ping(out["endpoint"]) == "models:/flights-delay/2")
-    assert infra.outputs(env_dir)["model_version"] == "2"
+    assert environments.service_outputs(root_dir)["model_version"] == "2"
 
-    infra.destroy(env_dir, variables)
+    infra.destroy(root_dir, variables, var_file=var_file)
     assert not is_running(new_pid), "destroy must stop the service before it returns"
-    assert infra.outputs(env_dir) == {}
+    assert infra.outputs(root_dir) == {} and environments.service_outputs(root_dir) == {}
 

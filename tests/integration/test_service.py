@@ -129,7 +129,7 @@ def service(store: str, tmp_path: Path, workers: int = 1, timeout_s: float = 90)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLOPS_CONFIG": str(config_path)}
-    command = [sys.executable, "-m", "mlops.cli", "serve", "--model-uri", f"models:/{MODEL}@champion"]
+    command = [sys.executable, "-m", "mlops.platform.cli", "serve", "--model-uri", f"models:/{MODEL}@champion"]
     command += ["--port", str(port)]  # --host and --workers left to their defaults: 127.0.0.1, the config
     log = tmp_path / f"service-{workers}.log"
     with log.open("w") as out:

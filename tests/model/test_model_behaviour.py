@@ -7,14 +7,14 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import roc_auc_score
 
-from mlops import modeling, validation
+from mlops.domain import modeling, split
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
 def trained(flights_month, flights_config):
-    train, test = validation.split_frame(flights_month, flights_config)
+    train, test = split.split_frame(flights_month, flights_config)
     X, y = modeling.features_and_target(train, flights_config)
     preprocessor = modeling.build_preprocessor(flights_config).fit(X)
     params = modeling.candidate_grid(flights_config)[0]

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import skops.io
 
-from mlops import modeling
-from mlops.registry import TRUSTED_TYPES
+from mlops.domain import modeling
+from mlops.adapters.registry import TRUSTED_TYPES
 
 pytestmark = pytest.mark.unit
 
@@ -15,11 +15,6 @@ def test_candidate_grid_is_the_product_capped(flights_config):
     assert {"learning_rate", "max_leaf_nodes"} == set(grid[0])
     capped = flights_config.model_copy(update={"training": flights_config.training.model_copy(update={"max_candidates": 3})})
     assert len(modeling.candidate_grid(capped)) == 3
-
-
-def test_validation_cut_keeps_both_parts_non_empty():
-    assert modeling.validation_cut(100, 0.2) == 80
-    assert modeling.validation_cut(2, 0.9) == 1
 
 
 def _frame(config, n=300) -> pd.DataFrame:

@@ -9,9 +9,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from mlops import scoring
+from mlops.adapters import batch_io
+from mlops.domain import scoring
 from mlops.config import Config
-from mlops.validation import ColumnContract, Contract
+from mlops.domain.validation import ColumnContract, Contract
 
 pytestmark = pytest.mark.unit
 
@@ -167,12 +168,12 @@ def test_default_output_path_names_model_version_and_time(tmp_path):
 def test_chunks_cover_the_file_in_order_with_their_positions(tmp_path, frame, suffix):
     path = tmp_path / f"in.{suffix}"
     frame.to_csv(path, index=False) if suffix == "csv" else frame.to_parquet(path, index=False)
-    chunks = list(scoring.iter_chunks(path, 2, ["id", "a"]))
+    chunks = list(batch_io.iter_chunks(path, 2, ["id", "a"]))
     assert [len(c) for c in chunks] == [2, 1]
     assert [c.index.tolist() for c in chunks] == [[0, 1], [2]]
     assert sorted(chunks[0].columns) == ["a", "id"]
-    assert scoring.read_columns(path) == list(frame.columns)
-    assert len(scoring.read_sample(path, rows=2)) == 2
+    assert batch_io.read_columns(path) == list(frame.columns)
+    assert len(batch_io.read_sample(path, rows=2)) == 2
 
 
 # A tiny fitted model on the tiny frame: the file-level behaviour without MLflow.
@@ -200,7 +201,7 @@ def test_score_file_scores_in_chunks_and_writes_rejects_beside_the_output(tmp_pa
     df.loc[5, "b"] = None  # a linear model without an imputer cannot take a null: probed, rejected
     df.to_csv(tmp_path / "in.csv", index=False)
     reports = []
-    result = scoring.score_file(tmp_path / "in.csv", model, config, version="5", output=tmp_path / "out" / "p.parquet",
+    result = batch_io.score_file(tmp_path / "in.csv", model, config, version="5", output=tmp_path / "out" / "p.parquet",
                                 chunk_rows=3, progress=reports.append)
     out, rejects = pd.read_parquet(result.output_path), pd.read_parquet(result.rejects_path)
     assert [r.rows for r in reports] == [3, 3, 1] and reports[-1].total == result.tally
@@ -219,7 +220,7 @@ def test_score_file_scores_in_chunks_and_writes_rejects_beside_the_output(tmp_pa
 def test_score_file_writes_empty_files_when_every_row_is_rejected(tmp_path):
     config = _config()
     _input(3).assign(a="bad").to_parquet(tmp_path / "in.parquet")
-    result = scoring.score_file(tmp_path / "in.parquet", _model(config), config, version="1", output=tmp_path / "p.parquet")
+    result = batch_io.score_file(tmp_path / "in.parquet", _model(config), config, version="1", output=tmp_path / "p.parquet")
     assert result.tally.rows_scored == 0 and result.tally.rows_rejected == 3
     assert pd.read_parquet(result.output_path).empty
     assert list(pd.read_parquet(result.output_path).columns) == ["id", "model_version", "prediction", "probability"]
@@ -229,7 +230,7 @@ def test_score_file_refuses_a_missing_input_column_and_writes_nothing(tmp_path):
     config = _config()
     _input().drop(columns=["b"]).to_csv(tmp_path / "in.csv", index=False)
     with pytest.raises(scoring.ScoringInputError, match=r"missing column\(s\) \['b'\]"):
-        scoring.score_file(tmp_path / "in.csv", _model(config), config, version="1", output=tmp_path / "p.parquet")
+        batch_io.score_file(tmp_path / "in.csv", _model(config), config, version="1", output=tmp_path / "p.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
@@ -246,7 +247,7 @@ def test_a_failure_mid_file_leaves_no_output(tmp_path):
             return np.full((len(X), 2), 0.5)
 
     with pytest.raises(RuntimeError):
-        scoring.score_file(tmp_path / "in.csv", Flaky(), config, version="1", output=tmp_path / "p.parquet", chunk_rows=3)
+        batch_io.score_file(tmp_path / "in.csv", Flaky(), config, version="1", output=tmp_path / "p.parquet", chunk_rows=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
@@ -277,5 +278,5 @@ def test_native_threads_are_capped_while_scoring_and_restored_after(tmp_path):
 
     before = openmp_threads()
     assert before, "scikit-learn's OpenMP runtime should be loaded: HistGradientBoosting needs it"
-    scoring.score_file(tmp_path / "in.csv", Recording(), config, version="1", output=tmp_path / "p.parquet", native_threads=1)
+    batch_io.score_file(tmp_path / "in.csv", Recording(), config, version="1", output=tmp_path / "p.parquet", native_threads=1)
     assert seen[-1] == {1} and openmp_threads() == before

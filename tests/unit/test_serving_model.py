@@ -113,7 +113,7 @@ def test_resolve_leaves_non_registry_uris_alone() -> None:
 
 def test_the_service_imports_no_prefect() -> None:
     code = (
-        "import sys, mlops.cli, mlops.serving.server, mlflow.pyfunc, mlflow.sklearn;"
+        "import sys, mlops.platform.cli, mlops.serving.server, mlflow.pyfunc, mlflow.sklearn;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.terraform_cli import terraform_environment
+from mlops.adapters.terraform_cli import terraform_environment
 
 pytestmark = pytest.mark.unit
 

@@ -2,14 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.validation import (
+from mlops.domain.validation import (
     Contract,
     check_contract,
     check_quality,
     check_schema,
-    check_split,
     infer_contract,
-    split_frame,
     validate_frame,
 )
 
@@ -72,24 +70,3 @@ def test_target_balance_for_classification(flights_config):
     df = pd.DataFrame({"arr_delayed": [0] * 999 + [1], "carrier": ["AA"] * 1000})
     found = check_quality(df, flights_config)
     assert ("arr_delayed", "target_balance") in _rules(found)
-
-
-def test_time_split_is_ordered_and_disjoint(flights_config):
-    times = pd.date_range("2013-01-01", periods=100, freq="h", tz="UTC")
-    df = pd.DataFrame({"time_hour": times, "arr_delayed": [0, 1] * 50})
-    train, test = split_frame(df, flights_config)
-    assert train["time_hour"].max() < test["time_hour"].min()
-    assert len(test) == pytest.approx(len(df) * flights_config.split.test_size, abs=2)
-    assert check_split(train, test, flights_config) == []
-    assert ("time_hour", "split_time_order") in _rules(check_split(test, train, flights_config))
-
-
-def test_random_split_is_seeded_and_stratified(diabetes_config):
-    classification = diabetes_config.model_copy(update={"task": "binary"})
-    df = pd.DataFrame({"progression": [0] * 300 + [1] * 100, "sex": ["F"] * 400})
-    train_a, test_a = split_frame(df, classification)
-    train_b, test_b = split_frame(df, classification)
-    assert test_a.index.equals(test_b.index)
-    assert test_a["progression"].mean() == pytest.approx(0.25, abs=0.01)
-    assert check_split(train_a, test_a, classification) == []
-    assert ("*", "split_overlap") in _rules(check_split(train_a, pd.concat([test_a, train_a.head(3)]), classification))

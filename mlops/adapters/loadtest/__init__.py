@@ -14,17 +14,16 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from mlops.config import LoadTest, Slo
+from mlops.domain.checks import Check, at_least, at_most
+from mlops.domain.record import Record
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PAYLOADS_ENV = "MLOPS_LOADTEST_PAYLOADS"
 
 
-class LoadTestResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class LoadTestResult(Record):
     requests: int
     failures: int
     rps: float
@@ -35,15 +34,6 @@ class LoadTestResult(BaseModel):
     @property
     def error_rate(self) -> float:
         return self.failures / self.requests if self.requests else 1.0
-
-
-class SloCheck(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    observed: float
-    required: float
-    passed: bool
 
 
 def write_payloads(rows: pd.DataFrame, path: Path) -> Path:
@@ -88,12 +78,11 @@ def parse_stats(stats_csv: Path) -> LoadTestResult:
     )
 
 
-def check_slos(result: LoadTestResult, slo: Slo) -> list[SloCheck]:
+def check_slos(result: LoadTestResult, slo: Slo) -> list[Check]:
     """The load test against each service-level objective in the config."""
     return [
-        SloCheck(name="p95 latency ms", observed=result.p95_ms, required=slo.p95_ms, passed=result.p95_ms <= slo.p95_ms),
-        SloCheck(name="p99 latency ms", observed=result.p99_ms, required=slo.p99_ms, passed=result.p99_ms <= slo.p99_ms),
-        SloCheck(name="error rate", observed=result.error_rate, required=slo.max_error_rate,
-                 passed=result.error_rate <= slo.max_error_rate),
-        SloCheck(name="throughput rps", observed=result.rps, required=slo.min_rps, passed=result.rps >= slo.min_rps),
+        at_most("p95 latency ms", result.p95_ms, slo.p95_ms),
+        at_most("p99 latency ms", result.p99_ms, slo.p99_ms),
+        at_most("error rate", result.error_rate, slo.max_error_rate),
+        at_least("throughput rps", result.rps, slo.min_rps),
     ]

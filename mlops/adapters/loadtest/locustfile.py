@@ -1,4 +1,4 @@
-"""Locust users for `mlops.loadtest`: each posts one-row requests back to back (closed loop)."""
+"""Locust users for `mlops.adapters.loadtest`: each posts one-row requests back to back (closed loop)."""
 
 import itertools
 import os

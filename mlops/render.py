@@ -1,0 +1,210 @@
+"""Every Prefect artifact's markdown and table rows, in one place. Pure: typed results in, text out.
+
+Tasks publish what these functions return; none of them touches Prefect, MLflow or a file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mlops.domain.checks import Check
+from mlops.domain.evaluation import Evaluation
+from mlops.domain.gates import GateDecision
+from mlops.domain.validation import Violation
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """A figure for a table: floats rounded, NaN and None shown as such."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
+    """A markdown table; `align` is one of `l`/`r` per column (default: left)."""
+    marks = ["---:" if a == "r" else "---" for a in (align or "l" * len(header))]
+    lines = [f"| {' | '.join(header)} |", f"|{'|'.join(marks)}|"]
+    lines += [f"| {' | '.join(str(cell) for cell in row)} |" for row in rows]
+    return "\n".join(lines)
+
+
+def verdict(passed: bool) -> str:
+    return "pass" if passed else "**FAIL**"
+
+
+# --- checks ----------------------------------------------------------------------------------------
+
+
+def check_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
+    """Checks as rows of a Prefect table artifact."""
+    return [{"check": c.name, "passed": c.passed, "observed": c.observed, "required": c.required, "detail": c.detail,
+             **({"seconds": c.seconds} if c.seconds is not None else {})} for c in checks]
+
+
+def checks_table(checks: Iterable[Check]) -> str:
+    return table(["check", "result", "observed", "required", "detail"],
+                 [(c.name, verdict(c.passed), number(c.observed), number(c.required), c.detail) for c in checks])
+
+
+def checks_summary(checks: Iterable[Check], limit: int = 4000) -> str:
+    """One line per check, for a model-version tag that the registry UI shows."""
+    return "\n".join(f"{c.name}: {'pass' if c.passed else 'FAIL'} ({c.detail})" for c in checks)[:limit]
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def violations_markdown(title: str, violations: Sequence[Violation], consequence: str) -> str:
+    """A failed data check: each column and rule broken."""
+    rows = [(f"`{v.column}`", v.rule, v.detail) for v in violations]
+    return f"# {title}\n\n{len(violations)} violation(s); {consequence}\n\n{table(['column', 'rule', 'detail'], rows)}\n"
+
+
+# --- training and gates ----------------------------------------------------------------------------
+
+
+def evaluation_rows(result: Evaluation) -> list[dict[str, Any]]:
+    """Metrics overall and per segment, as rows of a table artifact."""
+    rows = [{"segment": "overall", "rows": result.rows, **_rounded(result.overall)}]
+    rows += [{"segment": f"{s.column}={s.value}", "rows": s.rows, **_rounded(s.metrics)} for s in result.segments]
+    return rows
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if math.isnan(v) else round(v, 4)) for k, v in metrics.items()}
+
+
+def decision_markdown(decision: GateDecision, outcome: str) -> str:
+    """A gate decision: the verdict, the scores compared, how the champion was compared, each check."""
+    champion = (f"{decision.champion:.4f} (version {decision.champion_version})" if decision.champion is not None
+                else f"not compared (version {decision.champion_version})" if decision.champion_version else "none yet")
+    rows = [(c.name, number(c.observed), number(c.required), verdict(c.passed)) for c in decision.checks]
+    return (
+        f"# Model validation {'PASSED' if decision.passed else 'FAILED'}: {outcome}\n\n"
+        f"- {decision.metric}: candidate {decision.candidate:.4f} on the whole holdout, champion {champion}\n"
+        f"- comparison: {decision.comparison}\n\n"
+        f"{table(['check', 'observed', 'required', 'result'], rows)}\n"
+    )
+
+
+def key_values(title: str, pairs: Iterable[tuple[str, Any]], header: tuple[str, str] = ("", "")) -> str:
+    return f"{title}\n\n{table(list(header), [(k, v) for k, v in pairs])}\n"
+
+
+def ct_summary_markdown(summary: dict[str, Any], overall: dict[str, float], lineage: dict[str, str]) -> str:
+    """The CT run's outcome, its holdout metrics and the lineage it recorded."""
+    outcome = (
+        f"Registered **{summary['model_name']} version {summary['version']}** as `challenger`."
+        if summary["registered"]
+        else "Not registered: " + "; ".join(summary["reasons"])
+    )
+    metrics = table(["holdout metric", "value"], [(k, number(v)) for k, v in overall.items()])
+    tags = table(["lineage", "value"], [(k, f"`{v}`") for k, v in lineage.items()])
+    return f"# Continuous training\n\n{outcome}\n\nChampion comparison: {summary['champion_comparison']}\n\n{metrics}\n\n{tags}\n"
+
+
+# --- delivery --------------------------------------------------------------------------------------
+
+
+def plan_markdown(environment: str, model_name: str, version: str, summary: Any) -> str:
+    """A saved Terraform plan: what it adds, changes, destroys and replaces (a `PlanSummary`)."""
+    def items(addresses: tuple[str, ...]) -> str:
+        return ", ".join(f"`{a}`" for a in addresses) or "none"
+
+    rows = [("add", items(summary.to_add)), ("change", items(summary.to_change)),
+            ("destroy", items(summary.to_destroy)), ("replace", items(summary.to_replace))]
+    plan_file = str(summary.plan_file).rsplit("/", 1)[-1]
+    return (f"# Terraform plan: {environment} → {model_name} v{version}\n\n{table(['action', 'resources'], rows)}\n\n"
+            f"Applied from the saved plan file `{plan_file}`.")
+
+
+def gates_markdown(model_name: str, version: str, outcome: str, gates: Sequence[Check]) -> str:
+    """The CD decision: each gate, its result and the numbers behind it."""
+    rows = [(g.name, verdict(g.passed), g.detail) for g in gates]
+    return f"# {model_name} v{version}: {outcome}\n\n{table(['gate', 'result', 'numbers'], rows)}\n"
+
+
+# --- monitoring and scoring ----------------------------------------------------------------------
+
+
+def drift_markdown(current_window: str, reference_window: str, result: Any, champion_version: str, emitted: bool,
+                   event: str, overlap: str = "") -> str:
+    """A drift check: the verdict, both windows, and each monitored column's score (a `DriftResult`)."""
+    outcome = f"**Drift detected**: `{event}` emitted" if emitted else "No drift: nothing to do"
+    rows = [(c.column, c.method, f"{c.score:.3f}", f"{c.threshold:.3f}", "**drifted**" if c.drifted else "ok") for c in result.columns]
+    left_out = f"- {overlap}\n" if overlap else ""
+    return (f"# Drift monitoring: {current_window}\n\n{outcome}.\n\n"
+            f"- reference: champion v{champion_version}'s training window {reference_window} ({result.reference_rows} rows sampled)\n"
+            f"{left_out}- current: {current_window} ({result.current_rows} rows sampled)\n"
+            f"- drifted columns: {result.drift_share:.0%} (threshold {result.threshold_share:.0%})\n\n"
+            f"{table(['column', 'method', 'score', 'threshold', 'verdict'], rows, 'llrrl')}\n")
+
+
+def scoring_refused_markdown(label: str, violations: Sequence[Violation]) -> str:
+    return violations_markdown(f"Cannot score {label}", violations, "nothing was scored or written.")
+
+
+def scoring_markdown(model: Any, source_label: str, result: Any) -> str:
+    """A batch-scoring run (a `ScoreResult`): rows read, scored and rejected by reason, files, speed."""
+    tally = result.tally
+    rows = [
+        ("model", f"`{model.name}` version **{model.version}** (`{model.uri}`)"),
+        ("input", f"`{source_label}`"),
+        ("rows read", f"{tally.rows_read:,}"),
+        ("rows scored", f"{tally.rows_scored:,}"),
+        ("rows rejected", f"{tally.rows_rejected:,}"),
+        ("output", f"`{result.output_path}`"),
+        ("rejects", f"`{result.rejects_path}`"),
+        ("row keys", ", ".join(f"`{k}`" for k in result.key_columns)),
+        ("chunks", f"{result.chunks} of up to {result.chunk_rows:,} rows"),
+        ("duration (read, screen, predict, write)", f"{result.seconds:.2f} s"),
+        ("rows/s", f"{result.rows_per_second:,.0f}"),
+    ]
+    reasons = [(f"`{reason}`", f"{count:,}") for reason, count in tally.rejected_by_reason.items()] or [("none", "0")]
+    return (
+        f"# Batch scoring: {tally.rows_scored:,} rows scored, {tally.rows_rejected:,} rejected\n\n{table(['', ''], rows)}\n\n"
+        f"## Rejected rows by reason\n\nA row that breaks two rules counts under both.\n\n{table(['reason', 'rows'], reasons, 'lr')}\n"
+    )
+
+
+# --- continuous integration ------------------------------------------------------------------------
+
+# CI's results are platform types (mlops.platform.ci), so they come in as Any, named in the docstrings.
+
+
+def suite_rows(report: Any) -> list[dict[str, Any]]:
+    """A test suite's table (a `TestReport`): every failure with its message, then the slowest other tests."""
+    rows = [{"test": c.name, "outcome": c.outcome, "seconds": round(c.seconds, 3), "message": c.message} for c in report.failures]
+    failing = {c.name for c in report.failures}
+    rows += [
+        {"test": c.name, "outcome": f"{c.outcome} (slowest)", "seconds": round(c.seconds, 3), "message": ""}
+        for c in report.slowest
+        if c.name not in failing
+    ]
+    return rows
+
+
+def suite_output_markdown(marker: str, output: str) -> str:
+    """A test suite that left no JUnit report: the tail of pytest's output."""
+    return f"# {marker} tests: no report\n\n```\n{output[-3000:]}\n```\n"
+
+
+def latency_rows(latency: dict[str, Any]) -> list[dict[str, Any]]:
+    """In-process prediction time per batch size (a `Latency` each), as rows of a table artifact."""
+    return [{"batch": batch, **found.model_dump()} for batch, found in latency.items()]
+
+
+def ci_summary_markdown(summary: Any) -> str:
+    """A CI run (a `Summary`): the verdict, whether `mlops.ci.passed` was emitted, each check with its duration."""
+    outcome = "PASSED" if summary.passed else "FAILED: " + ", ".join(summary.failed)
+    then = ("`mlops.ci.passed` emitted: continuous training starts for this commit." if summary.passed
+            else "No event: nothing is trained.")
+    rows = [(c.name, verdict(c.passed), f"{c.seconds or 0.0:.1f} s", c.detail.replace("|", "/")) for c in summary.checks]
+    return (
+        f"# CI {outcome}\n\ncommit `{summary.sha}`, {len(summary.checks)} checks in {summary.seconds:.1f} s. {then}\n\n"
+        f"{table(['check', 'result', 'duration', 'details'], rows)}\n"
+    )

@@ -1,0 +1,97 @@
+"""What `mlops up` brings each environment back on, and how `mlops down` recognises the service it stops."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlops.adapters.environments import Restore, restore_target
+from mlops.platform.stack import service_record
+
+pytestmark = pytest.mark.unit
+
+NAME = "flights-delay"
+
+
+def served(version: str, name: str = NAME) -> dict[str, str]:
+    """An environment's `service_outputs` serving `name` v`version`."""
+    return {"endpoint": "http://127.0.0.1:5102", "model_version": version, "model_uri": f"models:/{name}/{version}",
+            "pid_file": "/tmp/x.pid", "log_file": "/tmp/x.log", "environment": "production"}
+
+
+@pytest.mark.parametrize(
+    ("environment", "outputs", "champion", "expected"),
+    [
+        ("staging", served("4"), "3", Restore("staging", NAME, "4")),  # staging keeps its state, whatever the alias
+        ("staging", {}, "3", None),
+        ("production", served("3"), "3", Restore("production", NAME, "3")),
+        ("production", {}, None, None),
+    ],
+)
+def test_an_environment_comes_back_as_its_state_says(environment, outputs, champion, expected) -> None:
+    assert restore_target(environment, outputs, NAME, champion) == expected
+
+
+@pytest.mark.parametrize(
+    ("outputs", "said"),
+    [(served("2"), f"{NAME} v2"), ({}, "nothing"), (served("3", name="other-model"), "other-model v3")],
+)
+def test_production_follows_the_champion_alias_and_says_so(outputs, said) -> None:
+    restore = restore_target("production", outputs, NAME, "3")
+    assert (restore.environment, restore.model_name, restore.version) == ("production", NAME, "3")
+    assert restore.reason == f"its state says {said}, alias champion says v3: the alias wins"
+
+
+def test_production_without_a_champion_keeps_its_state_and_says_so() -> None:
+    restore = restore_target("production", served("2"), NAME, None)
+    assert (restore.version, restore.reason) == ("2", f"no champion alias on {NAME}: kept as the state says")
+
+
+def test_an_unknown_environment_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown environment 'qa'"):
+        restore_target("qa", served("1"), NAME, "1")
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A stand-in service started as Terraform starts one: its own session, a bare pid written just after."""
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    pid_file = tmp_path / "model-service-staging.pid"
+    pid_file.write_text(f"{proc.pid}\n")
+    try:
+        yield proc.pid, pid_file
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_service_a_pid_file_names_is_recognised(service: tuple[int, Path]) -> None:
+    pid, pid_file = service
+    record = service_record(pid_file)
+    assert record is not None and record.pid == pid and record.command == ["sleep", "60"]
+
+
+def test_a_pid_written_long_after_the_process_started_is_not_ours(service: tuple[int, Path]) -> None:
+    _, pid_file = service
+    later = time.time() + 3600  # as if the pid had been recycled by a process older than the file
+    os.utime(pid_file, (later, later))
+    assert service_record(pid_file) is None
+
+
+@pytest.mark.parametrize("content", ["", "not a pid", "999999999"])
+def test_a_pid_file_naming_no_live_service_is_none(tmp_path: Path, content: str) -> None:
+    pid_file = tmp_path / "model-service-production.pid"
+    pid_file.write_text(content)
+    assert service_record(pid_file) is None
+    assert service_record(tmp_path / "missing.pid") is None
+
+
+def test_a_process_that_does_not_lead_its_group_is_not_ours(tmp_path: Path) -> None:
+    pid_file = tmp_path / "model-service-production.pid"
+    pid_file.write_text(str(os.getpid()))  # pytest: started long before, and not a setsid'ed service
+    assert service_record(pid_file) is None

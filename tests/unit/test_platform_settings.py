@@ -1,0 +1,65 @@
+"""The stack's settings: the config's `stack:` section, the MLOPS_* overrides, and what a stack process inherits."""
+
+from pathlib import Path
+
+import pytest
+
+from mlops.config import PROJECT_ROOT, ConfigError, load_config
+from mlops.platform import settings
+from mlops.platform.settings import StackSettings, stack_settings
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.unit
+
+OVERRIDES = (settings.STATE_DIR_ENV, *settings.PORT_ENV.values())
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No stack variables from the developer's shell (a sourced `.mlops/env` sets them all)."""
+    for name in (*OVERRIDES, settings.CONFIG_ENV):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_defaults_come_from_the_config(clean_env: pytest.MonkeyPatch) -> None:
+    s = stack_settings()
+    assert (s.prefect_port, s.mlflow_port, s.worker_port, s.receiver_port) == (4200, 5000, 4201, 4202)
+    assert s.state_dir == PROJECT_ROOT / ".mlops"
+    assert s.prefect_api_url == "http://127.0.0.1:4200/api" and s.mlflow_uri == "http://127.0.0.1:5000"
+
+
+def test_the_config_sets_every_port_and_the_environment_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ports = {"stack.prefect_port": 6200, "stack.mlflow_port": 6300, "stack.worker_port": 6201, "stack.receiver_port": 6202}
+    config = load_config(write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, ports))
+    assert (stack_settings(config).worker_port, stack_settings(config).receiver_port) == (6201, 6202)
+
+    clean_env.setenv(settings.WORKER_PORT_ENV, "7201")
+    clean_env.setenv(settings.STATE_DIR_ENV, str(tmp_path / "state"))
+    s = stack_settings(config)
+    assert (s.prefect_port, s.mlflow_port, s.worker_port, s.receiver_port) == (6200, 6300, 7201, 6202)
+    assert s.state_dir == tmp_path / "state"
+
+
+def test_a_shell_with_the_client_env_finds_the_same_stack(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    stack = StackSettings(state_dir=tmp_path / "state", prefect_port=6200, mlflow_port=6300, worker_port=6201,
+                          receiver_port=6202)
+    for name, value in stack.client_env().items():
+        clean_env.setenv(name, value)
+    assert stack_settings() == stack
+
+
+def test_a_stack_process_inherits_nothing_that_points_at_another_stack() -> None:
+    stack = StackSettings(state_dir=Path("/s"), prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4)
+    assert set(stack.client_env()) <= set(settings.FOREIGN_ENV)
+    assert settings.CONFIG_ENV not in settings.FOREIGN_ENV  # the e2e and bench stacks run another config on purpose
+
+
+def test_ports_must_differ(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must differ"):
+        StackSettings(state_dir=tmp_path, prefect_port=4200, mlflow_port=5000, worker_port=4200)
+
+
+def test_an_invalid_stack_port_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="stack.receiver_port"):
+        load_config(write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, {"stack.receiver_port": 70000}))
