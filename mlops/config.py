@@ -139,9 +139,18 @@ class LoadTest(Strict):
 
 
 class Serving(Strict):
+    """The model service (mlops/serving/); the limits keep its memory bounded whatever clients send."""
+
     workers: int = Field(default=1, ge=1)
     max_batch_size: int = Field(default=64, ge=1)
     max_wait_ms: float = Field(default=2.0, ge=0.0)
+    # A bigger /invocations body gets 413 before it is read past this. The CD checks send 2,000 rows
+    # per request: ≈ 0.3 MB for the default dataset's 17 columns. Raise it for much wider rows.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Requests waiting for a batch; past it /invocations answers 503 + Retry-After. None: 16 × max_batch_size.
+    max_queue: int | None = Field(default=None, ge=1)
+    # The request bytes held at once (being read, parsed or queued); past it 503. None: 16 x max_body_bytes.
+    max_inflight_bytes: int | None = Field(default=None, ge=1024)
     host: str = "127.0.0.1"
     staging_port: int = 5101
     production_port: int = 5102

@@ -6,6 +6,10 @@ batch to `process` in a worker thread, so the event loop keeps accepting request
 batch is being processed the next one queues up, so batches grow with the load on their own
 (the "adaptive" part) and a lone request waits at most `max_wait_ms`.
 
+The queue is bounded: at most `max_queue` items wait for a batch (besides the batch being
+collected or processed), and `submit` raises BatcherFull at once past that, so an overload is
+refused straight away instead of piling up callers, and their memory, without limit.
+
 This module knows nothing about models or HTTP: `process` maps a list of items to a list of
 results of the same length, in the same order.
 """
@@ -20,6 +24,12 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+QUEUE_BATCHES = 16  # the default queue holds this many full batches
+
+
+class BatcherFull(RuntimeError):
+    """The queue already holds `max_queue` items: the caller should retry later."""
+
 
 class BatcherClosed(RuntimeError):
     """The batcher was stopped before (or while) an item was processed."""
@@ -30,7 +40,8 @@ class MicroBatcher(Generic[T, R]):
 
     If `process` raises on a batch of several items, each item is retried on its own, so a
     poison item fails only its own caller. `thread_initializer` runs once in the processing
-    thread. Use as `async with MicroBatcher(...) as batcher:`.
+    thread. `max_queue` bounds the items waiting for a batch (default: QUEUE_BATCHES ×
+    `max_batch_size`). Use as `async with MicroBatcher(...) as batcher:`.
     """
 
     def __init__(
@@ -39,17 +50,21 @@ class MicroBatcher(Generic[T, R]):
         *,
         max_batch_size: int,
         max_wait_ms: float,
+        max_queue: int | None = None,
         thread_initializer: Callable[[], object] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
+        if max_queue is not None and max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
         self._process = process
         self._thread_initializer = thread_initializer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+        self.max_queue = QUEUE_BATCHES * max_batch_size if max_queue is None else max_queue
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(maxsize=self.max_queue)
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -91,11 +106,16 @@ class MicroBatcher(Generic[T, R]):
             self._executor = None
 
     async def submit(self, item: T) -> R:
-        """Queue one item and wait for its result (or its own exception)."""
+        """Queue one item and wait for its result (or its own exception); BatcherFull if the queue is full."""
         if not self.running:
             raise BatcherClosed("the batcher is not running")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future))
+        try:
+            self._queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            raise BatcherFull(
+                f"the model service is at capacity: its queue already holds {self.max_queue} requests"
+            ) from None
         return await future
 
     async def _run(self) -> None:

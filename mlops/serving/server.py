@@ -8,8 +8,15 @@ Routes (the same as `mlflow models serve`, so either can stand behind the CD flo
   version string here; a client that needs it reads `mlflow_version`.)
 - `POST /invocations`: `application/json` with `dataframe_split` or `dataframe_records`; answers
   `{"predictions": [...]}` exactly as `mlflow models serve` does for the same model. Errors answer
-  `{"error_code", "message"}`: 400 for a body that is not a scoring request, 415 for another content
-  type, 422 for a request that breaks the signature, 500 when the model fails, 503 when stopping.
+  `{"error_code", "message"}`: 400 for a body that is not a scoring request, 413 for a body over
+  `serving.max_body_bytes`, 415 for another content type, 422 for a request that breaks the
+  signature, 500 when the model fails, 503 when stopping, or (with `Retry-After`) when
+  `serving.max_queue` requests already wait for the model.
+
+Bounded by design: a body is refused as soon as it is known to exceed the limit (from its
+`Content-Length`, or by counting a chunked body as it streams in), so what one request can make
+the service hold is about `max_body_bytes` of bytes plus their parsed rows; and the batcher's queue
+refuses work past `max_queue` instead of growing.
 
 No Prefect import here or below: the service must start without the orchestrator.
 """
@@ -25,11 +32,11 @@ from dataclasses import asdict
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mlops.serving.batching import BatcherClosed, MicroBatcher
+from mlops.serving.batching import BatcherClosed, BatcherFull, MicroBatcher
 from mlops.serving.model import ModelRef, ServedModel, limit_native_threads, load_served_model, resolve_model_uri
 from mlops.serving.schema import RequestError, Rows, parse_request
 
@@ -37,19 +44,83 @@ logger = logging.getLogger(__name__)
 
 JSON = "application/json"
 _SPEC_ENV = "MLOPS_SERVING_SPEC"  # how serve() hands its settings to uvicorn worker processes
+RETRY_AFTER_S = 1  # a full queue drains in a few batches, well within a second
 
 
-def _error(status: int, error_code: str, message: str) -> Response:
+def _error(status: int, error_code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps({"error_code": error_code, "message": message})
-    return Response(body, status_code=status, media_type=JSON)
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
-def create_app(model: ServedModel, *, max_batch_size: int, max_wait_ms: float) -> Starlette:
-    """A Starlette app serving `model`, batching concurrent /invocations requests."""
+class ByteBudget:
+    """The request bytes the service holds at once (bodies being read, parsed or waiting for the model).
+
+    One event loop owns it, so taking and giving back need no lock. Past it, a request is refused
+    with 503 rather than read: a flood of large valid requests cannot grow memory without bound.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise BatcherFull(f"the service already holds {self.used:,} request bytes (serving.max_inflight_bytes "
+                              f"{self.limit:,})")
+        self.used += n
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+async def read_body(request: Request, limit: int, budget: ByteBudget | None = None) -> bytes:
+    """The request body; RequestError 413 as soon as it is known to be longer than `limit` bytes.
+
+    With a `budget`, the bytes read are taken from it as they arrive (BatcherFull when it is spent);
+    the caller gives back `len(body)` when the request is answered.
+    """
+    too_large = RequestError(
+        f"The request body is larger than this service accepts: at most {limit:,} bytes "
+        "(serving.max_body_bytes). Send fewer rows per request.",
+        status=413,
+        error_code="RESOURCE_LIMIT_EXCEEDED",
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise RequestError(f"Content-Length must be a number of bytes, got {declared[:40]!r}")
+        if len(declared.lstrip("0")) > len(str(limit)) or int(declared) > limit:
+            raise too_large
+    body = bytearray()
+    try:
+        async for chunk in request.stream():  # counted as it arrives: a chunked body has no Content-Length
+            if len(body) + len(chunk) > limit:
+                raise too_large
+            if budget is not None:
+                budget.take(len(chunk))
+            body += chunk
+    except BaseException:
+        if budget is not None:
+            budget.give(len(body))
+        raise
+    return bytes(body)
+
+
+def create_app(
+    model: ServedModel, *, max_batch_size: int, max_wait_ms: float, max_body_bytes: int, max_queue: int | None = None,
+    max_inflight_bytes: int | None = None,
+) -> Starlette:
+    """A Starlette app serving `model`, batching concurrent /invocations requests.
+
+    `max_body_bytes` bounds a request body (413 past it); `max_queue` the requests waiting for the
+    model (503 + Retry-After past it; None: the batcher's default, 16 batches); `max_inflight_bytes` the
+    request bytes held at once (503 + Retry-After past it; None: 16 bodies of `max_body_bytes`).
+    """
+    budget = ByteBudget(max_inflight_bytes or 16 * max_body_bytes)
     batcher: MicroBatcher[Rows, bytes] = MicroBatcher(
         model.predict,
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
         thread_initializer=limit_native_threads,
     )
 
@@ -74,10 +145,18 @@ def create_app(model: ServedModel, *, max_batch_size: int, max_wait_ms: float) -
                     f"This service accepts Content-Type {JSON}, got {media_type or 'none'!r}",
                     status=415,
                 )
-            rows = parse_request(await request.body(), model.columns)
-            return Response(await batcher.submit(rows), media_type=JSON)
+            body = await read_body(request, max_body_bytes, budget)
+            try:
+                rows = parse_request(body, model.columns)
+                return Response(await batcher.submit(rows), media_type=JSON)
+            finally:
+                budget.give(len(body))
         except RequestError as exc:
             return Response(exc.to_json(), status_code=exc.status, media_type=JSON)
+        except BatcherFull as exc:
+            return _error(503, "TEMPORARILY_UNAVAILABLE", f"{exc}; retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
+        except ClientDisconnect:  # nobody is left to read an answer; not the model's failure
+            return _error(400, "BAD_REQUEST", "the client disconnected before sending the whole body")
         except BatcherClosed as exc:
             return _error(503, "TEMPORARILY_UNAVAILABLE", str(exc))
         except Exception as exc:  # the model failed on this request; the service goes on
@@ -103,7 +182,14 @@ def app_from_env() -> Starlette:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = json.loads(os.environ[_SPEC_ENV])
     model = load_served_model(ModelRef(**spec["model"]))
-    return create_app(model, max_batch_size=spec["max_batch_size"], max_wait_ms=spec["max_wait_ms"])
+    return create_app(
+        model,
+        max_batch_size=spec["max_batch_size"],
+        max_wait_ms=spec["max_wait_ms"],
+        max_body_bytes=spec["max_body_bytes"],
+        max_queue=spec["max_queue"],
+        max_inflight_bytes=spec.get("max_inflight_bytes"),
+    )
 
 
 def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | None = None) -> None:
@@ -115,7 +201,8 @@ def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | 
         host: address to bind; 127.0.0.1 unless the service must be reached from elsewhere.
         port: TCP port.
         workers: uvicorn worker processes sharing the port; None takes `serving.workers` from
-            the project config, which also gives `serving.max_batch_size` and `serving.max_wait_ms`.
+            the project config, which also gives `serving.max_batch_size`, `serving.max_wait_ms`,
+            `serving.max_body_bytes` and `serving.max_queue`.
     """
     import uvicorn
 
@@ -128,6 +215,9 @@ def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | 
             "model": asdict(ref),
             "max_batch_size": settings.max_batch_size,
             "max_wait_ms": settings.max_wait_ms,
+            "max_body_bytes": settings.max_body_bytes,
+            "max_queue": settings.max_queue,
+            "max_inflight_bytes": settings.max_inflight_bytes,
         }
     )
     uvicorn.run(

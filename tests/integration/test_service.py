@@ -9,11 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import numpy as np
@@ -271,3 +272,121 @@ def test_workers_come_from_the_config(store: str, tmp_path: Path, offline: Any) 
         assert len(workers) == 2, [p.cmdline() for p in children]
         for _ in range(6):
             assert score(address, GOOD).json() == mlflow_answer(offline, GOOD)
+
+
+MiB = 1024 * 1024
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def lazy_body(size: int, chunk: int = MiB) -> Iterator[bytes]:
+    """`size` bytes of a scoring request that never ends, made a chunk at a time: the test holds one chunk."""
+    head = json.dumps(split())[:-3].encode()  # '{"dataframe_split": {"columns": [...], "data": ['
+    row = json.dumps(GOOD["dataframe_split"]["data"][0]).encode() + b", "
+    block = row * (chunk // len(row))
+    yield head
+    sent = len(head)
+    while sent < size:
+        part = block[: size - sent]
+        yield part
+        sent += len(part)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its children, in bytes."""
+    process = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+
+
+class RssWatch(threading.Thread):
+    """Samples a service's RSS; past `ceiling` it kills the service, so a regression fails the test, not the machine."""
+
+    def __init__(self, pid: int, ceiling: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.ceiling = pid, ceiling
+        self.peak, self.killed = 0, False
+        self._finished = threading.Event()
+
+    def run(self) -> None:
+        while not self._finished.wait(0.02):
+            try:
+                rss = tree_rss(self.pid)
+            except psutil.NoSuchProcess:
+                return
+            self.peak = max(self.peak, rss)
+            if rss > self.ceiling:
+                self.killed = True
+                os.killpg(self.pid, signal.SIGKILL)  # the service's own process group (start_new_session)
+                return
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._finished.set()
+        self.join()
+
+
+def test_oversized_bodies_get_413_and_the_service_memory_stays_bounded(store: str, tmp_path: Path) -> None:
+    with service(store, tmp_path) as (address, pid), httpx.Client(base_url=address, timeout=120) as client:
+        assert client.post("/invocations", json=GOOD).status_code == 200  # warm: the first batch loads the rest
+        start = tree_rss(pid)
+        declared = {**JSON_HEADERS, "Content-Length": str(64 * MiB)}
+        sends = [(512 * MiB, JSON_HEADERS), *[(64 * MiB, declared)] * 3, (64 * MiB, JSON_HEADERS)]  # chunked, sized
+        with RssWatch(pid, ceiling=start + 300 * MiB) as watch:
+            try:
+                answers = [client.post("/invocations", content=lazy_body(n), headers=h) for n, h in sends]
+                after = client.post("/invocations", json=GOOD)
+            except httpx.TransportError:
+                if not watch.killed:
+                    raise
+        print(f"service RSS: {start / MiB:.0f} MiB at start, peak {watch.peak / MiB:.0f} MiB")
+    assert not watch.killed, f"the service grew past {(watch.ceiling - start) / MiB:.0f} MiB over its start: stopped"
+    for answer in answers:
+        assert answer.status_code == 413, answer.text[:200]
+        error = answer.json()
+        assert error["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
+        assert "max_body_bytes" in error["message"] and f"{4 * MiB:,} bytes" in error["message"]
+    assert after.status_code == 200 and len(after.json()["predictions"]) == 1
+    assert watch.peak - start < 300 * MiB
+
+
+BAD_BODIES: list[tuple[str | bytes, str]] = [
+    ('{"dataframe_split": {"columns": ["distance"', "application/json"),
+    ("[" * 100_000 + "]" * 100_000, "application/json"),
+    (json.dumps(split([1.0, 18, "AA", "JFK"])).replace("1.0", "1e400"), "application/json"),
+    (json.dumps(split([1.0, 18, "AA", "JFK"])).replace("18", "1" + "0" * 400), "application/json"),
+    (json.dumps(split([1.0, 18, "AA", "\ud800"])).encode() + b"\xed\xa0\x80", "application/json"),
+    (json.dumps({"dataframe_split": {"columns": ["a"] * 200_000, "data": []}}), "application/json"),  # n² before
+    (b"", "application/json"),
+    (json.dumps(GOOD), "text/plain"),
+    (b" " * (4 * MiB + 1), "application/json"),
+]
+
+
+def test_valid_requests_are_answered_during_and_after_a_burst_of_bad_ones(url: str, offline: Any) -> None:
+    expected = mlflow_answer(offline, GOOD)
+    good: list[int] = []
+    done = threading.Event()
+
+    def steady_client() -> None:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while not done.is_set():
+                answer = client.post("/invocations", json=GOOD)
+                good.append(answer.status_code if answer.json() == expected else -answer.status_code)
+
+    thread = threading.Thread(target=steady_client, daemon=True)
+    thread.start()
+    bad: list[int] = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(10):
+            for body, content_type in BAD_BODIES:
+                answer = client.post("/invocations", content=body, headers={"Content-Type": content_type})
+                bad.append(answer.status_code)
+        during = len(good)
+        done.set()
+        thread.join(timeout=30)
+        after = client.post("/invocations", json=GOOD)
+    assert all(400 <= status < 500 for status in bad), sorted(set(bad))
+    assert during > 0 and set(good) == {200}, sorted(set(good))
+    assert after.status_code == 200 and after.json() == expected

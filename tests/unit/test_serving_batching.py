@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from mlops.serving.batching import BatcherClosed, MicroBatcher
+from mlops.serving.batching import QUEUE_BATCHES, BatcherClosed, BatcherFull, MicroBatcher
 
 pytestmark = pytest.mark.unit
 
@@ -328,7 +328,52 @@ def test_stop_while_collecting_fails_the_collected_callers() -> None:
     assert all(isinstance(r, BatcherClosed) for r in run(main))
 
 
+def test_a_full_queue_refuses_at_once_and_takes_items_again_once_drained() -> None:
+    async def main(loop: FakeClockLoop) -> tuple[list[Any], int, list[list[int]]]:
+        gate = Gate(loop)
+        async with MicroBatcher(gate, max_batch_size=1, max_wait_ms=0, max_queue=2) as batcher:
+            first = asyncio.ensure_future(batcher.submit(1))
+            assert await gate.started.get() == [1]  # held in the worker thread; the queue is empty
+            queued = submit_all(batcher, [2, 3])
+            await one_pass()  # 2 and 3 fill the queue
+            with pytest.raises(BatcherFull, match="2 requests"):
+                await batcher.submit(4)  # refused without waiting
+            gate.release(3)
+            answered = [await first, *await queued]
+            gate.release()
+            return answered, await batcher.submit(5), gate.batches
+
+    answered, later, batches = run(main)
+    assert answered == [2, 4, 6] and later == 10
+    assert batches == [[1], [2], [3], [5]]  # the refused item never reached `process`
+
+
+def test_the_batch_being_collected_does_not_count_against_the_queue() -> None:
+    recorder = Recorder()
+
+    async def main(loop: FakeClockLoop) -> list[Any]:
+        async with MicroBatcher(recorder, max_batch_size=4, max_wait_ms=FOREVER_MS, max_queue=1) as batcher:
+            calls = []
+            for i in range(3):  # one at a time: each is taken into the batch before the next arrives
+                calls.append(asyncio.ensure_future(batcher.submit(i)))
+                deadline = await loop.timers.get()  # the batcher took item i and waits for more
+            loop.advance_to(deadline)
+            return await asyncio.gather(*calls)
+
+    assert run(main) == [0, 2, 4]
+    assert recorder.batches == [[0, 1, 2]]
+
+
+def test_the_queue_defaults_to_a_few_batches() -> None:
+    assert MicroBatcher(Recorder(), max_batch_size=4, max_wait_ms=0).max_queue == QUEUE_BATCHES * 4
+
+
 @pytest.mark.parametrize(("size", "wait"), [(0, 1.0), (1, -1.0)])
 def test_settings_are_checked(size: int, wait: float) -> None:
     with pytest.raises(ValueError):
         MicroBatcher(Recorder(), max_batch_size=size, max_wait_ms=wait)
+
+
+def test_max_queue_is_checked() -> None:
+    with pytest.raises(ValueError, match="max_queue"):
+        MicroBatcher(Recorder(), max_batch_size=1, max_wait_ms=0, max_queue=0)

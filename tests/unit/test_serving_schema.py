@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -110,6 +111,23 @@ def test_bad_requests_are_refused_with_the_problem_named(body: str | bytes, stat
     answer = json.loads(caught.value.to_json())
     assert answer == {"error_code": caught.value.error_code, "message": caught.value.message}
     assert answer["error_code"] == ("BAD_REQUEST" if status == 400 else "INVALID_PARAMETER_VALUE")
+
+
+def test_many_duplicate_column_names_are_refused_without_quadratic_work() -> None:
+    names = ["distance", "distance"] + [f"c{i}" for i in range(100_000)]  # ≈ 1 MB; n² took minutes
+    body = json.dumps({"dataframe_split": {"columns": names, "data": []}})
+    refused: list[RequestError] = []
+
+    def parse() -> None:
+        try:
+            parse_request(body, COLUMNS)
+        except RequestError as exc:
+            refused.append(exc)
+
+    worker = threading.Thread(target=parse, daemon=True)
+    worker.start()
+    worker.join(timeout=10)  # a hang guard, not a timing bound: linear work takes milliseconds
+    assert refused and refused[0].message.endswith("duplicate column names: ['distance']")
 
 
 def test_to_frame_concatenates_requests_in_order_with_mlflow_dtypes() -> None:
