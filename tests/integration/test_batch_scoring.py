@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import date
 
 import mlflow
@@ -156,3 +157,48 @@ def test_without_a_champion_the_run_fails_at_once_naming_the_alias(isolated, mon
 def test_a_file_and_a_window_at_once_is_refused(isolated):
     with pytest.raises(ValueError, match="not both"):
         batch_scoring(input_path="x.csv", as_of=date(2013, 3, 1))
+
+
+@pytest.mark.parametrize("kind", ["empty_file", "truncated_file", "unreadable_file"])
+def test_a_damaged_input_file_is_refused_up_front_and_nothing_is_written(kind, champion, february, isolated):
+    name = "damaged.parquet" if kind == "unreadable_file" else "damaged.csv"
+    path = isolated / name
+    if kind == "empty_file":
+        path.write_bytes(b"")
+    elif kind == "truncated_file":
+        text = february.head(200).to_csv(index=False)
+        path.write_text(text[: len(text) // 2])
+    else:
+        february.head(200).to_parquet(path)
+        path.write_bytes(path.read_bytes()[:-100])  # the footer is gone: a copy cut short
+    output = isolated / "out" / "never.parquet"
+    state = batch_scoring(input_path=str(path), output_path=str(output), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ScoringInputError) as err:
+        state.result()
+    assert kind in {v.rule for v in err.value.violations}
+    assert not (isolated / "out").exists() and not (isolated / "state" / "scores").exists()
+    assert kind in read_artifacts(state.state_details.flow_run_id)["scoring-input"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 128 KiB tmpfs (this suite runs as root, as CI does); unmounted afterwards."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs to fill a disk (needs root): {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_disk_that_fills_up_fails_cleanly_and_leaves_no_output_that_looks_complete(champion, february, isolated, small_disk):
+    february.to_parquet(isolated / "february.parquet")  # its predictions need more than the 128 KiB disk holds
+    output = small_disk / "scores.parquet"
+    state = batch_scoring(input_path=str(isolated / "february.parquet"), output_path=str(output), chunk_rows=2_000,
+                          return_state=True)
+    assert state.is_failed()
+    with pytest.raises(OSError, match="No space left"):
+        state.result()
+    assert list(small_disk.iterdir()) == []  # neither the output, its rejects, nor a partial file
