@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from prefect import flow, runtime
 from pydantic import Field
 
-from mlops.domain import scoring
 from mlops.config import load_config
+from mlops.domain import scoring
+from tasks.runs import require_servers
 from tasks.scoring import check_input, extract_scoring_window, fetch_model, locate_input, publish_scoring_report, score_input
 
 
@@ -26,7 +27,7 @@ def batch_scoring(
     input_path: str | None = None,
     as_of: date | None = None,
     window_months: Annotated[int | None, Field(ge=1)] = None,
-    version: Annotated[str | None, Field(coerce_numbers_to_str=True)] = None,
+    version: int | str | None = None,
     output_path: str | None = None,
     chunk_rows: Annotated[int, Field(ge=1)] = scoring.DEFAULT_CHUNK_ROWS,
     native_threads: Annotated[int | None, Field(ge=1)] = None,
@@ -57,6 +58,7 @@ def batch_scoring(
     if input_path and (as_of or window_months):
         raise ValueError("give input_path, or as_of/window_months for a window of the configured source, not both")
     config = load_config()
+    require_servers(config)
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
     try:
         if input_path:
@@ -65,7 +67,7 @@ def batch_scoring(
             as_of_text = as_of.isoformat() if as_of else config.window.as_of
             source = extract_scoring_window(config, as_of_text, window_months or config.window.months, workdir, chunk_rows)
         check_input(config, source)
-        model = fetch_model(config, version, workdir)
+        model = fetch_model(config, None if version is None else str(version), workdir)
         output = (
             Path(output_path).expanduser().resolve()
             if output_path

@@ -6,10 +6,12 @@ from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
+from prefect.concurrency.sync import concurrency
 from prefect.transactions import transaction
 
 from mlops import render
-from mlops.config import load_config
+from mlops.adapters.registry import VersionRef
+from mlops.config import Config, load_config
 from mlops.domain.checks import Check
 from tasks.delivery import (
     GatesFailed,
@@ -18,18 +20,24 @@ from tasks.delivery import (
     load_holdout,
     promote,
     run_load_test,
-    tag_rejected,
+    tag_decision,
     verify_contract,
     verify_live_performance,
     wait_for_version,
 )
-from tasks.infra import current_outputs, deploy_environment
+from tasks.infra import deploy_environment, serving_version
+from tasks.runs import ensure_locks, environment_locks, require_servers
 
 PROMOTED, REJECTED, ROLLED_BACK = "mlops.deployment.promoted", "mlops.deployment.rejected", "mlops.deployment.rolled_back"
 
 
-@flow(name="continuous-delivery", flow_run_name="cd-{model_name}-v{version}")
-def continuous_delivery(version: str, model_name: str | None = None) -> State:
+def _run_name() -> str:
+    params = runtime.flow_run.parameters
+    return f"cd-{params.get('model_name') or load_config().tracking.model_name}-v{params['version']}"
+
+
+@flow(name="continuous-delivery", flow_run_name=_run_name)
+def continuous_delivery(version: int | str, model_name: str | None = None, force: bool = False) -> State:
     """Deliver one registered model version to production, or reject it with reasons.
 
     Staging is planned and applied with Terraform (the saved plan is what gets applied), then the
@@ -43,18 +51,36 @@ def continuous_delivery(version: str, model_name: str | None = None) -> State:
     with the reason. Re-running for the version that already serves production is a no-op.
 
     Args:
-        version: The MLflow model version to deliver (e.g. "3").
+        version: The MLflow model version to deliver, e.g. 3 (a number or its text: the registry's events
+            and `prefect deployment run --param version=3` send either).
         model_name: The registered model; default: `tracking.model_name` in the config.
+        force: Deliver again a version that already has a decision (promoted or rejected). Without it such
+            a run is a no-op, so a late webhook or a reconciliation never decides twice.
     """
-    logger = get_run_logger()
     config = load_config()
     name, version = model_name or config.tracking.model_name, str(version)
+    require_servers(config)
     candidate = wait_for_version(config, name, version)
+    locks = environment_locks()
+    ensure_locks(locks)
+    with concurrency(locks, occupy=1, strict=True):  # one delivery at a time per environment, in-process too
+        return _deliver(config, name, version, candidate, force)
+
+
+def _deliver(config: Config, name: str, version: str, candidate: VersionRef, force: bool) -> State:
+    """Everything after the version is READY, holding both environments."""
+    logger = get_run_logger()
+    candidate = wait_for_version(config, name, version)  # again, now that no other delivery runs: its decision tags
     champion = find_champion(config, name)
     previous = champion.version if champion else None
-    if previous == version and current_outputs(config, "production").get("model_version") == version:
+    if previous == version and serving_version(config, "production") == version:
         create_markdown_artifact(key="cd-decision", markdown=f"# {name} v{version} already serves production: nothing to do")
         return Completed(message=f"{name} v{version} already serves production", data={"status": "noop", "version": version})
+    decided = candidate.tags.get("deployment")
+    if decided and not force:  # one decision per version: a late webhook, a reconciliation, a second trigger
+        why = f"{name} v{version} was already {decided} ({candidate.tags.get('deployment_run', 'an earlier run')}); force=true delivers it again"
+        create_markdown_artifact(key="cd-decision", markdown=f"# {why}")
+        return Completed(message=why, data={"status": "noop", "version": version, "decision": decided})
 
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
     restore_to = previous if previous != version else None
@@ -83,6 +109,7 @@ def continuous_delivery(version: str, model_name: str | None = None) -> State:
                                                                "gates": [g.model_dump() for g in gates]})
     except Exception as exc:  # the gates passed but production or the alias move failed: rolled back, say so
         reason = f"rolled back after the gates passed: {type(exc).__name__}: {exc}"[:1000]
+        tag_decision(config, name, version, "rolled_back", gates, reason)
         emit_decision(ROLLED_BACK, "production", name, version, gates, reason)
         create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(
             name, version, f"rolled back; production back on {f'v{previous}' if previous else 'nothing'}", gates))
@@ -97,7 +124,7 @@ def continuous_delivery(version: str, model_name: str | None = None) -> State:
 
 def _reject(config, name: str, version: str, champion: str | None, gates: list[Check], reason: str) -> None:  # noqa: ANN001
     """After the rollback: tag the version rejected, say why and where staging went."""
-    tag_rejected(config, name, version, gates, reason)
+    tag_decision(config, name, version, "rejected", gates, reason)
     emit_decision(REJECTED, "staging", name, version, gates, reason)
     rolled_back = f"staging back to v{champion}" if champion else "staging destroyed (no champion yet)"
     create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, f"rejected; {rolled_back}", gates))

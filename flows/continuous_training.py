@@ -9,17 +9,16 @@ from typing import Any
 from prefect import flow, runtime, unmapped
 from prefect.artifacts import create_markdown_artifact
 
-from mlops.domain import modeling
-
 from mlops import render
 from mlops.adapters import registry
 from mlops.config import load_config
+from mlops.domain import modeling
 from tasks.data import extract_window, profile_data, split_data, validate_data
 from tasks.registry import finish_training_run, log_model, log_training_record, register_model, start_training_run
-from tasks.runs import tag_this_run
+from tasks.runs import require_servers, tag_this_run
 from tasks.training import (
-    engineer_features,
     compare_champion,
+    engineer_features,
     evaluate_model,
     fit_final_model,
     train_candidate,
@@ -63,6 +62,7 @@ def continuous_training(
         "prefect_flow_run_id": flow_run_id,
         "trigger_reason": reason,
     }
+    require_servers(config)
     tag_this_run([f"reason:{reason}", *([f"commit:{commit}"] if commit else [])])
     run_id = start_training_run(config, runtime.flow_run.name or "ct", lineage)
     try:

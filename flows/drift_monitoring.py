@@ -9,9 +9,10 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 
-from mlops.config import load_config
 from mlops import render
+from mlops.config import load_config
 from tasks.monitoring import DRIFT_EVENT, check_drift, emit_drift_detected, extract_windows, find_champion, log_drift_report
+from tasks.runs import require_servers
 
 
 def _run_name() -> str:
@@ -38,6 +39,7 @@ def drift_monitoring(as_of: date | None = None, window_months: int | None = None
     """
     config = load_config()
     months = window_months or config.drift.window_months
+    require_servers(config)
     champion = find_champion(config)
     if champion is None:
         create_markdown_artifact(key="drift-summary", markdown="# Drift monitoring\n\nNo champion yet: nothing to compare with.")

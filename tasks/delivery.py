@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
+from prefect import runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
@@ -139,6 +139,7 @@ def promote(config: Config, model_name: str, version: str, previous: str | None,
     try:
         registry.promote(client, model_name, version)
         client.set_model_version_tag(model_name, version, "deployment", "promoted")
+        client.set_model_version_tag(model_name, version, "deployment_run", str(runtime.flow_run.id))
         client.set_model_version_tag(model_name, version, "deployment_gates", render.checks_summary(gates))
     except Exception:
         # A failed step is not compensated by its own hook (only completed ones are): undo the alias here.
@@ -158,12 +159,12 @@ def _restore_alias(txn: Transaction) -> None:
 
 
 @task(**IO_RETRIES)
-def tag_rejected(config: Config, model_name: str, version: str, gates: list[Check], reason: str) -> None:
-    """Tag the version rejected with the reason; the champion and production are untouched."""
+def tag_decision(config: Config, model_name: str, version: str, status: str, gates: list[Check], reason: str) -> None:
+    """Tag the version `deployment=<rejected|rolled_back>` with the reason and this run; the champion is untouched."""
     client = registry.connect(config)
-    client.set_model_version_tag(model_name, version, "deployment", "rejected")
-    client.set_model_version_tag(model_name, version, "rejected", reason[:4000])
-    client.set_model_version_tag(model_name, version, "deployment_gates", render.checks_summary(gates))
+    for key, value in {"deployment": status, status: reason[:4000], "deployment_run": str(runtime.flow_run.id),
+                       "deployment_gates": render.checks_summary(gates)}.items():
+        client.set_model_version_tag(model_name, version, key, value)
 
 
 def emit_decision(event: str, environment: str, model_name: str, version: str, gates: list[Check], reason: str | None = None) -> None:

@@ -6,7 +6,6 @@ the version it served before (the champion), or destroys it when there was none.
 
 from __future__ import annotations
 
-from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -23,9 +22,12 @@ RESTORE_TO = "restore_to"  # transaction value: the version an environment goes 
 
 
 @task(retries=1, retry_delay_seconds=5)
-def current_outputs(config: Config, environment: str) -> dict[str, Any]:
-    """What an environment serves now (its Terraform outputs); {} when it does not exist."""
-    return environments.service_outputs(environments.initialise(config, environment))
+def serving_version(config: Config, environment: str) -> str | None:
+    """The version an environment serves and answers /ping with now; None when applied but down, or not applied."""
+    outputs = environments.current_service(config, environment)
+    if not outputs or not service_checks.is_healthy(outputs["endpoint"]):
+        return None
+    return str(outputs["model_version"])
 
 
 def apply_service(config: Config, environment: str, model_name: str, version: str) -> str:

@@ -15,9 +15,9 @@ from mlops.adapters import registry, sources
 from mlops.config import Config
 from mlops.domain import drift, modeling
 from mlops.domain.evaluation import predict_outputs
+from mlops.domain.record import Record
 from mlops.domain.window import Window, window_for
 from tasks.retries import IO_RETRIES
-from mlops.domain.record import Record
 
 DRIFT_EVENT = "mlops.drift.detected"
 

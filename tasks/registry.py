@@ -13,16 +13,15 @@ from prefect import task
 from prefect.artifacts import create_link_artifact
 from prefect.logging import get_run_logger
 
-from mlops.domain import modeling
-
 from mlops import render
 from mlops.adapters import registry
 from mlops.config import Config
+from mlops.domain import modeling
 from mlops.domain.evaluation import Evaluation, predict_outputs
 from mlops.domain.gates import GateDecision
+from mlops.domain.modeling import Candidate
 from tasks.data import Extract, Split
 from tasks.retries import IO_RETRIES
-from mlops.domain.modeling import Candidate
 
 
 @task(**IO_RETRIES)

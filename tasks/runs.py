@@ -5,6 +5,10 @@ from __future__ import annotations
 from prefect import runtime, task
 from prefect.client.orchestration import get_client
 
+from mlops.adapters import environments, registry
+from mlops.config import Config
+from tasks.retries import IO_RETRIES
+
 
 @task(retries=3, retry_delay_seconds=[2, 5, 15])
 def tag_this_run(tags: list[str]) -> None:
@@ -22,3 +26,27 @@ def remember_for_rollback(**values: object) -> None:
     if txn is not None:
         for key, value in values.items():
             txn.set(key, value)
+
+
+@task
+def require_servers(config: Config) -> None:
+    """Before any work: the tracking server answers, or the run fails at once naming its URL and the fix."""
+    registry.require_server(registry.tracking_uri(config))
+
+
+def environment_locks() -> list[str]:
+    """The global concurrency limits (one slot each) that serialise deliveries per environment."""
+    return [f"mlops-environment-{name}" for name in environments.NAMES]
+
+
+@task(**IO_RETRIES)
+def ensure_locks(names: list[str]) -> None:
+    """Create the one-slot global concurrency limits if missing (also in-process: an ephemeral server has none)."""
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                client.upsert_global_concurrency_limit_by_name(name, 1)
+            except ObjectAlreadyExists:  # another delivery created it between the read and the create
+                pass

@@ -16,13 +16,13 @@ from mlops import render
 from mlops.adapters import registry
 from mlops.config import Config
 from mlops.domain import modeling
-from mlops.domain.modeling import Candidate
 from mlops.domain.evaluation import Evaluation, compute_metrics, evaluate, predict_outputs
 from mlops.domain.gates import ChampionComparison, GateDecision, comparable_rows, compare_with_champion, decide
+from mlops.domain.modeling import Candidate
+from mlops.domain.record import Record
 from mlops.domain.split import held_out
 from tasks.data import Extract, Split
 from tasks.retries import IO_RETRIES
-from mlops.domain.record import Record
 
 
 class Features(Record):

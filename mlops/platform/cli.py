@@ -17,8 +17,15 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from mlops.adapters import registry
+    from mlops.config import load_config
     from mlops.serving.server import serve
 
+    try:  # before uvicorn starts workers that would each fail to load the model
+        registry.require_server(registry.tracking_uri(load_config()))
+    except registry.RegistryUnavailable as exc:
+        print(f"mlops serve: {exc}", file=sys.stderr)
+        return 2
     serve(model_uri=args.model_uri, host=args.host, port=args.port, workers=args.workers)
     return 0
 

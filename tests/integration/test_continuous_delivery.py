@@ -39,6 +39,11 @@ def delivery_config(isolated, monkeypatch):
         environments.destroy(config, name)
 
 
+def _lineage(tags: dict[str, str]) -> dict[str, str]:
+    """A version's lineage tags without its delivery decision (a copy is a new, undecided version)."""
+    return {k: v for k, v in tags.items() if not k.startswith("deployment") and k not in ("rejected", "rolled_back")}
+
+
 def _served_version(port: int) -> str:
     return str(httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).json()["model_version"])
 
@@ -60,7 +65,7 @@ def test_promotes_a_good_version_rejects_a_worse_one_and_rolls_back_a_failed_pro
 
     # A second version that the live gates refuse: floors no model reaches.
     client.create_model_version(MODEL, client.get_model_version(MODEL, "1").source, run_id=run.info.run_id,
-                                tags=client.get_model_version(MODEL, "1").tags)
+                                tags=_lineage(client.get_model_version(MODEL, "1").tags))
     strict = write_config(delivery_config, delivery_config.parent, {"gates.floors": {"roc_auc": 0.99}})
     monkeypatch.setenv("MLOPS_CONFIG", str(strict))
     rejected = continuous_delivery(version="2")
@@ -75,7 +80,7 @@ def test_promotes_a_good_version_rejects_a_worse_one_and_rolls_back_a_failed_pro
     # delivery transaction rolls back, so production never serves a version `champion` does not name.
     monkeypatch.setenv("MLOPS_CONFIG", str(delivery_config))
     client.create_model_version(MODEL, client.get_model_version(MODEL, "1").source, run_id=run.info.run_id,
-                                tags=client.get_model_version(MODEL, "1").tags)
+                                tags=_lineage(client.get_model_version(MODEL, "1").tags))
     real_promote = registry.promote
 
     def promote_then_fail(mlflow_client, name, number):
