@@ -44,8 +44,6 @@ def _run(command: str, env_file: Path) -> str:
 
 
 def test_each_deployment_run_command_is_accepted_as_written(stack, prefect_client, tmp_path: Path):
-    import os
-
     from prefect.states import Cancelled
 
     new_flights = tmp_path / "new_flights.parquet"  # the README's placeholder, made real
