@@ -51,6 +51,7 @@ class ServedModel:
     columns: tuple[Column, ...]
     predict_fn: PredictFn
     run_id: str | None = None
+    path: str = "sklearn"  # which prediction path scores: the raw sklearn estimator, or PyFuncModel.predict
 
     def predict(self, batch: Sequence[Rows]) -> list[bytes]:
         """Score all requests of `batch` in one call; one JSON answer body per request."""
@@ -69,6 +70,7 @@ class ServedModel:
             "model_version": self.ref.version,
             "run_id": self.run_id,
             "nullable_columns": [c.name for c in self.columns if c.nullable],
+            "prediction_path": self.path,
         }
 
 
@@ -181,11 +183,13 @@ def load_served_model(model: str | ModelRef) -> ServedModel:
     pyfunc_model = mlflow.pyfunc.load_model(ref.resolved_uri)
     predict_fn = fast_predict_fn(pyfunc_model)
     columns = probe_nullable(columns_from_signature(pyfunc_model.metadata.get_input_schema()), predict_fn)
+    path = "sklearn" if pyfunc_model.loader_module == "mlflow.sklearn" else "pyfunc"
     logger.info(
-        "serving %s (%s), %d input columns, null accepted in %s",
+        "serving %s (%s) on the %s path, %d input columns, null accepted in %s",
         ref.resolved_uri,
         ref.uri,
+        path,
         len(columns),
         [c.name for c in columns if c.nullable],
     )
-    return ServedModel(ref, columns, predict_fn, run_id=pyfunc_model.metadata.run_id)
+    return ServedModel(ref, columns, predict_fn, run_id=pyfunc_model.metadata.run_id, path=path)

@@ -6,6 +6,8 @@ Routes (the same as `mlflow models serve`, so either can stand behind the CD flo
 - `GET /version`: JSON with `mlflow_version`, the model URI served, the registered name and
   version it resolved to, and the run id. (`mlflow models serve` answers the bare MLflow
   version string here; a client that needs it reads `mlflow_version`.)
+- `GET /metrics`: Prometheus text format (`mlops/serving/metrics.py`): requests by route and
+  status, latency histogram, batch sizes, and the model version and prediction path served.
 - `POST /invocations`: `application/json` with `dataframe_split` or `dataframe_records`; answers
   `{"predictions": [...]}` exactly as `mlflow models serve` does for the same model. Errors answer
   `{"error_code", "message"}`: 400 for a body that is not a scoring request, 413 for a body over
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -37,6 +40,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlops.serving.batching import BatcherClosed, BatcherFull, MicroBatcher
+from mlops.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mlops.serving.metrics import ServiceMetrics
 from mlops.serving.model import ModelRef, ServedModel, limit_native_threads, load_served_model, resolve_model_uri
 from mlops.serving.schema import RequestError, Rows, parse_request
 
@@ -116,8 +121,9 @@ def create_app(
     request bytes held at once (503 + Retry-After past it; None: 16 bodies of `max_body_bytes`).
     """
     budget = ByteBudget(max_inflight_bytes or 16 * max_body_bytes)
+    metrics = ServiceMetrics(model.ref.name, model.ref.version, model.path)
     batcher: MicroBatcher[Rows, bytes] = MicroBatcher(
-        model.predict,
+        metrics.counting_batches(model.predict, lambda rows: rows.n_rows),
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,
@@ -138,6 +144,15 @@ def create_app(
         return Response(json.dumps(model.describe()), media_type=JSON)
 
     async def invocations(request: Request) -> Response:
+        started = time.perf_counter()
+        response = await _invocations(request)
+        metrics.observe("/invocations", response.status_code, started)
+        return response
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+    async def _invocations(request: Request) -> Response:
         try:
             media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if media_type != JSON:
@@ -172,6 +187,7 @@ def create_app(
         Route("/health", ping, methods=["GET"]),
         Route("/version", version, methods=["GET"]),
         Route("/invocations", invocations, methods=["POST"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
 

@@ -384,3 +384,21 @@ def test_fuzzed_requests_get_an_answer_never_a_server_error(
     else:
         assert 400 <= answer.status_code < 500
         assert set(payload) == {"error_code", "message"}
+
+
+def test_metrics_count_requests_by_status_batch_sizes_and_name_the_model(model: ServedModel) -> None:
+    async def main() -> str:
+        async with running(app_for(replace(model, ref=ModelRef("models:/m@champion", "models:/m/7", "m", "7")))) as client:
+            for _ in range(3):
+                assert (await client.post("/invocations", json=GOOD)).status_code == 200
+            assert (await client.post("/invocations", content=b"{", headers={"Content-Type": "application/json"})).status_code == 400
+            answer = await client.get("/metrics")
+            assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+            return answer.text
+
+    text = asyncio.run(main())
+    assert 'mlops_requests_total{route="/invocations",status="200"} 3.0' in text
+    assert 'mlops_requests_total{route="/invocations",status="400"} 1.0' in text
+    assert 'mlops_request_seconds_count{route="/invocations"} 4.0' in text
+    assert "mlops_batch_rows_count 3.0" in text and "mlops_batch_requests_sum 3.0" in text
+    assert 'mlops_model_info{model_name="m",model_version="7",path="sklearn"} 1.0' in text
