@@ -92,7 +92,8 @@ def verify_live_performance(
     offline_model = registry.load_model(candidate)
     offline = predict_outputs(offline_model, X, config.task)
     live = service_checks.predict_live(endpoint, X)
-    skew = float(np.max(np.abs(live - offline))) if len(live) == len(offline) else float("inf")
+    # Predictions of another shape (labels where probabilities were expected) are skew too, not a crash.
+    skew = float(np.max(np.abs(live - offline))) if np.shape(live) == np.shape(offline) else float("inf")
     classes = getattr(offline_model, "classes_", None)
     comparison = None
     if champion is not None and champion.version != candidate.version:

@@ -7,6 +7,7 @@ threaded in the same process: the task starts `locust --headless` and parses its
 from __future__ import annotations
 
 import csv
+import math
 import json
 import os
 import subprocess
@@ -71,11 +72,16 @@ def parse_stats(stats_csv: Path) -> LoadTestResult:
     return LoadTestResult(
         requests=int(row["Request Count"]),
         failures=int(row["Failure Count"]),
-        rps=float(row["Requests/s"]),
-        p50_ms=float(row["50%"]),
-        p95_ms=float(row["95%"]),
-        p99_ms=float(row["99%"]),
+        rps=_number(row["Requests/s"]),
+        p50_ms=_number(row["50%"]),
+        p95_ms=_number(row["95%"]),
+        p99_ms=_number(row["99%"]),
     )
+
+
+def _number(text: str) -> float:
+    """A figure of locust's CSV; "N/A" (no request finished) is NaN, which fails every SLO check."""
+    return math.nan if text.strip() in ("N/A", "") else float(text)
 
 
 def check_slos(result: LoadTestResult, slo: Slo) -> list[Check]:

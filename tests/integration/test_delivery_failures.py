@@ -1,0 +1,264 @@
+"""CD's failure paths in-process with the real parts: Terraform, `mlops serve`, locust, MLflow on SQLite.
+
+Every case is a real delivery that must end without moving anything: the version is tagged
+`rejected` with the reason, the `cd-decision` artifact says where staging went, and production
+still serves the champion (or, with none, nothing answers). The cases that need a champion share
+one per module (v1 from CT, promoted by CD); each test registers its own candidate next to it,
+so any one of them runs alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from flows.continuous_delivery import continuous_delivery
+from flows.continuous_training import continuous_training
+from mlops.adapters import environments, registry, sources
+from mlops.adapters import terraform as tf
+from mlops.config import PROJECT_ROOT, Config, load_config
+from mlops.domain import modeling
+from mlops.domain.evaluation import predict_outputs
+from mlops.domain.split import split_frame
+from mlops.platform.processes import free_port
+from tests.conftest import write_config
+from tests.integration.conftest import read_artifacts
+from tests.integration.test_continuous_delivery import (  # noqa: F401
+    MODEL,
+    _lineage,
+    _served_version,
+    delivery_config,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The module's store: its config file, and v1 serving production behind `champion`."""
+
+    path: Path
+    config: Config
+    version: str = "1"
+
+
+@pytest.fixture(scope="module")
+def champion(prefect_backend, tmp_path_factory) -> Iterator[Champion]:
+    """As `isolated` + `delivery_config`, for the whole module; then CT trains v1 and CD promotes it."""
+    tmp = tmp_path_factory.mktemp("delivery-failures")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLOPS_STATE_DIR", str(tmp / "state"))
+        mlflow.set_tracking_uri(uri)
+        path = write_config(PROJECT_ROOT / "mlops.yaml", tmp, {  # delivery_config's settings
+            "window": {"as_of": "2013-02-01", "months": 1},
+            "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+            "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
+            "serving.staging_port": free_port(),
+            "serving.production_port": free_port(),
+        })
+        patch.setenv("MLOPS_CONFIG", str(path))
+        config = load_config(path)
+        try:
+            assert continuous_training(as_of=date(2013, 2, 1), window_months=1)["version"] == "1"
+            assert continuous_delivery(version="1")["status"] == "promoted"
+            yield Champion(path, config)
+        finally:
+            for name in environments.NAMES:  # stops the services Terraform started
+                environments.destroy(config, name)
+            mlflow.set_tracking_uri(None)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _copy_of_champion(champion: Champion) -> str:
+    """A new, undecided version of the champion's own model (its lineage, no decision tags)."""
+    client = MlflowClient()
+    found = client.get_model_version(MODEL, champion.version)
+    return str(client.create_model_version(MODEL, found.source, run_id=found.run_id, tags=_lineage(found.tags)).version)
+
+
+def _january_fitted_part(config: Config) -> pd.DataFrame:
+    """The rows CT fits on for the config's window (January 2013): everything before the holdout."""
+    return split_frame(sources.load_labelled_window(config, None).frame, config)[0]
+
+
+def _fit(config: Config, train: pd.DataFrame, **params: Any):
+    """A pipeline built and fitted with the domain's own functions, as CT builds one."""
+    X, y = modeling.features_and_target(train, config)
+    preprocessor = modeling.build_preprocessor(config).fit(X)
+    return modeling.assemble_model(preprocessor, modeling.fit_estimator(config, params, preprocessor.transform(X), y))
+
+
+def _register(config: Config, model: Any, example: pd.DataFrame, tags: dict[str, str], log=registry.log_model) -> str:
+    """Log `model` into a new run with `log` (default: the project's `log_model`) and register it; returns the version."""
+    client = registry.connect(config)
+    with mlflow.start_run() as run:
+        uri = log(model, example, predict_outputs(model, example, config.task), config)
+    return registry.register(client, uri, run.info.run_id, config, tags)
+
+
+def _deliver(version: str):
+    """One CD run; its final state, the `cd-decision` artifact and the version's tags after it."""
+    state = continuous_delivery(version=version, return_state=True)
+    decision = read_artifacts(state.state_details.flow_run_id)["cd-decision"]
+    return state, decision, MlflowClient().get_model_version(MODEL, version).tags
+
+
+def _rejected(state) -> str:
+    """The reason of a run that ended Rejected (completed, nothing moved)."""
+    assert state.is_completed() and state.name == "Rejected", state
+    result = state.result()
+    assert result["status"] == "rejected", result
+    return result["reason"]
+
+
+def _production_untouched(champion: Champion) -> None:
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion.version
+    assert client.get_model_version(MODEL, champion.version).tags["deployment"] == "promoted"
+    assert _served_version(champion.config.serving.production_port) == champion.version
+
+
+# --- no champion yet ------------------------------------------------------------------------------
+
+
+def _log_with_float32_inputs(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -> str:
+    """As `registry.log_model`, except that the signature declares the numeric inputs float32, not double.
+
+    The service casts each request to the signature's types, so it scores float32-rounded weather
+    values where the model was trained (and is evaluated offline) on float64 ones: a train/serve
+    skew of the real kind, invisible to the contract and to the floors.
+    """
+    example = example.astype({c: "float32" for c in config.dataset.numeric})
+    info = mlflow.sklearn.log_model(
+        model, name="model", signature=infer_signature(example, outputs), input_example=example.head(5),
+        serialization_format="skops", skops_trusted_types=registry.TRUSTED_TYPES, pyfunc_predict_fn="predict_proba",
+    )
+    return info.model_uri
+
+
+def test_a_skewed_first_version_is_rejected_and_staging_is_destroyed(delivery_config):  # noqa: F811
+    config = load_config(delivery_config)
+    train = _january_fitted_part(config)
+    model = _fit(config, train, **modeling.candidate_grid(config)[0])
+    example = modeling.features_and_target(train.head(200), config)[0]
+    version = _register(config, model, example, tags={}, log=_log_with_float32_inputs)  # by hand: the config's window
+
+    state, decision, tags = _deliver(version)
+
+    reason = _rejected(state)
+    assert "live performance" in reason and "train/serve skew" in reason, reason
+    assert "floor" not in reason and "contract" not in reason and "load test" not in reason, reason
+    assert "rejected; staging destroyed (no champion yet)" in decision
+    assert tags["deployment"] == "rejected" and "train/serve skew" in tags["rejected"]
+    assert registry.champion(MlflowClient(), MODEL) is None
+    assert not _answers(config.serving.staging_port)  # the rollback destroyed staging
+    assert not _answers(config.serving.production_port)  # and production never existed
+
+
+# --- against the champion --------------------------------------------------------------------------
+
+
+def test_a_failing_load_test_rejects_and_staging_returns_to_the_champion(champion, monkeypatch):
+    version = _copy_of_champion(champion)  # as good as the champion: only the SLO can fail
+    impossible = write_config(champion.path, champion.path.parent, {"slo.min_rps": 1_000_000})
+    monkeypatch.setenv("MLOPS_CONFIG", str(impossible))
+
+    state, decision, tags = _deliver(version)
+
+    reason = _rejected(state)
+    assert "load test" in reason and "throughput rps" in reason, reason
+    assert "live performance" not in reason and "contract" not in reason, reason
+    assert f"rejected; staging back to v{champion.version}" in decision
+    assert tags["deployment"] == "rejected" and "load test" in tags["rejected"]
+    _production_untouched(champion)
+    assert _served_version(champion.config.serving.staging_port) == champion.version
+
+
+def test_a_staging_apply_that_fails_rejects_the_version_and_fails_the_run(champion, monkeypatch, tmp_path):
+    version = _copy_of_champion(champion)
+    # The real Terraform for every command but `apply`, which fails as a broken provider or a full disk would.
+    wrapper = tmp_path / "terraform"
+    wrapper.write_text(f'#!/bin/sh\nif [ "$1" = apply ]; then echo "injected: apply refused" >&2; exit 1; fi\n'
+                       f'exec "{tf.terraform_bin()}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(tf.TERRAFORM_ENV, str(wrapper))
+
+    state, decision, tags = _deliver(version)
+
+    assert state.is_failed() and "injected: apply refused" in str(state.message), state
+    assert "staging deployment" in decision and "TerraformError" in decision
+    assert tags["deployment"] == "rejected" and "staging deployment" in tags["rejected"]
+    assert "injected: apply refused" in tags["rejected"]
+    monkeypatch.delenv(tf.TERRAFORM_ENV)  # the real Terraform again, to read what serves where
+    _production_untouched(champion)
+    assert _served_version(champion.config.serving.staging_port) == champion.version  # the failed apply changed nothing
+
+
+def test_a_candidate_above_the_floors_that_loses_to_the_champion_is_rejected(champion):
+    config = champion.config
+    train = _january_fitted_part(config)
+    weak = _fit(config, train, max_iter=3, max_leaf_nodes=3, learning_rate=0.5)  # ≈ 0.63 roc_auc: above the 0.6 floor
+    lineage = _lineage(MlflowClient().get_model_version(MODEL, champion.version).tags)  # compared on the champion's holdout
+    version = _register(config, weak, modeling.features_and_target(train.head(200), config)[0], lineage)
+
+    state, decision, tags = _deliver(version)
+
+    reason = _rejected(state)
+    assert "live performance" in reason and "gain roc_auc over champion" in reason, reason
+    assert "floor" not in reason and "train/serve skew" not in reason, reason
+    assert f"rejected; staging back to v{champion.version}" in decision
+    assert tags["deployment"] == "rejected" and "gain roc_auc over champion" in tags["rejected"]
+    _production_untouched(champion)
+    assert _served_version(config.serving.staging_port) == champion.version
+
+
+def _log_with_mlflow_defaults(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -> str:
+    """The champion's pipeline logged by hand with MLflow's default `pyfunc_predict_fn`: the service answers class labels."""
+    example = example.astype({c: "float64" for c in config.dataset.numeric})
+    info = mlflow.sklearn.log_model(
+        model, name="model", signature=infer_signature(example, model.predict(example)), input_example=example.head(5),
+        serialization_format="skops", skops_trusted_types=registry.TRUSTED_TYPES,
+    )
+    return info.model_uri
+
+
+def test_a_service_that_breaks_the_output_contract_is_rejected(champion):
+    config = champion.config
+    found = registry.version(registry.connect(config), MODEL, champion.version)
+    model = registry.load_model(found)
+    example = modeling.features_and_target(_january_fitted_part(config).head(200), config)[0]
+    version = _register(config, model, example, _lineage(found.tags), log=_log_with_mlflow_defaults)
+
+    state, decision, tags = _deliver(version)
+
+    # Labels where class probabilities are declared: the contract's valid-row cases fail, and the live
+    # predictions' shape differs from the offline model's (skew, not a crash): a clean rejection.
+    assert state.is_completed() and state.name == "Rejected", state
+    assert "| contract | **FAIL** |" in decision and f"rejected; staging back to v{champion.version}" in decision, decision
+    cases = read_artifacts(state.state_details.flow_run_id)["contract-tests"]
+    assert "valid rows (dataframe_split)" in cases and "valid rows (dataframe_records)" in cases
+    assert tags["deployment"] == "rejected" and tags["rejected"].startswith("contract: ")
+    assert "failed: valid rows (dataframe_split), valid rows (dataframe_records)" in tags["rejected"]
+    _production_untouched(champion)
+    assert _served_version(config.serving.staging_port) == champion.version
