@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 import uuid
@@ -41,14 +42,18 @@ def signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None = None) -> str | None:
-    """None when the delivery is authentic and fresh; otherwise what is wrong with it."""
+    """None when the delivery is authentic and fresh; otherwise what is wrong with it (never the secret)."""
     delivery_id, timestamp = headers.get("x-mlflow-delivery-id"), headers.get("x-mlflow-timestamp")
     given = headers.get("x-mlflow-signature")
     if not (delivery_id and timestamp and given):
         return "missing X-MLflow-Delivery-Id, X-MLflow-Timestamp or X-MLflow-Signature header"
-    if not timestamp.isdigit() or abs((now or time.time()) - int(timestamp)) > MAX_CLOCK_SKEW_S:
+    # isascii: str.isdigit() accepts digits such as "²" that int() refuses.
+    now = time.time() if now is None else now
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(now - int(timestamp)) > MAX_CLOCK_SKEW_S:
         return "timestamp missing or more than 5 minutes off: possible replay"
-    if not hmac.compare_digest(given, signature(secret, delivery_id, timestamp, body)):
+    # Constant time, on bytes: compare_digest refuses non-ASCII str, which a forged header may hold.
+    expected = signature(secret, delivery_id, timestamp, body).encode()
+    if not hmac.compare_digest(given.encode(), expected):
         return "signature does not match"
     return None
 
@@ -81,7 +86,14 @@ async def emit_to_prefect(event: dict[str, Any], event_id: uuid.UUID) -> None:
 
 def create_app(secret: str, emit: Emitter = emit_to_prefect) -> Starlette:
     """The receiver: POST /mlflow/webhook (signed deliveries), GET /health."""
-    seen: OrderedDict[str, None] = OrderedDict()  # delivery ids already handled: MLflow retries
+    # Delivery ids handled or being handled, with their signed timestamps: MLflow retries, and a
+    # captured delivery can be replayed. An id is kept while its timestamp is fresh: after that
+    # `verify` refuses the replay, and the signature binds id and timestamp together.
+    seen: OrderedDict[str, int] = OrderedDict()
+
+    def forget_stale(now: float) -> None:
+        while seen and (now - next(iter(seen.values())) > 2 * MAX_CLOCK_SKEW_S or len(seen) > 100_000):
+            seen.popitem(last=False)
 
     async def webhook(request: Request) -> JSONResponse:
         body = await request.body()
@@ -90,7 +102,9 @@ def create_app(secret: str, emit: Emitter = emit_to_prefect) -> Starlette:
             logger.warning("refused a delivery: %s", problem)
             return JSONResponse({"error": problem}, status_code=401)
         delivery_id = request.headers["x-mlflow-delivery-id"]
+        forget_stale(time.time())
         if delivery_id in seen:
+            logger.info("ignored a repeated delivery %s", delivery_id)
             return JSONResponse({"status": "duplicate", "delivery_id": delivery_id})
         try:
             event = registered_event(json.loads(body))
@@ -100,10 +114,12 @@ def create_app(secret: str, emit: Emitter = emit_to_prefect) -> Starlette:
             return JSONResponse({"status": "ignored"})
         # One delivery, one event id: a retried delivery cannot start a second CD run.
         event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"mlflow-delivery:{delivery_id}")
-        await emit(event, event_id)
-        seen[delivery_id] = None
-        while len(seen) > 10_000:
-            seen.popitem(last=False)
+        seen[delivery_id] = int(request.headers["x-mlflow-timestamp"])  # before the await: a concurrent copy is a duplicate
+        try:
+            await emit(event, event_id)
+        except BaseException:
+            seen.pop(delivery_id, None)  # not delivered: MLflow's retry (on the 500) may try again
+            raise
         logger.info("emitted %s for %s", event["event"], event["resource"]["prefect.resource.id"])
         return JSONResponse({"status": "emitted", "event_id": str(event_id), "resource": event["resource"]["prefect.resource.id"]})
 
@@ -114,11 +130,15 @@ def create_app(secret: str, emit: Emitter = emit_to_prefect) -> Starlette:
 
 
 def read_or_create_secret(path: Path) -> str:
-    """The shared HMAC secret, generated once with 0600 permissions."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32))
+    """The shared HMAC secret, generated once: the file 0600, its directory 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made before (or by a concurrent `up`)
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
 
 

@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any
 
-from mlops.platform import stack
 from mlops.config import Config, load_config
+from mlops.platform import stack
 
 CT, CD, DRIFT = "continuous-training/retrain", "continuous-delivery/deploy-model", "drift-monitoring/scheduled"
 SUMMER = "2013-08-01"  # the drift check looks at the month before this: July
@@ -108,7 +108,12 @@ def run_demo() -> int:
         return 1
     os.environ.update(settings.client_env())
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    config = load_config()
+    with settings.prefect_settings():  # `up` imported Prefect before the environment named this stack
+        return _run_loop(settings, load_config())
+
+
+def _run_loop(settings: stack.StackSettings, config: Config) -> int:
+    """CT → CD, July drift → CT → CD, through deployments and automations only; prints the timeline."""
     from prefect.deployments import run_deployment
 
     timeline = Timeline()

@@ -3,11 +3,16 @@
 `stack_settings()` is mlops.yaml's `stack:` section (and its state dir) overridden by the
 environment; nothing else reads these variables. `StackSettings.client_env()` writes them, so a
 shell that sources `<state>/env`, and every process of the stack, find the same stack again.
+
+The stack's credentials (Prefect's API auth string, MLflow's admin password) are generated once
+by `ensure_credentials()` into `<state>/secrets/` (0700, each file 0600) and handed to clients
+only through the environment (`client_env()`), never on a command line.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,10 +34,20 @@ PORT_ENV = {"prefect": PREFECT_PORT_ENV, "mlflow": MLFLOW_PORT_ENV, "worker": WO
 CONFIG_ENV = "MLOPS_CONFIG"  # which mlops.yaml (mlops/config.py)
 CI_CHECKS_ENV = "MLOPS_CI_CHECKS"  # the checks the post-commit hook asks CI for (post-commit.sh)
 
+# The clients' credentials for this stack (written by `client_env`); their values are secrets.
+PREFECT_AUTH_ENV = "PREFECT_API_AUTH_STRING"  # basic auth "user:password"; the server's is PREFECT_SERVER_API_AUTH_STRING
+MLFLOW_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+MLFLOW_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+PREFECT_USER = "mlops"
+MLFLOW_ADMIN = "mlops-admin"  # the basic-auth app's admin: registry webhooks are admin-only
+
+HEARTBEAT_ENV, HEARTBEAT_SECONDS = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY", 30  # Prefect's minimum; see client_env
 # Inherited settings that would point a process at somebody else's server, profile, store or stack.
 FOREIGN_ENV = (
     "PREFECT_API_URL",
     "PREFECT_API_KEY",
+    PREFECT_AUTH_ENV,
+    "PREFECT_SERVER_API_AUTH_STRING",
     "PREFECT_PROFILE",
     "PREFECT_PROFILES_PATH",
     "PREFECT_HOME",
@@ -41,12 +56,41 @@ FOREIGN_ENV = (
     "PREFECT_API_DATABASE_CONNECTION_URL",
     "MLFLOW_TRACKING_URI",
     "MLFLOW_REGISTRY_URI",
+    MLFLOW_USERNAME_ENV,
+    MLFLOW_PASSWORD_ENV,
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_AUTH_CONFIG_PATH",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
     STATE_DIR_ENV,
     PROJECT_ROOT_ENV,
     *PORT_ENV.values(),
+    HEARTBEAT_ENV,
 )
 
 _DEFAULTS = Stack()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (0600), in a directory made 0700 if new."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # a file made before by something else keeps its mode otherwise
+        out.write(text)
+
+
+def private_secret(path: Path, length: int = 32) -> str:
+    """The random secret in `path`: made once (0600, in a 0700 dir), then read."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made before, or by a concurrent `up`
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(length))
+    return path.read_text().strip()
 
 
 class _Below:
@@ -99,6 +143,23 @@ class StackSettings(BaseModel):
     def webhook_secret_file(self) -> Path:
         return self.secrets_dir / "webhook_secret"
 
+    # The stack's credentials, below `secrets_dir`: made by `ensure_credentials`.
+    @property
+    def prefect_password_file(self) -> Path:
+        return self.secrets_dir / "prefect-api-password"
+
+    @property
+    def mlflow_password_file(self) -> Path:
+        return self.secrets_dir / "mlflow-admin-password"
+
+    @property
+    def mlflow_flask_key_file(self) -> Path:
+        return self.secrets_dir / "mlflow-flask-secret-key"  # MLflow's auth app signs its CSRF tokens with it
+
+    @property
+    def mlflow_auth_config(self) -> Path:
+        return self.secrets_dir / "mlflow-basic-auth.ini"  # MLFLOW_AUTH_CONFIG_PATH; holds the admin password
+
     # Where each part keeps its files, below the state dir.
     prefect_home: ClassVar[_Below] = _Below("prefect")
     mlflow_dir: ClassVar[_Below] = _Below("mlflow")
@@ -107,8 +168,48 @@ class StackSettings(BaseModel):
     secrets_dir: ClassVar[_Below] = _Below("secrets")  # 0700; each secret file 0600
     env_file: ClassVar[_Below] = _Below("env")  # `source` me
 
+    def ensure_credentials(self) -> None:
+        """Generate the stack's credentials once (`secrets_dir` 0700, each file 0600) and MLflow's auth config."""
+        password = private_secret(self.mlflow_password_file)
+        private_secret(self.prefect_password_file)
+        private_secret(self.mlflow_flask_key_file)
+        # Read by MLflow's auth app; the admin password only matters the first time (empty user store).
+        write_private(self.mlflow_auth_config, "\n".join([
+            "[mlflow]",
+            "default_permission = NO_PERMISSIONS",  # a user MLflow knows but was granted nothing can do nothing
+            f"database_uri = sqlite:///{self.mlflow_dir / 'basic_auth.db'}",
+            f"admin_username = {MLFLOW_ADMIN}",
+            f"admin_password = {password}",
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            "",
+        ]))
+
+    def credential_env(self) -> dict[str, str]:
+        """The clients' credentials for this stack; {} before `ensure_credentials` made them."""
+        try:
+            prefect_password = self.prefect_password_file.read_text().strip()
+            mlflow_password = self.mlflow_password_file.read_text().strip()
+        except FileNotFoundError:
+            return {}
+        return {
+            PREFECT_AUTH_ENV: f"{PREFECT_USER}:{prefect_password}",
+            MLFLOW_USERNAME_ENV: MLFLOW_ADMIN,
+            MLFLOW_PASSWORD_ENV: mlflow_password,
+        }
+
+    def prefect_settings(self) -> Any:
+        """A context in which this process's Prefect client talks to this stack, authenticated.
+
+        Prefect reads its settings from the environment once, when it is first imported: a process
+        that imported Prefect before it knew the stack (as `up` does) must use this, not os.environ.
+        """
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        return temporary_settings(updates={PREFECT_API_URL: self.prefect_api_url,
+                                           PREFECT_API_AUTH_STRING: self.credential_env()[PREFECT_AUTH_ENV]})
+
     def client_env(self) -> dict[str, str]:
-        """What a shell or a flow run needs to use this stack (also written to `<state>/env`)."""
+        """What a shell or a flow run needs to use this stack, credentials included (also written to `<state>/env`, 0600)."""
         return {
             "PREFECT_API_URL": self.prefect_api_url,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
@@ -119,6 +220,10 @@ class StackSettings(BaseModel):
             MLFLOW_PORT_ENV: str(self.mlflow_port),
             WORKER_PORT_ENV: str(self.worker_port),
             RECEIVER_PORT_ENV: str(self.receiver_port),
+            # Flow runs heartbeat every 30 s (Prefect's default is 180): the zombie-run automation
+            # (deployments/automations.yaml) crashes a run silent for 90 s, so every client of this stack sets it.
+            HEARTBEAT_ENV: str(HEARTBEAT_SECONDS),
+            **self.credential_env(),
         }
 
 

@@ -2,7 +2,9 @@
 
 Everything binds to 127.0.0.1 and everything it writes (databases, artifacts, logs, pid files,
 secrets) lives under the state dir, `.mlops/` by default. Each part runs detached in its own
-session and is tracked by a pid file, so `down` stops it with all its children. Where the stack
+session and is tracked by a pid file, so `down` stops it with all its children. Both servers
+require credentials (Prefect's API auth string, MLflow's basic-auth app), generated under
+`<state>/secrets/` and given to every client through its environment. Where the stack
 lives and listens is mlops/platform/settings.py's (`StackSettings` and `stack_settings` are
 re-exported here for the CLI, the demo and the bench).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,9 +31,18 @@ import psutil
 
 from mlops.config import load_config
 from mlops.platform import processes
-from mlops.platform.settings import FOREIGN_ENV, HOST, PORT_ENV, StackSettings, stack_settings
+from mlops.platform.settings import (
+    FOREIGN_ENV,
+    HOST,
+    PORT_ENV,
+    PREFECT_AUTH_ENV,
+    StackSettings,
+    stack_settings,
+    write_private,
+)
 
 WORK_POOL = "local"
+RECONCILE_DEPLOYMENT = "delivery-reconciliation/reconcile"  # prefect.yaml
 SERVER_START_TIMEOUT = 180.0  # seconds; each server alone answers in ≈ 20-30 s
 WORKER_START_TIMEOUT = 60.0
 CLI_TIMEOUT = 300.0
@@ -102,6 +114,8 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
     """The stack's processes: `prefect`, `mlflow`, `worker`, `receiver`; `webhook_key` is only needed to start MLflow."""
     base = _base_env(s)
     prefect = _bin("prefect")
+    auth_string = s.credential_env().get(PREFECT_AUTH_ENV, "")  # "" before `up` made the credentials
+    flask_key = s.mlflow_flask_key_file.read_text().strip() if s.mlflow_flask_key_file.exists() else ""
 
     def part(name: str, command: list[str], env: dict[str, str], cwd: Path, port: int, health: str) -> Part:
         slug = name.replace(" ", "-")
@@ -111,6 +125,7 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{s.prefect_home / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": s.prefect_api_url,
+        "PREFECT_SERVER_API_AUTH_STRING": auth_string,  # every API call but /health needs it
     }
     mlflow_env = base | {
         # Registry webhooks to a receiver on this machine over plain http.
@@ -122,6 +137,9 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         "MLFLOW_WEBHOOK_CACHE_TTL": "1",
         # Server "jobs" run GenAI features (scorers, prompt optimisation) in 8 extra processes.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # The basic-auth app: its config (admin user, NO_PERMISSIONS for anyone else) and CSRF key.
+        "MLFLOW_AUTH_CONFIG_PATH": str(s.mlflow_auth_config),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": flask_key,
     }
     worker_env = base | {
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # event → flow run latency (default 10 s)
@@ -144,6 +162,7 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
                 "--backend-store-uri", f"sqlite:///{s.mlflow_dir / 'mlflow.db'}",
                 "--artifacts-destination", str(s.mlflow_dir / "artifacts"),
                 "--serve-artifacts",
+                "--app-name", "basic-auth",
                 "--workers", "1",  # one process: SQLite has one writer anyway
             ],  # fmt: skip
             mlflow_env,
@@ -236,7 +255,7 @@ def _prefect_cli(s: StackSettings, env: dict[str, str], *args: str, ok_if: str |
 def _ensure_work_pool(s: StackSettings, env: dict[str, str]) -> str:
     """Create the process work pool unless it exists (a plain GET: the CLI costs seconds to start)."""
     try:
-        response = httpx.get(f"{s.prefect_api_url}/work_pools/{WORK_POOL}", timeout=10)
+        response = httpx.get(f"{s.prefect_api_url}/work_pools/{WORK_POOL}", auth=_prefect_auth(s), timeout=10)
     except httpx.HTTPError as exc:
         raise StackError(f"work pool {WORK_POOL!r}: cannot reach Prefect at {s.prefect_api_url}: {exc}") from None
     if response.status_code == 200:
@@ -247,10 +266,48 @@ def _ensure_work_pool(s: StackSettings, env: dict[str, str]) -> str:
     return "created"
 
 
+def _prefect_auth(s: StackSettings) -> httpx.BasicAuth:
+    """This stack's Prefect API credentials for a plain httpx call."""
+    user, _, password = s.credential_env()[PREFECT_AUTH_ENV].partition(":")
+    return httpx.BasicAuth(user, password)
+
+
+def _require_authentication(s: StackSettings) -> None:
+    """Fail when a server refuses no anonymous caller: one started before the stack had credentials still runs."""
+    probes = {"prefect server": ("POST", f"{s.prefect_api_url}/flows/filter"),
+              "mlflow server": ("GET", f"{s.mlflow_uri}/api/2.0/mlflow/registered-models/search")}
+    for name, (method, url) in probes.items():
+        try:
+            answer = httpx.request(method, url, json={}, timeout=10).status_code
+        except httpx.HTTPError as exc:
+            raise StackError(f"{name}: cannot check that it requires credentials: {exc}") from None
+        if answer not in (401, 403):
+            raise StackError(f"{name} answers an anonymous caller (HTTP {answer}): it was started without "
+                             "authentication; run `mlops down`, then `mlops up`")
+
+
+@contextmanager
+def _as_client(s: StackSettings) -> Iterator[None]:
+    """This process as a client of the stack: MLflow's client, and the services Terraform starts, read credentials from os.environ."""
+    credentials = s.credential_env()
+    saved = {key: os.environ.get(key) for key in credentials}
+    os.environ.update(credentials)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _write_env_file(s: StackSettings) -> None:
     lines = ["# `source` me: points the prefect, mlflow and mlops commands at this local stack."]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in s.client_env().items()]
-    s.env_file.write_text("\n".join(lines) + "\n")
+    # The README's `prefect ...`, `mlflow ...` and `mlops ...` commands are this venv's.
+    lines.append(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
+    write_private(s.env_file, "\n".join(lines) + "\n")  # it holds the credentials: 0600
 
 
 @contextmanager
@@ -274,6 +331,7 @@ def _up(s: StackSettings) -> int:
     try:
         for directory in (s.prefect_home, s.mlflow_dir / "artifacts", s.run_dir, s.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        s.ensure_credentials()
         by_key = parts(s, _webhook_key(s))
         prefect, mlflow, worker, receiver = (by_key[k] for k in ("prefect", "mlflow", "worker", "receiver"))
         _check_ports(by_key)
@@ -291,9 +349,13 @@ def _up(s: StackSettings) -> int:
         _await_healthy(worker, WORKER_START_TIMEOUT)
         _await_healthy(mlflow, SERVER_START_TIMEOUT)
         _await_healthy(receiver, WORKER_START_TIMEOUT)
-        print(f"  MLflow webhook: {_ensure_webhook(s)} → {s.webhook_url}", flush=True)
-        _write_env_file(s)
-        _restore_model_services(s)
+        _require_authentication(s)
+        with _as_client(s):
+            print(f"  MLflow webhook: {_ensure_webhook(s)} → {s.webhook_url}", flush=True)
+            _write_env_file(s)
+            _restore_model_services(s)
+            print(f"  zombie-run automation: {_ensure_zombie_automation(s, client_env)}", flush=True)
+            print(f"  delivery reconciliation: {_reconcile_now(s, client_env)}", flush=True)
     except StackError as exc:
         print(f"mlops up: {exc}", file=sys.stderr)
         print("Parts that started keep running: `mlops status`, `mlops down`.", file=sys.stderr)
@@ -323,6 +385,23 @@ def down(settings: StackSettings | None = None) -> int:
         with ThreadPoolExecutor(max_workers=3) as pool:  # the servers take a few seconds each to shut down
             list(pool.map(_stop, [by_key["prefect"], by_key["mlflow"], by_key["receiver"]]))
     return 0
+
+
+def _ensure_zombie_automation(s: StackSettings, env: dict[str, str]) -> str:
+    """Prefect's zombie-run automation (deployments/automations.yaml): runs silent for 90 s become Crashed."""
+    from mlops.platform.zombies import ensure_zombie_automation
+
+    try:
+        return ensure_zombie_automation(s.prefect_api_url, env)
+    except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
+        raise StackError(f"cannot create the zombie-run automation at {s.prefect_api_url}: {exc}") from None
+
+
+def _reconcile_now(s: StackSettings, env: dict[str, str]) -> str:
+    """Start one delivery reconciliation: versions registered while the stack was down get their CD run."""
+    output = _prefect_cli(s, env, "deployment", "run", RECONCILE_DEPLOYMENT)
+    found = re.search(r"UUID:\s*([0-9a-f-]{36})", output)
+    return f"started (flow run {found.group(1)})" if found else "started"
 
 
 def _ensure_webhook(s: StackSettings) -> str:
@@ -400,7 +479,8 @@ def _restore_model_services(s: StackSettings) -> None:
         served = {env: environments.current_service(config, env, state_dir=s.state_dir) for env in environments.NAMES}
     except Exception as exc:  # MLflow and Terraform raise several types; any of them stops `up`
         raise StackError(f"model services: cannot read what they serve: {exc}") from None
-    targets = [environments.restore_target(env, served[env], name, champion.version if champion else None) for env in environments.NAMES]
+    version = champion.version if champion else None
+    targets = [environments.restore_target(env, served[env], name, version) for env in environments.NAMES]
 
     def restore(target: environments.Restore) -> str | None:
         if target.reason:

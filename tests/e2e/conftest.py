@@ -5,6 +5,8 @@ the end of the session whatever happened. e2e tests take the `stack` fixture (se
 ports, paths), `prefect_client` (a sync Prefect client; Prefect calls inside the test, such as
 `run_deployment`, also go to the test stack), `wait_for_flow_run`, and `champion` when they need a
 promoted model serving production: every test makes what it needs, so each passes on its own.
+The stack requires credentials: for the session, os.environ holds its clients' (as a shell that
+sourced `<state>/env` would), so an MLflow client made anywhere in a test is authenticated.
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_config: Path) -> Iterato
     try:
         if up(settings) != 0:
             pytest.fail("mlops up failed for the e2e stack; its output is above")
-        yield settings
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in settings.credential_env().items():
+                patch.setenv(name, value)
+            yield settings
     finally:
         started = set().union(*part_pids(settings).values())
         down(settings)
@@ -83,9 +88,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_config: Path) -> Iterato
 def prefect_client(stack: StackSettings) -> Iterator[SyncPrefectClient]:
     """A Prefect client on the test stack; the whole test talks to that stack, not the user's."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url}):
+    with stack.prefect_settings():
         with get_client(sync_client=True) as client:
             yield client
 
@@ -110,7 +114,8 @@ def wait_for_flow_run(prefect_client: SyncPrefectClient) -> Callable[..., State]
 
 @pytest.fixture
 def mlflow_client(stack: StackSettings) -> Iterator[Any]:
-    """An MLflow client on the test stack; MLflow's process-wide tracking URI points there meanwhile."""
+    """An MLflow client on the test stack (its credentials are in os.environ, see `stack`); MLflow's process-wide
+    tracking URI points there meanwhile."""
     import mlflow
     from mlflow.tracking import MlflowClient
 

@@ -1,4 +1,5 @@
-"""The local stack: `up` brings up healthy, deployed parts; `up` again changes nothing; `down` stops every process."""
+"""The local stack: `up` brings up healthy, deployed parts and the model services; `up` again changes nothing;
+`down` stops every process and keeps what the services served."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ import stat
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient
 
-from mlops.config import PROJECT_ROOT
+from mlops.adapters import environments
+from mlops.config import PROJECT_ROOT, load_config
 from mlops.platform import processes
 from mlops.platform import stack as local_stack
 from mlops.platform.settings import StackSettings
 from mlops.platform.stack import part_pids
+from tests.e2e.conftest import served_version
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +41,9 @@ def stack_smoke(expected_cwd: str, expected_tracking_uri: str) -> str:
 def test_status_reports_every_part_up(stack: StackSettings, capsys: pytest.CaptureFixture[str]) -> None:
     assert local_stack.status(stack) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split("  ")[0] for line in lines] == ["prefect server", "mlflow server", "worker", "webhook receiver"]
+    assert [line.split("  ")[0] for line in lines] == [
+        "prefect server", "mlflow server", "worker", "webhook receiver", "staging", "production"
+    ]
 
 
 def test_prefect_has_the_local_pool_and_the_retrain_deployment(prefect_client: SyncPrefectClient) -> None:
@@ -107,6 +114,9 @@ def test_state_files_are_in_the_state_dir(stack: StackSettings) -> None:
     env_file = stack.env_file.read_text()
     assert f"export PREFECT_API_URL={stack.prefect_api_url}\n" in env_file
     assert f"export MLFLOW_TRACKING_URI={stack.mlflow_uri}\n" in env_file
+    # It carries the clients' credentials, so only its owner may read it.
+    assert all(f"export {name}=" in env_file for name in stack.credential_env())
+    assert stat.S_IMODE(stack.env_file.stat().st_mode) == 0o600
 
 
 def test_up_again_leaves_running_parts_alone(stack: StackSettings) -> None:
@@ -131,6 +141,58 @@ def test_worker_runs_a_flow_from_the_repo(
     )
     state = wait_for_flow_run(run.id, timeout=90)
     assert state.is_completed(), f"{state.name}: {state.message}"
+
+
+def _services(stack: StackSettings) -> dict[str, dict]:
+    """What each environment's state says it serves."""
+    return {env: environments.current_service(load_config(), env, state_dir=stack.state_dir) for env in environments.NAMES}
+
+
+def _service_pid(outputs: dict) -> int:
+    record = local_stack.service_record(Path(outputs["pid_file"]))
+    assert record is not None, f"no live service behind {outputs['pid_file']}"
+    return record.pid
+
+
+def test_down_keeps_the_model_services_and_up_brings_production_back_on_the_champion(
+    stack: StackSettings, champion: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Leaves the stack up again, its services on what they served, for later e2e tests."""
+    config = load_config()
+    port = config.serving.production_port
+    before = _services(stack)
+    assert before["production"]["model_version"] == champion and before["staging"], "CD applied staging, then production"
+    leaders = {env: _service_pid(outputs) for env, outputs in before.items()}
+    service_pids = set(leaders.values()) | {c.pid for pid in leaders.values() for c in psutil.Process(pid).children(recursive=True)}
+    restarted = False
+    try:
+        assert local_stack.down(stack) == 0
+        assert processes.alive_pids(service_pids) == set(), "down stops each service with its children, by pid"
+        assert served_version(port) is None
+        assert _services(stack) == before, "down keeps the Terraform state"
+        capsys.readouterr()
+
+        assert local_stack.up(stack) == 0
+        restarted = True
+    finally:
+        if not restarted:
+            local_stack.up(stack)  # later e2e tests share this stack
+    shown = capsys.readouterr().out
+    assert f"production model service: {config.tracking.model_name} v{champion} healthy" in shown, shown
+
+    assert served_version(port) == champion
+    after = _services(stack)
+    assert {env: out["model_version"] for env, out in after.items()} == {env: out["model_version"] for env, out in before.items()}
+    restored = {env: _service_pid(outputs) for env, outputs in after.items()}
+    assert not set(restored.values()) & service_pids
+
+    assert local_stack.status(stack) == 0
+    lines = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert f"version {champion} " in lines["production"] and f"health ok   http://127.0.0.1:{port}" in lines["production"]
+    assert f"version {before['staging']['model_version']} " in lines["staging"] and "health ok" in lines["staging"]
+
+    assert local_stack.up(stack) == 0  # twice: the services that answer are left alone
+    assert {env: _service_pid(outputs) for env, outputs in _services(stack).items()} == restored
 
 
 def test_down_stops_every_process_and_up_restarts_on_the_same_data(

@@ -92,6 +92,11 @@ def test_a_pid_file_naming_no_live_service_is_none(tmp_path: Path, content: str)
 
 
 def test_a_process_that_does_not_lead_its_group_is_not_ours(tmp_path: Path) -> None:
-    pid_file = tmp_path / "model-service-production.pid"
-    pid_file.write_text(str(os.getpid()))  # pytest: started long before, and not a setsid'ed service
-    assert service_record(pid_file) is None
+    proc = subprocess.Popen(["sleep", "60"])  # in pytest's group, as no setsid'ed service is
+    try:
+        pid_file = tmp_path / "model-service-production.pid"
+        pid_file.write_text(str(proc.pid))
+        assert service_record(pid_file) is None
+    finally:
+        proc.kill()
+        proc.wait()

@@ -16,7 +16,7 @@ BODY = {"entity": "model_version", "action": "created", "timestamp": "2026-11-26
         "data": {"name": "flights-delay", "version": "3", "run_id": "abc", "source": "models:/m-1", "tags": {}}}
 
 
-def _headers(body: bytes, delivery_id: str = "d-1", secret: str = SECRET, timestamp: int | None = None) -> dict:
+def _headers(body: bytes, delivery_id: str = "d-1", secret: str = SECRET, timestamp: int | str | None = None) -> dict:
     ts = str(timestamp or int(time.time()))
     return {"X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": ts,
             "X-MLflow-Signature": signature(secret, delivery_id, ts, body), "Content-Type": "application/json"}
@@ -33,6 +33,8 @@ def test_signature_matches_mlflows_own():
         ({}, "missing"),
         ({"secret": "other"}, "signature does not match"),
         ({"timestamp": 1_000_000_000}, "replay"),
+        ({"timestamp": int(time.time()) + 3600}, "replay"),  # from the future: as suspicious
+        ({"timestamp": "\u00b2\u00b3"}, "replay"),  # str.isdigit() says yes, int() says no
     ],
 )
 def test_verify_refuses_unsigned_forged_and_stale_deliveries(headers, problem):
@@ -68,4 +70,68 @@ def test_secret_file_is_created_private_and_reused(tmp_path):
     path = tmp_path / "secrets" / "webhook_secret"
     first = read_or_create_secret(path)
     assert len(first) >= 32 and (path.stat().st_mode & 0o777) == 0o600
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
     assert read_or_create_secret(path) == first
+
+
+def test_verify_compares_a_non_ascii_signature_without_raising():
+    body = json.dumps(BODY).encode()
+    given = {k.lower(): v for k, v in _headers(body).items()} | {"x-mlflow-signature": "v1,\u00e9t\u00e9"}
+    assert verify(SECRET, given, body) == "signature does not match"
+
+
+def _recording_client():
+    emitted = []
+
+    async def record(event, event_id):
+        emitted.append((event, event_id))
+
+    return TestClient(create_app(SECRET, emit=record)), emitted
+
+
+def test_receiver_refuses_a_replayed_delivery():
+    """A captured delivery sent again, byte for byte, within the clock-skew window emits nothing."""
+    client, emitted = _recording_client()
+    body = json.dumps(BODY).encode()
+    captured = _headers(body, "d-replayed")
+    assert client.post("/mlflow/webhook", content=body, headers=captured).json()["status"] == "emitted"
+    for _ in range(3):
+        replayed = client.post("/mlflow/webhook", content=body, headers=captured)
+        assert replayed.status_code == 200 and replayed.json()["status"] == "duplicate"
+    # Re-signing the same id with a fresh timestamp needs the secret; without it the forgery is refused.
+    forged = _headers(body, "d-replayed", secret="guess", timestamp=int(time.time()) + 1)
+    assert client.post("/mlflow/webhook", content=body, headers=forged).status_code == 401
+    assert len(emitted) == 1
+
+
+def test_receiver_refuses_a_stale_delivery_even_with_a_valid_signature():
+    client, emitted = _recording_client()
+    body = json.dumps(BODY).encode()
+    stale = _headers(body, "d-stale", timestamp=int(time.time()) - 3600)  # signed with the real secret
+    refused = client.post("/mlflow/webhook", content=body, headers=stale)
+    assert refused.status_code == 401 and "replay" in refused.json()["error"]
+    assert emitted == []
+
+
+def test_a_delivery_whose_event_was_not_sent_can_be_retried():
+    attempts = []
+
+    async def flaky(event, event_id):
+        attempts.append(event_id)
+        if len(attempts) == 1:
+            raise ConnectionError("Prefect is down")
+
+    client = TestClient(create_app(SECRET, emit=flaky), raise_server_exceptions=False)
+    body = json.dumps(BODY).encode()
+    headers = _headers(body, "d-retried")
+    assert client.post("/mlflow/webhook", content=body, headers=headers).status_code == 500  # MLflow retries a 5xx
+    assert client.post("/mlflow/webhook", content=body, headers=headers).json()["status"] == "emitted"
+    assert len(attempts) == 2 and attempts[0] == attempts[1], "one delivery, one event id"
+
+
+def test_refusals_never_echo_the_secret(caplog):
+    client, _ = _recording_client()
+    body = json.dumps(BODY).encode()
+    with caplog.at_level("DEBUG", logger="mlops.webhooks"):
+        answer = client.post("/mlflow/webhook", content=body, headers=_headers(body, "d-x", secret="forged"))
+    assert SECRET not in answer.text and SECRET not in caplog.text
