@@ -171,6 +171,24 @@ def scoring_markdown(model: Any, source_label: str, result: Any) -> str:
     )
 
 
+# --- delivery reconciliation -----------------------------------------------------------------------
+
+# Findings are orchestration types (tasks.reconciliation.Finding), so they come in as Any.
+
+
+def reconciliation_markdown(model_name: str, champion: str | None, findings: Sequence[Any]) -> str:
+    """A reconciliation run (a `Finding` per undelivered version): what it found and the CD runs it started."""
+    title = f"# Delivery reconciliation: {model_name}\n\n"
+    if not findings:
+        return title + "Every READY version has a delivery decision: nothing to do.\n"
+    started = sum(1 for f in findings if f.flow_run_id)
+    rows = [(f"v{f.version}", f.registered, f"**{f.action}**" if f.flow_run_id else f.action, f.detail.replace("|", "/"),
+             f"`{f.flow_run_id}` (attempt {f.attempt})" if f.flow_run_id else "—") for f in findings]
+    return (f"{title}{len(findings)} READY version(s) without a delivery decision "
+            f"({f'champion v{champion}' if champion else 'no champion yet'}); continuous delivery started for {started}.\n\n"
+            f"{table(['version', 'registered (UTC)', 'action', 'why', 'CD flow run'], rows)}\n")
+
+
 # --- continuous integration ------------------------------------------------------------------------
 
 # CI's results are platform types (mlops.platform.ci), so they come in as Any, named in the docstrings.

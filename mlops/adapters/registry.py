@@ -246,7 +246,7 @@ def restore_champion(client: MlflowClient, name: str, number: str | None) -> Non
 
 # --- delivery reconciliation -------------------------------------------------------------------------
 
-DECISION_TAG = "deployment"  # CD writes it on every decision: promoted | rejected
+DECISION_TAG = "deployment"  # CD writes it on every decision: promoted | rejected | rolled_back
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,71 @@
+"""A registration the webhook lost (its receiver down) is delivered by the reconciliation, once, on the real stack."""
+
+from __future__ import annotations
+
+import time
+from uuid import UUID
+
+import pytest
+
+from flows.reconciliation import RECONCILE_DEPLOYMENT, start_reconciliation
+from mlops.config import load_config
+from mlops.platform import processes
+from mlops.platform.stack import parts, up
+from tests.e2e.conftest import CD_DEPLOYMENT, flow_runs, one_flow_run
+
+pytestmark = pytest.mark.e2e
+
+# CD's decision and CT's run are not copied: the new version must look undecided and not come from a CT run
+NOT_LINEAGE = {"deployment", "deployment_gates", "deployment_run", "rejected", "rolled_back", "prefect_flow_run_id"}
+WEBHOOK_GIVES_UP_S = 15  # MLflow retries a refused delivery 3 times, 0 + 2 + 4 s apart (plus up to 1 s of jitter each)
+
+
+def _artifact(prefect_client, flow_run_id, key: str) -> str:
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    [found] = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])))
+    return str(found.data)
+
+
+def test_a_version_registered_while_the_receiver_is_down_is_delivered_once_by_the_reconciliation(
+        stack, prefect_client, wait_for_flow_run, mlflow_client, champion):
+    import mlflow
+    from prefect.deployments import run_deployment
+
+    [schedule] = prefect_client.read_deployment_by_name(RECONCILE_DEPLOYMENT).schedules
+    assert schedule.active and schedule.schedule.interval.total_seconds() == 300
+
+    name = load_config().tracking.model_name
+    original = mlflow_client.get_model_version(name, champion)
+    receiver = parts(stack)["receiver"]
+    assert processes.stop(receiver.pid_file), "the webhook receiver was not running"
+    try:
+        # The champion's model again, with its lineage: MLflow calls the webhook, nobody answers.
+        tags = {k: v for k, v in original.tags.items() if k not in NOT_LINEAGE}
+        version = str(mlflow.register_model(original.source, name, tags=tags).version)
+        time.sleep(WEBHOOK_GIVES_UP_S)
+        assert flow_runs(prefect_client, CD_DEPLOYMENT, version=version) == [], "the webhook delivered after all"
+
+        reconcile = UUID(start_reconciliation(stack.prefect_api_url, min_age_seconds=0))  # what `mlops up` calls
+        assert wait_for_flow_run(reconcile, timeout=120).is_completed()
+        report = _artifact(prefect_client, reconcile, "delivery-reconciliation")
+        assert f"v{version}" in report and "**started**" in report, report
+
+        cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {version}", version=version)
+        assert "reconciled" in cd.tags
+        state = wait_for_flow_run(cd.id, timeout=300)
+        decision = mlflow_client.get_model_version(name, version).tags.get("deployment")
+        assert decision in {"promoted", "rejected", "rolled_back"}, f"CD {state.name}: {state.message}; deployment tag {decision!r}"
+
+        # Decided now: a reconciliation run later starts nothing for it.
+        again = run_deployment(RECONCILE_DEPLOYMENT, parameters={"min_age_seconds": 0}, timeout=0)
+        assert wait_for_flow_run(again.id, timeout=120).is_completed()
+        assert len(flow_runs(prefect_client, CD_DEPLOYMENT, version=version)) == 1
+    finally:
+        assert up(stack) == 0, "mlops up could not restart the webhook receiver"  # idempotent: starts what is missing
+        assert processes.http_ok(receiver.health_url)

@@ -1,0 +1,159 @@
+"""A flow run whose worker died is marked Crashed by Prefect's zombie detection, and the deployment runs again.
+
+The real stack: the flow-run process heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, inherited from
+the worker's environment), the worker and its flow run are SIGKILLed together, so nothing reports
+the run's end, and the `crash-zombie-flow-runs` automation (deployments/automations.yaml) must
+crash it once its heartbeats stop. `up` then restarts the worker and the same deployment completes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from uuid import UUID
+
+import psutil
+import pytest
+
+from mlops.platform import processes, zombies
+from mlops.platform.stack import parts, up
+from tests.e2e.conftest import CT_DEPLOYMENT
+
+pytestmark = pytest.mark.e2e
+
+HEARTBEAT = str(zombies.HEARTBEAT_SECONDS)  # 30 s, Prefect's minimum
+WITHIN_S = 60  # the test's window: two missed heartbeats (the stack's file says 90 s)
+CRASH_TIMEOUT_S = WITHIN_S + 90  # the window, plus the triggers service's evaluation and some slack
+ACTIVE = ("RUNNING", "PENDING", "CANCELLING")
+
+
+def _log(message: str, started: float) -> None:
+    print(f"  [zombie e2e +{time.monotonic() - started:5.1f} s] {message}", flush=True)
+
+
+def _poll(what: str, timeout: float, check, interval: float = 1.0):
+    """Poll `check()` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def _active_runs(prefect_client) -> list:
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+
+    state = FlowRunFilterState(type=FlowRunFilterStateType(any_=list(ACTIVE)))
+    return prefect_client.read_flow_runs(flow_run_filter=FlowRunFilter(state=state))
+
+
+def _worker_env(stack) -> dict[str, str]:
+    record = processes.running(parts(stack)["worker"].pid_file)
+    assert record is not None, "the worker is not running"
+    return psutil.Process(record.pid).environ()
+
+
+def _flow_run_process(worker_pid: int, flow_run_id: UUID) -> psutil.Process | None:
+    """The worker's descendant that runs `flow_run_id` (the process worker starts one per run, in its own session)."""
+    for child in psutil.Process(worker_pid).children(recursive=True):
+        try:
+            if child.environ().get("PREFECT__FLOW_RUN_ID") == str(flow_run_id):
+                return child
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+def _heartbeats(prefect_client, flow_run_id: UUID) -> int:
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    page = prefect_client.read_events(filter=EventFilter(
+        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    ), limit=50)  # the client's default, 100, is over the server's maximum
+    return len(page.events)
+
+
+@pytest.fixture
+def zombie_automation(stack, prefect_client) -> Iterator[str]:
+    """The zombie automation on the stack with the test's window; afterwards as the stack had it (or none)."""
+    env = stack.credential_env()
+    outcome = zombies.ensure_zombie_automation(stack.prefect_api_url, env, within=WITHIN_S)
+    yield outcome
+    if outcome.startswith("created"):  # `up` does not apply it (yet): leave the session's stack as it was
+        for automation in prefect_client.read_automations_by_name(zombies.AUTOMATION_NAME):
+            prefect_client.delete_automation(automation.id)
+    else:
+        zombies.ensure_zombie_automation(stack.prefect_api_url, env)  # back to the file's window
+
+
+@pytest.fixture
+def heartbeating_worker(stack, prefect_client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker runs with PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30: restarted with it when `up` did not set it."""
+    monkeypatch.setenv(zombies.HEARTBEAT_ENV, HEARTBEAT)  # every part `up` starts inherits os.environ
+    if _worker_env(stack).get(zombies.HEARTBEAT_ENV) == HEARTBEAT:
+        return
+    # Restarting the worker kills its flow runs: wait for earlier tests' background runs (a CD) first.
+    _poll("the stack idle before restarting the worker", 600, lambda: not _active_runs(prefect_client), 2.0)
+    assert processes.stop(parts(stack)["worker"].pid_file)
+    assert up(stack) == 0, "mlops up could not restart the worker; its output is above"
+    assert _worker_env(stack).get(zombies.HEARTBEAT_ENV) == HEARTBEAT
+
+
+def test_a_run_whose_worker_died_is_crashed_by_its_missing_heartbeats_and_the_next_run_completes(
+        stack, prefect_client, wait_for_flow_run, zombie_automation, heartbeating_worker):
+    from prefect.deployments import run_deployment
+
+    started = time.monotonic()
+    _log(f"automation {zombies.AUTOMATION_NAME}: {zombie_automation}, window {WITHIN_S} s", started)
+    _poll("the stack idle (no run the worker's death would also kill)", 600,
+          lambda: not _active_runs(prefect_client), 2.0)
+
+    # A long-ish CT run (six months of data), Running on the worker and heartbeating.
+    run = run_deployment(CT_DEPLOYMENT, parameters={"as_of": "2013-07-01", "window_months": 6, "reason": "e2e-zombie"},
+                         timeout=0)
+    _poll("the CT run Running", 120, lambda: prefect_client.read_flow_run(run.id).state.is_running(), 0.5)
+    _log(f"flow run {run.id} Running", started)
+    worker = processes.read_pid_file(stack.run_dir / "worker.pid")
+    assert worker is not None
+    flow_process = _poll("the flow run's process under the worker", 30, lambda: _flow_run_process(worker.pid, run.id))
+    assert flow_process.environ().get(zombies.HEARTBEAT_ENV) == HEARTBEAT, "the flow run did not inherit the worker's heartbeat setting"
+    _poll("a first heartbeat of the run on the server", 45, lambda: _heartbeats(prefect_client, run.id), 0.5)
+    _log(f"first heartbeat received; flow-run process pid {flow_process.pid}", started)
+
+    # The worker dies with its flow run: SIGKILL, the worker first so it reports nothing.
+    victims = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
+    for victim in victims:
+        try:
+            victim.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=10)
+    processes.running(stack.run_dir / "worker.pid")  # reaps the worker (a child of this process)
+    killed = time.monotonic()
+    state = prefect_client.read_flow_run(run.id).state
+    assert state.is_running(), f"the run ended before its worker was killed ({state.name}): make it longer"
+    _log(f"worker {worker.pid} and {len(victims) - 1} descendant(s) SIGKILLed", started)
+
+    # Nothing reports the run's end: only the automation can. Bounded poll, no fixed sleep.
+    crashed = _poll("the zombie run Crashed by the automation", CRASH_TIMEOUT_S,
+                    lambda: (s := prefect_client.read_flow_run(run.id).state).is_final() and s, 1.0)
+    _log(f"run {crashed.name} {time.monotonic() - killed:.1f} s after the kill: {crashed.message}", started)
+    assert crashed.is_crashed(), f"{crashed.name}: {crashed.message}"
+    assert time.monotonic() - killed >= WITHIN_S - 5, "crashed before its window passed: not by missing heartbeats?"
+
+    # `up` restarts what died; the same deployment runs again to completion.
+    step = time.monotonic()
+    assert up(stack) == 0, "mlops up could not restart the worker; its output is above"
+    _log(f"up restarted the worker in {time.monotonic() - step:.1f} s", started)
+    again = run_deployment(CT_DEPLOYMENT, parameters={"reason": "e2e-zombie"}, timeout=0)
+    state = wait_for_flow_run(again.id, timeout=300)
+    assert state.is_completed(), f"the run after the crash: {state.name}: {state.message}"
+    _log(f"next run {again.id} Completed", started)
