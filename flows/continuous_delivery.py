@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
-from prefect.concurrency.sync import concurrency
 from prefect.transactions import transaction
 
 from mlops import render

@@ -92,8 +92,10 @@ def verify_live_performance(
     offline_model = registry.load_model(candidate)
     offline = predict_outputs(offline_model, X, config.task)
     live = service_checks.predict_live(endpoint, X)
-    # Predictions of another shape (labels where probabilities were expected) are skew too, not a crash.
-    skew = float(np.max(np.abs(live - offline))) if np.shape(live) == np.shape(offline) else float("inf")
+    if np.shape(live) != np.shape(offline):  # e.g. labels where the model's class probabilities were expected
+        detail = f"the service answers predictions of shape {np.shape(live)}, the registered model's are {np.shape(offline)}"
+        return Check(name="live performance", passed=False, observed=float("inf"), required=MAX_SKEW, detail=detail)
+    skew = float(np.max(np.abs(live - offline)))
     classes = getattr(offline_model, "classes_", None)
     comparison = None
     if champion is not None and champion.version != candidate.version:

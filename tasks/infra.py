@@ -6,7 +6,6 @@ the version it served before (the champion), or destroys it when there was none.
 
 from __future__ import annotations
 
-
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger

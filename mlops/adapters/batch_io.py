@@ -22,11 +22,11 @@ from mlops.adapters import registry
 from mlops.config import Config
 from mlops.domain.evaluation import predict_outputs
 from mlops.domain.scoring import (
-    SAMPLE_ROWS,
     DEFAULT_CHUNK_ROWS,
+    SAMPLE_ROWS,
     ScoreResult,
-    Screened,
     ScoringInputError,
+    Screened,
     Tally,
     input_format,
     key_frame,

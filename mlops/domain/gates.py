@@ -16,8 +16,8 @@ import pandas as pd
 from mlops.config import METRICS, Config
 from mlops.domain.checks import Check, bound, failures
 from mlops.domain.evaluation import Evaluation, evaluate
-from mlops.domain.window import Window
 from mlops.domain.record import Record
+from mlops.domain.window import Window
 
 
 class ChampionComparison(Record):

@@ -14,11 +14,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from mlops.domain import validation
 from mlops.config import Config
+from mlops.domain import validation
 from mlops.domain.evaluation import predict_outputs
-from mlops.domain.validation import Contract, Violation
 from mlops.domain.record import Record
+from mlops.domain.validation import Contract, Violation
 
 DEFAULT_CHUNK_ROWS = 50_000
 SAMPLE_ROWS = 1_000  # rows read up front to check the schema

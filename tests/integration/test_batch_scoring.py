@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from flows.batch_scoring import batch_scoring
-from mlops.domain import data, modeling
 from mlops.adapters import registry, sources
-from mlops.config import PROJECT_ROOT
-from mlops.domain.window import Window
 from mlops.adapters.batch_io import ModelNotFoundError
+from mlops.config import PROJECT_ROOT
+from mlops.domain import data, modeling
 from mlops.domain.scoring import ScoringInputError
+from mlops.domain.window import Window
 from tests.integration.conftest import read_artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]

@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 from flows.continuous_training import continuous_training
 from mlops.config import PROJECT_ROOT
 from mlops.domain.validation import DataValidationError
-from tests.integration.conftest import read_artifacts, read_flow_run_tags
 from tests.conftest import DIABETES_CONFIG, write_config
+from tests.integration.conftest import read_artifacts, read_flow_run_tags
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
 

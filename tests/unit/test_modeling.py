@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import skops.io
 
-from mlops.domain import modeling
 from mlops.adapters.registry import TRUSTED_TYPES
+from mlops.domain import modeling
 
 pytestmark = pytest.mark.unit
 

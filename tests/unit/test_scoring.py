@@ -10,8 +10,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from mlops.adapters import batch_io
-from mlops.domain import scoring
 from mlops.config import Config
+from mlops.domain import scoring
 from mlops.domain.validation import ColumnContract, Contract
 
 pytestmark = pytest.mark.unit

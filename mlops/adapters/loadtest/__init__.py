@@ -7,8 +7,8 @@ threaded in the same process: the task starts `locust --headless` and parses its
 from __future__ import annotations
 
 import csv
-import math
 import json
+import math
 import os
 import subprocess
 import sys

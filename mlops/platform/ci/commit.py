@@ -10,9 +10,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
-from mlops.platform.settings import CONFIG_ENV, FOREIGN_ENV
 from mlops.domain.record import Record
+from mlops.platform.settings import CONFIG_ENV, FOREIGN_ENV
 
 SUITE_TIMEOUT_S = 3600.0
 GIT_TIMEOUT_S = 120.0

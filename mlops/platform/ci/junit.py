@@ -5,7 +5,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Literal
 
-
 from mlops.domain.checks import Check
 from mlops.domain.record import Record
 from mlops.platform.ci.verdict import one_line

@@ -15,8 +15,8 @@ from mlops.domain import modeling
 from mlops.domain.checks import Check, at_most
 from mlops.domain.evaluation import evaluate, predict_outputs
 from mlops.domain.gates import decide
-from mlops.platform.ci.verdict import one_line
 from mlops.domain.record import Record
+from mlops.platform.ci.verdict import one_line
 
 
 class Latency(Record):

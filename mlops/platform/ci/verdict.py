@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, get_args
 
-
 from mlops.domain.checks import Check, failures
 from mlops.domain.record import Record
 
