@@ -182,19 +182,29 @@ def test_a_client_gone_mid_body_is_not_logged_as_a_model_failure(
     assert "prediction failed" not in caplog.text
 
 
+def holding(model: ServedModel) -> tuple[Any, asyncio.Event, threading.Event]:
+    """A predict function that holds each call until the test sets `release`; `started` is set as a call begins.
+
+    Call it inside the running event loop (it signals that loop).
+    """
+    loop = asyncio.get_running_loop()
+    started, release = asyncio.Event(), threading.Event()
+
+    def held(frame: pd.DataFrame) -> Any:
+        loop.call_soon_threadsafe(started.set)
+        if not release.wait(HANG_GUARD_S):
+            raise TimeoutError("the test never released the model")
+        return model.predict_fn(frame)
+
+    return held, started, release
+
+
 # ----------------------------------------------------------------------------------------- full queue
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_recovers(model: ServedModel) -> None:
     async def main() -> tuple[httpx.Response, list[httpx.Response]]:
-        loop = asyncio.get_running_loop()
-        started, release = asyncio.Event(), threading.Event()
-
-        def held(frame: pd.DataFrame) -> Any:
-            loop.call_soon_threadsafe(started.set)
-            if not release.wait(HANG_GUARD_S):
-                raise TimeoutError("the test never released the model")
-            return model.predict_fn(frame)
+        held, started, release = holding(model)
 
         app = app_for(replace(model, predict_fn=held), max_batch_size=1, max_queue=1)
         async with running(app) as client:
@@ -220,14 +230,7 @@ def test_past_the_in_flight_byte_budget_requests_get_503_and_the_budget_comes_ba
     body = json.dumps(GOOD).encode()
 
     async def main() -> tuple[httpx.Response, list[httpx.Response]]:
-        loop = asyncio.get_running_loop()
-        started, release = asyncio.Event(), threading.Event()
-
-        def held(frame: pd.DataFrame) -> Any:
-            loop.call_soon_threadsafe(started.set)
-            if not release.wait(HANG_GUARD_S):
-                raise TimeoutError("the test never released the model")
-            return model.predict_fn(frame)
+        held, started, release = holding(model)
 
         # Room for one request's bytes (the queue itself has plenty of room).
         app = app_for(replace(model, predict_fn=held), max_inflight_bytes=len(body) + len(body) // 2)

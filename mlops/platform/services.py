@@ -1,0 +1,126 @@
+"""The model services of the stack (staging, production): stopped by pid on `down`, restored on `up`.
+
+`down` keeps their Terraform state; `up` brings each back on what its state says, production on the
+`champion` version (the alias wins when they disagree, and `up` says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+
+from mlops.config import load_config
+from mlops.platform import processes
+from mlops.platform.parts import STOP_TIMEOUT, StackError
+from mlops.platform.settings import StackSettings
+
+SERVICE_PID_SLACK = 30.0  # seconds a model service may have started before Terraform wrote its pid file
+
+
+def stop_model_services(s: StackSettings) -> None:
+    """Stop the staging/production services by pid; their Terraform state stays, so `up` brings them back."""
+    from mlops.adapters import environments
+
+    config = load_config()
+    for name in environments.NAMES:
+        try:
+            served = environments.current_service(config, name, state_dir=s.state_dir)
+        except Exception as exc:  # an unreadable state must not keep the rest of the stack running
+            print(f"  {name} model service: cannot read its state: {exc}", file=sys.stderr, flush=True)
+            continue
+        if served:
+            stopped = _stop_service(s, name, Path(served["pid_file"]))
+            what = f"stopped (pid {stopped})" if stopped else "not running"
+            print(f"  {name} model service: {what}; v{served['model_version']} kept in its state", flush=True)
+
+
+def service_record(pid_file: Path) -> processes.PidRecord | None:
+    """The live service a model-service pid file names, as a pid record; None when it is gone.
+
+    Terraform writes a bare pid (`echo $!` right after `setsid`), so a pid recycled since is told
+    apart by the process having started just before its pid file was written, and leading its group.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+        proc = psutil.Process(pid)
+        started, written = proc.create_time(), pid_file.stat().st_mtime
+        leads_group = os.getpgid(pid) == pid
+        command = proc.cmdline()
+    except (OSError, ValueError, psutil.Error):
+        return None
+    if not leads_group or not written - SERVICE_PID_SLACK <= started <= written + 1.0:
+        return None
+    return processes.PidRecord(pid=pid, create_time=started, command=command)
+
+
+def _stop_service(s: StackSettings, environment: str, pid_file: Path) -> int | None:
+    """Stop one model service with its process group; returns its pid, None when it was not running."""
+    record = service_record(pid_file)
+    pid_file.unlink(missing_ok=True)  # stale from now on; Terraform's destroy reads a missing one as "stopped"
+    if record is None:
+        return None
+    # Adopted into the stack's pid files for this one stop, so it gets the parts' TERM-wait-KILL.
+    adopted = s.run_dir / f"model-service-{environment}.pid"
+    adopted.write_text(json.dumps(record.__dict__))
+    processes.stop(adopted, timeout=STOP_TIMEOUT)
+    return record.pid
+
+
+def restore_model_services(s: StackSettings) -> None:
+    """Bring staging and production back on what their state says, production on the `champion` alias."""
+    from mlflow.tracking import MlflowClient
+
+    from mlops.adapters import environments, registry
+
+    config = load_config()
+    name = config.tracking.model_name
+    try:
+        champion = registry.champion(MlflowClient(s.mlflow_uri, registry_uri=s.mlflow_uri), name)
+        served = {env: environments.current_service(config, env, state_dir=s.state_dir) for env in environments.NAMES}
+    except Exception as exc:  # MLflow and Terraform raise several types; any of them stops `up`
+        raise StackError(f"model services: cannot read what they serve: {exc}") from None
+    version = champion.version if champion else None
+    targets = [environments.restore_target(env, served[env], name, version) for env in environments.NAMES]
+
+    def restore(target: environments.Restore) -> str | None:
+        if target.reason:
+            print(f"  {target.environment} model service: {target.reason}", flush=True)
+        try:
+            endpoint, seconds = environments.restore_service(config, target, state_dir=s.state_dir, tracking_uri=s.mlflow_uri)
+        except Exception as exc:  # Terraform and the health wait raise several types; report them all
+            return f"{target.environment} v{target.version}: {exc}"
+        print(f"  {target.environment} model service: {target.model_name} v{target.version} healthy at {endpoint} "
+              f"({seconds:.1f} s)", flush=True)
+        return None
+
+    with ThreadPoolExecutor(max_workers=len(environments.NAMES)) as pool:  # each waits seconds for its model to load
+        failures = [failure for failure in pool.map(restore, [t for t in targets if t]) if failure]
+    if failures:
+        raise StackError("model services did not come back:\n  " + "\n  ".join(failures))
+
+
+def environments_status(s: StackSettings) -> bool:
+    """One line per environment (what its state says it serves, and whether it answers); False if an applied one does not."""
+    from mlops.adapters import environments, service_checks
+
+    config = load_config()
+    all_up = True
+    for name in environments.NAMES:
+        try:
+            served = environments.current_service(config, name, state_dir=s.state_dir)
+        except Exception as exc:  # Terraform raises several types; the line says why
+            print(f"{name:<17} state unreadable: {str(exc).splitlines()[0]}")
+            all_up = False
+            continue
+        if not served:
+            print(f"{name:<17} not applied")
+            continue
+        healthy = service_checks.is_healthy(served["endpoint"])
+        all_up &= healthy
+        print(f"{name:<17} version {served['model_version']!s:<4} health {'ok  ' if healthy else 'FAIL'} {served['endpoint']}")
+    return all_up
