@@ -176,22 +176,7 @@ def run_measured(command: Sequence[str], *, env: Mapping[str, str], cwd: Path, l
 # --------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def running(command: Sequence[str], *, env: Mapping[str, str], health_url: str, log: Path,
-            timeout_s: float = 120, stop_timeout_s: float = 20) -> Iterator[processes.PidRecord]:
-    """Start a server detached (pid file beside `log`), wait until `health_url` answers, stop it afterwards."""
-    pid_file = log.with_suffix(".pid")
-    record = processes.start_detached(command, pid_file=pid_file, log_file=log, env=env, cwd=log.parent)
-    def alive() -> bool:
-        return processes.running(pid_file) is not None
-
-    try:
-        if not processes.wait_for_http(health_url, timeout=timeout_s, still_alive=alive, interval=0.25):
-            why = "exited" if not alive() else f"did not answer within {timeout_s:.0f} s"
-            raise RuntimeError(f"{command[0]} {why} ({health_url}); last lines of {log}:\n{processes.tail(log)}")
-        yield record
-    finally:
-        processes.stop(pid_file, timeout=stop_timeout_s)
+running = processes.server  # the one owner: mlops.platform.processes
 
 
 @contextmanager

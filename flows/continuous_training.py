@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import flow, runtime, unmapped
 from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
 
 from mlops import render
 from mlops.adapters import registry
@@ -30,6 +31,15 @@ def _run_name() -> str:
     config = load_config()
     as_of = runtime.flow_run.parameters.get("as_of") or config.window.as_of or "latest"
     return f"ct-{config.dataset.name}-{as_of}"
+
+
+def _close_failed_run(config, run_id: str, error: Exception) -> None:
+    """Mark the MLflow run FAILED with the reason: one try, since the error may be that MLflow is down,
+    and never in place of the error that stopped the run (which the flow raises)."""
+    try:
+        finish_training_run.with_options(retries=0)(config, run_id, "FAILED", {"error": str(error)})
+    except Exception as exc:  # noqa: BLE001 - reported; the run's own error is what the flow raises
+        get_run_logger().warning("could not mark MLflow run %s FAILED (%s): it stays RUNNING there", run_id, exc)
 
 
 @flow(name="continuous-training", flow_run_name=_run_name)
@@ -83,7 +93,7 @@ def continuous_training(
         model_uri = log_model(config, run_id, model_path, split)
         version = register_model(config, run_id, model_uri, lineage) if decision.passed else None
     except Exception as exc:
-        finish_training_run(config, run_id, "FAILED", {"error": str(exc)})
+        _close_failed_run(config, run_id, exc)
         raise
     finish_training_run(config, run_id, "FINISHED")
     shutil.rmtree(workdir, ignore_errors=True)

@@ -134,16 +134,25 @@ def _missing(exc: MlflowException) -> bool:
 
 
 def register(client: MlflowClient, model_uri: str, run_id: str, config: Config, tags: dict[str, str]) -> str:
-    """Register a new version with lineage tags and point the `challenger` alias at it."""
+    """Register a new version of the run's model with lineage tags and point the `challenger` alias at it.
+
+    One version per run, so it is safe to retry: when the server made the version but its answer
+    was lost (or it stopped before the alias moved), the retry finds that version instead of
+    registering a second copy, and finishes the job.
+    """
     name = config.tracking.model_name
     try:
         client.create_registered_model(name, description=f"{config.task} model for dataset {config.dataset.name}")
     except MlflowException as exc:
         if not _is(exc, "RESOURCE_ALREADY_EXISTS"):
             raise
-    # A logged model's URI is models:/<model id>; an MLflow server also wants that id spelled out.
-    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
+    made = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if made:
+        version = min(made, key=lambda v: int(v.version))
+    else:
+        # A logged model's URI is models:/<model id>; an MLflow server also wants that id spelled out.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
 

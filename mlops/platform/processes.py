@@ -8,7 +8,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +204,29 @@ def wait_for_http(
             return http_ok(url)
         time.sleep(interval)
     return False
+
+
+@contextmanager
+def server(command: Sequence[str], *, env: Mapping[str, str], health_url: str, log: Path,
+           timeout_s: float = 120, stop_timeout_s: float = 20) -> Iterator[PidRecord]:
+    """Start a server detached (pid file beside `log`), wait until `health_url` answers, stop it afterwards.
+
+    For benchmarks and tests that need a real server for a while; fails naming the log's last lines
+    when it exits or does not answer in time.
+    """
+    pid_file = log.with_suffix(".pid")
+    record = start_detached(command, pid_file=pid_file, log_file=log, env=env, cwd=log.parent)
+
+    def alive() -> bool:
+        return running(pid_file) is not None
+
+    try:
+        if not wait_for_http(health_url, timeout=timeout_s, still_alive=alive, interval=0.25):
+            why = "exited" if not alive() else f"did not answer within {timeout_s:.0f} s"
+            raise RuntimeError(f"{command[0]} {why} ({health_url}); last lines of {log}:\n{tail(log)}")
+        yield record
+    finally:
+        stop(pid_file, timeout=stop_timeout_s)
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -1,9 +1,15 @@
 import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.testing.utilities import prefect_test_harness
+
+from mlops.platform import processes
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +37,51 @@ def read_flow_run_tags(flow_run_id) -> list[str]:
             return (await client.read_flow_run(flow_run_id)).tags
 
     return asyncio.run(read())
+
+
+class MlflowServer:
+    """A real `mlflow server` (SQLite backend, artifacts served) that a test may stop and start again.
+
+    Its store survives a restart, as the stack's does; the port stays the same, so clients that
+    were pointed at it before the stop reach it again after the start.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = processes.free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = root / "mlflow-server.log"
+        self.pid_file = self.log.with_suffix(".pid")
+
+    def start(self, timeout: float = 120) -> None:
+        command = [
+            str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts", "--workers", "1",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        processes.start_detached(command, pid_file=self.pid_file, log_file=self.log, env=env, cwd=self.root)
+        if not processes.wait_for_http(f"{self.uri}/health", timeout=timeout,
+                                       still_alive=lambda: processes.running(self.pid_file) is not None):
+            raise RuntimeError(f"mlflow server did not come up at {self.uri}:\n{processes.tail(self.log)}")
+
+    def stop(self) -> None:
+        assert processes.stop(self.pid_file), f"mlflow server (pid file {self.pid_file}) did not stop"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowServer]:
+    """As `isolated`, but the tracking URI is a real MLflow server, stopped by pid at the end."""
+    import mlflow
+
+    server = MlflowServer(tmp_path)
+    server.start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("MLOPS_CONFIG", raising=False)
+    mlflow.set_tracking_uri(server.uri)
+    try:
+        yield server
+    finally:
+        mlflow.set_tracking_uri(None)
+        processes.stop(server.pid_file)
