@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from datetime import date
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from flows.batch_scoring import batch_scoring
-from mlops.adapters import registry, sources
+from mlops.adapters import batch_io, registry, sources
 from mlops.adapters.batch_io import ModelNotFoundError
 from mlops.config import PROJECT_ROOT
 from mlops.domain import data, modeling
@@ -77,6 +78,39 @@ def test_scores_a_window_of_the_source_with_the_champion(champion, february, iso
 
     report = read_artifacts(state.state_details.flow_run_id)["batch-scoring"]
     assert f"| rows scored | {len(february):,} |" in report and "version **1**" in report and "| rows/s |" in report
+
+
+def test_the_champion_moving_mid_run_changes_nothing_for_the_run(champion, february, isolated, flights_config, months,
+                                                                 monkeypatch):
+    # CD promotes v2 while the run scores: every row is still scored by the version the run pinned, once.
+    X, y = modeling.features_and_target(months["january"], flights_config)
+    preprocessor = modeling.build_preprocessor(flights_config).fit(X)
+    other = modeling.assemble_model(preprocessor, modeling.fit_estimator(flights_config, {"max_iter": 3},
+                                                                         preprocessor.transform(X), y.to_numpy()))
+    client = registry.connect(flights_config)
+    with mlflow.start_run() as run:
+        uri = registry.log_model(other, X.head(200), other.predict_proba(X.head(200)), flights_config)
+    v2 = registry.register(client, uri, run.info.run_id, flights_config, {"trigger_reason": "test"})
+    real_score_file = batch_io.score_file
+    moved: list[int] = []
+
+    def promote_during_the_first_chunk(*args, progress=None, **kwargs):
+        def then_promote(chunk):
+            if not moved:
+                client.set_registered_model_alias("flights-delay", registry.CHAMPION, v2)  # as CD's promote does
+                moved.append(chunk.number)
+            progress(chunk)
+        return real_score_file(*args, progress=then_promote, **kwargs)
+
+    monkeypatch.setattr(batch_io, "score_file", promote_during_the_first_chunk)
+    result = batch_scoring(as_of=date(2013, 3, 1), window_months=1, chunk_rows=5_000)
+
+    assert moved == [1] and result["chunks"] > 1, (moved, result["chunks"])
+    assert str(client.get_model_version_by_alias("flights-delay", registry.CHAMPION).version) == v2
+    scores = pd.read_parquet(result["output_path"])
+    assert result["version"] == "1" and "-v1-" in Path(result["output_path"]).name
+    assert len(scores) == len(february) and set(scores["model_version"]) == {"1"}
+    np.testing.assert_allclose(scores["probability"], champion.predict_proba(february[champion.feature_names_in_])[:, 1], rtol=1e-12)
 
 
 def test_scores_a_csv_rejecting_the_rows_it_cannot_score(champion, february, isolated):

@@ -9,6 +9,8 @@ so any one of them runs alone.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -24,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.continuous_delivery import continuous_delivery
 from flows.continuous_training import continuous_training
-from mlops.adapters import environments, registry, sources
+from mlops.adapters import environments, loadtest, registry, sources
 from mlops.adapters import terraform as tf
 from mlops.config import PROJECT_ROOT, Config, load_config
 from mlops.domain import modeling
@@ -262,3 +264,35 @@ def test_a_service_that_breaks_the_output_contract_is_rejected(champion):
     assert "failed: valid rows (dataframe_split), valid rows (dataframe_records)" in tags["rejected"]
     _production_untouched(champion)
     assert _served_version(config.serving.staging_port) == champion.version
+
+
+def _staging_pid(champion: Champion) -> int:
+    """The pid of the staging service, from the pid file its Terraform state names (a bare pid, written by `setsid`)."""
+    return int(Path(environments.current_service(champion.config, "staging")["pid_file"]).read_text())
+
+
+def test_a_staging_service_killed_during_the_load_test_rejects_and_staging_comes_back_on_the_champion(champion, monkeypatch):
+    version = _copy_of_champion(champion)
+    real_run_locust = loadtest.run_locust
+    killed: list[int] = []
+
+    def staging_dies_as_the_load_starts(endpoint, *args, **kwargs):
+        # SIGKILL, as the OOM killer or a crash would: the service says nothing on its way out.
+        assert str(champion.config.serving.staging_port) in endpoint
+        pid = _staging_pid(champion)
+        os.killpg(pid, signal.SIGKILL)  # the service's process group (Terraform starts it with setsid)
+        killed.append(pid)
+        return real_run_locust(endpoint, *args, **kwargs)
+
+    monkeypatch.setattr(loadtest, "run_locust", staging_dies_as_the_load_starts)
+
+    state, decision, tags = _deliver(version)
+
+    assert killed, "the load test never ran"
+    reason = _rejected(state)
+    assert "load test" in reason and "error rate" in reason, reason
+    assert f"rejected; staging back to v{champion.version}" in decision
+    assert tags["deployment"] == "rejected" and "load test" in tags["rejected"]
+    _production_untouched(champion)
+    assert _served_version(champion.config.serving.staging_port) == champion.version  # a new process: the dead one was replaced
+    assert _staging_pid(champion) != killed[0]
