@@ -54,21 +54,40 @@ def _active_runs(prefect_client) -> list:
     return prefect_client.read_flow_runs(flow_run_filter=FlowRunFilter(state=state))
 
 
+def _flow_run_processes(worker_pid: int) -> dict[str, psutil.Process]:
+    """The worker's descendants that run flow runs, by flow-run id (the process worker starts one per run)."""
+    found = {}
+    for child in psutil.Process(worker_pid).children(recursive=True):
+        try:
+            run_id = child.environ().get("PREFECT__FLOW_RUN_ID")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if run_id:
+            found.setdefault(run_id, child)
+    return found
+
+
+def _runs_under_worker(stack) -> list[str]:
+    """The flow runs whose processes run under the stack's worker: killing the worker kills them too."""
+    record = processes.running(parts(stack)["worker"].pid_file)
+    return [] if record is None else sorted(_flow_run_processes(record.pid))
+
+
+def _wait_until_worker_idle(stack, prefect_client, what: str) -> None:
+    """Wait (bounded) until no flow run executes under the worker; runs the server lists as active but
+    that no process runs (another test's zombies) do not matter here, so they are named, not awaited."""
+    deadline = time.monotonic() + 600
+    while (busy := _runs_under_worker(stack)):
+        if time.monotonic() > deadline:
+            active = [f"{r.name} ({r.state.name})" for r in _active_runs(prefect_client)]
+            pytest.fail(f"{what}: flow runs {busy} still under the worker after 600 s; server lists as active: {active}")
+        time.sleep(2.0)
+
+
 def _worker_env(stack) -> dict[str, str]:
     record = processes.running(parts(stack)["worker"].pid_file)
     assert record is not None, "the worker is not running"
     return psutil.Process(record.pid).environ()
-
-
-def _flow_run_process(worker_pid: int, flow_run_id: UUID) -> psutil.Process | None:
-    """The worker's descendant that runs `flow_run_id` (the process worker starts one per run, in its own session)."""
-    for child in psutil.Process(worker_pid).children(recursive=True):
-        try:
-            if child.environ().get("PREFECT__FLOW_RUN_ID") == str(flow_run_id):
-                return child
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return None
 
 
 def _heartbeats(prefect_client, flow_run_id: UUID) -> int:
@@ -101,7 +120,7 @@ def heartbeating_worker(stack, prefect_client, monkeypatch: pytest.MonkeyPatch) 
     if _worker_env(stack).get(zombies.HEARTBEAT_ENV) == HEARTBEAT:
         return
     # Restarting the worker kills its flow runs: wait for earlier tests' background runs (a CD) first.
-    _poll("the stack idle before restarting the worker", 600, lambda: not _active_runs(prefect_client), 2.0)
+    _wait_until_worker_idle(stack, prefect_client, "before restarting the worker")
     assert processes.stop(parts(stack)["worker"].pid_file)
     assert up(stack) == 0, "mlops up could not restart the worker; its output is above"
     assert _worker_env(stack).get(zombies.HEARTBEAT_ENV) == HEARTBEAT
@@ -113,8 +132,9 @@ def test_a_run_whose_worker_died_is_crashed_by_its_missing_heartbeats_and_the_ne
 
     started = time.monotonic()
     _log(f"automation {zombies.AUTOMATION_NAME}: {zombie_automation}, window {WITHIN_S} s", started)
-    _poll("the stack idle (no run the worker's death would also kill)", 600,
-          lambda: not _active_runs(prefect_client), 2.0)
+    _wait_until_worker_idle(stack, prefect_client, "no other run the worker's death would also kill")
+    others = [f"{r.name} ({r.state.name}, since {r.state.timestamp:%H:%M:%S})" for r in _active_runs(prefect_client)]
+    _log(f"runs the server lists as active but no process runs: {others or 'none'}", started)
 
     # A long-ish CT run (six months of data), Running on the worker and heartbeating.
     run = run_deployment(CT_DEPLOYMENT, parameters={"as_of": "2013-07-01", "window_months": 6, "reason": "e2e-zombie"},
@@ -123,7 +143,7 @@ def test_a_run_whose_worker_died_is_crashed_by_its_missing_heartbeats_and_the_ne
     _log(f"flow run {run.id} Running", started)
     worker = processes.read_pid_file(stack.run_dir / "worker.pid")
     assert worker is not None
-    flow_process = _poll("the flow run's process under the worker", 30, lambda: _flow_run_process(worker.pid, run.id))
+    flow_process = _poll("the flow run's process under the worker", 30, lambda: _flow_run_processes(worker.pid).get(str(run.id)))
     assert flow_process.environ().get(zombies.HEARTBEAT_ENV) == HEARTBEAT, "the flow run did not inherit the worker's heartbeat setting"
     _poll("a first heartbeat of the run on the server", 45, lambda: _heartbeats(prefect_client, run.id), 0.5)
     _log(f"first heartbeat received; flow-run process pid {flow_process.pid}", started)
