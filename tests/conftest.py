@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,23 @@ import yaml
 from mlops.config import PROJECT_ROOT, Config, load_config
 
 DIABETES_CONFIG = PROJECT_ROOT / "examples" / "diabetes" / "mlops.yaml"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In `mlops test`'s two xdist workers: one worker runs the e2e tests (one stack), the other the rest.
+
+    Every e2e test is in one group, so one worker starts one stack for all of them; every other
+    module is a group of its own, so its module-scoped fixtures are built once. The e2e group comes
+    first, so its waits (heartbeat windows, automations, flow runs on the worker) overlap the
+    CPU-bound modules that the other worker runs meanwhile.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    e2e = [item for item in items if item.get_closest_marker("e2e")]
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("e2e" if item in e2e else item.module.__name__))
+    items[:] = e2e + [item for item in items if item not in e2e]
 
 
 @pytest.fixture

@@ -30,8 +30,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# The whole suite in two processes (pytest-xdist): the e2e tests, mostly waiting on the real stack,
+# run beside the CPU-bound rest (tests/conftest.py groups them). Arguments run pytest as given.
+WHOLE_SUITE = ["-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder"]
+
+
 def _test(args: argparse.Namespace) -> int:
-    return subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], cwd=PROJECT_ROOT)
+    return subprocess.call([sys.executable, "-m", "pytest", *(args.pytest_args or WHOLE_SUITE)], cwd=PROJECT_ROOT)
 
 
 def _contract(args: argparse.Namespace) -> int:
