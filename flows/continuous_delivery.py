@@ -10,11 +10,13 @@ from prefect.states import Completed, State
 from prefect.transactions import transaction
 
 from mlops import render
+from mlops.adapters import registry
 from mlops.adapters.registry import VersionRef
 from mlops.config import Config, load_config
 from mlops.domain.checks import Check
 from tasks.delivery import (
     GatesFailed,
+    await_approval,
     emit_decision,
     find_champion,
     load_holdout,
@@ -43,7 +45,9 @@ def continuous_delivery(version: int | str, model_name: str | None = None, force
     Staging is planned and applied with Terraform (the saved plan is what gets applied), then the
     live service must pass the input-schema contract tests, the per-segment performance gates with
     predictions equal to the offline model's, and a locust load test against the SLOs in mlops.yaml.
-    All pass: production is applied with this version and the `champion` alias moves to it. The
+    With `delivery.approval: manual` the run then pauses for a person's decision (the Prefect UI's
+    Resume form, `mlops approve`, or the API); a rejection or no answer within
+    `delivery.approval_timeout_s` rejects the version. All pass: production is applied with this version and the `champion` alias moves to it. The
     whole delivery is one Prefect transaction: when a gate fails, or any step after it (the
     production apply, the alias move) fails, its rollback hooks put staging and production back on
     the champion (or destroy them when there is none) and the alias back where it was, so production
@@ -98,6 +102,10 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
                 raise GatesFailed(gates) from exc
             if not all(g.passed for g in gates):
                 raise GatesFailed(gates)
+            if config.delivery.approval == "manual":  # a person decides, seeing the gates; staging keeps serving meanwhile
+                gates.append(await_approval(config, name, version, gates, _links(config, candidate)))
+                if not gates[-1].passed:
+                    raise GatesFailed(gates)
             production = deploy_environment(config, "production", name, version, restore_to)
             promote(config, name, version, previous, gates)
     except GatesFailed as failed:
@@ -120,6 +128,14 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
     logger.info("promoted %s v%s: production at %s", name, version, production)
     return Completed(message=f"promoted v{version}", data={"status": "promoted", "version": version, "endpoint": production,
                                                             "gates": [g.model_dump() for g in gates]})
+
+
+def _links(config: Config, candidate: VersionRef) -> str:
+    """Where an approver reads more: the version and its training run in MLflow."""
+    found = [f"[{text}]({url})" for text, url in [
+        (f"MLflow: {candidate.name} v{candidate.version}", registry.version_url(config, candidate.name, candidate.version)),
+        ("its training run", registry.run_url(config, candidate.run_id) if candidate.run_id else None)] if url]
+    return " · ".join(found)
 
 
 def _reject(config, name: str, version: str, champion: str | None, gates: list[Check], reason: str) -> None:  # noqa: ANN001

@@ -156,6 +156,14 @@ class Serving(Strict):
     production_port: int = 5102
 
 
+class Delivery(Strict):
+    """How a version that passed the staging gates reaches production."""
+
+    # manual: CD pauses for a person's decision (a form in the Prefect UI, `mlops approve`, or the API)
+    approval: Literal["auto", "manual"] = "auto"
+    approval_timeout_s: int = Field(default=3600, ge=10)  # no answer by then rejects the version
+
+
 class Tracking(Strict):
     experiment: str
     model_name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -185,6 +193,7 @@ class Config(Strict):
     slo: Slo = Slo()
     load_test: LoadTest = LoadTest()
     serving: Serving = Serving()
+    delivery: Delivery = Delivery()
     tracking: Tracking
     stack: Stack = Stack()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,15 @@ import numpy as np
 import pandas as pd
 from prefect import runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
 from prefect.events import emit_event
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from prefect.logging import get_run_logger
+from prefect.states import Running
 from prefect.transactions import Transaction
+from pydantic import Field
 
 from mlops import render
 from mlops.adapters import loadtest, registry, service_checks, sources
@@ -159,6 +166,55 @@ def _put_alias_back(config: Config, model_name: str, previous: str | None) -> No
 def _restore_alias(txn: Transaction) -> None:
     """Rollback hook (a later step failed): `champion` back on the version it named before (removed when none)."""
     _put_alias_back(txn.get("config"), txn.get("model_name"), txn.get("previous"))
+
+
+class Approval(RunInput):
+    """The form a manual-approval CD run waits for (the Prefect UI renders it; `mlops approve` and the API send it)."""
+
+    approve: bool = Field(description="Promote this version to production (unticked: reject it)")
+    approver: str = Field(min_length=1, max_length=200, description="Who decides: a name or an e-mail address")
+    comment: str = Field(default="", max_length=2000, description="Why, for the version's record")
+
+
+APPROVAL_POLL_S = 2  # how often the paused run looks for the answer
+
+
+def await_approval(config: Config, model_name: str, version: str, gates: list[Check], links: str) -> Check:
+    """Pause the run for a person's decision on the passed gates; no answer within the timeout rejects.
+
+    Called from the flow, not as a task: a pause belongs to the flow run. The decision (who, when,
+    why) is tagged on the version: `approval`, `approval_by`, `approval_at`, `approval_comment`.
+    """
+    timeout = config.delivery.approval_timeout_s
+    description = (f"{render.gates_markdown(model_name, version, 'staging gates passed, awaiting approval', gates)}\n{links}\n\n"
+                   f"Approve to promote v{version} to production; reject, or no answer within {timeout} s, rolls staging back.")
+    get_run_logger().info("%s v%s awaits approval (timeout %d s): the Prefect UI's Resume form, or `mlops approve %s %s`",
+                          model_name, version, timeout, model_name, version)
+    try:
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=description, approve=False),
+                                timeout=timeout, poll_interval=APPROVAL_POLL_S, key=f"approval-{version}")
+    except FlowPauseTimeout:
+        decision, by, comment = "timed_out", "nobody", f"no answer within {timeout} s"
+        # The server keeps an expired pause Paused and would turn the run's end into "never resumed":
+        # the run goes on (to reject and roll back), so it says it is running again.
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(runtime.flow_run.id, Running(message=f"approval: {comment}; rejecting"), force=True)
+    else:
+        decision, by, comment = ("approved" if answer.approve else "rejected"), answer.approver, answer.comment
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record_approval(config, model_name, version, {"approval": decision, "approval_by": by, "approval_at": at,
+                                                  "approval_comment": comment or "-"})
+    detail = (f"{comment}; rejected at {at}" if decision == "timed_out"
+              else f"{decision} by {by} at {at}" + (f": {comment}" if comment else ""))
+    return Check(name="approval", passed=decision == "approved", detail=detail[:1000])
+
+
+@task(**IO_RETRIES)
+def record_approval(config: Config, model_name: str, version: str, tags: dict[str, str]) -> None:
+    """Who decided on the version, when and why, as its tags."""
+    client = registry.connect(config)
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value[:4000])
 
 
 @task(**IO_RETRIES)

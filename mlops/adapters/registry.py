@@ -94,6 +94,12 @@ def run_url(config: Config, run_id: str) -> str | None:
     return f"{uri.rstrip('/')}/#/experiments/{experiment.experiment_id}/runs/{run_id}"
 
 
+def version_url(config: Config, name: str, version: str) -> str | None:
+    """A browser link to a registered model version when the tracking server speaks HTTP."""
+    uri = tracking_uri(config)
+    return f"{uri.rstrip('/')}/#/models/{name}/versions/{version}" if uri.startswith("http") else None
+
+
 def git_commit() -> str:
     """The commit of the working tree, or "unknown" outside a git checkout."""
     try:

@@ -67,6 +67,25 @@ def _hooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _approve(args: argparse.Namespace) -> int:
+    import getpass
+
+    from mlops.config import load_config
+    from mlops.platform import approvals
+    from mlops.platform.settings import stack_settings
+
+    config = load_config()
+    try:
+        with stack_settings(config).prefect_settings():
+            run = approvals.answer(args.name, str(args.version), approve=not args.reject, approver=args.by or getpass.getuser(),
+                                   comment=args.comment, default_model=config.tracking.model_name)
+    except approvals.NoPendingApproval as exc:
+        print(f"mlops approve: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'rejected' if args.reject else 'approved'} {args.name} v{args.version}: {run} resumes")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mlops.platform.demo import run_demo
 
@@ -90,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--workers", type=int, default=None, help="default: serving.workers in the config")
     serve.set_defaults(func=_serve)
+    approve = sub.add_parser("approve", help="answer a CD run that waits for approval (delivery.approval: manual)")
+    approve.add_argument("name", help="the registered model, e.g. flights-delay")
+    approve.add_argument("version", help="the version its CD run delivers")
+    approve.add_argument("--reject", action="store_true", help="reject instead: staging rolls back, production is untouched")
+    approve.add_argument("--by", default=None, help="who decides (default: your user name)")
+    approve.add_argument("--comment", default="", help="why, for the version's record")
+    approve.set_defaults(func=_approve)
     sub.add_parser("hooks", help="install the git post-commit hook that starts CI for each commit").set_defaults(func=_hooks)
     test = sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
