@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 # The whole suite in two processes (pytest-xdist): the e2e tests, mostly waiting on the real stack,
 # run beside the CPU-bound rest (tests/conftest.py groups them). Arguments run pytest as given.
-WHOLE_SUITE = ["-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder"]
+WHOLE_SUITE = ["-n", "2", "--dist", "loadscope", "--no-loadscope-reorder"]
 
 
 def _test(args: argparse.Namespace) -> int:
