@@ -71,15 +71,20 @@ def _approve(args: argparse.Namespace) -> int:
     import getpass
 
     from mlops.config import load_config
-    from mlops.platform import approvals
-    from mlops.platform.settings import stack_settings
+    from mlops.platform import approvals, processes
+    from mlops.platform.settings import StackNotSetUp, stack_settings
 
     config = load_config()
+    stack = stack_settings(config)
+    if not processes.http_ok(f"{stack.prefect_api_url}/health"):
+        print(f"mlops approve: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack with "
+              "`make up`", file=sys.stderr)
+        return 2
     try:
-        with stack_settings(config).prefect_settings():
+        with stack.prefect_settings():
             run = approvals.answer(args.name, str(args.version), approve=not args.reject, approver=args.by or getpass.getuser(),
                                    comment=args.comment, default_model=config.tracking.model_name)
-    except approvals.NoPendingApproval as exc:
+    except (approvals.NoPendingApproval, StackNotSetUp) as exc:
         print(f"mlops approve: {exc}", file=sys.stderr)
         return 1
     print(f"{'rejected' if args.reject else 'approved'} {args.name} v{args.version}: {run} resumes")

@@ -70,6 +70,10 @@ FOREIGN_ENV = (
 _DEFAULTS = Stack()
 
 
+class StackNotSetUp(RuntimeError):
+    """The local stack was never started here: no credentials to talk to it with."""
+
+
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` readable by its owner only (0600), in a directory made 0700 if new."""
     if not path.parent.exists():
@@ -205,8 +209,11 @@ class StackSettings(BaseModel):
         """
         from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+        credentials = self.credential_env()
+        if not credentials:
+            raise StackNotSetUp(f"no stack credentials under {self.secrets_dir}: start the local stack with `make up`")
         return temporary_settings(updates={PREFECT_API_URL: self.prefect_api_url,
-                                           PREFECT_API_AUTH_STRING: self.credential_env()[PREFECT_AUTH_ENV]})
+                                           PREFECT_API_AUTH_STRING: credentials[PREFECT_AUTH_ENV]})
 
     def client_env(self) -> dict[str, str]:
         """What a shell or a flow run needs to use this stack, credentials included (also written to `<state>/env`, 0600)."""

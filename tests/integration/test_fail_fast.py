@@ -10,7 +10,7 @@ import pytest
 
 from mlops.config import PROJECT_ROOT
 from mlops.platform.processes import free_port
-from tests.conftest import DIABETES_CONFIG
+from tests.conftest import DIABETES_CONFIG, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +40,12 @@ def test_mlops_serve_with_the_registry_down_exits_with_the_fix(tmp_path):
                            "--port", str(free_port())], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "does not answer" in done.stderr and "make up" in done.stderr
+
+
+def test_mlops_approve_with_the_stack_down_exits_with_the_fix(tmp_path):
+    config = write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, {"stack.prefect_port": free_port()})  # nothing listens there
+    env = _down_env(tmp_path) | {"MLOPS_CONFIG": str(config)}
+    done = subprocess.run([sys.executable, "-m", "mlops.platform.cli", "approve", "flights-delay", "3"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Prefect server" in done.stderr and "does not answer" in done.stderr and "make up" in done.stderr
