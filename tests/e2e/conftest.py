@@ -157,12 +157,11 @@ def served_version(port: int) -> str | None:
 
 
 def _champion_version(client: Any, name: str) -> str | None:
-    from mlflow.exceptions import MlflowException
+    """The `champion` version; None before the first promotion (the registry's one lookup: other errors raise)."""
+    from mlops.adapters import registry
 
-    try:
-        return str(client.get_model_version_by_alias(name, "champion").version)
-    except MlflowException:  # no such alias (or no such model) yet
-        return None
+    found = registry.champion(client, name)
+    return found.version if found else None
 
 
 @pytest.fixture
