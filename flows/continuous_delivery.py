@@ -21,6 +21,7 @@ from tasks.delivery import (
     find_champion,
     load_holdout,
     promote,
+    publish_history,
     run_load_test,
     tag_decision,
     verify_contract,
@@ -121,10 +122,12 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
         emit_decision(ROLLED_BACK, "production", name, version, gates, reason)
         create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(
             name, version, f"rolled back; production back on {f'v{previous}' if previous else 'nothing'}", gates))
+        _publish_history(config, name)
         logger.error("%s v%s %s", name, version, reason)
         raise
     emit_decision(PROMOTED, "production", name, version, gates)
     create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, f"promoted, serving at {production}", gates))
+    _publish_history(config, name)
     logger.info("promoted %s v%s: production at %s", name, version, production)
     return Completed(message=f"promoted v{version}", data={"status": "promoted", "version": version, "endpoint": production,
                                                             "gates": [g.model_dump() for g in gates]})
@@ -144,4 +147,12 @@ def _reject(config, name: str, version: str, champion: str | None, gates: list[C
     emit_decision(REJECTED, "staging", name, version, gates, reason)
     rolled_back = f"staging back to v{champion}" if champion else "staging destroyed (no champion yet)"
     create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, f"rejected; {rolled_back}", gates))
+    _publish_history(config, name)
     get_run_logger().warning("rejected %s v%s: %s; %s", name, version, reason, rolled_back)
+
+
+def _publish_history(config: Config, name: str) -> None:
+    """The history table after a decision; a registry hiccup here never changes the decision already made."""
+    state = publish_history(config, name, return_state=True)
+    if not state.is_completed():
+        get_run_logger().warning("production-history not updated: %s", state.message)

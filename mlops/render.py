@@ -128,6 +128,22 @@ def gates_markdown(model_name: str, version: str, outcome: str, gates: Sequence[
     return f"# {model_name} v{version}: {outcome}\n\n{table(['gate', 'result', 'numbers'], rows)}\n"
 
 
+def history_rows(changes: Sequence[Any]) -> list[dict[str, str]]:
+    """Production history (`domain.history.Change`s) as table rows, newest first."""
+    return [{"version": f"v{c.version}" + (" (serving)" if c.serving else ""), "decision": c.decision,
+             "decided at": c.at or "-", "served production": (f"{c.served_from or '?'} → {c.served_until or ('now' if c.serving else '?')}"
+                                                              if c.decision == "promoted" else "-"),
+             "why": c.why or "-"} for c in reversed(changes)]
+
+
+def history_table(changes: Sequence[Any]) -> str:
+    """The same rows as a markdown table, for a terminal (`mlops history`, the demo)."""
+    rows = history_rows(changes)
+    if not rows:
+        return "no delivery decision yet"
+    return table(list(rows[0]), [list(row.values()) for row in rows])
+
+
 # --- monitoring and scoring ----------------------------------------------------------------------
 
 

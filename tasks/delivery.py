@@ -148,6 +148,7 @@ def promote(config: Config, model_name: str, version: str, previous: str | None,
     client = registry.connect(config)
     try:
         registry.promote(client, model_name, version)
+        client.set_model_version_tag(model_name, version, "deployment_at", _now())
         client.set_model_version_tag(model_name, version, "deployment", "promoted")
         client.set_model_version_tag(model_name, version, "deployment_run", str(runtime.flow_run.id))
         client.set_model_version_tag(model_name, version, "deployment_gates", render.checks_summary(gates))
@@ -201,7 +202,7 @@ def await_approval(config: Config, model_name: str, version: str, gates: list[Ch
             client.set_flow_run_state(runtime.flow_run.id, Running(message=f"approval: {comment}; rejecting"), force=True)
     else:
         decision, by, comment = ("approved" if answer.approve else "rejected"), answer.approver, answer.comment
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    at = _now()
     record_approval(config, model_name, version, {"approval": decision, "approval_by": by, "approval_at": at,
                                                   "approval_comment": comment or "-"})
     detail = (f"{comment}; rejected at {at}" if decision == "timed_out"
@@ -221,9 +222,21 @@ def record_approval(config: Config, model_name: str, version: str, tags: dict[st
 def tag_decision(config: Config, model_name: str, version: str, status: str, gates: list[Check], reason: str) -> None:
     """Tag the version `deployment=<rejected|rolled_back>` with the reason and this run; the champion is untouched."""
     client = registry.connect(config)
-    for key, value in {"deployment": status, status: reason[:4000], "deployment_run": str(runtime.flow_run.id),
+    for key, value in {"deployment_at": _now(), "deployment": status, status: reason[:4000], "deployment_run": str(runtime.flow_run.id),
                        "deployment_gates": render.checks_summary(gates)}.items():
         client.set_model_version_tag(model_name, version, key, value)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@task(**IO_RETRIES)
+def publish_history(config: Config, model_name: str) -> None:
+    """The `production-history` table artifact: every decision, and when each promoted version served production."""
+    changes = registry.history(registry.connect(config), model_name)
+    create_table_artifact(key="production-history", table=render.history_rows(changes),
+                          description=f"{model_name}: which version served production, from when to when, and why it changed")
 
 
 def emit_decision(event: str, environment: str, model_name: str, version: str, gates: list[Check], reason: str | None = None) -> None:

@@ -14,6 +14,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from mlops.config import PROJECT_ROOT, Config
+from mlops.domain.history import Change, production_history
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -272,14 +273,8 @@ class Registration:
     registered_at: float  # seconds since the epoch
 
 
-def undelivered_versions(client: MlflowClient, name: str) -> list[Registration]:
-    """READY versions of `name` without a delivery decision (no `deployment` tag), oldest first.
-
-    Facts only: versions still registering or that failed to are left out, everything else is
-    listed, the champion and versions older than it included. What to do with each (deliver,
-    leave a superseded one alone) is the reconciliation's policy, `tasks/reconciliation.py`.
-    No model yet is an empty list; any other registry error raises.
-    """
+def registrations(client: MlflowClient, name: str) -> list[Registration]:
+    """Every version of `name`, whatever its status or decision, oldest first; [] when there is no such model."""
     found, token = [], None
     while True:
         try:
@@ -288,9 +283,27 @@ def undelivered_versions(client: MlflowClient, name: str) -> list[Registration]:
             if _missing(exc):
                 return []
             raise
-        found += [v for v in page if str(v.status) == "READY" and DECISION_TAG not in (v.tags or {})]
+        found += list(page)
         token = page.token
         if not token:
             break
     found.sort(key=lambda v: int(v.version))
     return [Registration(ref=_ref(v), registered_at=(v.creation_timestamp or 0) / 1000) for v in found]
+
+
+def history(client: MlflowClient, name: str) -> list[Change]:
+    """Production history of `name` from the decisions CD tagged on its versions (`domain.history`)."""
+    serving = champion(client, name)
+    return production_history([(r.ref.version, r.ref.tags) for r in registrations(client, name)],
+                              serving.version if serving else None)
+
+
+def undelivered_versions(client: MlflowClient, name: str) -> list[Registration]:
+    """READY versions of `name` without a delivery decision (no `deployment` tag), oldest first.
+
+    Facts only: versions still registering or that failed to are left out, everything else is
+    listed, the champion and versions older than it included. What to do with each (deliver,
+    leave a superseded one alone) is the reconciliation's policy, `tasks/reconciliation.py`.
+    No model yet is an empty list; any other registry error raises.
+    """
+    return [r for r in registrations(client, name) if r.ref.status == "READY" and DECISION_TAG not in r.ref.tags]

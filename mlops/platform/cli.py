@@ -91,6 +91,27 @@ def _approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    import os
+
+    from mlops import render
+    from mlops.adapters import registry
+    from mlops.config import load_config
+    from mlops.platform.settings import stack_settings
+
+    config = load_config()
+    for key, value in stack_settings(config).credential_env().items():  # as a shell that sourced .mlops/env
+        os.environ.setdefault(key, value)
+    name = args.model or config.tracking.model_name
+    try:
+        changes = registry.history(registry.connect(config), name)
+    except registry.RegistryUnavailable as exc:
+        print(f"mlops history: {exc}", file=sys.stderr)
+        return 2
+    print(f"{name}: production history, newest first\n{render.history_table(changes)}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mlops.platform.demo import run_demo
 
@@ -121,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     approve.add_argument("--by", default=None, help="who decides (default: your user name)")
     approve.add_argument("--comment", default="", help="why, for the version's record")
     approve.set_defaults(func=_approve)
+    history = sub.add_parser("history", help="which version served production from when to when, and why it changed")
+    history.add_argument("--model", default=None, help="default: tracking.model_name in the config")
+    history.set_defaults(func=_history)
     sub.add_parser("hooks", help="install the git post-commit hook that starts CI for each commit").set_defaults(func=_hooks)
     test = sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)

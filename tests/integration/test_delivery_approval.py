@@ -99,3 +99,6 @@ def test_cd_waits_for_approval_promotes_when_approved_and_rejects_when_nobody_an
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert _served_version(config.serving.production_port) == "1"
     assert _served_version(config.serving.staging_port) == "1"
+    history = read_artifacts(state.state_details.flow_run_id)["production-history"]  # kept up to date by each CD run
+    assert history.index('"v2"') < history.index('"v1 (serving)"'), history  # newest first
+    assert "approval: no answer within 10 s" in history and "approved by alice" in history, history

@@ -1,0 +1,46 @@
+"""Production history from the decision tags CD writes: order, served periods, reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlops import render
+from mlops.domain.history import production_history
+
+pytestmark = pytest.mark.unit
+
+
+def _promoted(at: str, **more: str) -> dict[str, str]:
+    return {"deployment": "promoted", "deployment_at": at, **more}
+
+
+def test_each_promotion_serves_until_the_next_one_and_the_champion_serves_now():
+    versions = [
+        ("1", _promoted("2026-01-01T00:00:00+00:00")),
+        ("2", {"deployment": "rejected", "deployment_at": "2026-01-02T00:00:00+00:00", "rejected": "load test: p99 300 vs 200"}),
+        ("3", _promoted("2026-01-03T00:00:00+00:00", approval="approved", approval_by="alice")),
+        ("4", {"data_window": "2013-01-01..2013-02-01"}),  # registered, not decided yet: not history
+        ("5", {"deployment": "rolled_back", "deployment_at": "2026-01-04T00:00:00+00:00", "rolled_back": "alias move failed"}),
+    ]
+    changes = production_history(versions, champion="3")
+
+    assert [(c.version, c.decision) for c in changes] == [("1", "promoted"), ("2", "rejected"), ("3", "promoted"), ("5", "rolled_back")]
+    first, rejected, current, rolled_back = changes
+    assert (first.served_from, first.served_until, first.serving) == ("2026-01-01T00:00:00+00:00", "2026-01-03T00:00:00+00:00", False)
+    assert (current.served_until, current.serving, current.why) == (None, True, "gates passed; approved by alice")
+    assert rejected.why == "load test: p99 300 vs 200" and rejected.served_from is None
+    assert rolled_back.why == "alias move failed"
+
+    rows = render.history_rows(changes)
+    assert rows[0]["version"] == "v5" and rows[-1]["version"] == "v1"  # newest first
+    assert [r["served production"] for r in rows if r["decision"] == "promoted"] == [
+        "2026-01-03T00:00:00+00:00 → now", "2026-01-01T00:00:00+00:00 → 2026-01-03T00:00:00+00:00"]
+    assert rows[1]["version"] == "v3 (serving)"
+
+
+def test_decisions_recorded_before_their_time_was_come_first_in_version_order():
+    changes = production_history([("2", {"deployment": "promoted"}), ("1", {"deployment": "promoted"}),
+                                  ("3", _promoted("2026-01-03T00:00:00+00:00"))], champion="3")
+    assert [c.version for c in changes] == ["1", "2", "3"]
+    assert changes[0].served_until is None and not changes[0].serving  # when it stopped serving is unknown
+    assert render.history_rows(changes)[-1]["served production"] == "? → ?"
