@@ -1,8 +1,10 @@
 """A registration the webhook lost is delivered by the reconciliation, once, on the real stack.
 
-The registration happens while the Prefect server is down (the receiver answers MLflow's webhook
-but cannot emit the event, so MLflow's retries give up); `mlops up` brings the server back, and
-the version is still delivered. A receiver that is down loses a registration the same way.
+The version is registered while the webhook receiver and the Prefect server are both down, then
+`mlops up` brings them back: the version is still delivered. (With only the Prefect server down,
+the receiver holds each delivery while it retries the connection, and MLflow's webhook retries
+can outlast a short outage, so the event may arrive late instead of being lost: the receiver down
+makes the loss certain, and MLflow gives up within seconds.)
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _artifact(prefect_client, flow_run_id, key: str) -> str:
     return str(found.data)
 
 
-def test_a_version_registered_while_the_prefect_server_is_down_is_delivered_once_after_it_is_back(
+def test_a_version_registered_while_the_receiver_and_prefect_are_down_is_delivered_once_after_up(
         stack, prefect_client, wait_for_flow_run, mlflow_client, champion):
     import mlflow
     from prefect.deployments import run_deployment
@@ -47,16 +49,17 @@ def test_a_version_registered_while_the_prefect_server_is_down_is_delivered_once
 
     name = load_config().tracking.model_name
     original = mlflow_client.get_model_version(name, champion)
-    server = parts(stack)["prefect"]
+    receiver, server = parts(stack)["receiver"], parts(stack)["prefect"]
+    assert processes.stop(receiver.pid_file), "the webhook receiver was not running"
     assert processes.stop(server.pid_file), "the Prefect server was not running"
     try:
-        # The champion's model again, with its lineage: MLflow calls the webhook, the event goes nowhere.
+        # The champion's model again, with its lineage: MLflow calls the webhook, nobody answers.
         tags = {k: v for k, v in original.tags.items() if k not in NOT_LINEAGE}
         version = str(mlflow.register_model(original.source, name, tags=tags).version)
         time.sleep(WEBHOOK_GIVES_UP_S)  # a negative (no delivery) cannot be polled for
     finally:
-        assert up(stack) == 0, "mlops up could not restart the Prefect server"  # idempotent: starts what is missing
-    assert processes.http_ok(server.health_url)
+        assert up(stack) == 0, "mlops up could not restart the receiver and the Prefect server"  # starts what is missing
+    assert processes.http_ok(server.health_url) and processes.http_ok(receiver.health_url)
     assert flow_runs(prefect_client, CD_DEPLOYMENT, version=version) == [], "the webhook delivered after all"
 
 

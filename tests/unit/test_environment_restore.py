@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mlops.adapters.environments import Restore, restore_target
@@ -61,6 +62,11 @@ def test_an_unknown_environment_is_refused() -> None:
 def service(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A stand-in service started as Terraform starts one: its own session, a bare pid written just after."""
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    # /proc/<pid>/cmdline can read empty for a moment after Popen returns on a busy machine (seen under
+    # xdist): wait, bounded, until the stand-in shows its command line, as a real service long has.
+    deadline = time.monotonic() + 10
+    while psutil.Process(proc.pid).cmdline() != ["sleep", "60"] and time.monotonic() < deadline:
+        time.sleep(0.01)
     pid_file = tmp_path / "model-service-staging.pid"
     pid_file.write_text(f"{proc.pid}\n")
     try:
