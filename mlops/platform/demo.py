@@ -123,6 +123,7 @@ def _run_loop(settings: stack.StackSettings, config: Config) -> int:
         first = loop.train_and_deliver(run_deployment(CT, parameters={"reason": "demo"}, timeout=0), timeline)
 
         timeline.say(f"new data: July 2013 arrives; {DRIFT} compares it with v{first}'s training window")
+        known = {r.id for r in loop.runs(CT, reason="drift")}  # before the check: its event may start CT before it ends
         drift = loop.finished(run_deployment(DRIFT, parameters={"as_of": SUMMER, "window_months": 1}, timeout=0).id)
         monitoring = loop.mlflow.search_runs(
             [loop.mlflow.get_experiment_by_name(f"{config.tracking.experiment}-monitoring").experiment_id],
@@ -138,7 +139,6 @@ def _run_loop(settings: stack.StackSettings, config: Config) -> int:
         if share < config.drift.drift_share:
             raise DemoError("July did not drift under this config: nothing retrains")
         timeline.say("  mlops.drift.detected → continuous-training (debounced: one run per burst)")
-        known = {r.id for r in loop.runs(CT, reason="drift")}
         retrain = _poll(lambda: [r for r in loop.runs(CT, reason="drift") if r.id not in known], 120,
                         "the CT run started by the drift event (a drift event in the last hour is debounced)")[0]
         second = loop.train_and_deliver(retrain, timeline)
