@@ -48,8 +48,8 @@ def continuous_delivery(version: int | str, model_name: str | None = None, force
     predictions equal to the offline model's, and a locust load test against the SLOs in mlops.yaml.
     With `delivery.approval: manual` the run then pauses for a person's decision (the Prefect UI's
     Resume form, `mlops approve`, or the API); a rejection or no answer within
-    `delivery.approval_timeout_s` rejects the version. All pass: production is applied with this version and the `champion` alias moves to it. The
-    whole delivery is one Prefect transaction: when a gate fails, or any step after it (the
+    `delivery.approval_timeout_s` rejects the version. All pass: production is applied with this
+    version and the `champion` alias moves to it. The whole delivery is one Prefect transaction: when a gate fails, or any step after it (the
     production apply, the alias move) fails, its rollback hooks put staging and production back on
     the champion (or destroy them when there is none) and the alias back where it was, so production
     never serves a version that `champion` does not name. A rejected version is tagged `rejected`
