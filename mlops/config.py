@@ -142,8 +142,12 @@ class Serving(Strict):
     """The model service (mlops/serving/); the limits keep its memory bounded whatever clients send."""
 
     workers: int = Field(default=1, ge=1)
+    # Serve a verified compiled predictor when the model allows (mlops/serving/compiled.py); false: sklearn.
+    compiled: bool = True
     max_batch_size: int = Field(default=64, ge=1)
-    max_wait_ms: float = Field(default=2.0, ge=0.0)
+    # 0: a batch is whatever waits when the model is free (batches grow with the load); > 0 also waits
+    # that long for company, which only adds latency here (docs/benchmarks.md).
+    max_wait_ms: float = Field(default=0.0, ge=0.0)
     # A bigger /invocations body gets 413 before it is read past this. The CD checks send 2,000 rows
     # per request: ≈ 0.3 MB for the default dataset's 17 columns. Raise it for much wider rows.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)

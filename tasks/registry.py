@@ -71,7 +71,9 @@ def log_training_record(
 def log_model(config: Config, run_id: str, model_path: Path, split: Split) -> str:
     """Log the fitted pipeline into the run with its input signature; returns the model URI."""
     model = joblib.load(model_path)
-    example, _ = modeling.features_and_target(pd.read_parquet(split.test_path).head(200), config)
+    holdout = pd.read_parquet(split.test_path)
+    # Seeded holdout rows: the signature, the input example, and the service's compiled-path check.
+    example, _ = modeling.features_and_target(holdout.sample(n=min(1000, len(holdout)), random_state=0), config)
     registry.connect(config)
     with mlflow.start_run(run_id=run_id):
         return registry.log_model(model, example, predict_outputs(model, example, config.task), config)

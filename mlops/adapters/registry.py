@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -110,8 +112,15 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+VERIFICATION_ROWS = "serving/verification_rows.parquet"  # in a version's run: `example` as logged with the model
+
+
 def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -> str:
-    """Log the fitted pipeline (skops format, input signature) into the active run; returns its model URI."""
+    """Log the fitted pipeline (skops format, input signature) into the active run; returns its model URI.
+
+    `example` (holdout rows) gives the signature, the input example (its first 5 rows), and
+    `VERIFICATION_ROWS`, on which the model service checks its compiled prediction path.
+    """
     # Numeric inputs are declared double so a request may carry a missing value (the booster handles NaN).
     example = example.astype({c: "float64" for c in config.dataset.numeric})
     info = mlflow.sklearn.log_model(
@@ -123,6 +132,11 @@ def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -
         skops_trusted_types=TRUSTED_TYPES,
         pyfunc_predict_fn="predict_proba" if config.task != "regression" else "predict",
     )
+    # The rows the model service checks its compiled prediction path on (mlops/serving/compiled.py).
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = Path(tmp) / VERIFICATION_ROWS.rsplit("/", 1)[1]
+        example.to_parquet(rows, index=False)
+        mlflow.log_artifact(str(rows), VERIFICATION_ROWS.rsplit("/", 1)[0])
     return info.model_uri
 
 

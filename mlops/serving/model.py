@@ -23,14 +23,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
+from mlops.serving.compiled import CompiledPredictor, compile_for_serving
 from mlops.serving.schema import KINDS, Column, Rows, to_frame
 
 logger = logging.getLogger(__name__)
 
 PredictFn = Callable[[pd.DataFrame], Any]
 _NULLABLE_KINDS = ("double", "float", "string")
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,16 @@ class ServedModel:
     columns: tuple[Column, ...]
     predict_fn: PredictFn
     run_id: str | None = None
-    path: str = "sklearn"  # which prediction path scores: the raw sklearn estimator, or PyFuncModel.predict
+    path: str = "sklearn"  # compiled (mlops.serving.compiled), sklearn (the raw estimator) or pyfunc
+    path_note: str = ""  # why this path: what the compiled path was verified on, or why it is not used
+    compiled: CompiledPredictor | None = None
 
     def predict(self, batch: Sequence[Rows]) -> list[bytes]:
         """Score all requests of `batch` in one call; one JSON answer body per request."""
-        output = self.predict_fn(to_frame(batch, self.columns))
+        if self.compiled is not None:
+            output = self.compiled.predict(batch)
+        else:
+            output = self.predict_fn(to_frame(batch, self.columns))
         return split_predictions(output, [rows.n_rows for rows in batch])
 
     def describe(self) -> dict[str, Any]:
@@ -71,21 +79,30 @@ class ServedModel:
             "run_id": self.run_id,
             "nullable_columns": [c.name for c in self.columns if c.nullable],
             "prediction_path": self.path,
+            "prediction_path_note": self.path_note,
         }
 
 
 def split_predictions(output: Any, sizes: Sequence[int]) -> list[bytes]:
-    """Cut a batch's predictions back into per-request bodies, serialised as MLflow serves them."""
+    """Cut a batch's predictions back into per-request bodies, serialised as MLflow serves them.
+
+    A finite float or integer ndarray is written by orjson (the same numbers MLflow's NumpyEncoder
+    writes, without the Python float per value); anything else goes through MLflow's own encoder.
+    """
     from mlflow.utils.proto_json_utils import NumpyEncoder, _get_jsonable_obj
 
     if len(output) != sum(sizes):
         raise RuntimeError(f"the model returned {len(output)} predictions for {sum(sizes)} rows")
+    fast = isinstance(output, np.ndarray) and output.dtype.kind in "fiu" and bool(np.isfinite(output).all())
     bodies, start = [], 0
     for size in sizes:
         rows = slice(start, start + size)
-        part = output.iloc[rows] if isinstance(output, pd.DataFrame | pd.Series) else output[rows]
-        predictions = _get_jsonable_obj(part, pandas_orient="records")
-        bodies.append(json.dumps({"predictions": predictions}, cls=NumpyEncoder).encode())
+        if fast:
+            bodies.append(orjson.dumps({"predictions": np.ascontiguousarray(output[rows])}, option=_NUMPY))
+        else:
+            part = output.iloc[rows] if isinstance(output, pd.DataFrame | pd.Series) else output[rows]
+            predictions = _get_jsonable_obj(part, pandas_orient="records")
+            bodies.append(json.dumps({"predictions": predictions}, cls=NumpyEncoder).encode())
         start += size
     return bodies
 
@@ -175,21 +192,55 @@ def fast_predict_fn(pyfunc_model: Any) -> PredictFn:
     return pyfunc_model.predict
 
 
-def load_served_model(model: str | ModelRef) -> ServedModel:
-    """Load a model from MLflow (MLFLOW_TRACKING_URI is honoured) and get it ready to serve."""
+def load_served_model(model: str | ModelRef, compiled: bool = True) -> ServedModel:
+    """Load a model from MLflow (MLFLOW_TRACKING_URI is honoured) and get it ready to serve.
+
+    With `compiled`, a pipeline mlops.serving.compiled supports is served by the compiled path
+    when it reproduces the model on the version's verification rows; otherwise by the sklearn path.
+    """
     import mlflow.pyfunc
 
     ref = model if isinstance(model, ModelRef) else resolve_model_uri(model)
     pyfunc_model = mlflow.pyfunc.load_model(ref.resolved_uri)
     predict_fn = fast_predict_fn(pyfunc_model)
     columns = probe_nullable(columns_from_signature(pyfunc_model.metadata.get_input_schema()), predict_fn)
-    path = "sklearn" if pyfunc_model.loader_module == "mlflow.sklearn" else "pyfunc"
+    path, note, fast = "pyfunc", "", None
+    if pyfunc_model.loader_module == "mlflow.sklearn" and not compiled:
+        path, note = "sklearn", "compiled path off (serving.compiled: false)"
+    elif pyfunc_model.loader_module == "mlflow.sklearn":
+        source, rows = verification_rows(pyfunc_model)
+        output = pyfunc_model.metadata.flavors["python_function"].get("predict_fn", "predict")
+        fast, note = compile_for_serving(pyfunc_model.get_raw_model(), output, columns, predict_fn, rows, source)
+        path = "sklearn" if fast is None else "compiled"
     logger.info(
-        "serving %s (%s) on the %s path, %d input columns, null accepted in %s",
+        "serving %s (%s) on the %s path%s, %d input columns, null accepted in %s",
         ref.resolved_uri,
         ref.uri,
         path,
+        f" ({note})" if note else "",
         len(columns),
         [c.name for c in columns if c.nullable],
     )
-    return ServedModel(ref, columns, predict_fn, run_id=pyfunc_model.metadata.run_id, path=path)
+    return ServedModel(ref, columns, predict_fn, run_id=pyfunc_model.metadata.run_id, path=path, path_note=note,
+                       compiled=fast)
+
+
+def verification_rows(pyfunc_model: Any) -> tuple[str, pd.DataFrame]:
+    """The rows the compiled path is checked on: the holdout rows CT logged in the version's run
+    (registry.VERIFICATION_ROWS), or else the model's input example; and what they are."""
+    run_id = pyfunc_model.metadata.run_id
+    if run_id:
+        from mlflow import MlflowClient
+
+        from mlops.adapters.registry import VERIFICATION_ROWS
+
+        client = MlflowClient()
+        folder = VERIFICATION_ROWS.rsplit("/", 1)[0]
+        if any(item.path == VERIFICATION_ROWS for item in client.list_artifacts(run_id, folder)):
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                local = client.download_artifacts(run_id, VERIFICATION_ROWS, tmp)
+                return "holdout", pd.read_parquet(local)
+    example = pyfunc_model.input_example
+    return "input-example", example if isinstance(example, pd.DataFrame) else pd.DataFrame()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 import pandas as pd
 
 Kind = Literal["double", "float", "long", "integer", "string", "boolean"]
@@ -88,9 +89,12 @@ def _invalid(message: str) -> RequestError:
 def parse_request(body: bytes | str, columns: Sequence[Column]) -> Rows:
     """Decode a scoring request and check it against `columns`; raise RequestError if it is bad."""
     try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8 too
-        raise _bad(f"Ensure that input is a valid JSON formatted string. Error: {exc}") from None
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:  # NaN literals, ints past 64 bits, or bad JSON: the stdlib decides and words it
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8 too
+            raise _bad(f"Ensure that input is a valid JSON formatted string. Error: {exc}") from None
     if not isinstance(payload, dict):
         raise _bad(f"The input must be a JSON object, got {type(payload).__name__}")
     present = [key for key in (*_FORMATS, *_OTHER_FORMATS) if key in payload]

@@ -25,6 +25,7 @@ No Prefect import here or below: the service must start without the orchestrator
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -110,6 +111,15 @@ async def read_body(request: Request, limit: int, budget: ByteBudget | None = No
     return bytes(body)
 
 
+def freeze_startup_heap() -> None:
+    """Move what start-up made (MLflow, sklearn, pandas, the model: millions of objects) out of the
+    garbage collector's sight with `gc.freeze()`, so a full collection walks only what requests
+    make. Without it a gen-2 collection every few thousand requests took tens to hundreds of
+    milliseconds, which was the p99 of the service (docs/benchmarks.md)."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     model: ServedModel, *, max_batch_size: int, max_wait_ms: float, max_body_bytes: int, max_queue: int | None = None,
     max_inflight_bytes: int | None = None,
@@ -132,6 +142,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        freeze_startup_heap()
         async with batcher:
             yield
 
@@ -197,7 +208,7 @@ def app_from_env() -> Starlette:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = json.loads(os.environ[_SPEC_ENV])
-    model = load_served_model(ModelRef(**spec["model"]))
+    model = load_served_model(ModelRef(**spec["model"]), compiled=spec.get("compiled", True))
     return create_app(
         model,
         max_batch_size=spec["max_batch_size"],
@@ -229,6 +240,7 @@ def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | 
     os.environ[_SPEC_ENV] = json.dumps(
         {
             "model": asdict(ref),
+            "compiled": settings.compiled,
             "max_batch_size": settings.max_batch_size,
             "max_wait_ms": settings.max_wait_ms,
             "max_body_bytes": settings.max_body_bytes,

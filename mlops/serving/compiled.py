@@ -1,0 +1,207 @@
+"""The compiled prediction path: numpy feature encoding and treelite's tree engine (GTIL).
+
+For a fitted `Pipeline(ColumnTransformer(passthrough | OrdinalEncoder), HistGradientBoosting*)`
+(the default `mlops.yaml` model), one request row costs the sklearn path a DataFrame, the
+ColumnTransformer and one Python call per tree (about 10 ms for 150–200 trees on this machine);
+here it is a few list-to-array copies, a dict lookup per category and one C++ call over every tree
+(about 0.2 ms; `docs/benchmarks.md`). Chosen by measurement: calling sklearn's own compiled tree
+predictors directly still pays a Python call per tree (2.6 ms a row), and skl2onnx does not
+convert HistGradientBoosting's native categorical splits (sklearn-onnx issue 1051), which
+treelite 4's sklearn importer does.
+
+The category codes are not re-implemented: each categorical column's table is made by asking
+the fitted OrdinalEncoder itself to encode every category it knows (infrequent-category grouping
+included); anything else is the encoder's `unknown_value`, and null its `encoded_missing_value`.
+
+It is used only when it reproduces the registered model: `verify` compares it with the sklearn
+path on real rows (the holdout rows CT logged with the version) and `compile_for_serving` returns
+None, with the reason, when the pipeline is of another shape or any prediction differs by more
+than `TOLERANCE` (classes: any difference). The service then serves the sklearn path and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops.serving.schema import DTYPES, Column, Rows
+
+logger = logging.getLogger(__name__)
+
+TOLERANCE = 1e-9  # largest |compiled - sklearn| accepted on the verification rows (float64 both ways)
+_NUMERIC_KINDS = ("double", "float", "long", "integer", "boolean")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One column of the matrix the booster takes: a numeric input, or a category's code table."""
+
+    name: str
+    codes: dict[Any, float] | None = None  # None: a numeric column passed through
+    unknown: float = np.nan
+    missing: float = np.nan
+    dtype: Any = np.float64  # a passed-through column's dtype in the sklearn path (float32 rounds)
+
+    def encode(self, values: list[Any]) -> np.ndarray:
+        if self.codes is None:  # NaN stands for null already (schema.parse_request)
+            return np.asarray(values, dtype=self.dtype).astype(np.float64, copy=False)
+        codes, unknown, missing = self.codes, self.unknown, self.missing
+        return np.fromiter(
+            (missing if v is None else codes.get(v, unknown) for v in values), dtype=np.float64, count=len(values)
+        )
+
+
+@dataclass(frozen=True)
+class CompiledPredictor:
+    """Scores validated requests without pandas: a float64 matrix, then one treelite GTIL call."""
+
+    features: tuple[Feature, ...]
+    forest: Any  # treelite.Model
+    output: str  # "predict_proba", "predict" (classes) or "predict" (values, regression)
+    classes: np.ndarray | None  # a classifier's classes_, else None
+
+    def matrix(self, batch: Sequence[Rows]) -> np.ndarray:
+        n = sum(rows.n_rows for rows in batch)
+        X = np.empty((n, len(self.features)), dtype=np.float64)
+        for j, feature in enumerate(self.features):
+            values = batch[0].values[feature.name] if len(batch) == 1 else [
+                v for rows in batch for v in rows.values[feature.name]
+            ]
+            X[:, j] = feature.encode(values)
+        return X
+
+    def predict(self, batch: Sequence[Rows]) -> np.ndarray:
+        from treelite import gtil
+
+        scores = gtil.predict(self.forest, self.matrix(batch), nthread=1)  # (rows, targets, classes)
+        scores = scores.reshape(scores.shape[0], -1)
+        if self.classes is None:  # regression
+            return scores[:, 0]
+        proba = np.column_stack([1.0 - scores[:, 0], scores[:, 0]]) if scores.shape[1] == 1 else scores
+        if self.output == "predict_proba":
+            return proba
+        return self.classes[np.argmax(proba, axis=1)]
+
+
+def compile_pipeline(model: Any, output: str, columns: Sequence[Column]) -> CompiledPredictor:
+    """A CompiledPredictor for `model`, or NotImplementedError naming what is not supported."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+
+    if not (isinstance(model, Pipeline) and len(model.steps) == 2):
+        raise NotImplementedError(f"a {type(model).__name__}, not a two-step Pipeline (features, booster)")
+    transform, booster = model.steps[0][1], model.steps[1][1]
+    if not isinstance(booster, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+        raise NotImplementedError(f"the estimator is a {type(booster).__name__}, not HistGradientBoosting")
+    if output not in ("predict", "predict_proba"):
+        raise NotImplementedError(f"the model is served through {output}")
+    if not isinstance(transform, ColumnTransformer):
+        raise NotImplementedError(f"the feature step is a {type(transform).__name__}, not a ColumnTransformer")
+    kinds = {c.name: c.kind for c in columns}
+    features: list[Feature] = []
+    for name, step, selected in transform.transformers_:
+        if step == "drop":
+            continue
+        if not (isinstance(selected, list) and all(isinstance(s, str) and s in kinds for s in selected)):
+            raise NotImplementedError(f"transformer {name!r} selects columns by {selected!r}, not signature names")
+        if step == "passthrough" or (isinstance(step, FunctionTransformer) and step.func is None):  # fitted passthrough
+            if any(kinds[s] not in _NUMERIC_KINDS for s in selected):
+                raise NotImplementedError(f"transformer {name!r} passes a string column through")
+            features.extend(Feature(s, dtype=DTYPES[kinds[s]]) for s in selected)
+        elif isinstance(step, OrdinalEncoder) and step.handle_unknown == "use_encoded_value":
+            features.extend(_code_tables(step, selected))
+        else:
+            raise NotImplementedError(f"transformer {name!r} is a {type(step).__name__}")
+    if len(features) != booster.n_features_in_:
+        raise NotImplementedError(f"{len(features)} encoded features for a booster of {booster.n_features_in_}")
+    import treelite
+
+    forest = treelite.sklearn.import_model(booster)
+    classes = getattr(booster, "classes_", None)
+    return CompiledPredictor(tuple(features), forest, output, None if classes is None else np.asarray(classes))
+
+
+def _code_tables(encoder: Any, selected: list[str]) -> list[Feature]:
+    """Each column's category → code table, made by the fitted encoder itself."""
+    known = [[c for c in cats if not pd.isna(c)] for cats in encoder.categories_]
+    longest = max(len(k) for k in known)
+    # Every known category of every column, padded with that column's first one: one transform call.
+    frame = pd.DataFrame({s: [k[i % len(k)] for i in range(longest)] for s, k in zip(selected, known, strict=True)})
+    frame = frame.astype({s: encoder.categories_[j].dtype for j, s in enumerate(selected)})
+    codes = encoder.transform(frame)
+    return [
+        Feature(
+            s,
+            {k[i]: float(codes[i, j]) for i in range(len(k))},
+            unknown=float(encoder.unknown_value),
+            missing=float(encoder.encoded_missing_value),
+        )
+        for j, (s, k) in enumerate(zip(selected, known, strict=True))
+    ]
+
+
+def rows_of(frame: pd.DataFrame, columns: Sequence[Column]) -> Rows:
+    """A frame as the service's parsed request: lists per column, null as None (strings) or NaN."""
+    values = {}
+    for c in columns:
+        series = frame[c.name]
+        if c.kind == "string":
+            values[c.name] = [None if pd.isna(v) else v for v in series.tolist()]
+        else:
+            values[c.name] = series.tolist()  # NaN stays NaN
+    return Rows(values, len(frame))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How the compiled path compared with the sklearn path."""
+
+    rows: int
+    source: str
+    max_abs_diff: float | None  # None for class labels
+    passed: bool
+    reason: str = ""
+
+
+def verify(compiled: CompiledPredictor, predict_fn: Callable[[pd.DataFrame], Any], frame: pd.DataFrame,
+           columns: Sequence[Column], source: str) -> Verification:
+    """Compiled vs sklearn predictions on `frame` (typed as the service types requests)."""
+    from mlops.serving.schema import to_frame
+
+    rows = rows_of(frame, columns)
+    expected = np.asarray(predict_fn(to_frame([rows], columns)))
+    got = compiled.predict([rows])
+    if expected.shape != got.shape:
+        return Verification(len(frame), source, None, False, f"shape {got.shape} instead of {expected.shape}")
+    if expected.dtype.kind in "fc":
+        diff = float(np.max(np.abs(expected - got), initial=0.0))
+        ok = diff <= TOLERANCE and bool((np.isnan(expected) == np.isnan(got)).all())
+        return Verification(len(frame), source, diff, ok, "" if ok else f"max |difference| {diff:.3g} > {TOLERANCE}")
+    same = bool((expected == got).all())
+    return Verification(len(frame), source, None, same, "" if same else f"{int((expected != got).sum())} labels differ")
+
+
+def compile_for_serving(model: Any, output: str, columns: Sequence[Column], predict_fn: Callable[[pd.DataFrame], Any],
+                        rows: pd.DataFrame, source: str) -> tuple[CompiledPredictor | None, str]:
+    """The compiled predictor when it reproduces `predict_fn` on `rows`, else None; and what was found."""
+    try:
+        compiled = compile_pipeline(model, output, columns)
+    except NotImplementedError as exc:
+        return None, f"not compiled: {exc}"
+    except Exception as exc:  # a treelite import or conversion failure: the sklearn path still serves
+        logger.warning("compiling the model failed", exc_info=True)
+        return None, f"not compiled: {type(exc).__name__}: {exc}"
+    if rows.empty:
+        return None, "not compiled: no rows to verify it on"
+    check = verify(compiled, predict_fn, rows, columns, source)
+    if not check.passed:
+        return None, f"compiled but not used: on {check.rows} {source} rows, {check.reason}"
+    shown = "equal labels" if check.max_abs_diff is None else f"max |difference| {check.max_abs_diff:.1e}"
+    return compiled, f"verified on {check.rows} {source} rows: {shown}"

@@ -1,0 +1,140 @@
+"""The compiled prediction path reproduces the registered model on real rows, or is not used."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.adapters import registry
+from mlops.domain import modeling
+from mlops.serving import compiled as compiled_path
+from mlops.serving.model import load_served_model, split_predictions, verification_rows
+from mlops.serving.schema import parse_request
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def flights(flights_month, flights_config):
+    """Features and target of January 2013: the first 20 days to train, the rest as holdout."""
+    X, y = modeling.features_and_target(flights_month, flights_config)
+    cut = int(len(X) * 0.65)
+    return X.iloc[:cut], y.iloc[:cut], X.iloc[cut:].reset_index(drop=True)
+
+
+def fit(config, X, y, **params):
+    preprocessor = modeling.build_preprocessor(config).fit(X)
+    estimator = modeling.fit_estimator(config, {"max_iter": 40, **params}, preprocessor.transform(X), y.to_numpy())
+    return modeling.assemble_model(preprocessor, estimator)
+
+
+@pytest.fixture(scope="module")
+def booster(flights, flights_config):
+    X, y, _ = flights
+    return fit(flights_config, X, y)
+
+
+def served_columns(model, X):
+    """The service's columns for `model`, as it derives them from the logged signature."""
+    from mlflow.models import infer_signature
+
+    from mlops.serving.model import columns_from_signature, probe_nullable
+
+    example = X.head(100).astype({c: "float64" for c in X.select_dtypes("number").columns})  # as registry.log_model
+    schema = infer_signature(example, model.predict_proba(example)).inputs
+    return probe_nullable(columns_from_signature(schema), model.predict_proba)
+
+
+def test_the_default_pipeline_compiles_and_equals_predict_proba_on_the_holdout(booster, flights):
+    _, _, holdout = flights
+    columns = served_columns(booster, holdout)
+    predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, booster.predict_proba,
+                                                        holdout, "holdout")
+    assert predictor is not None, note
+    assert note.startswith(f"verified on {len(holdout)} holdout rows")
+    got = predictor.predict([compiled_path.rows_of(holdout, columns)])
+    expected = booster.predict_proba(holdout)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= compiled_path.TOLERANCE
+    # Unknown and missing categories and missing numbers take the booster's missing-value branch.
+    odd = holdout.head(3).copy()
+    odd.loc[0, "carrier"], odd.loc[1, "origin"], odd.loc[2, "temp"] = "ZZ", None, np.nan
+    got = predictor.predict([compiled_path.rows_of(odd, columns)])
+    assert np.abs(got - booster.predict_proba(odd)).max() <= compiled_path.TOLERANCE
+
+
+def test_requests_parsed_from_json_score_as_the_model_does(booster, flights):
+    _, _, holdout = flights
+    columns = served_columns(booster, holdout)
+    predictor = compiled_path.compile_pipeline(booster, "predict_proba", columns)
+    sample = holdout.sample(40, random_state=1)
+    rows = sample.astype(object).where(sample.notna(), None).values.tolist()
+    bodies = [json.dumps({"dataframe_split": {"columns": list(sample.columns), "data": rows[i : i + 4]}})
+              for i in range(0, 40, 4)]
+    batch = [parse_request(body, columns) for body in bodies]
+    answers = [json.loads(b)["predictions"] for b in split_predictions(predictor.predict(batch), [4] * 10)]
+    expected = booster.predict_proba(sample)
+    assert np.abs(np.array([p for answer in answers for p in answer]) - expected).max() <= compiled_path.TOLERANCE
+
+
+def test_a_pipeline_it_cannot_compile_is_served_by_sklearn(flights, flights_config):
+    X, y, holdout = flights
+    linear = flights_config.model_copy(update={"training": flights_config.training.model_copy(
+        update={"estimator": "linear", "params": {"max_iter": 200}})})
+    model = fit(linear, X, y, max_iter=200)
+    columns = served_columns(model, holdout)
+    predictor, note = compiled_path.compile_for_serving(model, "predict_proba", columns, model.predict_proba,
+                                                        holdout, "holdout")
+    assert predictor is None
+    assert note.startswith("not compiled:") and "LogisticRegression" in note
+
+
+def test_a_compiled_predictor_that_differs_from_the_model_is_not_used(booster, flights, flights_config):
+    """The check is real: against another model's predictions the compiled predictor is refused."""
+    X, y, holdout = flights
+    other = fit(flights_config, X, y, max_iter=41)
+    columns = served_columns(booster, holdout)
+    predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, other.predict_proba,
+                                                        holdout, "holdout")
+    assert predictor is None
+    assert note.startswith(f"compiled but not used: on {len(holdout)} holdout rows, max |difference|")
+
+
+def test_the_service_serves_the_compiled_path_of_a_version_ct_logged(booster, flights, flights_config, isolated):
+    """registry.log_model stores the verification rows; the service checks on them and says which path."""
+    _, _, holdout = flights
+    sample = holdout.sample(500, random_state=0)
+    client = registry.connect(flights_config)
+    with mlflow.start_run() as run:
+        uri = registry.log_model(booster, sample, booster.predict_proba(sample), flights_config)
+    version = registry.register(client, uri, run.info.run_id, flights_config, {"trigger_reason": "test"})
+
+    served = load_served_model(f"models:/flights-delay/{version}")
+    assert served.path == "compiled", served.path_note
+    assert served.describe()["prediction_path_note"].startswith("verified on 500 holdout rows")
+    rows = compiled_path.rows_of(holdout.head(50), served.columns)
+    answer = np.array(json.loads(served.predict([rows])[0])["predictions"])
+    assert np.abs(answer - booster.predict_proba(holdout.head(50))).max() <= compiled_path.TOLERANCE
+
+    off = load_served_model(f"models:/flights-delay/{version}", compiled=False)
+    assert (off.path, off.compiled) == ("sklearn", None)
+    assert np.abs(np.array(json.loads(off.predict([rows])[0])["predictions"]) - answer).max() <= compiled_path.TOLERANCE
+
+
+def test_verification_rows_fall_back_to_the_input_example(booster, flights, flights_config, isolated):
+    """A model logged outside CT (no verification rows) is checked on its input example."""
+    import mlflow.sklearn
+
+    _, _, holdout = flights
+    registry.connect(flights_config)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(booster, name="model", serialization_format="skops",
+                                        skops_trusted_types=registry.TRUSTED_TYPES, input_example=holdout.head(20).astype(
+            {c: "float64" for c in holdout.select_dtypes("number").columns}))
+    source, rows = verification_rows(mlflow.pyfunc.load_model(info.model_uri))
+    assert source == "input-example" and len(rows) == 20
+    assert isinstance(rows, pd.DataFrame)
