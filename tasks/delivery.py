@@ -21,7 +21,7 @@ from prefect.transactions import Transaction
 from pydantic import Field
 
 from mlops import render
-from mlops.adapters import loadtest, registry, service_checks, sources
+from mlops.adapters import listings, loadtest, registry, service_checks, sources
 from mlops.config import Config
 from mlops.domain import modeling
 from mlops.domain.checks import Check, failures
@@ -234,7 +234,7 @@ def _now() -> str:
 @task(**IO_RETRIES)
 def publish_history(config: Config, model_name: str) -> None:
     """The `production-history` table artifact: every decision, and when each promoted version served production."""
-    changes = registry.history(registry.connect(config), model_name)
+    changes = listings.history(registry.connect(config), model_name)
     create_table_artifact(key="production-history", table=render.history_rows(changes),
                           description=f"{model_name}: which version served production, from when to when, and why it changed")
 

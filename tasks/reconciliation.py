@@ -19,7 +19,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from mlops.adapters import registry
+from mlops.adapters import listings, registry
 from mlops.config import Config
 from tasks.retries import IO_RETRIES, retry_unless
 
@@ -70,14 +70,14 @@ def _open(version: str, champion: str | None) -> bool:
     return champion is None or int(version) > int(champion)
 
 
-def open_since(registrations: list[registry.Registration], champion: str | None) -> float | None:
+def open_since(registrations: list[listings.Registration], champion: str | None) -> float | None:
     """When the oldest version the reconciliation may deliver was registered; None when there is none."""
     times = [r.registered_at for r in registrations if _open(r.ref.version, champion)]
     return min(times) if times else None
 
 
 def plan_deliveries(
-    registrations: list[registry.Registration],
+    registrations: list[listings.Registration],
     champion: str | None,
     runs: list[DeliveryRun],
     now: float,
@@ -145,9 +145,9 @@ def read_delivery_runs(config: Config, model_name: str, in_flight: bool, since: 
 
 
 @task(**IO_RETRIES)
-def find_undelivered(config: Config, model_name: str) -> list[registry.Registration]:
+def find_undelivered(config: Config, model_name: str) -> list[listings.Registration]:
     """READY versions without a delivery decision (`deployment` tag), oldest first."""
-    return registry.undelivered_versions(registry.connect(config), model_name)
+    return listings.undelivered_versions(registry.connect(config), model_name)
 
 
 @task(**IO_RETRIES)

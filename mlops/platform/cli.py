@@ -95,7 +95,7 @@ def _history(args: argparse.Namespace) -> int:
     import os
 
     from mlops import render
-    from mlops.adapters import registry
+    from mlops.adapters import listings, registry
     from mlops.config import load_config
     from mlops.platform.settings import stack_settings
 
@@ -104,7 +104,7 @@ def _history(args: argparse.Namespace) -> int:
         os.environ.setdefault(key, value)
     name = args.model or config.tracking.model_name
     try:
-        changes = registry.history(registry.connect(config), name)
+        changes = listings.history(registry.connect(config), name)
     except registry.RegistryUnavailable as exc:
         print(f"mlops history: {exc}", file=sys.stderr)
         return 2

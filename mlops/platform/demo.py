@@ -147,10 +147,10 @@ def _run_loop(settings: stack.StackSettings, config: Config) -> int:
         return 1
     production = f"http://{config.serving.host}:{config.serving.production_port}"
     from mlops import render
-    from mlops.adapters import registry
+    from mlops.adapters import listings
 
     print("\nProduction history (`mlops history`; the `production-history` artifact of each CD run):\n"
-          f"{render.history_table(registry.history(loop.mlflow, config.tracking.model_name))}", flush=True)
+          f"{render.history_table(listings.history(loop.mlflow, config.tracking.model_name))}", flush=True)
     print(
         f"\nProduction serves v{second} (was v{first}) at {production}/invocations\n"
         f"Prefect UI   {settings.prefect_url}/runs   (flow runs, artifacts; automations under Automations)\n"

@@ -12,7 +12,7 @@ from prefect.states import Cancelled, Failed
 
 from flows.continuous_delivery import continuous_delivery
 from flows.reconciliation import delivery_reconciliation
-from mlops.adapters import registry
+from mlops.adapters import listings, registry
 from tasks.reconciliation import CD_DEPLOYMENT, start_delivery
 from tests.integration.conftest import read_artifacts
 
@@ -49,12 +49,12 @@ def _end(run_id, state) -> None:
 def test_lost_versions_get_one_cd_run_each_and_none_while_it_is_in_flight(isolated, cd_deployment):
     name = f"lost-{uuid4().hex[:8]}"
     client = MlflowClient()
-    assert registry.undelivered_versions(client, name) == []  # no such model yet
+    assert listings.undelivered_versions(client, name) == []  # no such model yet
     _register(name, 5)
     client.set_model_version_tag(name, "2", "deployment", "promoted")
     client.set_registered_model_alias(name, registry.CHAMPION, "2")
     client.set_model_version_tag(name, "3", "deployment", "rejected")
-    assert [r.ref.version for r in registry.undelivered_versions(client, name)] == ["1", "4", "5"]  # oldest first
+    assert [r.ref.version for r in listings.undelivered_versions(client, name)] == ["1", "4", "5"]  # oldest first
 
     state = delivery_reconciliation(model_name=name, min_age_seconds=0, return_state=True)
     first = state.result()
