@@ -198,8 +198,8 @@ class Config(Strict):
     load_test: LoadTest = LoadTest()
     serving: Serving = Serving()
     delivery: Delivery = Delivery()
-    tracking: Tracking
     stack: Stack = Stack()
+    tracking: Tracking
 
     @model_validator(mode="after")
     def _gate_metric_fits_task(self) -> Config:
