@@ -11,8 +11,6 @@ subprocess with its own MLflow SQLite store in a temp dir:
   no PREFECT_API_URL, so Prefect starts its ephemeral API server inside the call;
 - ``flow-server``: the same call against a real ``prefect server start`` on a free 127.0.0.1 port,
   started once by this script before the runs (start-up not charged to the flow) and stopped at the end;
-- ``flow-server-fixed`` (opt-in experiment): ``flow-server`` with the change docs/benchmarks.md
-  suggests applied inside the worker process only (see ``apply_suggested_fix``).
 
 Rounds interleave the variants (rotating the order) so that noise from other processes on the
 machine spreads over all of them. For each run: wall time of the call, wall time of the whole
@@ -26,7 +24,7 @@ run the driver waits for the machine to be quiet; a run during which other proce
 
     .venv/bin/python bench/ct.py                  # 3 runs of each variant: about 6 min on a quiet 2-core machine
     .venv/bin/python bench/ct.py --runs 2 --variants script flow-server
-    .venv/bin/python bench/ct.py --runs 5 --variants script flow-ephemeral flow-server flow-server-fixed
+    .venv/bin/python bench/ct.py --runs 5 --variants script flow-server
     .venv/bin/python bench/ct.py --env MALLOC_ARENA_MAX=2   # an experiment: extra env for every run
     .venv/bin/python bench/ct.py --probe              # the parts alone: file traffic, search threads, memory
     .venv/bin/python bench/ct.py --runs 1 --variants script --as-of 2013-02-01 --months 1   # a quick check
@@ -39,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -69,7 +66,6 @@ from common import (
 AS_OF = date(2014, 1, 1)
 MONTHS = 12
 VARIANTS = ["script", "flow-ephemeral", "flow-server"]
-EXPERIMENTS = ["flow-server-fixed"]  # opt-in: the flow with the suggested change applied in the worker
 STEP_INTERVALS: list[tuple[str, float, float]] = []  # (step, start, end) in epoch seconds, for the memory peak
 # Script step -> the flow task doing the same work (the flow runs profile_data beside the training
 # tasks and the four train_candidate runs side by side, so its task times overlap).
@@ -255,12 +251,10 @@ def work_script(as_of: date, months: int) -> dict[str, Any]:
             "candidates": candidates, "rss_after_import_mib": rss_imported}
 
 
-def work_flow(as_of: date, months: int, fixed: bool = False) -> dict[str, Any]:
+def work_flow(as_of: date, months: int) -> dict[str, Any]:
     started = time.perf_counter()
     from flows.continuous_training import continuous_training
 
-    if fixed:
-        apply_suggested_fix()
     imported = time.perf_counter()
     rss_imported = _rss_mib()
     summary = continuous_training(as_of=as_of, window_months=months, reason="bench")
@@ -268,37 +262,6 @@ def work_flow(as_of: date, months: int, fixed: bool = False) -> dict[str, Any]:
     steps, candidates, flow_run = _task_times(summary["run_id"])
     return {"import_s": imported - started, "call_s": done - imported, "summary": summary, "steps": steps,
             "candidates": candidates, "flow_run": flow_run, "rss_after_import_mib": rss_imported}
-
-
-def apply_suggested_fix() -> None:
-    """The change docs/benchmarks.md suggests, applied in this process only (flows/ and tasks/ stay as they are).
-
-    1. profile_data runs before the search instead of beside it (`profile_data(config, split)`, not `.submit`);
-    2. each mapped train_candidate fits with cpu_count // candidates OpenMP threads (at least 1), not all cores.
-    """
-    from types import SimpleNamespace
-
-    from threadpoolctl import threadpool_limits
-
-    import flows.continuous_training as ct
-    from mlops.config import load_config
-    from mlops.domain import modeling
-
-    train_candidate, profile_data = ct.train_candidate, ct.profile_data
-    threads = max(1, (os.cpu_count() or 1) // len(modeling.candidate_grid(load_config())))
-
-    def capped(config: Any, features: Any, params: dict[str, Any]) -> Any:
-        with threadpool_limits(limits=threads, user_api="openmp"):
-            return train_candidate.fn(config, features, params)
-
-    class RunNow:  # `.submit` that runs the task to completion in the flow, as `profile_data(config, split)` would
-        def submit(self, *args: Any) -> Any:
-            value = profile_data(*args)
-            return SimpleNamespace(result=lambda: value)
-
-    ct.train_candidate = train_candidate.with_options()  # same name, retries, cache policy
-    ct.train_candidate.fn = capped
-    ct.profile_data = RunNow()
 
 
 def _rss_mib() -> float:
@@ -371,7 +334,7 @@ def worker(variant: str, result_path: Path, as_of: date, months: int) -> int:
     import resource
 
     sampler = RssSampler()
-    result = work_script(as_of, months) if variant == "script" else work_flow(as_of, months, fixed=variant.endswith("-fixed"))
+    result = work_script(as_of, months) if variant == "script" else work_flow(as_of, months)
     sampler.stop.set()
     result["maxrss_self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["rss_peak_steps"] = sorted({name for name, start, end in STEP_INTERVALS if start <= sampler.peak_at <= end})
@@ -630,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each variant (the median is reported)")
     parser.add_argument("--as-of", type=date.fromisoformat, default=AS_OF, help="train on the rows before this date")
     parser.add_argument("--months", type=int, default=MONTHS, help="months of data before --as-of")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS + EXPERIMENTS, default=VARIANTS)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra env for every run")
     parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "ct.json")
     parser.add_argument("--quiet", type=float, default=0.3, metavar="CORES",
@@ -642,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", action="store_true",
                         help="measure the parts instead: the flow's file traffic; search threading and memory")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (MLflow stores, logs)")
-    parser.add_argument("--worker", choices=VARIANTS + EXPERIMENTS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--probe-part", choices=["io", *PROBE_PARTS], help=argparse.SUPPRESS)
     parser.add_argument("--window", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -700,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(benchdir, ignore_errors=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print(f"\n{report['machine']}; code {report['code']}; raw figures in {args.out}\n")
-    print(markdown(results, [v for v in VARIANTS + EXPERIMENTS if v in args.variants]))
+    print(markdown(results, [v for v in VARIANTS if v in args.variants]))
     return 0
 
 

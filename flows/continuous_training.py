@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import date
 from typing import Any
 
 from prefect import flow, runtime, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
@@ -15,7 +17,14 @@ from mlops.adapters import registry
 from mlops.config import load_config
 from mlops.domain import modeling
 from tasks.data import extract_window, profile_data, split_data, validate_data
-from tasks.registry import finish_training_run, log_model, log_training_record, register_model, start_training_run
+from tasks.registry import (
+    finish_training_run,
+    log_model,
+    log_training_record,
+    publish_model_card,
+    register_model,
+    start_training_run,
+)
 from tasks.runs import require_servers, tag_this_run
 from tasks.training import (
     compare_champion,
@@ -42,7 +51,13 @@ def _close_failed_run(config, run_id: str, error: Exception) -> None:
         get_run_logger().warning("could not mark MLflow run %s FAILED (%s): it stays RUNNING there", run_id, exc)
 
 
-@flow(name="continuous-training", flow_run_name=_run_name)
+# CT's concurrent work (the data profile beside the candidate search) is CPU-bound: one task thread
+# per core. More only made the threads fight: on 2 cores, 4 candidates x 2 OpenMP threads plus the
+# profile took 13.4 s where doing them in turn took 12 s (docs/benchmarks.md, "Continuous training").
+CORES = os.cpu_count() or 1
+
+
+@flow(name="continuous-training", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=CORES))
 def continuous_training(
     as_of: date | None = None,
     window_months: int | None = None,
@@ -83,7 +98,9 @@ def continuous_training(
         lineage["training_window"] = split.training_window
         report = profile_data.submit(config, split)
         features = engineer_features(config, split)
-        candidates = train_candidate.map(unmapped(config), unmapped(features), modeling.candidate_grid(config)).result()
+        grid = modeling.candidate_grid(config)
+        threads = max(1, CORES // min(len(grid), CORES))  # OpenMP threads per candidate: together, the cores
+        candidates = train_candidate.map(unmapped(config), unmapped(features), grid, unmapped(threads)).result()
         chosen = modeling.best_candidate(candidates, config)
         model_path = fit_final_model(config, features, chosen.params)
         evaluation = evaluate_model(config, model_path, split)
@@ -92,6 +109,14 @@ def continuous_training(
         log_training_record(config, run_id, extract, split, candidates, chosen, evaluation, decision, report.result())
         model_uri = log_model(config, run_id, model_path, split)
         version = register_model(config, run_id, model_uri, lineage) if decision.passed else None
+        if version is not None:
+            links = {"MLflow run": registry.run_url(config, run_id),
+                     "MLflow version": registry.version_url(config, config.tracking.model_name, version)}
+            card = render.model_card(config.tracking.model_name, version, config, lineage, evaluation, decision,
+                                     comparison, links)
+            state = publish_model_card(config, run_id, version, card, return_state=True)
+            if not state.is_completed():  # the version is registered and CD is on its way: say it, go on
+                get_run_logger().warning("no model card for v%s: %s", version, state.message)
     except Exception as exc:
         _close_failed_run(config, run_id, exc)
         raise

@@ -11,6 +11,7 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
+from threadpoolctl import threadpool_limits
 
 from mlops import render
 from mlops.adapters import registry
@@ -59,11 +60,15 @@ def _load_matrix(features: Features) -> tuple[np.ndarray, np.ndarray]:
 
 
 @task
-def train_candidate(config: Config, features: Features, params: dict[str, Any]) -> Candidate:
-    """Fit one candidate on the search's fitting rows and score it on its validation rows."""
+def train_candidate(config: Config, features: Features, params: dict[str, Any], threads: int | None = None) -> Candidate:
+    """Fit one candidate on the search's fitting rows and score it on its validation rows.
+
+    `threads` caps this fit's OpenMP threads (candidates run side by side; None: the library's default).
+    """
     X, y = _load_matrix(features)
     scoring = np.load(features.search_mask_path)
-    estimator = modeling.fit_estimator(config, params, X[~scoring], y[~scoring])
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        estimator = modeling.fit_estimator(config, params, X[~scoring], y[~scoring])
     outputs = predict_outputs(estimator, X[scoring], config.task)
     score = compute_metrics(config.task, y[scoring], outputs, getattr(estimator, "classes_", None))[config.gates.metric]
     get_run_logger().info("candidate %s: validation %s = %.4f", params, config.gates.metric, score)
