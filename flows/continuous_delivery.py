@@ -24,6 +24,7 @@ from tasks.delivery import (
     publish_history,
     run_load_test,
     tag_decision,
+    update_model_card,
     verify_contract,
     verify_live_performance,
     wait_for_version,
@@ -120,14 +121,15 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
         reason = f"rolled back after the gates passed: {type(exc).__name__}: {exc}"[:1000]
         tag_decision(config, name, version, "rolled_back", gates, reason)
         emit_decision(ROLLED_BACK, "production", name, version, gates, reason)
-        create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(
-            name, version, f"rolled back; production back on {f'v{previous}' if previous else 'nothing'}", gates))
-        _publish_history(config, name)
+        outcome = f"rolled back; production back on {f'v{previous}' if previous else 'nothing'}"
+        create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))
+        _publish_records(config, name, version, outcome, gates)
         logger.error("%s v%s %s", name, version, reason)
         raise
     emit_decision(PROMOTED, "production", name, version, gates)
-    create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, f"promoted, serving at {production}", gates))
-    _publish_history(config, name)
+    outcome = f"promoted, serving at {production}"
+    create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))
+    _publish_records(config, name, version, outcome, gates)
     logger.info("promoted %s v%s: production at %s", name, version, production)
     return Completed(message=f"promoted v{version}", data={"status": "promoted", "version": version, "endpoint": production,
                                                             "gates": [g.model_dump() for g in gates]})
@@ -146,13 +148,16 @@ def _reject(config, name: str, version: str, champion: str | None, gates: list[C
     tag_decision(config, name, version, "rejected", gates, reason)
     emit_decision(REJECTED, "staging", name, version, gates, reason)
     rolled_back = f"staging back to v{champion}" if champion else "staging destroyed (no champion yet)"
-    create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, f"rejected; {rolled_back}", gates))
-    _publish_history(config, name)
+    outcome = f"rejected; {rolled_back}"
+    create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))
+    _publish_records(config, name, version, outcome, gates)
     get_run_logger().warning("rejected %s v%s: %s; %s", name, version, reason, rolled_back)
 
 
-def _publish_history(config: Config, name: str) -> None:
-    """The history table after a decision; a registry hiccup here never changes the decision already made."""
-    state = publish_history(config, name, return_state=True)
-    if not state.is_completed():
-        get_run_logger().warning("production-history not updated: %s", state.message)
+def _publish_records(config: Config, name: str, version: str, outcome: str, gates: list[Check]) -> None:
+    """The history table and the version's model card after a decision; a registry hiccup here never
+    changes the decision already made."""
+    for what, state in [("production-history", publish_history(config, name, return_state=True)),
+                        ("model card", update_model_card(config, name, version, outcome, gates, return_state=True))]:
+        if not state.is_completed():
+            get_run_logger().warning("%s not updated: %s", what, state.message)

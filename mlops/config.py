@@ -168,6 +168,15 @@ class Delivery(Strict):
     approval_timeout_s: int = Field(default=3600, ge=10)  # no answer by then rejects the version
 
 
+class ModelCard(Strict):
+    """What every version's model card says about the use case (mlops.adapters.registry.set_model_card)."""
+
+    use_case: str = ""
+    intended_use: str = ""
+    limitations: str = ""
+    owner: str = ""
+
+
 class Tracking(Strict):
     experiment: str
     model_name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -200,6 +209,7 @@ class Config(Strict):
     delivery: Delivery = Delivery()
     stack: Stack = Stack()
     tracking: Tracking
+    model_card: ModelCard = ModelCard()
 
     @model_validator(mode="after")
     def _gate_metric_fits_task(self) -> Config:

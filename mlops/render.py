@@ -107,6 +107,51 @@ def ct_summary_markdown(summary: dict[str, Any], overall: dict[str, float], line
     return f"# Continuous training\n\n{outcome}\n\nChampion comparison: {summary['champion_comparison']}\n\n{metrics}\n\n{tags}\n"
 
 
+DELIVERY_HEADING = "## Delivery"
+
+
+def model_card(name: str, version: str, config: Any, lineage: dict[str, str], evaluation: Evaluation,
+               decision: GateDecision, comparison: Any, links: dict[str, str | None]) -> str:
+    """A version's model card: what it is for, its data, features, metrics (vs the champion), gates,
+    what started it, its lineage; the delivery section says "pending" until CD decides."""
+    card, ds, metric = config.model_card, config.dataset, decision.metric
+    about = [("use case", card.use_case), ("intended use", card.intended_use), ("limitations", card.limitations),
+             ("owner", card.owner)]
+    data = [("dataset", f"`{ds.name}`"), ("data window", lineage.get("data_window", "-")),
+            ("training window", lineage.get("training_window", "-")), ("holdout rows", evaluation.rows),
+            ("data hash", f"`{lineage.get('data_hash', '-')}`"), ("target", f"`{ds.target}`"),
+            ("numeric features", ", ".join(ds.numeric) or "-"), ("categorical features", ", ".join(ds.categorical) or "-")]
+    champion = comparison.champion if comparison is not None else None
+    rows = [("overall (whole holdout)", evaluation.rows, number(evaluation.overall.get(metric)), "")]
+    if champion is not None and comparison.candidate is not None:
+        rows.append((f"overall (rows v{comparison.version} did not train on)", comparison.rows,
+                     number(comparison.candidate.overall.get(metric)), number(champion.overall.get(metric))))
+        for s in comparison.candidate.segments:
+            theirs = champion.segment(s.column, s.value)
+            rows.append((f"{s.column}={s.value}", s.rows, number(s.metrics.get(metric)),
+                         number(theirs.metrics.get(metric)) if theirs else "-"))
+    versus = f"champion v{comparison.version}" if champion is not None else "champion (none compared)"
+    started = lineage.get("trigger_reason", "-")
+    lineage_rows = [(k, f"`{v}`") for k, v in lineage.items()] + [(k, v) for k, v in links.items() if v]
+    return (
+        f"# Model card: {name} v{version}\n\n{table(['', ''], [(k, v or '-') for k, v in about])}\n\n"
+        f"## Data and features\n\n{table(['', ''], data)}\n\n"
+        f"## Metrics ({metric})\n\n{table(['rows', 'count', 'this version', versus], rows)}\n\n"
+        f"All metrics on the whole holdout: "
+        + ", ".join(f"{k} {number(v)}" for k, v in evaluation.overall.items())
+        + f".\n\n## Gates: {'passed' if decision.passed else 'failed'}\n\n{decision.comparison}\n\n"
+        f"{checks_table(decision.checks)}\n\n## What started it\n\n`{started}`"
+        + (" (Evidently drift on new data: see the drift-monitoring run's report)" if started == "drift" else "")
+        + f"\n\n## Lineage\n\n{table(['', ''], lineage_rows)}\n\n{DELIVERY_HEADING}\n\nPending: CD has not decided yet.\n"
+    )
+
+
+def with_delivery(card: str, outcome: str, at: str, gates: Sequence[Check]) -> str:
+    """The card with its delivery section replaced by CD's decision."""
+    head = card.split(DELIVERY_HEADING, 1)[0].rstrip()
+    return f"{head}\n\n{DELIVERY_HEADING}\n\n**{outcome}** ({at})\n\n{checks_table(gates)}\n"
+
+
 # --- delivery --------------------------------------------------------------------------------------
 
 

@@ -232,6 +232,19 @@ def _now() -> str:
 
 
 @task(**IO_RETRIES)
+def update_model_card(config: Config, model_name: str, version: str, outcome: str, gates: list[Check]) -> None:
+    """The delivery section of the version's model card: CD's decision, when, which run, the gates."""
+    client = registry.connect(config)
+    ref = registry.version(client, model_name, version)
+    card = registry.model_card(client, ref) if ref is not None else None
+    if ref is None or ref.run_id is None or card is None or not card.startswith(f"# Model card: {model_name} v{version}\n"):
+        get_run_logger().info("%s v%s has no model card of its own to update", model_name, version)  # e.g. made by hand
+        return
+    at = f"{_now()}, CD flow run {runtime.flow_run.id}"
+    registry.set_model_card(client, model_name, version, ref.run_id, render.with_delivery(card, outcome, at, gates))
+
+
+@task(**IO_RETRIES)
 def publish_history(config: Config, model_name: str) -> None:
     """The `production-history` table artifact: every decision, and when each promoted version served production."""
     changes = listings.history(registry.connect(config), model_name)

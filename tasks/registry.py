@@ -10,7 +10,7 @@ import joblib
 import mlflow
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_link_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from mlops import render
@@ -86,6 +86,14 @@ def register_model(config: Config, run_id: str, model_uri: str, lineage: dict[st
     version = registry.register(client, model_uri, run_id, config, lineage)
     get_run_logger().info("registered %s version %s as %s", config.tracking.model_name, version, registry.CHALLENGER)
     return version
+
+
+@task(**IO_RETRIES)
+def publish_model_card(config: Config, run_id: str, version: str, card: str) -> None:
+    """The version's model card: its description in MLflow, its run's model_card.md, a Prefect artifact."""
+    client = registry.connect(config)
+    registry.set_model_card(client, config.tracking.model_name, version, run_id, card)
+    create_markdown_artifact(key="model-card", markdown=card, description=f"{config.tracking.model_name} v{version}")
 
 
 @task(**IO_RETRIES)

@@ -57,6 +57,8 @@ def test_promotes_a_good_version_rejects_a_worse_one_and_rolls_back_a_failed_pro
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert client.get_model_version(MODEL, "1").tags["deployment"] == "promoted"
+    delivery = client.get_model_version(MODEL, "1").description.split("## Delivery", 1)[1]
+    assert "**promoted, serving at" in delivery and "Pending" not in delivery  # the model card's outcome
     assert _served_version(config.serving.production_port) == "1"
     run = client.get_run(client.get_model_version(MODEL, "1").run_id)
     assert run.data.metrics["load_rps"] > 0 and "load_p99_ms" in run.data.metrics

@@ -41,7 +41,12 @@ def test_registers_a_challenger_with_lineage_then_compares_with_the_champion(fli
     assert run.data.metrics["test_roc_auc"] == pytest.approx(first["score"])
     assert "data_quality" in {a.path for a in flights.list_artifacts(version.run_id)}
     artifacts = read_artifacts(state.state_details.flow_run_id)
-    assert {"holdout-metrics", "model-validation", "ct-summary"} <= set(artifacts)
+    assert {"holdout-metrics", "model-validation", "ct-summary", "model-card"} <= set(artifacts)
+    # The model card: the version's description, its run's model_card.md, and the Prefect artifact.
+    card = flights.get_model_version("flights-delay", "1").description
+    assert card.startswith("# Model card: flights-delay v1\n") and "Pending: CD has not decided yet." in card
+    assert "2013-01-01..2013-02-01" in card and "carrier=" not in card  # no champion yet: no per-segment comparison
+    assert "model_card.md" in {a.path for a in flights.list_artifacts(version.run_id)}
     assert "reason:test" in read_flow_run_tags(state.state_details.flow_run_id)
     assert "carrier=" in artifacts["holdout-metrics"]
 
@@ -53,6 +58,8 @@ def test_registers_a_challenger_with_lineage_then_compares_with_the_champion(fli
     assert "outside the champion's training window" in second["champion_comparison"]
     assert str(flights.get_model_version_by_alias("flights-delay", "champion").version) == "1"
     assert str(flights.get_model_version_by_alias("flights-delay", "challenger").version) == "2"
+    card = flights.get_model_version("flights-delay", "2").description
+    assert "| champion v1 |" in card and "carrier=" in card  # per segment, against the champion
 
 
 def test_a_model_below_the_floors_is_logged_but_not_registered(isolated, monkeypatch):
