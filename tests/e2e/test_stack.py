@@ -52,6 +52,7 @@ def test_prefect_has_the_local_pool_and_the_retrain_deployment(prefect_client: S
     assert pool.type == "process"
     assert deployment.work_pool_name == "local"
     assert deployment.entrypoint == "flows/continuous_training.py:continuous_training"
+    assert deployment.job_variables["env"]["MALLOC_ARENA_MAX"] == "2"  # prefect.yaml's pool job variables
     # prefect.yaml's `{{ $MLOPS_PROJECT_ROOT }}` was resolved at deploy time to this clone.
     assert deployment.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}
