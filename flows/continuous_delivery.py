@@ -16,6 +16,7 @@ from mlops.config import Config, load_config
 from mlops.domain.checks import Check
 from tasks.delivery import (
     GatesFailed,
+    ProductionBreached,
     await_approval,
     emit_decision,
     find_champion,
@@ -28,6 +29,7 @@ from tasks.delivery import (
     verify_contract,
     verify_live_performance,
     wait_for_version,
+    watch_production,
 )
 from tasks.infra import deploy_environment, serving_version
 from tasks.runs import ensure_locks, environment_locks, require_servers
@@ -110,6 +112,9 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
                     raise GatesFailed(gates)
             production = deploy_environment(config, "production", name, version, restore_to)
             promote(config, name, version, previous, gates)
+            gates.append(watch_production(config, production, holdout))  # the baking period, SageMaker-style
+            if not gates[-1].passed:  # raised inside the transaction: production and the aliases go back
+                raise ProductionBreached(f"production watch: {gates[-1].detail}")
     except GatesFailed as failed:
         reason = str(failed)
         _reject(config, name, version, previous, gates, reason)

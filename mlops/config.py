@@ -166,6 +166,10 @@ class Delivery(Strict):
     # manual: CD pauses for a person's decision (a form in the Prefect UI, `mlops approve`, or the API)
     approval: Literal["auto", "manual"] = "auto"
     approval_timeout_s: int = Field(default=3600, ge=10)  # no answer by then rejects the version
+    # After the promotion CD watches production this long (a light probe of holdout rows, the service's
+    # /metrics); a breach of the SLOs' error rate or p99 rolls production back. 0: no watch.
+    watch_seconds: float = Field(default=0.0, ge=0.0)
+    watch_rps: float = Field(default=10.0, gt=0.0)  # the probe's requests per second
 
 
 class ModelCard(Strict):

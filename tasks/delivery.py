@@ -141,6 +141,24 @@ def run_load_test(config: Config, endpoint: str, holdout: Path, run_id: str | No
     return Check(name="load test", passed=not failed, detail=summary + (f"; failed: {', '.join(failed)}" if failed else ""))
 
 
+class ProductionBreached(RuntimeError):
+    """Production broke the SLOs while CD watched it after the promotion: raised so the delivery rolls back."""
+
+
+@task  # no retries: inside CD's transaction a failed attempt rolls the whole delivery back (Prefect 3.9)
+def watch_production(config: Config, endpoint: str, holdout: Path) -> Check:
+    """Probe production with holdout rows for `delivery.watch_seconds` and read its /metrics against the SLOs."""
+    seconds = config.delivery.watch_seconds
+    if seconds <= 0:
+        return Check(name="production watch", passed=True, detail="off (delivery.watch_seconds: 0)")
+    get_run_logger().info("watching production at %s for %.0f s", endpoint, seconds)
+    features = modeling.features_and_target(pd.read_parquet(holdout), config)[0]
+    sample = features.sample(min(200, len(features)), random_state=1)
+    check = service_checks.watch_check(service_checks.watch_service(endpoint, sample, seconds, config.delivery.watch_rps), config)
+    get_run_logger().info("production watch: %s", check.detail)
+    return check
+
+
 @task  # no retries: inside CD's transaction a failed attempt rolls the whole delivery back (Prefect 3.9)
 def promote(config: Config, model_name: str, version: str, previous: str | None, gates: list[Check]) -> None:
     """Point `champion` at the version (the one before becomes `previous_champion`) and tag it; production serves it."""

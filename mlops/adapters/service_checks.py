@@ -123,3 +123,97 @@ def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> l
         alive = client.get(f"{endpoint}/ping").status_code == 200
     results.append(Check(name="service still up after bad input", passed=alive, observed=200 if alive else 0, required="200"))
     return results
+
+
+# --- the watch after a promotion -------------------------------------------------------------------
+
+ROUTE = "/invocations"
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a light probe saw of a live service for a while, and what the service's /metrics counted."""
+
+    seconds: float
+    probes: int
+    probes_failed: int  # no 200 with predictions: an error status, a refused connection, a timeout
+    answered: int  # /invocations requests the service counted meanwhile (its /metrics)
+    answered_failed: int  # of those, not 200
+    p99_ms: float | None  # upper bound of the latency bucket holding the 99th percentile; None: no metrics
+
+    @property
+    def error_rate(self) -> float:
+        rates = [self.probes_failed / self.probes if self.probes else 1.0]
+        rates += [self.answered_failed / self.answered] if self.answered else []
+        return max(rates)
+
+
+def scrape(endpoint: str) -> dict[str, dict[str, float]] | None:
+    """/invocations counts by status and latency bucket counts from GET /metrics; None when it does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        response = httpx.get(f"{endpoint}/metrics", timeout=5.0)
+        response.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    found: dict[str, dict[str, float]] = {"status": {}, "le": {}}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.labels.get("route") != ROUTE:
+                continue
+            if sample.name == "mlops_requests_total":
+                found["status"][sample.labels["status"]] = sample.value
+            elif sample.name == "mlops_request_seconds_bucket":
+                found["le"][sample.labels["le"]] = sample.value
+    return found
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    moved = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    return moved if all(v >= 0 for v in moved.values()) else dict(after)  # counters reset: a new process
+
+
+def watch_service(endpoint: str, frame: pd.DataFrame, seconds: float, rate_per_s: float) -> Watch:
+    """Send rows of `frame` one per request at `rate_per_s` for `seconds`; compare /metrics before and after."""
+    before = scrape(endpoint)
+    bodies = [split_payload(frame.iloc[[i]]) for i in range(len(frame))] or ['{"dataframe_split": {}}']
+    probes = failed = 0
+    started = time.monotonic()
+    with httpx.Client(timeout=5.0) as client:
+        while (now := time.monotonic()) - started < seconds:
+            try:
+                answer = client.post(f"{endpoint}{ROUTE}", content=bodies[probes % len(bodies)],
+                                     headers={"Content-Type": "application/json"})
+                ok = answer.status_code == 200 and "predictions" in answer.json()
+            except (httpx.HTTPError, ValueError):
+                ok = False
+            probes, failed = probes + 1, failed + (not ok)
+            time.sleep(max(0.0, started + probes / rate_per_s - now))  # pacing: a light, steady probe
+    after = scrape(endpoint)
+    if before is None or after is None:
+        return Watch(time.monotonic() - started, probes, failed, 0, 0, None)
+    status = _delta(after["status"], before["status"])
+    buckets = _delta(after["le"], before["le"])
+    total = buckets.get("+Inf", 0.0)
+    bounds = sorted((float(le), n) for le, n in buckets.items())
+    p99 = next((le * 1000 for le, n in bounds if total and n >= 0.99 * total), None)
+    answered = int(sum(status.values()))
+    return Watch(time.monotonic() - started, probes, failed, answered, answered - int(status.get("200", 0)), p99)
+
+
+def watch_check(watch: Watch, config: Config) -> Check:
+    """The watch against the SLOs: error rate (probe's or the service's, the worse) and p99."""
+    slo = config.slo
+    breaches = []
+    if watch.error_rate > slo.max_error_rate:
+        breaches.append(f"error rate {watch.error_rate:.2%} > {slo.max_error_rate:.2%}")
+    if watch.p99_ms is None or watch.p99_ms > slo.p99_ms:
+        breaches.append("no /metrics from the service" if watch.p99_ms is None else f"p99 {watch.p99_ms:.0f} ms > {slo.p99_ms} ms")
+    detail = (f"{watch.probes} probes in {watch.seconds:.0f} s, {watch.probes_failed} failed; the service counted "
+              f"{watch.answered} answers, {watch.answered_failed} not 200, p99 ≤ "
+              + ("?" if watch.p99_ms is None else f"{watch.p99_ms:.0f} ms")
+              + (f"; breached: {', '.join(breaches)}" if breaches else ""))
+    return Check(name="production watch", passed=not breaches, observed=watch.error_rate,
+                 required=slo.max_error_rate, detail=detail)
+

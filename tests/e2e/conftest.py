@@ -50,6 +50,7 @@ def e2e_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = write_config(PROJECT_ROOT / "mlops.yaml", tmp_path_factory.mktemp("config"), {
         "window": {"as_of": "2013-02-01", "months": 1},
         "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+        "delivery.watch_seconds": 2,
         "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
         "serving.staging_port": processes.free_port(),
         "serving.production_port": processes.free_port(),

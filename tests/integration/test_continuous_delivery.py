@@ -28,6 +28,7 @@ def delivery_config(isolated, monkeypatch):
     path = write_config(PROJECT_ROOT / "mlops.yaml", isolated, {
         "window": {"as_of": "2013-02-01", "months": 1},
         "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+        "delivery.watch_seconds": 2,
         "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
         "serving.staging_port": free_port(),
         "serving.production_port": free_port(),
@@ -54,6 +55,8 @@ def test_promotes_a_good_version_rejects_a_worse_one_and_rolls_back_a_failed_pro
 
     promoted = continuous_delivery(version="1")
     assert promoted["status"] == "promoted", promoted
+    [watch] = [g for g in promoted["gates"] if g["name"] == "production watch"]
+    assert watch["passed"] and watch["observed"] == 0.0 and "probes in 2 s, 0 failed" in watch["detail"], watch
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert client.get_model_version(MODEL, "1").tags["deployment"] == "promoted"

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.continuous_delivery import continuous_delivery
 from flows.continuous_training import continuous_training
-from mlops.adapters import environments, loadtest, registry, sources
+from mlops.adapters import environments, loadtest, registry, service_checks, sources
 from mlops.adapters import terraform as tf
 from mlops.config import PROJECT_ROOT, Config, load_config
 from mlops.domain import modeling
@@ -66,6 +66,7 @@ def champion(prefect_backend, tmp_path_factory) -> Iterator[Champion]:
         path = write_config(PROJECT_ROOT / "mlops.yaml", tmp, {  # delivery_config's settings
             "window": {"as_of": "2013-02-01", "months": 1},
             "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+            "delivery.watch_seconds": 2,
             "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
             "serving.staging_port": free_port(),
             "serving.production_port": free_port(),
@@ -266,9 +267,9 @@ def test_a_service_that_breaks_the_output_contract_is_rejected(champion):
     assert _served_version(config.serving.staging_port) == champion.version
 
 
-def _staging_pid(champion: Champion) -> int:
-    """The pid of the staging service, from the pid file its Terraform state names (a bare pid, written by `setsid`)."""
-    return int(Path(environments.current_service(champion.config, "staging")["pid_file"]).read_text())
+def _service_pid(champion: Champion, environment: str = "staging") -> int:
+    """The pid of an environment's service, from the pid file its Terraform state names (a bare pid, written by `setsid`)."""
+    return int(Path(environments.current_service(champion.config, environment)["pid_file"]).read_text())
 
 
 def test_a_staging_service_killed_during_the_load_test_rejects_and_staging_comes_back_on_the_champion(champion, monkeypatch):
@@ -279,7 +280,7 @@ def test_a_staging_service_killed_during_the_load_test_rejects_and_staging_comes
     def staging_dies_as_the_load_starts(endpoint, *args, **kwargs):
         # SIGKILL, as the OOM killer or a crash would: the service says nothing on its way out.
         assert str(champion.config.serving.staging_port) in endpoint
-        pid = _staging_pid(champion)
+        pid = _service_pid(champion)
         os.killpg(pid, signal.SIGKILL)  # the service's process group (Terraform starts it with setsid)
         killed.append(pid)
         return real_run_locust(endpoint, *args, **kwargs)
@@ -295,4 +296,36 @@ def test_a_staging_service_killed_during_the_load_test_rejects_and_staging_comes
     assert tags["deployment"] == "rejected" and "load test" in tags["rejected"]
     _production_untouched(champion)
     assert _served_version(champion.config.serving.staging_port) == champion.version  # a new process: the dead one was replaced
-    assert _staging_pid(champion) != killed[0]
+    assert _service_pid(champion) != killed[0]
+
+
+# --- after the promotion: the watch ---------------------------------------------------------------
+
+
+def test_production_dying_while_watched_rolls_back_to_the_previous_champion(champion, monkeypatch):
+    """Promoted, then production stops answering during the watch: the delivery rolls back."""
+    version = _copy_of_champion(champion)
+    real_watch = service_checks.watch_service
+    killed: list[int] = []
+
+    def production_dies_as_the_watch_starts(endpoint, *args, **kwargs):
+        assert str(champion.config.serving.production_port) in endpoint
+        assert _served_version(champion.config.serving.production_port) == version  # promoted, serving the new one
+        assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == version
+        pid = _service_pid(champion, "production")
+        os.killpg(pid, signal.SIGKILL)
+        killed.append(pid)
+        return real_watch(endpoint, *args, **kwargs)
+
+    monkeypatch.setattr(service_checks, "watch_service", production_dies_as_the_watch_starts)
+
+    state = continuous_delivery(version=version, return_state=True)
+
+    assert killed, "the watch never ran"
+    assert state.is_failed() and "production watch" in str(state.message), state
+    decision = read_artifacts(state.state_details.flow_run_id)["cd-decision"]
+    assert f"rolled back; production back on v{champion.version}" in decision
+    tags = MlflowClient().get_model_version(MODEL, version).tags
+    assert tags["deployment"] == "rolled_back" and "error rate 100.00%" in tags["rolled_back"], tags
+    _production_untouched(champion)  # the champion alias and production are back on v1 ...
+    assert _service_pid(champion, "production") != killed[0]  # ... in a new process
