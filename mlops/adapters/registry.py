@@ -291,8 +291,15 @@ def set_model_card(client: MlflowClient, name: str, version: str, run_id: str, c
 
 def model_card(client: MlflowClient, ref: VersionRef) -> str | None:
     """The version's whole card (its run's `MODEL_CARD`), or None for a version registered without one."""
-    if not ref.run_id or not any(a.path == MODEL_CARD for a in client.list_artifacts(ref.run_id)):
+    found = read_run_artifact(client, ref.run_id, MODEL_CARD) if ref.run_id else None
+    return None if found is None else found.decode()
+
+
+def read_run_artifact(client: MlflowClient, run_id: str, path: str) -> bytes | None:
+    """One file of a run's artifacts, or None when the run has no such file (other errors raise)."""
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    if not any(item.path == path for item in client.list_artifacts(run_id, folder)):
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        return Path(client.download_artifacts(ref.run_id, MODEL_CARD, tmp)).read_text()
+        return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
 

@@ -230,17 +230,14 @@ def verification_rows(pyfunc_model: Any) -> tuple[str, pd.DataFrame]:
     (registry.VERIFICATION_ROWS), or else the model's input example; and what they are."""
     run_id = pyfunc_model.metadata.run_id
     if run_id:
+        import io
+
         from mlflow import MlflowClient
 
-        from mlops.adapters.registry import VERIFICATION_ROWS
+        from mlops.adapters.registry import VERIFICATION_ROWS, read_run_artifact
 
-        client = MlflowClient()
-        folder = VERIFICATION_ROWS.rsplit("/", 1)[0]
-        if any(item.path == VERIFICATION_ROWS for item in client.list_artifacts(run_id, folder)):
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmp:
-                local = client.download_artifacts(run_id, VERIFICATION_ROWS, tmp)
-                return "holdout", pd.read_parquet(local)
+        found = read_run_artifact(MlflowClient(), run_id, VERIFICATION_ROWS)
+        if found is not None:
+            return "holdout", pd.read_parquet(io.BytesIO(found))
     example = pyfunc_model.input_example
     return "input-example", example if isinstance(example, pd.DataFrame) else pd.DataFrame()
