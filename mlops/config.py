@@ -172,8 +172,24 @@ class Delivery(Strict):
     watch_rps: float = Field(default=10.0, gt=0.0)  # the probe's requests per second
 
 
+NOTIFICATION_EVENTS = ("cd_rejected", "cd_rolled_back", "ct_failed", "drift_detected")
+WEBHOOK_URL_ENV = "MLOPS_WEBHOOK_URL"
+
+
+class Notifications(Strict):
+    """Messages to a webhook (Slack-compatible JSON) from Prefect automations (deployments/notifications.yaml)."""
+
+    # MLOPS_WEBHOOK_URL wins when set: a Slack webhook URL is a secret, keep it out of the repo.
+    # No URL (the default): `mlops up` removes the automations and nothing is sent.
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    events: list[Literal[NOTIFICATION_EVENTS]] = list(NOTIFICATION_EVENTS)  # type: ignore[valid-type]
+
+    def url(self) -> str | None:
+        return os.environ.get(WEBHOOK_URL_ENV) or self.webhook_url
+
+
 class ModelCard(Strict):
-    """What every version's model card says about the use case (mlops.adapters.registry.set_model_card)."""
+    """What every version's model card says about the use case (mlops.adapters.cards.set_model_card)."""
 
     use_case: str = ""
     intended_use: str = ""
@@ -211,6 +227,7 @@ class Config(Strict):
     load_test: LoadTest = LoadTest()
     serving: Serving = Serving()
     delivery: Delivery = Delivery()
+    notifications: Notifications = Notifications()
     stack: Stack = Stack()
     tracking: Tracking
     model_card: ModelCard = ModelCard()

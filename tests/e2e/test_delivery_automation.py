@@ -33,8 +33,9 @@ def test_a_version_registered_by_ct_is_delivered_by_the_automation(stack, prefec
 
 
 def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(stack, prefect_client, wait_for_flow_run, mlflow_client,
-                                                                        champion):
-    """A notebook user logs a useless model and registers it: CD runs, rejects it, production keeps the champion."""
+                                                                        champion, notification_receiver):
+    """A notebook user logs a useless model and registers it: CD runs, rejects it, production keeps the champion,
+    and the webhook gets one message saying so."""
     config = load_config()
     name = config.tracking.model_name
 
@@ -55,3 +56,10 @@ def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(stack, 
     assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == champion
     assert served_version(config.serving.production_port) == champion
     assert served_version(config.serving.staging_port) == champion
+
+    # The notify-cd-rejected automation (applied by `mlops up`): one Slack-style message with the reason and links.
+    about = f"CD rejected {name} v{version.version}"
+    [text] = notification_receiver.wait_for(about)
+    assert "floor roc_auc" in text and f"/#/models/{name}/versions/{version.version}" in text, text
+    assert f"/runs/flow-run/{cd.id}" in text, text
+    assert len(notification_receiver.texts(about)) == 1
