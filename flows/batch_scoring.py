@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +12,7 @@ from pydantic import Field
 
 from mlops.config import load_config
 from mlops.domain import scoring
+from mlops.domain.window import AsOf, resolve_as_of
 from tasks.runs import require_servers
 from tasks.scoring import check_input, extract_scoring_window, fetch_model, locate_input, publish_scoring_report, score_input
 
@@ -25,7 +26,7 @@ def _run_name() -> str:
 @flow(name="batch-scoring", flow_run_name=_run_name)
 def batch_scoring(
     input_path: str | None = None,
-    as_of: date | None = None,
+    as_of: AsOf = None,
     window_months: Annotated[int | None, Field(ge=1)] = None,
     version: int | str | None = None,
     output_path: str | None = None,
@@ -46,7 +47,8 @@ def batch_scoring(
     Args:
         input_path: A .csv or .parquet file to score (relative to the working directory: the repo root for the
             deployment). Leave empty to score a window of the configured source.
-        as_of: Score the window of rows before this date (as CT's extract). Default: the config's `window.as_of`.
+        as_of: Score the window of rows before this date (as CT's extract); "latest": the months up to the
+            newest complete month of the data (what the daily schedule uses). Default: the config's `window.as_of`.
         window_months: Length of that window in months. Default: the config's `window.months`.
         version: The registered model version to use. Default: the one with the `champion` alias.
         output_path: Where to write the predictions (Parquet); the rejects go beside it as `<stem>.rejects.parquet`.
@@ -64,7 +66,7 @@ def batch_scoring(
         if input_path:
             source = locate_input(input_path)
         else:
-            as_of_text = as_of.isoformat() if as_of else config.window.as_of
+            as_of_text = resolve_as_of(as_of, config.window.as_of)
             source = extract_scoring_window(config, as_of_text, window_months or config.window.months, workdir, chunk_rows)
         check_input(config, source)
         model = fetch_model(config, None if version is None else str(version), workdir)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import date
 from typing import Any
 
 from prefect import flow, runtime, unmapped
@@ -16,6 +15,7 @@ from mlops import render
 from mlops.adapters import registry
 from mlops.config import load_config
 from mlops.domain import modeling
+from mlops.domain.window import AsOf, resolve_as_of
 from tasks.data import extract_window, profile_data, split_data, validate_data
 from tasks.registry import (
     finish_training_run,
@@ -59,7 +59,7 @@ CORES = os.cpu_count() or 1
 
 @flow(name="continuous-training", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=CORES))
 def continuous_training(
-    as_of: date | None = None,
+    as_of: AsOf = None,
     window_months: int | None = None,
     reason: str = "manual",
     commit: str | None = None,
@@ -71,13 +71,14 @@ def continuous_training(
     fails the gates is logged in MLflow but not registered, and the champion is never touched.
 
     Args:
-        as_of: Train on rows before this date (time-windowed datasets). Default: the config's `window.as_of`.
+        as_of: Train on rows before this date (time-windowed datasets); "latest": the months up to the newest
+            complete month of the data (what the monthly schedule uses). Default: the config's `window.as_of`.
         window_months: Length of the training window in months. Default: the config's `window.months`.
         reason: Why this run started (manual, schedule, drift, ci), recorded as lineage.
         commit: The code commit that asked for this run (CI); default: the working tree's HEAD.
     """
     config = load_config()
-    as_of_text = as_of.isoformat() if as_of else config.window.as_of
+    as_of_text = resolve_as_of(as_of, config.window.as_of)
     months = window_months or config.window.months
     flow_run_id = str(runtime.flow_run.id)
     workdir = config.state_dir / "runs" / flow_run_id

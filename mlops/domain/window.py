@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
+from typing import Literal
 
 import pandas as pd
 
 ALL = "all"
 _SEPARATOR = ".."
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T].*)?$")
+
+
+LATEST = "latest"  # as_of: the months that end with the newest complete month of the data
+AsOf = date | Literal["latest"] | None  # a flow's `as_of`: a date, "latest", or None for the config's `window.as_of`
+
+
+def resolve_as_of(as_of: date | str | None, default: str | None) -> str | None:
+    """A flow's `as_of` as the loaders take it: an ISO date, "latest", or `default` when not given."""
+    return as_of.isoformat() if isinstance(as_of, date) else (as_of or default)
 
 
 class WindowError(ValueError):
@@ -99,9 +110,19 @@ def fitted_part(window: Window, first_held_out: pd.Timestamp | None) -> Window:
 
 
 def window_for(df: pd.DataFrame, time_column: str | None, as_of: str | None, months: int) -> Window:
-    """The window of `months` ending at `as_of`, or just after the latest row when `as_of` is None."""
+    """The window of `months` ending at `as_of`, or just after the latest row when `as_of` is None, or
+    with the newest complete month when `as_of` is "latest" (what a scheduled run asks for)."""
     if not time_column:
         return Window.everything()
+    if as_of == LATEST:
+        return Window.ending(latest_complete_month_end(_utc(df[time_column].max())), months)
     if as_of:
         return Window.ending(as_of, months)
     return Window.ending(df[time_column].max() + pd.Timedelta(seconds=1), months)
+
+
+def latest_complete_month_end(newest: pd.Timestamp) -> pd.Timestamp:
+    """The first day after the newest complete month: the newest row's month counts once a row is on its last day."""
+    month_start = newest.normalize().replace(day=1)
+    last_day = month_start + pd.DateOffset(months=1) - pd.Timedelta(days=1)
+    return month_start + pd.DateOffset(months=1) if newest.normalize() >= last_day else month_start

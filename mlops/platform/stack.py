@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from mlops.config import load_config
 from mlops.platform import parts as stack_parts
 from mlops.platform import services
 from mlops.platform.parts import WORK_POOL, Part, StackError, part_pids, parts  # noqa: F401 - re-exported
@@ -148,8 +149,8 @@ def _up(s: StackSettings) -> int:
         print(f"  work pool {WORK_POOL!r}: {_ensure_work_pool(s, client_env)}", flush=True)
         print(f"  {worker.name}: {stack_parts.start(worker)}, log {worker.log_file}", flush=True)
         step = time.monotonic()
-        _prefect_cli(s, client_env, "deploy", "--all", "--prefect-file", str(s.project_root / "prefect.yaml"))
-        print(f"  deployments: applied from prefect.yaml ({time.monotonic() - step:.1f} s)", flush=True)
+        kept = _deploy(s, client_env)
+        print(f"  deployments: applied from prefect.yaml ({time.monotonic() - step:.1f} s){kept}", flush=True)
         print(f"  {receiver.name}: {stack_parts.start(receiver)}, log {receiver.log_file}", flush=True)
         stack_parts.await_healthy(worker, WORKER_START_TIMEOUT)
         stack_parts.await_healthy(mlflow, SERVER_START_TIMEOUT)
@@ -160,6 +161,7 @@ def _up(s: StackSettings) -> int:
             _write_env_file(s)
             services.restore_model_services(s)
             print(f"  zombie-run automation: {_ensure_zombie_automation(s, client_env)}", flush=True)
+            print(f"  notifications: {_ensure_notifications(s, client_env)}", flush=True)
             print(f"  delivery reconciliation: {_reconcile_now(s, client_env)}", flush=True)
     except StackError as exc:
         print(f"mlops up: {exc}", file=sys.stderr)
@@ -192,6 +194,22 @@ def down(settings: StackSettings | None = None) -> int:
     return 0
 
 
+def _deploy(s: StackSettings, env: dict[str, str]) -> str:
+    """`prefect deploy --all`, keeping each schedule on or off as the user left it in the UI (mlops.platform.schedules)."""
+    from mlops.platform import automations, schedules
+
+    try:
+        with automations.stack_client(s.prefect_api_url, env) as client:
+            flags = schedules.remember(client)
+            _prefect_cli(s, env, "deploy", "--all", "--prefect-file", str(s.project_root / "prefect.yaml"))
+            kept = schedules.restore(client, flags)
+    except StackError:
+        raise
+    except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
+        raise StackError(f"cannot read or restore the deployments' schedules at {s.prefect_api_url}: {exc}") from None
+    return f"; kept as set in the UI: {', '.join(kept)}" if kept else ""
+
+
 def _ensure_zombie_automation(s: StackSettings, env: dict[str, str]) -> str:
     """Prefect's zombie-run automation (deployments/automations.yaml): runs silent for 90 s become Crashed."""
     from mlops.platform.zombies import ensure_zombie_automation
@@ -200,6 +218,16 @@ def _ensure_zombie_automation(s: StackSettings, env: dict[str, str]) -> str:
         return ensure_zombie_automation(s.prefect_api_url, env)
     except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
         raise StackError(f"cannot create the zombie-run automation at {s.prefect_api_url}: {exc}") from None
+
+
+def _ensure_notifications(s: StackSettings, env: dict[str, str]) -> str:
+    """The notification automations (deployments/notifications.yaml) for the config's webhook, or none without one."""
+    from mlops.platform.notifications import ensure_notifications
+
+    try:
+        return ensure_notifications(s.prefect_api_url, env, load_config().notifications, s.mlflow_uri)
+    except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
+        raise StackError(f"cannot apply the notification automations at {s.prefect_api_url}: {exc}") from None
 
 
 def _reconcile_now(s: StackSettings, env: dict[str, str]) -> str:

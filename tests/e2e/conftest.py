@@ -11,8 +11,11 @@ sourced `<state>/env` would), so an MLflow client made anywhere in a test is aut
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -41,13 +44,70 @@ def _free_ports(count: int) -> list[int]:
     return sorted(ports)
 
 
+class WebhookReceiver:
+    """A local HTTP receiver (a thread of the test process on 127.0.0.1) that keeps every POST: headers and body.
+
+    Stands in for Slack and for any webhook consumer this machine cannot reach; `stop()` shuts it down.
+    """
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    receiver.posts.append((dict(self.headers), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/hook"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def texts(self, containing: str = "") -> list[str]:
+        """The `text` of every JSON post received so far that contains `containing`."""
+        with self._lock:
+            bodies = [body for _, body in self.posts]
+        found = [json.loads(body).get("text", "") for body in bodies if body.startswith(b"{")]
+        return [text for text in found if containing in text]
+
+    def wait_for(self, containing: str, timeout: float = 60.0) -> list[str]:
+        """The texts containing `containing`, polled until there is one; fail the test at the deadline."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.texts(containing)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no notification containing {containing!r} within {timeout:.0f} s; got {self.texts()}")
+            time.sleep(0.2)
+        return found
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @pytest.fixture(scope="session")
-def e2e_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The default use case on one month, with a short load test, loose SLOs and free service ports.
+def notification_receiver() -> Iterator[WebhookReceiver]:
+    """Where the stack's notification automations post (its URL is the e2e config's `notifications.webhook_url`)."""
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_config(tmp_path_factory: pytest.TempPathFactory, notification_receiver: WebhookReceiver) -> Iterator[Path]:
+    """The default use case on one month, with a short load test, loose SLOs, free service ports and
+    notifications to a local receiver.
 
     Set as MLOPS_CONFIG before the stack starts, so the worker's flow runs read it too.
     """
     path = write_config(PROJECT_ROOT / "mlops.yaml", tmp_path_factory.mktemp("config"), {
+        "notifications.webhook_url": notification_receiver.url,
         "window": {"as_of": "2013-02-01", "months": 1},
         "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
         "delivery.watch_seconds": 2,
@@ -147,6 +207,14 @@ def one_flow_run(prefect_client: SyncPrefectClient, deployment: str, what: str, 
             return found[0]
         time.sleep(0.5)
     pytest.fail(f"no {deployment} run for {what} within {timeout:.0f} s")
+
+
+def flow_run_artifacts(prefect_client: SyncPrefectClient, flow_run_id: Any) -> dict[str, str]:
+    """The artifacts a flow run published, by key (a table's rows as JSON text)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    found = prefect_client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {a.key: a.data if isinstance(a.data, str) else json.dumps(a.data) for a in found if a.key}
 
 
 def served_version(port: int) -> str | None:

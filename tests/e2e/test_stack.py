@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import stat
-import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -24,7 +23,7 @@ from mlops.platform import processes
 from mlops.platform import stack as local_stack
 from mlops.platform.settings import StackSettings
 from mlops.platform.stack import part_pids
-from tests.e2e.conftest import served_version
+from tests.e2e.conftest import WebhookReceiver, served_version
 
 pytestmark = pytest.mark.e2e
 
@@ -75,34 +74,26 @@ def test_mlflow_serves_tracking_and_artifacts(stack: StackSettings) -> None:
 def test_mlflow_delivers_registry_webhooks_to_a_local_http_receiver(stack: StackSettings) -> None:
     from mlflow import MlflowClient
 
-    received: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.put((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    receiver = WebhookReceiver()
     client = MlflowClient(tracking_uri=stack.mlflow_uri)
     # Accepted only with the stack's private-IP, http and secret-encryption settings.
     webhook = client.create_webhook(
         name="stack-e2e",
-        url=f"http://127.0.0.1:{server.server_port}/hook",
+        url=receiver.url,
         events=["registered_model.created"],
         secret="e2e-secret",
     )
     try:
         client.create_registered_model("stack-e2e-model")
-        headers, body = received.get(timeout=30)
+        deadline = time.monotonic() + 30
+        while not receiver.posts and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert receiver.posts, "MLflow sent no webhook within 30 s"
+        headers, body = receiver.posts[0]
     finally:  # later e2e tests share this stack and its registry
         client.delete_webhook(webhook.webhook_id)
         client.delete_registered_model("stack-e2e-model")
-        server.shutdown()
+        receiver.stop()
     assert json.loads(body)["data"]["name"] == "stack-e2e-model"
     assert headers["X-MLflow-Signature"].startswith("v1,")
 
@@ -120,12 +111,34 @@ def test_state_files_are_in_the_state_dir(stack: StackSettings) -> None:
     assert stat.S_IMODE(stack.env_file.stat().st_mode) == 0o600
 
 
-def test_up_again_leaves_running_parts_alone(stack: StackSettings) -> None:
+def _schedule(prefect_client: SyncPrefectClient, deployment: str, slug: str) -> Any:
+    found = {s.slug: s for s in prefect_client.read_deployment_by_name(deployment).schedules}
+    return found[slug]
+
+
+def test_up_again_leaves_running_parts_alone_and_the_schedules_as_the_user_set_them(
+        stack: StackSettings, prefect_client: SyncPrefectClient) -> None:
+    retrain, score, drift = ("continuous-training/retrain", "monthly"), ("batch-scoring/score", "daily"), (
+        "drift-monitoring/scheduled", "monthly")
+    # As prefect.yaml has them: retraining and scoring off (the user turns them on), drift monitoring on.
+    assert [_schedule(prefect_client, *d).active for d in (retrain, score, drift)] == [False, False, True]
+    assert _schedule(prefect_client, *retrain).parameters == {"as_of": "latest", "reason": "schedule"}
+    assert _schedule(prefect_client, *score).parameters == {"as_of": "latest", "window_months": 1}
+
     # The pid-file processes, not their children: the worker's flow-run children come and go.
     leaders = {key: part.running() for key, part in local_stack.parts(stack).items()}
     assert all(leaders.values())
-    assert local_stack.up(stack) == 0
-    assert {key: part.running() for key, part in local_stack.parts(stack).items()} == leaders
+    for (deployment, slug), active in [(retrain, True), (drift, False)]:  # as a user would in the UI
+        prefect_client.update_deployment_schedule(prefect_client.read_deployment_by_name(deployment).id,
+                                                  _schedule(prefect_client, deployment, slug).id, active=active)
+    try:
+        assert local_stack.up(stack) == 0
+        assert {key: part.running() for key, part in local_stack.parts(stack).items()} == leaders
+        assert [_schedule(prefect_client, *d).active for d in (retrain, score, drift)] == [True, False, False]
+    finally:  # later tests share this stack
+        for (deployment, slug), active in [(retrain, False), (drift, True)]:
+            prefect_client.update_deployment_schedule(prefect_client.read_deployment_by_name(deployment).id,
+                                                      _schedule(prefect_client, deployment, slug).id, active=active)
 
 
 def test_worker_runs_a_flow_from_the_repo(

@@ -44,3 +44,29 @@ def test_the_fitted_part_ends_at_the_first_held_out_row_to_the_second():
     assert fitted.label() == "2013-01-01..2013-01-25T14:00:00"
     assert Window.parse(fitted.label()) == fitted
     assert fitted_part(Window.everything(), None) == Window.everything()
+
+
+@pytest.mark.parametrize(("newest", "end"), [
+    ("2013-12-31 23:59", "2014-01-01"),  # a row on the month's last day: that month is complete
+    ("2013-12-30 10:00", "2013-12-01"),  # the month is still arriving: up to its first day
+    ("2013-02-28 00:00", "2013-03-01"),
+    ("2013-03-01 00:00", "2013-03-01"),
+])
+def test_latest_ends_with_the_newest_complete_month(newest: str, end: str) -> None:
+    import pandas as pd
+
+    from mlops.domain.window import LATEST, window_for
+
+    frame = pd.DataFrame({"t": [pd.Timestamp("2013-01-05", tz="UTC"), pd.Timestamp(newest, tz="UTC")]})
+    window = window_for(frame, "t", LATEST, 2)
+    assert window.end == pd.Timestamp(end, tz="UTC") and window.start == window.end - pd.DateOffset(months=2)
+
+
+def test_a_flow_as_of_is_a_date_latest_or_the_default() -> None:
+    from datetime import date
+
+    from mlops.domain.window import resolve_as_of
+
+    assert resolve_as_of(date(2013, 7, 1), "2013-04-01") == "2013-07-01"
+    assert resolve_as_of("latest", "2013-04-01") == "latest"
+    assert resolve_as_of(None, "2013-04-01") == "2013-04-01"
