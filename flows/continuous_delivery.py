@@ -15,6 +15,9 @@ from mlops.adapters.registry import VersionRef
 from mlops.config import Config, load_config
 from mlops.domain.checks import Check
 from tasks.delivery import (
+    PROMOTED,
+    REJECTED,
+    ROLLED_BACK,
     GatesFailed,
     ProductionBreached,
     await_approval,
@@ -22,10 +25,9 @@ from tasks.delivery import (
     find_champion,
     load_holdout,
     promote,
-    publish_history,
+    publish_records,
     run_load_test,
     tag_decision,
-    update_model_card,
     verify_contract,
     verify_live_performance,
     wait_for_version,
@@ -33,8 +35,6 @@ from tasks.delivery import (
 )
 from tasks.infra import deploy_environment, serving_version
 from tasks.runs import ensure_locks, environment_locks, require_servers
-
-PROMOTED, REJECTED, ROLLED_BACK = "mlops.deployment.promoted", "mlops.deployment.rejected", "mlops.deployment.rolled_back"
 
 
 def _run_name() -> str:
@@ -128,13 +128,13 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
         emit_decision(ROLLED_BACK, "production", name, version, gates, reason)
         outcome = f"rolled back; production back on {f'v{previous}' if previous else 'nothing'}"
         create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))
-        _publish_records(config, name, version, outcome, gates)
+        publish_records(config, name, version, outcome, gates)
         logger.error("%s v%s %s", name, version, reason)
         raise
     emit_decision(PROMOTED, "production", name, version, gates)
     outcome = f"promoted, serving at {production}"
     create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))
-    _publish_records(config, name, version, outcome, gates)
+    publish_records(config, name, version, outcome, gates)
     logger.info("promoted %s v%s: production at %s", name, version, production)
     return Completed(message=f"promoted v{version}", data={"status": "promoted", "version": version, "endpoint": production,
                                                             "gates": [g.model_dump() for g in gates]})
@@ -155,14 +155,5 @@ def _reject(config, name: str, version: str, champion: str | None, gates: list[C
     rolled_back = f"staging back to v{champion}" if champion else "staging destroyed (no champion yet)"
     outcome = f"rejected; {rolled_back}"
     create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))
-    _publish_records(config, name, version, outcome, gates)
+    publish_records(config, name, version, outcome, gates)
     get_run_logger().warning("rejected %s v%s: %s; %s", name, version, reason, rolled_back)
-
-
-def _publish_records(config: Config, name: str, version: str, outcome: str, gates: list[Check]) -> None:
-    """The history table and the version's model card after a decision; a registry hiccup here never
-    changes the decision already made."""
-    for what, state in [("production-history", publish_history(config, name, return_state=True)),
-                        ("model card", update_model_card(config, name, version, outcome, gates, return_state=True))]:
-        if not state.is_completed():
-            get_run_logger().warning("%s not updated: %s", what, state.message)

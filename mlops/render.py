@@ -177,7 +177,7 @@ def history_rows(changes: Sequence[Any]) -> list[dict[str, str]]:
     """Production history (`domain.history.Change`s) as table rows, newest first."""
     return [{"version": f"v{c.version}" + (" (serving)" if c.serving else ""), "decision": c.decision,
              "decided at": c.at or "-", "served production": (f"{c.served_from or '?'} → {c.served_until or ('now' if c.serving else '?')}"
-                                                              if c.decision == "promoted" else "-"),
+                                                              if c.served else "-"),
              "why": c.why or "-"} for c in reversed(changes)]
 
 

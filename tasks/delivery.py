@@ -21,7 +21,7 @@ from prefect.transactions import Transaction
 from pydantic import Field
 
 from mlops import render
-from mlops.adapters import listings, loadtest, registry, service_checks, sources
+from mlops.adapters import cards, listings, loadtest, registry, service_checks, sources
 from mlops.config import Config
 from mlops.domain import modeling
 from mlops.domain.checks import Check, failures
@@ -254,12 +254,12 @@ def update_model_card(config: Config, model_name: str, version: str, outcome: st
     """The delivery section of the version's model card: CD's decision, when, which run, the gates."""
     client = registry.connect(config)
     ref = registry.version(client, model_name, version)
-    card = registry.model_card(client, ref) if ref is not None else None
+    card = cards.model_card(client, ref) if ref is not None else None
     if ref is None or ref.run_id is None or card is None or not card.startswith(f"# Model card: {model_name} v{version}\n"):
         get_run_logger().info("%s v%s has no model card of its own to update", model_name, version)  # e.g. made by hand
         return
     at = f"{_now()}, CD flow run {runtime.flow_run.id}"
-    registry.set_model_card(client, model_name, version, ref.run_id, render.with_delivery(card, outcome, at, gates))
+    cards.set_model_card(client, model_name, version, ref.run_id, render.with_delivery(card, outcome, at, gates))
 
 
 @task(**IO_RETRIES)
@@ -268,6 +268,19 @@ def publish_history(config: Config, model_name: str) -> None:
     changes = listings.history(registry.connect(config), model_name)
     create_table_artifact(key="production-history", table=render.history_rows(changes),
                           description=f"{model_name}: which version served production, from when to when, and why it changed")
+
+
+def publish_records(config: Config, name: str, version: str, outcome: str, gates: list[Check]) -> None:
+    """The history table and the version's model card after a decision (CD's, or a rollback by hand); a
+    registry hiccup here never changes the decision already made."""
+    for what, state in [("production-history", publish_history(config, name, return_state=True)),
+                        ("model card", update_model_card(config, name, version, outcome, gates, return_state=True))]:
+        if not state.is_completed():
+            get_run_logger().warning("%s not updated: %s", what, state.message)
+
+
+# The decisions' events, for `mlops.service.<environment>` (notifications: deployments/notifications.yaml).
+PROMOTED, REJECTED, ROLLED_BACK = "mlops.deployment.promoted", "mlops.deployment.rejected", "mlops.deployment.rolled_back"
 
 
 def emit_decision(event: str, environment: str, model_name: str, version: str, gates: list[Check], reason: str | None = None) -> None:

@@ -14,7 +14,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from mlops import render
-from mlops.adapters import registry
+from mlops.adapters import cards, registry
 from mlops.config import Config
 from mlops.domain import modeling
 from mlops.domain.evaluation import Evaluation, predict_outputs
@@ -92,7 +92,7 @@ def register_model(config: Config, run_id: str, model_uri: str, lineage: dict[st
 def publish_model_card(config: Config, run_id: str, version: str, card: str) -> None:
     """The version's model card: its description in MLflow, its run's model_card.md, a Prefect artifact."""
     client = registry.connect(config)
-    registry.set_model_card(client, config.tracking.model_name, version, run_id, card)
+    cards.set_model_card(client, config.tracking.model_name, version, run_id, card)
     create_markdown_artifact(key="model-card", markdown=card, description=f"{config.tracking.model_name} v{version}")
 
 

@@ -11,45 +11,64 @@ from collections.abc import Iterable, Mapping
 from mlops.domain.record import Record
 
 DECISIONS = ("promoted", "rejected", "rolled_back")
+RESTORED = "restored"  # a Change that is no decision of CD: a rollback by hand put the version back in production
+
+# Tags a rollback by hand (flows/rollback.py) writes: on the version it took out of production, and on
+# the one it put back. The version taken out keeps `deployment=promoted`: it did serve, until then.
+ROLLED_BACK_AT, ROLLED_BACK_WHY = "rolled_back_at", "rolled_back"
+RESTORED_AT, RESTORED_WHY = "restored_at", "restored"
 
 
 class Change(Record):
-    """One delivery decision, and for a promotion the time it served production."""
+    """One delivery decision or restoration, and for a promotion or restoration the time it served production."""
 
     version: str
-    decision: str  # promoted | rejected | rolled_back
+    decision: str  # promoted | rejected | rolled_back | restored
     at: str | None  # when it was decided (ISO, UTC); None for decisions made before it was recorded
-    served_from: str | None = None  # promoted only
-    served_until: str | None = None  # promoted only; None while it still serves
+    served_from: str | None = None  # promoted and restored only
+    served_until: str | None = None  # promoted and restored only; None while it still serves
     serving: bool = False  # the version production serves now
     why: str = ""
+
+    @property
+    def served(self) -> bool:
+        return self.decision in ("promoted", RESTORED)
 
 
 def _why(decision: str, tags: Mapping[str, str]) -> str:
     approval = tags.get("approval")
     by = f"; {approval} by {tags.get('approval_by', '?')}" if approval in ("approved", "rejected") else ""
     if decision == "promoted":
-        return f"gates passed{by}"
+        taken_out = f"; rolled back by hand at {tags[ROLLED_BACK_AT]}: {tags.get(ROLLED_BACK_WHY, '')}" if tags.get(ROLLED_BACK_AT) else ""
+        return f"gates passed{by}{taken_out}"[:300]
+    if decision == RESTORED:
+        return f"back in production by hand: {tags.get(RESTORED_WHY, '')}"[:300]
     return f"{tags.get(decision, '')}{by}".strip("; ")[:300]
 
 
 def production_history(versions: Iterable[tuple[str, Mapping[str, str]]], champion: str | None) -> list[Change]:
-    """Every decided version as a `Change`, in the order decided (undated ones first, by version number).
+    """Every decided version as a `Change`, and each restoration by hand as one more, in the order they
+    happened (undated ones first, by version number).
 
-    A promoted version served from its decision until the next promotion; `champion` (the alias)
-    is the one production serves now.
+    A promoted or restored version served from then until the next promotion or restoration;
+    `champion` (the alias) is the one production serves now. A version restored twice keeps its
+    latest restoration only (its tags hold one `restored_at`).
     """
-    decided = [(number, tags) for number, tags in versions if tags.get("deployment") in DECISIONS]
-    decided.sort(key=lambda item: (item[1].get("deployment_at") or "", int(item[0])))
-    promotions = [i for i, (_, tags) in enumerate(decided) if tags["deployment"] == "promoted"]
-    changes = []
-    for i, (number, tags) in enumerate(decided):
-        decision, at = tags["deployment"], tags.get("deployment_at")
-        if decision != "promoted":
-            changes.append(Change(version=number, decision=decision, at=at, why=_why(decision, tags)))
-            continue
-        later = [j for j in promotions if j > i]
-        until = decided[later[0]][1].get("deployment_at") if later else None
-        changes.append(Change(version=number, decision=decision, at=at, served_from=at, served_until=until,
-                              serving=number == champion, why=_why(decision, tags)))
-    return changes
+    changes: list[tuple[str, int, str, Mapping[str, str]]] = []  # (at, version, decision, tags)
+    for number, tags in versions:
+        if tags.get("deployment") in DECISIONS:
+            changes.append((tags.get("deployment_at") or "", int(number), tags["deployment"], tags))
+        if tags.get(RESTORED_AT):
+            changes.append((tags[RESTORED_AT], int(number), RESTORED, tags))
+    changes.sort(key=lambda item: (item[0], item[1]))
+    starts = [at for at, _, decision, _ in changes if decision in ("promoted", RESTORED)]
+    result = []
+    for at, number, decision, tags in changes:
+        change = Change(version=str(number), decision=decision, at=at or None, why=_why(decision, tags))
+        if change.served:
+            later = [start for start in starts if start > at] if at else []
+            until = later[0] if later else None
+            change = change.model_copy(update={"served_from": at or None, "served_until": until,
+                                               "serving": str(number) == champion and not later})
+        result.append(change)
+    return result

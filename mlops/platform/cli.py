@@ -91,6 +91,41 @@ def _approve(args: argparse.Namespace) -> int:
     return 0
 
 
+ROLLBACK_DEPLOYMENT = "production-rollback/rollback"
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    """Run the rollback deployment on the stack's worker and wait for its outcome."""
+    import getpass
+    import time
+
+    from mlops.config import load_config
+    from mlops.platform import processes
+    from mlops.platform.settings import StackNotSetUp, stack_settings
+
+    stack = stack_settings(load_config())
+    if not processes.http_ok(f"{stack.prefect_api_url}/health"):
+        print(f"mlops rollback: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack with "
+              "`make up`", file=sys.stderr)
+        return 2
+    parameters = {"reason": args.reason, "by": args.by or getpass.getuser(), "to_version": args.to, "model_name": args.model}
+    try:
+        with stack.prefect_settings():
+            from prefect.client.orchestration import get_client
+            from prefect.deployments import run_deployment
+
+            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0)
+            print(f"started {run.name}: {stack.prefect_url}/runs/flow-run/{run.id}", flush=True)
+            with get_client(sync_client=True) as client:
+                while not (state := client.read_flow_run(run.id).state) or not state.is_final():
+                    time.sleep(1)
+    except StackNotSetUp as exc:
+        print(f"mlops rollback: {exc}", file=sys.stderr)
+        return 1
+    print(f"{state.name}: {state.message or ''}".strip())
+    return 0 if state.is_completed() else 1
+
+
 def _history(args: argparse.Namespace) -> int:
     import os
 
@@ -142,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     approve.add_argument("--by", default=None, help="who decides (default: your user name)")
     approve.add_argument("--comment", default="", help="why, for the version's record")
     approve.set_defaults(func=_approve)
+    rollback = sub.add_parser("rollback", help="put production back on the previous champion now (no staging gates)")
+    rollback.add_argument("--reason", required=True, help="why, for the versions' record, the history and the notification")
+    rollback.add_argument("--to", default=None, help="the version to serve again (default: previous_champion)")
+    rollback.add_argument("--by", default=None, help="who decides (default: your user name)")
+    rollback.add_argument("--model", default=None, help="default: tracking.model_name in the config")
+    rollback.set_defaults(func=_rollback)
     history = sub.add_parser("history", help="which version served production from when to when, and why it changed")
     history.add_argument("--model", default=None, help="default: tracking.model_name in the config")
     history.set_defaults(func=_history)

@@ -28,7 +28,7 @@ def readme_commands() -> list[str]:
 def test_the_readme_shows_the_commands_this_test_runs():
     deployments = {shlex.split(c)[3] for c in readme_commands()}
     assert {"continuous-training/retrain", "continuous-delivery/deploy-model", "drift-monitoring/scheduled",
-            "batch-scoring/score"} <= deployments
+            "batch-scoring/score", "production-rollback/rollback"} <= deployments
 
 
 def _run(command: str, env_file: Path) -> str:

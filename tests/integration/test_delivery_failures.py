@@ -329,3 +329,35 @@ def test_production_dying_while_watched_rolls_back_to_the_previous_champion(cham
     assert tags["deployment"] == "rolled_back" and "error rate 100.00%" in tags["rolled_back"], tags
     _production_untouched(champion)  # the champion alias and production are back on v1 ...
     assert _service_pid(champion, "production") != killed[0]  # ... in a new process
+
+
+# --- by hand: the rollback ------------------------------------------------------------------------
+
+
+def test_a_rollback_by_hand_serves_the_previous_champion_again_and_records_who_and_why(champion):
+    """Last in the module: it leaves v1 the champion again, without a `previous_champion`."""
+    from flows.rollback import production_rollback
+    from mlops.adapters import listings
+
+    version = _copy_of_champion(champion)
+    state, _, tags = _deliver(version)
+    assert state.is_completed() and tags["deployment"] == "promoted", state
+    assert _served_version(champion.config.serving.production_port) == version
+
+    result = production_rollback(reason="complaints from the ops team", by="bob")
+
+    assert (result["status"], result["from"], result["to"]) == ("rolled_back", version, champion.version), result
+    _production_untouched(champion)  # the alias and production back on v1
+    client = MlflowClient()
+    out, back = (client.get_model_version(MODEL, v).tags for v in (version, champion.version))
+    assert out["deployment"] == "promoted" and out["rolled_back"] == "by bob: complaints from the ops team", out
+    assert back["restored"] == out["rolled_back"] and back["restored_at"] == out["rolled_back_at"], back
+    assert registry.aliased(client, MODEL, registry.PREVIOUS_CHAMPION) is None
+    changes = [(c.version, c.decision, c.serving) for c in listings.history(client, MODEL)]
+    assert changes[-2:] == [(version, "promoted", False), (champion.version, "restored", True)], changes
+
+    # No previous_champion now: a second rollback must name its target; a version that never served is refused.
+    for params, why in [({}, "no previous_champion"), ({"to_version": "999"}, "no version 999")]:
+        again = production_rollback(reason="again", by="bob", return_state=True, **params)
+        assert again.is_failed() and why in str(again.message), again
+    assert _served_version(champion.config.serving.production_port) == champion.version

@@ -44,3 +44,22 @@ def test_decisions_recorded_before_their_time_was_come_first_in_version_order():
     assert [c.version for c in changes] == ["1", "2", "3"]
     assert changes[0].served_until is None and not changes[0].serving  # when it stopped serving is unknown
     assert render.history_rows(changes)[-1]["served production"] == "? → ?"
+
+
+def test_a_rollback_by_hand_ends_the_bad_versions_period_and_serves_the_old_one_again():
+    versions = [
+        ("1", _promoted("2026-01-01T00:00:00+00:00", restored_at="2026-01-05T00:00:00+00:00", restored="by bob: errors")),
+        ("2", _promoted("2026-01-03T00:00:00+00:00", rolled_back_at="2026-01-05T00:00:00+00:00", rolled_back="by bob: errors")),
+    ]
+    changes = production_history(versions, champion="1")
+
+    assert [(c.version, c.decision) for c in changes] == [("1", "promoted"), ("2", "promoted"), ("1", "restored")]
+    first, bad, back = changes
+    assert (first.served_until, first.serving) == ("2026-01-03T00:00:00+00:00", False)
+    assert (bad.served_from, bad.served_until, bad.serving) == ("2026-01-03T00:00:00+00:00", "2026-01-05T00:00:00+00:00", False)
+    assert bad.why == "gates passed; rolled back by hand at 2026-01-05T00:00:00+00:00: by bob: errors"
+    assert (back.served_from, back.served_until, back.serving) == ("2026-01-05T00:00:00+00:00", None, True)
+    assert back.why == "back in production by hand: by bob: errors"
+    rows = render.history_rows(changes)
+    assert (rows[0]["version"], rows[0]["served production"]) == ("v1 (serving)", "2026-01-05T00:00:00+00:00 → now")
+    assert rows[-1]["version"] == "v1"  # its first period is no longer the serving one

@@ -1,0 +1,58 @@
+"""Production rollback by hand: put production back on the previous champion (or a chosen version), now."""
+
+from __future__ import annotations
+
+from prefect import flow, runtime
+from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.logging import get_run_logger
+from prefect.transactions import transaction
+
+from mlops.config import load_config
+from tasks.delivery import ROLLED_BACK, emit_decision, publish_records
+from tasks.infra import deploy_environment
+from tasks.rollback import reinstate, rollback_target
+from tasks.runs import ensure_locks, environment_locks, require_servers
+
+def _run_name() -> str:
+    params = runtime.flow_run.parameters
+    return f"rollback-{params.get('model_name') or load_config().tracking.model_name}"
+
+
+@flow(name="production-rollback", flow_run_name=_run_name)
+def production_rollback(reason: str, by: str, to_version: int | str | None = None, model_name: str | None = None) -> dict:
+    """Take the champion out of production and serve an earlier version again, without the staging gates.
+
+    The emergency lever next to CD's automatic rollback: production is applied with Terraform on
+    the target (`to_version`, else the `previous_champion` alias), which must be a version CD
+    promoted before; `champion` moves to it and `previous_champion` is removed, so a second
+    rollback names its target. The version taken out is tagged `rolled_back_at` with who and why
+    (it keeps `deployment=promoted`: it did serve, until now), the target `restored_at`; the
+    production history, the model card and a `mlops.deployment.rolled_back` event (and its
+    notification) say so. It waits for any running delivery: both hold the environments' locks.
+    Staging is left as it is. `mlops rollback --reason ...` runs this deployment.
+
+    Args:
+        reason: Why production goes back, for the record: tags, history, notification.
+        by: Who decided, e.g. a name or an e-mail address.
+        to_version: The version to serve again. Default: the `previous_champion` alias.
+        model_name: The registered model; default: `tracking.model_name` in the config.
+    """
+    config = load_config()
+    name = model_name or config.tracking.model_name
+    require_servers(config)
+    locks = environment_locks()
+    ensure_locks(locks)
+    with concurrency(locks, occupy=1, strict=True):  # never beside a delivery
+        champion, target = rollback_target(config, name, None if to_version is None else str(to_version))
+        why = f"by {by}: {reason}"
+        get_run_logger().warning("rolling %s production back from v%s to v%s (%s)", name, champion.version, target.version, why)
+        with transaction():  # a failure after the apply puts production back on the champion
+            endpoint = deploy_environment(config, "production", name, target.version, champion.version)
+            reinstate(config, name, champion.version, target.version, why)
+    emit_decision(ROLLED_BACK, "production", name, champion.version, [], f"rolled back by hand to v{target.version} {why}")
+    outcome = f"rolled back by hand {why}; production back on v{target.version}"
+    create_markdown_artifact(key="rollback", markdown=f"# {name}: production back on v{target.version}\n\n"
+                                                      f"v{champion.version} taken out {why}. Serving at {endpoint}.")
+    publish_records(config, name, champion.version, outcome, [])
+    return {"status": "rolled_back", "from": champion.version, "to": target.version, "endpoint": endpoint}
