@@ -21,7 +21,7 @@ import pytest
 from mlops.config import PROJECT_ROOT, load_config
 from mlops.platform import hooks
 from mlops.platform.settings import CI_CHECKS_ENV, STATE_DIR_ENV
-from tests.e2e.conftest import CD_DEPLOYMENT, CT_DEPLOYMENT, flow_runs, one_flow_run
+from tests.e2e.conftest import CD_DEPLOYMENT, CT_DEPLOYMENT, flow_run_artifacts, flow_runs, one_flow_run
 
 pytestmark = pytest.mark.e2e
 
@@ -48,13 +48,6 @@ def _commit(repo: Path, relative: str, edit: Callable[[str], str], message: str,
     return _git(repo, "rev-parse", "HEAD")
 
 
-def _artifacts(prefect_client, flow_run_id) -> dict[str, str]:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    found = prefect_client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {a.key: a.data if isinstance(a.data, str) else json.dumps(a.data) for a in found if a.key}
-
-
 def _description(prefect_client, flow_run_id, key: str) -> str:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 
@@ -73,7 +66,7 @@ def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, 
     ci_run = prefect_client.read_flow_run(ci_run.id)
     print(f"CI ({', '.join(FAST_CHECKS)}): {ci_run.total_run_time.total_seconds():.1f} s")
     assert state.is_completed(), state
-    artifacts = _artifacts(prefect_client, ci_run.id)
+    artifacts = flow_run_artifacts(prefect_client, ci_run.id)
     assert artifacts["ci-summary"].startswith("# CI PASSED") and sha in artifacts["ci-summary"]
     assert {"ci-data-tests", "ci-model-tests", "ci-model-check", "ci-model-latency", "ci-infra"} <= set(artifacts)
 
@@ -118,7 +111,7 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
     assert ci_run.parameters["repo_path"] == str(clone) and ci_run.parameters["checks"] == FAST_CHECKS
     state = wait_for_flow_run(ci_run.id, timeout=300)
     assert state.is_failed(), state
-    artifacts = _artifacts(prefect_client, ci_run.id)
+    artifacts = flow_run_artifacts(prefect_client, ci_run.id)
     assert artifacts["ci-summary"].startswith("# CI FAILED: data tests")
     for other in ("model tests", "model check", "infrastructure"):  # a failing check does not stop the others
         assert f"| {other} | pass |" in artifacts["ci-summary"], artifacts["ci-summary"]

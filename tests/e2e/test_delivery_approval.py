@@ -1,0 +1,95 @@
+"""Manual approval on the real stack: a CD run on the worker waits Paused until the API answers, or times out.
+
+The session's stack delivers automatically; these runs read a config with `delivery.approval: manual`
+through the deployment's job variables (MLOPS_CONFIG in the flow run's environment), as a team
+would give one deployment its own settings. While the test registers its versions, the
+deploy-model trigger is paused, so the only CD run of each version is the one the test starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from mlops.config import load_config
+from mlops.platform import approvals
+from tests.conftest import write_config
+from tests.e2e.conftest import CD_DEPLOYMENT, flow_run_artifacts, served_version
+from tests.integration.test_continuous_delivery import _lineage
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def cd_trigger_paused(prefect_client) -> Iterator[None]:
+    """The deploy-model deployment's event trigger (`prefect deploy` names it deploy-model__automation_1), paused."""
+    [trigger] = prefect_client.read_automations_by_name("deploy-model__automation_1")
+    prefect_client.pause_automation(trigger.id)
+    try:
+        yield
+    finally:
+        prefect_client.resume_automation(trigger.id)
+
+
+def _paused(prefect_client, name: str, version: str, timeout: float = 300.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return approvals.paused_delivery(prefect_client, name, version, name)
+        except approvals.NoPendingApproval:
+            time.sleep(1)
+    pytest.fail(f"no CD run of v{version} paused for approval within {timeout:.0f} s")
+
+
+def _deliver_with(config_path: Path, version: str):
+    from prefect.deployments import run_deployment
+
+    return run_deployment(CD_DEPLOYMENT, parameters={"version": version}, timeout=0,
+                          job_variables={"env": {"MLOPS_CONFIG": str(config_path)}})
+
+
+def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_rejects_when_nobody_answers(
+        stack, prefect_client, wait_for_flow_run, mlflow_client, champion, cd_trigger_paused, e2e_config, tmp_path):
+    config = load_config()
+    name, port = config.tracking.model_name, config.serving.production_port
+    found = mlflow_client.get_model_version(name, champion)
+
+    def copy() -> str:  # the champion's logged model registered again: a new, undecided version with its lineage
+        return str(mlflow.register_model(found.source, name, tags=_lineage(found.tags)).version)
+
+    # Approved through the API: the run waits Paused on the worker, then promotes.
+    manual = write_config(e2e_config, tmp_path, {"delivery": {"approval": "manual", "approval_timeout_s": 600}})
+    approved = copy()
+    run = _deliver_with(manual, approved)
+    paused = _paused(prefect_client, name, approved)
+    assert paused.id == run.id and served_version(port) == champion
+    assert mlflow_client.get_model_version(name, approved).tags.get("deployment") is None
+    with stack.prefect_settings():
+        approvals.answer(name, approved, approve=True, approver="alice", comment="e2e", default_model=name)
+    state = wait_for_flow_run(run.id, timeout=300)
+    assert state.is_completed() and state.name == "Completed", state
+    tags = mlflow_client.get_model_version(name, approved).tags
+    assert (tags["deployment"], tags["approval"], tags["approval_by"], tags["approval_comment"]) == (
+        "promoted", "approved", "alice", "e2e"), tags
+    assert "T" in tags["approval_at"]
+    assert "| approval | pass | approved by alice" in flow_run_artifacts(prefect_client, run.id)["cd-decision"]
+    assert served_version(port) == approved
+
+    # Nobody answers within approval_timeout_s: rejected, production keeps the version just approved.
+    silent = write_config(e2e_config, tmp_path, {"delivery": {"approval": "manual", "approval_timeout_s": 10}})
+    unanswered = copy()
+    run = _deliver_with(silent, unanswered)
+    state = wait_for_flow_run(run.id, timeout=300)
+    assert state.name == "Rejected" and "approval: no answer within 10 s" in str(state.message), state
+    tags = mlflow_client.get_model_version(name, unanswered).tags
+    assert (tags["deployment"], tags["approval"], tags["approval_by"]) == ("rejected", "timed_out", "nobody"), tags
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == approved
+    assert served_version(port) == approved
+    assert served_version(config.serving.staging_port) == approved  # staging rolled back to the champion
+    history = flow_run_artifacts(prefect_client, run.id)["production-history"]  # kept up to date by each CD run
+    assert history.index(f'"v{unanswered}"') < history.index(f'"v{approved} (serving)"'), history  # newest first
+    assert "approval: no answer within 10 s" in history and "approved by alice" in history, history
