@@ -155,6 +155,8 @@ def _run_loop(settings: stack.StackSettings, config: Config) -> int:
         f"\nProduction serves v{second} (was v{first}) at {production}/invocations\n"
         f"Prefect UI   {settings.prefect_url}/runs   (flow runs, artifacts; automations under Automations)\n"
         f"MLflow UI    {settings.mlflow_uri}/#/models/{config.tracking.model_name}\n"
+        f"Model card   {settings.mlflow_uri}/#/models/{config.tracking.model_name}/versions/{second}   (its description; "
+        f"also model_card.md in its training run)\n"
         f"The stack keeps running: `make down` stops it.",
         flush=True,
     )
