@@ -6,6 +6,7 @@ from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
+from prefect.states import Completed, State
 from prefect.transactions import transaction
 
 from mlops.config import load_config
@@ -20,7 +21,7 @@ def _run_name() -> str:
 
 
 @flow(name="production-rollback", flow_run_name=_run_name)
-def production_rollback(reason: str, by: str, to_version: int | str | None = None, model_name: str | None = None) -> dict:
+def production_rollback(reason: str, by: str, to_version: int | str | None = None, model_name: str | None = None) -> State:
     """Take the champion out of production and serve an earlier version again, without the staging gates.
 
     The emergency lever next to CD's automatic rollback: production is applied with Terraform on
@@ -55,4 +56,5 @@ def production_rollback(reason: str, by: str, to_version: int | str | None = Non
     create_markdown_artifact(key="rollback", markdown=f"# {name}: production back on v{target.version}\n\n"
                                                       f"v{champion.version} taken out {why}. Serving at {endpoint}.")
     publish_records(config, name, champion.version, outcome, [])
-    return {"status": "rolled_back", "from": champion.version, "to": target.version, "endpoint": endpoint}
+    return Completed(message=outcome, data={"status": "rolled_back", "from": champion.version, "to": target.version,
+                                            "endpoint": endpoint})

@@ -39,8 +39,7 @@ def _why(decision: str, tags: Mapping[str, str]) -> str:
     approval = tags.get("approval")
     by = f"; {approval} by {tags.get('approval_by', '?')}" if approval in ("approved", "rejected") else ""
     if decision == "promoted":
-        taken_out = f"; rolled back by hand at {tags[ROLLED_BACK_AT]}: {tags.get(ROLLED_BACK_WHY, '')}" if tags.get(ROLLED_BACK_AT) else ""
-        return f"gates passed{by}{taken_out}"[:300]
+        return f"gates passed{by}"[:300]
     if decision == RESTORED:
         return f"back in production by hand: {tags.get(RESTORED_WHY, '')}"[:300]
     return f"{tags.get(decision, '')}{by}".strip("; ")[:300]
@@ -68,7 +67,10 @@ def production_history(versions: Iterable[tuple[str, Mapping[str, str]]], champi
         if change.served:
             later = [start for start in starts if start > at] if at else []
             until = later[0] if later else None
-            change = change.model_copy(update={"served_from": at or None, "served_until": until,
+            taken_out = tags.get(ROLLED_BACK_AT)  # the period a rollback by hand ended is the one serving until then
+            why = (f"{change.why}; rolled back by hand at {taken_out}: {tags.get(ROLLED_BACK_WHY, '')}"[:300]
+                   if taken_out and until == taken_out else change.why)
+            change = change.model_copy(update={"served_from": at or None, "served_until": until, "why": why,
                                                "serving": str(number) == champion and not later})
         result.append(change)
     return result

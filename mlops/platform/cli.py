@@ -115,7 +115,7 @@ def _rollback(args: argparse.Namespace) -> int:
             from prefect.deployments import run_deployment
 
             run = run_deployment(ROLLBACK_DEPLOYMENT, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0)
-            print(f"started {run.name}: {stack.prefect_url}/runs/flow-run/{run.id}", flush=True)
+            print(f"started the rollback: {stack.prefect_url}/runs/flow-run/{run.id}", flush=True)
             with get_client(sync_client=True) as client:
                 while not (state := client.read_flow_run(run.id).state) or not state.is_final():
                     time.sleep(1)

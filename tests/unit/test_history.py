@@ -63,3 +63,18 @@ def test_a_rollback_by_hand_ends_the_bad_versions_period_and_serves_the_old_one_
     rows = render.history_rows(changes)
     assert (rows[0]["version"], rows[0]["served production"]) == ("v1 (serving)", "2026-01-05T00:00:00+00:00 → now")
     assert rows[-1]["version"] == "v1"  # its first period is no longer the serving one
+
+
+def test_a_rollback_by_hand_is_told_on_the_period_it_ended():
+    """v1 promoted, v2 promoted, back to v1 by hand, then forward to v2 by hand: v1's second period was ended."""
+    t = [f"2026-01-0{d}T00:00:00+00:00" for d in range(1, 5)]
+    versions = [("1", _promoted(t[0], restored_at=t[2], restored="by bob: errors", rolled_back_at=t[3], rolled_back="by bob: fixed")),
+                ("2", _promoted(t[1], rolled_back_at=t[2], rolled_back="by bob: errors", restored_at=t[3], restored="by bob: fixed"))]
+    changes = production_history(versions, champion="2")
+    assert [(c.version, c.decision, c.served_from, c.served_until, c.serving) for c in changes] == [
+        ("1", "promoted", t[0], t[1], False), ("2", "promoted", t[1], t[2], False),
+        ("1", "restored", t[2], t[3], False), ("2", "restored", t[3], None, True)]
+    assert [c.why for c in changes] == [
+        "gates passed", f"gates passed; rolled back by hand at {t[2]}: by bob: errors",
+        f"back in production by hand: by bob: errors; rolled back by hand at {t[3]}: by bob: fixed",
+        "back in production by hand: by bob: fixed"]
