@@ -1,14 +1,19 @@
 """Benchmark: registration → CD latency and the full CT → promoted loop on the embedded local stack.
 
 Starts a real stack (Prefect server, worker, MLflow server, webhook receiver) on free ports in a
-temporary state dir, runs `continuous-training/retrain` through its deployment for a few training
-windows, and for each registered version times what the automation does:
+temporary state dir. First, `--events` times each trigger alone: it emits `mlops.model.registered`
+(for a version that does not exist, so CD fails at once after starting) and `mlops.drift.detected`
+(for a window before the data, so CT fails at its extract) N times each, one at a time, and splits
+event → Running into what the automation, the worker's poll and the flow process take. The drift
+trigger's debounce (`within: 3600`) is set to 0 for this, so that each event starts a run.
+Then it runs `continuous-training/retrain` through its deployment for a few training windows, and
+for each registered version times what the automation does:
 
   registered → CD flow run created (webhook → receiver → event → trigger)
   registered → CD flow run Running (+ worker poll and the flow process starting)
   CT start → CD finished (the whole loop)
 
-    .venv/bin/python bench/loop.py [--windows 2013-04-01 2013-05-01 2013-06-01] [--load-seconds 20]
+    .venv/bin/python bench/loop.py [--events 10] [--windows 2013-04-01 2013-05-01 2013-06-01] [--load-seconds 20]
 """
 
 from __future__ import annotations
@@ -62,9 +67,75 @@ def _cd_run(client, deployment_id, version: str, timeout: float = 300.0):
     raise TimeoutError(f"no CD run for version {version}")
 
 
+def _breakdown(client, run) -> dict[str, float]:
+    """When the run was created, picked by the worker (Pending), Running, and its first task started (epoch s)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    states = {state.type.value: state.timestamp.timestamp() for state in client.read_flow_run_states(run.id)}
+    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    first_task = min((t.start_time.timestamp() for t in tasks if t.start_time), default=float("nan"))
+    return {"created": run.created.timestamp(), "pending": states.get("PENDING", float("nan")),
+            "running": states.get("RUNNING", float("nan")), "first_task": first_task}
+
+
+def _time_triggers(client, count: int) -> list[dict]:
+    """Each trigger `count` times alone: event → created → Pending → Running → first task."""
+    from prefect.events import emit_event
+    from prefect.events.schemas.automations import AutomationCore
+
+    retrain = client.read_deployment_by_name(CT).id
+    for automation in client.read_automations():  # the drift trigger's debounce off: one run per event here
+        trigger = automation.trigger
+        if getattr(trigger, "expect", None) == {"mlops.drift.detected"} and str(getattr(automation.actions[0], "deployment_id", "")) == str(retrain):
+            kept = ("name", "description", "enabled", "actions", "actions_on_trigger", "actions_on_resolve")  # what an update takes
+            core = AutomationCore(**{k: getattr(automation, k) for k in kept}, trigger=trigger)
+            client.update_automation(automation.id, core.model_copy(update={"trigger": trigger.model_copy(update={"within": 0})}))
+    rows = []
+    deployments = {CD: client.read_deployment_by_name(CD).id, CT: retrain}
+    for i in range(count):
+        for deployment, event, resource, payload in [
+            (CD, "mlops.model.registered", f"mlflow.model.bench.{900 + i}", {"name": "bench-missing", "version": str(900 + i)}),
+            (CT, "mlops.drift.detected", "mlops.dataset.bench", {"as_of": "2012-01-01", "window_months": 1}),
+        ]:
+            known = {r.id for r in _runs(client, deployments[deployment])}
+            sent = emit_event(event=event, resource={"prefect.resource.id": resource}, payload=payload)
+            deadline = time.monotonic() + 120
+            while not (new := [r for r in _runs(client, deployments[deployment]) if r.id not in known]):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no {deployment} run for {event} #{i}")
+                time.sleep(0.1)
+            run = _wait_final(client, new[0].id)
+            at = _breakdown(client, run)
+            row = {"trigger": event, "i": i, "to_created_s": at["created"] - sent.occurred.timestamp(),
+                   "to_pending_s": at["pending"] - sent.occurred.timestamp(), "to_running_s": at["running"] - sent.occurred.timestamp(),
+                   "to_first_task_s": at["first_task"] - sent.occurred.timestamp()}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def _runs(client, deployment_id):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
+def _trigger_table(rows: list[dict]) -> None:
+    print("\n| trigger | runs | → created (automation) | → Pending (worker poll) | → Running (process start) | → first task |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for event in dict.fromkeys(r["trigger"] for r in rows):
+        mine = [r for r in rows if r["trigger"] == event]
+        med = {k: statistics.median(r[k] for r in mine) for k in ("to_created_s", "to_pending_s", "to_running_s", "to_first_task_s")}
+        top = max(r["to_running_s"] for r in mine)
+        print(f"| `{event}` | {len(mine)} | {med['to_created_s']:.2f} | {med['to_pending_s']:.2f} | "
+              f"{med['to_running_s']:.2f} (max {top:.2f}) | {med['to_first_task_s']:.2f} |")
+    print("(medians, seconds from the event)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", nargs="+", default=["2013-04-01", "2013-05-01", "2013-06-01"])
+    parser.add_argument("--events", type=int, default=10, help="events per trigger for the trigger timings (0: none)")
+    parser.add_argument("--windows", nargs="*", default=["2013-04-01", "2013-05-01", "2013-06-01"])
     parser.add_argument("--load-seconds", type=int, default=20)
     args = parser.parse_args()
 
@@ -82,10 +153,11 @@ def main() -> None:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    rows = []
+    rows, triggers = [], []
     try:
         mlflow = MlflowClient(settings.mlflow_uri, registry_uri=settings.mlflow_uri)
-        with get_client(sync_client=True) as client:
+        with settings.prefect_settings(), get_client(sync_client=True) as client:  # `up` imported Prefect before the env
+            triggers = _time_triggers(client, args.events) if args.events else []
             cd_deployment = client.read_deployment_by_name(CD).id
             for as_of in args.windows:
                 t0 = time.time()
@@ -111,6 +183,8 @@ def main() -> None:
         down(settings)
 
     print(f"\nstack up: {stack_up_s:.1f} s (cold)\n")
+    if triggers:
+        _trigger_table(triggers)
     print("| CT window (before) | CT s | version | registered → CD created s | registered → CD running s | CD s | outcome | CT start → CD end s |")
     print("|---|---:|---|---:|---:|---:|---|---:|")
     for r in rows:
