@@ -224,12 +224,12 @@ class Config(Strict):
     gates: Gates
     drift: Drift = Drift()
     slo: Slo = Slo()
+    tracking: Tracking
     load_test: LoadTest = LoadTest()
     serving: Serving = Serving()
     delivery: Delivery = Delivery()
     notifications: Notifications = Notifications()
     stack: Stack = Stack()
-    tracking: Tracking
     model_card: ModelCard = ModelCard()
 
     @model_validator(mode="after")

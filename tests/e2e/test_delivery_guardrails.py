@@ -1,13 +1,16 @@
-"""Manual approval on the real stack: a CD run on the worker waits Paused until the API answers, or times out.
+"""CD's guardrails on the real stack: manual approval on the worker, and the watch that rolls production back.
 
-The session's stack delivers automatically; these runs read a config with `delivery.approval: manual`
-through the deployment's job variables (MLOPS_CONFIG in the flow run's environment), as a team
-would give one deployment its own settings. While the test registers its versions, the
-deploy-model trigger is paused, so the only CD run of each version is the one the test starts.
+The session's stack delivers automatically with a short watch; these runs read their own config
+(`delivery.approval: manual`, a longer watch) through the deployment's job variables (MLOPS_CONFIG
+in the flow run's environment), as a team would give one deployment its own settings. While a test
+registers its versions, the deploy-model trigger is paused, so the only CD run of each version is
+the one the test starts.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +18,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from mlops.adapters import environments
 from mlops.config import load_config
 from mlops.platform import approvals
+from mlops.platform.stack import service_record
 from tests.conftest import write_config
 from tests.e2e.conftest import CD_DEPLOYMENT, flow_run_artifacts, served_version
 from tests.integration.test_continuous_delivery import _lineage
@@ -52,14 +57,19 @@ def _deliver_with(config_path: Path, version: str):
                           job_variables={"env": {"MLOPS_CONFIG": str(config_path)}})
 
 
+def _copy(mlflow_client, name: str, version: str) -> str:
+    """The version's logged model registered again: a new, undecided version with its lineage."""
+    found = mlflow_client.get_model_version(name, version)
+    return str(mlflow.register_model(found.source, name, tags=_lineage(found.tags)).version)
+
+
 def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_rejects_when_nobody_answers(
         stack, prefect_client, wait_for_flow_run, mlflow_client, champion, cd_trigger_paused, e2e_config, tmp_path):
     config = load_config()
     name, port = config.tracking.model_name, config.serving.production_port
-    found = mlflow_client.get_model_version(name, champion)
 
-    def copy() -> str:  # the champion's logged model registered again: a new, undecided version with its lineage
-        return str(mlflow.register_model(found.source, name, tags=_lineage(found.tags)).version)
+    def copy() -> str:
+        return _copy(mlflow_client, name, champion)
 
     # Approved through the API: the run waits Paused on the worker, then promotes.
     manual = write_config(e2e_config, tmp_path, {"delivery": {"approval": "manual", "approval_timeout_s": 600}})
@@ -93,3 +103,34 @@ def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_reject
     history = flow_run_artifacts(prefect_client, run.id)["production-history"]  # kept up to date by each CD run
     assert history.index(f'"v{unanswered}"') < history.index(f'"v{approved} (serving)"'), history  # newest first
     assert "approval: no answer within 10 s" in history and "approved by alice" in history, history
+
+
+def test_a_production_service_that_dies_after_the_promotion_is_rolled_back_by_the_watch(
+        stack, prefect_client, wait_for_flow_run, mlflow_client, champion, cd_trigger_paused, e2e_config, tmp_path,
+        notification_receiver):
+    config = load_config()
+    name, port = config.tracking.model_name, config.serving.production_port
+    watched = write_config(e2e_config, tmp_path, {"delivery.watch_seconds": 15})
+    version = _copy(mlflow_client, name, champion)
+    run = _deliver_with(watched, version)
+
+    # Promoted (the alias names it) and watched for 15 s: production dies as an OOM kill would, with SIGKILL.
+    deadline = time.monotonic() + 300
+    while str(mlflow_client.get_model_version_by_alias(name, "champion").version) != version:
+        assert not prefect_client.read_flow_run(run.id).state.is_final(), "CD ended before promoting"
+        assert time.monotonic() < deadline, f"v{version} not promoted within 300 s"
+        time.sleep(0.2)
+    pid_file = Path(environments.current_service(config, "production", state_dir=stack.state_dir)["pid_file"])
+    record = service_record(pid_file)
+    assert record is not None and served_version(port) == version
+    os.killpg(record.pid, signal.SIGKILL)
+
+    state = wait_for_flow_run(run.id, timeout=300)
+    assert state.is_failed() and "production watch" in str(state.message), state
+    tags = mlflow_client.get_model_version(name, version).tags
+    assert tags["deployment"] == "rolled_back" and "error rate" in tags["rolled_back"], tags
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == champion
+    assert served_version(port) == champion  # production applied again with the champion, in a new process
+    about = f"CD rolled back {name} v{version}"
+    [text] = notification_receiver.wait_for(about)
+    assert "production watch" in text and f"/runs/flow-run/{run.id}" in text, text
