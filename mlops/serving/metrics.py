@@ -38,11 +38,17 @@ class ServiceMetrics:
         self.model = Gauge("mlops_model_info", "The model version served (always 1), and the prediction path.",
                            ["model_name", "model_version", "path"], registry=self.registry)
         self.model.labels(model_name=model_name or "", model_version=model_version or "", path=path).set(1)
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, route: str, status: int, started: float) -> None:
         """One answered request (`started` from time.perf_counter())."""
-        self.requests.labels(route=route, status=str(status)).inc()
-        self.latency.labels(route=route).observe(time.perf_counter() - started)
+        key = (route, status)
+        children = self._children.get(key)
+        if children is None:  # prometheus-client's labels() costs a lock and a lookup: once per route and status
+            children = self._children[key] = (self.requests.labels(route=route, status=str(status)),
+                                              self.latency.labels(route=route))
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     def counting_batches(self, process: Callable[[list[T]], Sequence[R]], rows: Callable[[T], int]) -> Callable[[list[T]], Sequence[R]]:
         """`process` that also records the size of each batch it is handed."""
