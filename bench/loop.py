@@ -55,12 +55,9 @@ def _wait_final(client, flow_run_id, timeout: float = 900.0):
 
 
 def _cd_run(client, deployment_id, version: str, timeout: float = 300.0):
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
-        mine = [r for r in runs if str(r.parameters.get("version")) == version]
+        mine = [r for r in _runs(client, deployment_id) if str(r.parameters.get("version")) == version]
         if mine:
             return mine[0]
         time.sleep(0.2)
@@ -115,6 +112,7 @@ def _time_triggers(client, count: int) -> list[dict]:
 
 
 def _runs(client, deployment_id):
+    """Every flow run of the deployment."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))

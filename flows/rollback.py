@@ -15,6 +15,7 @@ from tasks.infra import deploy_environment
 from tasks.rollback import reinstate, rollback_target
 from tasks.runs import ensure_locks, environment_locks, require_servers
 
+
 def _run_name() -> str:
     params = runtime.flow_run.parameters
     return f"rollback-{params.get('model_name') or load_config().tracking.model_name}"

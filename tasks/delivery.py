@@ -166,7 +166,7 @@ def promote(config: Config, model_name: str, version: str, previous: str | None,
     client = registry.connect(config)
     try:
         registry.promote(client, model_name, version)
-        client.set_model_version_tag(model_name, version, "deployment_at", _now())
+        client.set_model_version_tag(model_name, version, "deployment_at", now_utc())
         client.set_model_version_tag(model_name, version, "deployment", "promoted")
         client.set_model_version_tag(model_name, version, "deployment_run", str(runtime.flow_run.id))
         client.set_model_version_tag(model_name, version, "deployment_gates", render.checks_summary(gates))
@@ -220,7 +220,7 @@ def await_approval(config: Config, model_name: str, version: str, gates: list[Ch
             client.set_flow_run_state(runtime.flow_run.id, Running(message=f"approval: {comment}; rejecting"), force=True)
     else:
         decision, by, comment = ("approved" if answer.approve else "rejected"), answer.approver, answer.comment
-    at = _now()
+    at = now_utc()
     record_approval(config, model_name, version, {"approval": decision, "approval_by": by, "approval_at": at,
                                                   "approval_comment": comment or "-"})
     detail = (f"{comment}; rejected at {at}" if decision == "timed_out"
@@ -231,21 +231,18 @@ def await_approval(config: Config, model_name: str, version: str, gates: list[Ch
 @task(**IO_RETRIES)
 def record_approval(config: Config, model_name: str, version: str, tags: dict[str, str]) -> None:
     """Who decided on the version, when and why, as its tags."""
-    client = registry.connect(config)
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value[:4000])
+    registry.tag_version(registry.connect(config), model_name, version, {key: value[:4000] for key, value in tags.items()})
 
 
 @task(**IO_RETRIES)
 def tag_decision(config: Config, model_name: str, version: str, status: str, gates: list[Check], reason: str) -> None:
     """Tag the version `deployment=<rejected|rolled_back>` with the reason and this run; the champion is untouched."""
-    client = registry.connect(config)
-    for key, value in {"deployment_at": _now(), "deployment": status, status: reason[:4000], "deployment_run": str(runtime.flow_run.id),
-                       "deployment_gates": render.checks_summary(gates)}.items():
-        client.set_model_version_tag(model_name, version, key, value)
+    registry.tag_version(registry.connect(config), model_name, version, {
+        "deployment_at": now_utc(), "deployment": status, status: reason[:4000], "deployment_run": str(runtime.flow_run.id),
+        "deployment_gates": render.checks_summary(gates)})
 
 
-def _now() -> str:
+def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -258,7 +255,7 @@ def update_model_card(config: Config, model_name: str, version: str, outcome: st
     if ref is None or ref.run_id is None or card is None or not card.startswith(f"# Model card: {model_name} v{version}\n"):
         get_run_logger().info("%s v%s has no model card of its own to update", model_name, version)  # e.g. made by hand
         return
-    at = f"{_now()}, CD flow run {runtime.flow_run.id}"
+    at = f"{now_utc()}, CD flow run {runtime.flow_run.id}"
     cards.set_model_card(client, model_name, version, ref.run_id, render.with_delivery(card, outcome, at, gates))
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from prefect import runtime, task
 from prefect.logging import get_run_logger
 
 from mlops.adapters import registry
 from mlops.config import Config
 from mlops.domain.history import RESTORED_AT, RESTORED_WHY, ROLLED_BACK_AT, ROLLED_BACK_WHY
+from tasks.delivery import now_utc
 
 
 class RollbackRefused(ValueError):
@@ -48,15 +47,14 @@ def reinstate(config: Config, model_name: str, champion: str, target: str, why: 
     tagged, and the flow's transaction puts production back on the champion.
     """
     client = registry.connect(config)
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    at = now_utc()
     run = str(runtime.flow_run.id)
     tags = [(champion, {ROLLED_BACK_AT: at, ROLLED_BACK_WHY: why, "rolled_back_run": run}),
             (target, {RESTORED_AT: at, RESTORED_WHY: why, "restored_run": run})]
     try:
         registry.reinstate(client, model_name, target)
         for version, values in tags:
-            for key, value in values.items():
-                client.set_model_version_tag(model_name, version, key, value[:4000])
+            registry.tag_version(client, model_name, version, {key: value[:4000] for key, value in values.items()})
     except Exception:
         registry.promote(client, model_name, champion)  # champion back; previous_champion on the target again
         for version, values in tags:

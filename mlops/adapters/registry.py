@@ -273,6 +273,12 @@ def restore_champion(client: MlflowClient, name: str, number: str | None) -> Non
     client.set_registered_model_alias(name, CHAMPION, str(number))
 
 
+def tag_version(client: MlflowClient, name: str, number: str, tags: dict[str, str]) -> None:
+    """Set each of `tags` on the model version, in order."""
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(number), key, value)
+
+
 def reinstate(client: MlflowClient, name: str, number: str) -> None:
     """Point `champion` back at an earlier version and remove `previous_champion` (a rollback by hand): a second
     rollback must name its target rather than go "back" to the version just taken out."""

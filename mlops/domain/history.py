@@ -12,6 +12,7 @@ from mlops.domain.record import Record
 
 DECISIONS = ("promoted", "rejected", "rolled_back")
 RESTORED = "restored"  # a Change that is no decision of CD: a rollback by hand put the version back in production
+SERVED = ("promoted", RESTORED)  # the changes that start a period of serving production
 
 # Tags a rollback by hand (flows/rollback.py) writes: on the version it took out of production, and on
 # the one it put back. The version taken out keeps `deployment=promoted`: it did serve, until then.
@@ -32,7 +33,7 @@ class Change(Record):
 
     @property
     def served(self) -> bool:
-        return self.decision in ("promoted", RESTORED)
+        return self.decision in SERVED
 
 
 def _why(decision: str, tags: Mapping[str, str]) -> str:
@@ -60,7 +61,7 @@ def production_history(versions: Iterable[tuple[str, Mapping[str, str]]], champi
         if tags.get(RESTORED_AT):
             changes.append((tags[RESTORED_AT], int(number), RESTORED, tags))
     changes.sort(key=lambda item: (item[0], item[1]))
-    starts = [at for at, _, decision, _ in changes if decision in ("promoted", RESTORED)]
+    starts = [at for at, _, decision, _ in changes if decision in SERVED]
     result = []
     for at, number, decision, tags in changes:
         change = Change(version=str(number), decision=decision, at=at or None, why=_why(decision, tags))
