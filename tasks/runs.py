@@ -36,17 +36,11 @@ def require_servers(config: Config) -> None:
 
 def environment_locks() -> list[str]:
     """The global concurrency limits (one slot each) that serialise deliveries per environment."""
-    return [f"mlops-environment-{name}" for name in environments.NAMES]
+    return [environments.lock_name(name) for name in environments.NAMES]
 
 
 @task(**IO_RETRIES)
 def ensure_locks(names: list[str]) -> None:
     """Create the one-slot global concurrency limits if missing (also in-process: an ephemeral server has none)."""
-    from prefect.exceptions import ObjectAlreadyExists
-
     with get_client(sync_client=True) as client:
-        for name in names:
-            try:
-                client.upsert_global_concurrency_limit_by_name(name, 1)
-            except ObjectAlreadyExists:  # another delivery created it between the read and the create
-                pass
+        environments.create_locks(client, names)

@@ -44,8 +44,6 @@ def _run(command: str, env_file: Path) -> str:
 
 
 def test_each_deployment_run_command_is_accepted_as_written(stack, prefect_client, tmp_path: Path):
-    from prefect.states import Cancelled
-
     new_flights = tmp_path / "new_flights.parquet"  # the README's placeholder, made real
     sources.load_window(load_config(), as_of="2013-03-01", months=1).frame.head(500).to_parquet(new_flights)
     for command in readme_commands():
@@ -63,4 +61,19 @@ def test_each_deployment_run_command_is_accepted_as_written(stack, prefect_clien
             while not (name := prefect_client.read_flow_run(run_id).name).startswith("cd-") and time.monotonic() < deadline:
                 time.sleep(0.5)  # the engine names the run as it starts it
             assert name == f"cd-{load_config().tracking.model_name}-v3", name
-        prefect_client.set_flow_run_state(run_id, Cancelled(), force=True)  # accepted is what this test checks
+        _cancel(prefect_client, run_id)  # accepted is what this test checks
+
+
+def _cancel(prefect_client, run_id: str) -> None:
+    """Cancel a run as the UI does and wait until it is over, so it changes nothing under the tests after this one.
+
+    Only `Cancelling` makes the worker stop a started run's process (a run forced straight to
+    `Cancelled` keeps running: a README rollback would apply production beside the next test's `up`).
+    """
+    from prefect.states import Cancelling
+
+    prefect_client.set_flow_run_state(run_id, Cancelling(), force=True)
+    deadline = time.monotonic() + 180
+    while not (state := prefect_client.read_flow_run(run_id).state).is_final():
+        assert time.monotonic() < deadline, f"flow run {run_id} still {state.name} 180 s after it was cancelled"
+        time.sleep(0.5)

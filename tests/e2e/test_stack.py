@@ -209,6 +209,28 @@ def test_down_keeps_the_model_services_and_up_brings_production_back_on_the_cham
     assert {env: _service_pid(outputs) for env, outputs in _services(stack).items()} == restored
 
 
+def test_up_leaves_an_environment_whose_lock_a_delivery_holds_to_that_delivery(
+    stack: StackSettings, prefect_client: SyncPrefectClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops.platform import services
+
+    monkeypatch.setattr(services, "LOCK_WAIT", 2.0)  # how long `up` waits for a holder; a delivery holds it for minutes
+    lock = environments.lock_name("production")
+    lease = prefect_client.increment_concurrency_slots_with_lease([lock], 1, "concurrency", 120).json()["lease_id"]
+    try:
+        capsys.readouterr()
+        assert local_stack.up(stack) == 0
+    finally:
+        prefect_client.release_concurrency_slots_with_lease(lease)
+    shown = capsys.readouterr().out
+    assert f"production model service: left to the run holding {lock}" in shown, shown
+    assert "staging model service: " in shown and "healthy" in shown.split("staging model service: ")[1].splitlines()[0], shown
+
+    assert local_stack.up(stack) == 0  # released: restored (here: found answering) as usual
+    shown = capsys.readouterr().out
+    assert "left to the run holding" not in shown and "production model service: " in shown, shown
+
+
 def test_down_stops_every_process_and_up_restarts_on_the_same_data(
     stack: StackSettings, prefect_client: SyncPrefectClient
 ) -> None:
