@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 
 CI_DEPLOYMENT = "continuous-integration/on-commit"
 FAST_CHECKS = ["data", "model", "infra"]
+HOOK_CHECKS = ["data", "infra"]  # the failing commit's: the check it breaks and one more (the passing commit runs the model's)
 
 
 def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -46,14 +47,6 @@ def _commit(repo: Path, relative: str, edit: Callable[[str], str], message: str,
     target.write_text(edit(target.read_text()))
     _git(repo, "commit", "--quiet", "--all", "--message", message, env=env)
     return _git(repo, "rev-parse", "HEAD")
-
-
-def _description(prefect_client, flow_run_id, key: str) -> str:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
-
-    [found] = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return found.description or ""
 
 
 def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, prefect_client, wait_for_flow_run, mlflow_client, clone):
@@ -92,7 +85,7 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
     # The developer's side: `mlops hooks`, and the stack's env file (here with a quick set of checks).
     hooks.install(clone, bin_dir=Path(sys.executable).parent)
     (clone / ".mlops").mkdir()
-    checks = ",".join(FAST_CHECKS)
+    checks = ",".join(HOOK_CHECKS)
     (clone / ".mlops" / "env").write_text(f"export PREFECT_API_URL={stack.prefect_api_url}\nexport {CI_CHECKS_ENV}={checks}\n")
     shell = {k: v for k, v in os.environ.items() if k not in (STATE_DIR_ENV, "PREFECT_API_URL", CI_CHECKS_ENV)}
 
@@ -108,14 +101,12 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
     assert not started or not started[0].state or not started[0].state.is_final(), "the commit waited for CI to end"
 
     ci_run = one_flow_run(prefect_client, CI_DEPLOYMENT, f"commit {sha}", timeout=60, sha=sha)
-    assert ci_run.parameters["repo_path"] == str(clone) and ci_run.parameters["checks"] == FAST_CHECKS
+    assert ci_run.parameters["repo_path"] == str(clone) and ci_run.parameters["checks"] == HOOK_CHECKS
     state = wait_for_flow_run(ci_run.id, timeout=300)
     assert state.is_failed(), state
     artifacts = flow_run_artifacts(prefect_client, ci_run.id)
     assert artifacts["ci-summary"].startswith("# CI FAILED: data tests")
-    for other in ("model tests", "model check", "infrastructure"):  # a failing check does not stop the others
-        assert f"| {other} | pass |" in artifacts["ci-summary"], artifacts["ci-summary"]
-    print(f"model check on: {_description(prefect_client, ci_run.id, 'ci-model-check')}")
+    assert "| infrastructure | pass |" in artifacts["ci-summary"], artifacts["ci-summary"]  # a failing check does not stop the others
     assert "test_every_month_of_the_reference_year_meets_the_contract_and_quality_rules" in artifacts["ci-data-tests"]
 
     # No mlops.ci.passed, so no CT run for this sha: watch for a while after CI ended.
