@@ -7,6 +7,7 @@ from prefect.client.orchestration import get_client
 
 from mlops.adapters import environments, registry
 from mlops.config import Config
+from mlops.platform import locks
 from tasks.retries import IO_RETRIES
 
 
@@ -36,11 +37,11 @@ def require_servers(config: Config) -> None:
 
 def environment_locks() -> list[str]:
     """The global concurrency limits (one slot each) that serialise deliveries per environment."""
-    return [environments.lock_name(name) for name in environments.NAMES]
+    return [locks.lock_name(name) for name in environments.NAMES]
 
 
 @task(**IO_RETRIES)
 def ensure_locks(names: list[str]) -> None:
     """Create the one-slot global concurrency limits if missing (also in-process: an ephemeral server has none)."""
     with get_client(sync_client=True) as client:
-        environments.create_locks(client, names)
+        locks.create_locks(client, names)

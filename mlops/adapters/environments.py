@@ -1,4 +1,4 @@
-"""The model-service environments (staging, production) as Terraform sees them, and the locks that serialise their changes.
+"""The model-service environments (staging, production) as Terraform sees them. No Prefect here.
 
 Both are the one root module `infra/service`: an environment is its own state (chosen at init)
 plus its variable file `infra/service/env/<environment>.tfvars` (passed with -var-file).
@@ -23,27 +23,6 @@ SERVICE_OUTPUT = "service"  # the root's one output: an object of what runs and 
 SERVICE_ADDRESS = "terraform_data.service"  # the root's one resource: replaced when its process is gone
 PLAN_FILE = "service.tfplan"  # in the environment's work dir
 NAMES = ("staging", "production")
-LOCK_PREFIX = "mlops-environment-"  # one-slot Prefect global concurrency limit per environment
-
-
-def lock_name(environment: str) -> str:
-    """The Prefect global concurrency limit (one slot) that every change to an environment holds.
-
-    CD, `production-rollback` and `mlops up`'s restore all apply Terraform in the environment's
-    working copy (`initialise` rebuilds it), so two of them at once would pull it from under each other.
-    """
-    return LOCK_PREFIX + _known(environment)
-
-
-def create_locks(client: Any, names: list[str]) -> None:
-    """Create the one-slot limits `names` with a sync Prefect client, where missing."""
-    from prefect.exceptions import ObjectAlreadyExists
-
-    for name in names:
-        try:
-            client.upsert_global_concurrency_limit_by_name(name, 1)
-        except ObjectAlreadyExists:  # another caller created it between the read and the create
-            pass
 
 
 def _known(environment: str) -> str:

@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
 import psutil
 
 from mlops.config import load_config
-from mlops.platform import processes
+from mlops.platform import locks, processes
 from mlops.platform.parts import STOP_TIMEOUT, StackError
 from mlops.platform.settings import StackSettings
 
@@ -110,7 +107,7 @@ def restore_model_services(s: StackSettings) -> None:
     with _holding_locks(s, [t.environment for t in targets if t]) as held:
         for target in targets:
             if target and target.environment not in held:
-                print(f"  {target.environment} model service: left to the run holding {environments.lock_name(target.environment)} "
+                print(f"  {target.environment} model service: left to the run holding {locks.lock_name(target.environment)} "
                       f"(a delivery or rollback in flight, or one that died less than its lease ago); "
                       f"`mlops up` again restores it", flush=True)
         with ThreadPoolExecutor(max_workers=len(environments.NAMES)) as pool:  # each waits seconds for its model to load
@@ -124,46 +121,12 @@ def _holding_locks(s: StackSettings, wanted: list[str]) -> Iterator[set[str]]:
     """Hold the lock of each environment in `wanted` that is free within LOCK_WAIT; yields the environments held."""
     from prefect.client.orchestration import get_client
 
-    from mlops.adapters import environments
-
-    names = {env: environments.lock_name(env) for env in wanted}
-    leases: dict[str, UUID] = {}
-    with s.prefect_settings(), get_client(sync_client=True) as client:
+    with s.prefect_settings(), get_client(sync_client=True) as client, ExitStack() as holding:
         try:
-            environments.create_locks(client, list(names.values()))
-            deadline = time.monotonic() + LOCK_WAIT
-            for env, name in names.items():
-                if (lease := _take_lock(client, name, deadline)) is not None:
-                    leases[env] = lease
+            held = holding.enter_context(locks.holding_free(client, wanted, wait=LOCK_WAIT, lease=LOCK_LEASE))
         except Exception as exc:  # the Prefect client raises several types; without the locks nothing is restored
-            _release(client, leases)
             raise StackError(f"model services: cannot take the environments' locks: {exc}") from None
-        try:
-            yield set(leases)
-        finally:
-            _release(client, leases)
-
-
-def _take_lock(client: Any, name: str, deadline: float) -> UUID | None:
-    """A lease on the one-slot limit `name`, polled until `deadline`; None when its holder keeps it."""
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    while True:
-        try:
-            answer = client.increment_concurrency_slots_with_lease([name], 1, "concurrency", LOCK_LEASE)
-            return UUID(answer.json()["lease_id"])
-        except PrefectHTTPStatusError as exc:
-            left = deadline - time.monotonic()
-            if exc.response.status_code != 423 or left <= 0:  # 423 Locked: held by someone else
-                if exc.response.status_code == 423:
-                    return None
-                raise
-            time.sleep(min(float(exc.response.headers.get("Retry-After", 1.0)), 1.0, left))
-
-
-def _release(client: Any, leases: dict[str, UUID]) -> None:
-    for lease in leases.values():
-        client.release_concurrency_slots_with_lease(lease)
+        yield held
 
 
 def environments_status(s: StackSettings) -> bool:

@@ -212,10 +212,10 @@ def test_down_keeps_the_model_services_and_up_brings_production_back_on_the_cham
 def test_up_leaves_an_environment_whose_lock_a_delivery_holds_to_that_delivery(
     stack: StackSettings, prefect_client: SyncPrefectClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops.platform import services
+    from mlops.platform import locks, services
 
     monkeypatch.setattr(services, "LOCK_WAIT", 2.0)  # how long `up` waits for a holder; a delivery holds it for minutes
-    lock = environments.lock_name("production")
+    lock = locks.lock_name("production")
     lease = prefect_client.increment_concurrency_slots_with_lease([lock], 1, "concurrency", 120).json()["lease_id"]
     try:
         capsys.readouterr()

@@ -1,0 +1,75 @@
+"""The environments' locks: one-slot Prefect global concurrency limits that every change to an environment holds.
+
+CD, `production-rollback` and `mlops up`'s restore all apply Terraform in an environment's working
+copy (`environments.initialise` rebuilds it), so two of them at once would pull it from under each
+other. The flows hold the locks with Prefect's `concurrency()`; `up` takes leases by hand
+(`holding_free`), since it must not wait out a delivery that holds one for minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+from mlops.adapters import environments
+
+PREFIX = "mlops-environment-"
+
+
+def lock_name(environment: str) -> str:
+    """The limit that every change to `environment` holds."""
+    if environment not in environments.NAMES:
+        raise ValueError(f"unknown environment {environment!r}; choose from {list(environments.NAMES)}")
+    return PREFIX + environment
+
+
+def create_locks(client: Any, names: list[str]) -> None:
+    """Create the one-slot limits `names` with a sync Prefect client, where missing."""
+    from prefect.exceptions import ObjectAlreadyExists
+
+    for name in names:
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, 1)
+        except ObjectAlreadyExists:  # another caller created it between the read and the create
+            pass
+
+
+@contextmanager
+def holding_free(client: Any, environments_wanted: list[str], *, wait: float, lease: float) -> Iterator[set[str]]:
+    """Hold the lock of each environment that comes free within `wait` seconds; yields the environments held.
+
+    Each hold is a lease of `lease` seconds (it expires by itself if this process dies) and is
+    released when the block ends.
+    """
+    names = {env: lock_name(env) for env in environments_wanted}
+    leases: dict[str, UUID] = {}
+    try:
+        create_locks(client, list(names.values()))
+        deadline = time.monotonic() + wait
+        for env, name in names.items():
+            if (held := _take(client, name, deadline, lease)) is not None:
+                leases[env] = held
+        yield set(leases)
+    finally:
+        for held in leases.values():
+            client.release_concurrency_slots_with_lease(held)
+
+
+def _take(client: Any, name: str, deadline: float, lease: float) -> UUID | None:
+    """A lease on the one-slot limit `name`, polled until `deadline`; None when its holder keeps it."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    while True:
+        try:
+            answer = client.increment_concurrency_slots_with_lease([name], 1, "concurrency", lease)
+            return UUID(answer.json()["lease_id"])
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 423:  # 423 Locked: someone else holds it
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(float(exc.response.headers.get("Retry-After", 1.0)), 1.0, left))
