@@ -13,8 +13,9 @@ from prefect.logging import get_run_logger
 
 from mlops import render
 from mlops.adapters import registry
-from mlops.config import load_config
+from mlops.config import Config, load_config
 from mlops.domain import modeling
+from mlops.domain.modeling import Candidate
 from mlops.domain.window import AsOf, resolve_as_of
 from tasks.data import extract_window, profile_data, split_data, validate_data
 from tasks.registry import (
@@ -25,8 +26,10 @@ from tasks.registry import (
     register_model,
     start_training_run,
 )
+from tasks.compute import dask_task_runner, search_compute
 from tasks.runs import require_servers, tag_this_run
 from tasks.training import (
+    Features,
     compare_champion,
     engineer_features,
     evaluate_model,
@@ -55,6 +58,24 @@ def _close_failed_run(config, run_id: str, error: Exception) -> None:
 # per core. More only made the threads fight: on 2 cores, 4 candidates x 2 OpenMP threads plus the
 # profile took 13.4 s where doing them in turn took 12 s (docs/benchmarks.md, "Continuous training").
 CORES = os.cpu_count() or 1
+
+
+@flow(name="candidate-search")
+def candidate_search(config: Config, features: Features, grid: list[dict[str, Any]], threads: int | None) -> list[Candidate]:
+    """CT's candidate search on the task runner its caller gave it (a Dask cluster: `compute` in mlops.yaml)."""
+    return train_candidate.map(unmapped(config), unmapped(features), grid, unmapped(threads)).result()
+
+
+def search_candidates(config: Config, features: Features) -> list[Candidate]:
+    """Every candidate of the grid, fitted and scored: in this run's threads, or on Dask as `compute` says."""
+    grid = modeling.candidate_grid(config)
+    threads = max(1, CORES // min(len(grid), CORES))  # OpenMP threads per candidate: together, the cores
+    compute = search_compute(config)
+    if compute.runner == "threads":
+        return train_candidate.map(unmapped(config), unmapped(features), grid, unmapped(threads)).result()
+    get_run_logger().info("candidate search (%d candidates) on %s", len(grid), compute.describe())
+    runner = dask_task_runner(compute)
+    return candidate_search.with_options(task_runner=runner)(config, features, grid, compute.omp_threads(threads))
 
 
 @flow(name="continuous-training", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=CORES))
@@ -99,9 +120,7 @@ def continuous_training(
         lineage["training_window"] = split.training_window
         report = profile_data.submit(config, split)
         features = engineer_features(config, split)
-        grid = modeling.candidate_grid(config)
-        threads = max(1, CORES // min(len(grid), CORES))  # OpenMP threads per candidate: together, the cores
-        candidates = train_candidate.map(unmapped(config), unmapped(features), grid, unmapped(threads)).result()
+        candidates = search_candidates(config, features)
         chosen = modeling.best_candidate(candidates, config)
         model_path = fit_final_model(config, features, chosen.params)
         evaluation = evaluate_model(config, model_path, split)

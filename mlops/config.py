@@ -103,6 +103,17 @@ class Training(Strict):
     max_candidates: int = Field(default=4, ge=1, le=64)
 
 
+class Compute(Strict):
+    """Where CT's candidate search runs: this process's threads, or a Dask cluster (prefect-dask)."""
+
+    # auto: Dask in the `scale` profile (MLOPS_PROFILE=scale) or when a scheduler address is given, else threads
+    search_runner: Literal["auto", "threads", "dask"] = "auto"
+    # An existing scheduler, e.g. tcp://10.0.0.5:8786 (DASK_SCHEDULER_ADDRESS wins); None: a LocalCluster per CT run.
+    # Its workers must see the state dir (CT hands them its feature files by path).
+    dask_address: str | None = None
+    dask_workers: int = Field(default=2, ge=1, le=256)  # the LocalCluster's worker processes, one thread each
+
+
 class Gates(Strict):
     metric: str  # the metric that decides, e.g. roc_auc, rmse
     floors: dict[str, float] = {}  # absolute bounds; lower bound, or upper bound for loss metrics
@@ -211,6 +222,7 @@ class Stack(Strict):
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     worker_port: int = Field(default=4201, ge=1, le=65535)  # the worker's /health endpoint
     receiver_port: int = Field(default=4202, ge=1, le=65535)  # MLflow webhooks → Prefect events
+    postgres_port: int = Field(default=4203, ge=1, le=65535)  # the scale profile's PostgreSQL
     state_dir: Path = Path(".mlops")
 
 
@@ -221,6 +233,7 @@ class Config(Strict):
     split: Split = Split()
     quality: Quality = Quality()
     training: Training = Training()
+    compute: Compute = Compute()
     gates: Gates
     drift: Drift = Drift()
     slo: Slo = Slo()
