@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# PROFILE=scale: Prefect and MLflow on PostgreSQL, CT's candidate search on Dask (docs/scaling.md).
+PROFILE ?=
+ifneq ($(PROFILE),)
+export MLOPS_PROFILE := $(PROFILE)
+endif
 
 .PHONY: install demo test up down status hooks clean
 

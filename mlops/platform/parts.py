@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +33,13 @@ class Part:
     health_url: str
     pid_file: Path
     log_file: Path
+    probe: Callable[[], bool] | None = None  # how it is healthy when not by GET health_url (PostgreSQL)
 
     def running(self) -> processes.PidRecord | None:
         return processes.running(self.pid_file)
 
     def healthy(self) -> bool:
-        return processes.http_ok(self.health_url)
+        return self.probe() if self.probe else processes.http_ok(self.health_url)
 
 
 def bin_path(name: str) -> str:
@@ -77,18 +79,24 @@ def webhook_key(s: StackSettings) -> str:
 
 
 def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
-    """The stack's processes: `prefect`, `mlflow`, `worker`, `receiver`; `webhook_key` is only needed to start MLflow."""
+    """The stack's processes: `prefect`, `mlflow`, `worker`, `receiver` (and `postgres` first in the scale profile);
+    `webhook_key` is only needed to start MLflow."""
+    from mlops.platform import postgres
+
     base = base_env(s)
     prefect = bin_path("prefect")
     auth_string = s.credential_env().get(PREFECT_AUTH_ENV, "")  # "" before `up` made the credentials
     flask_key = s.mlflow_flask_key_file.read_text().strip() if s.mlflow_flask_key_file.exists() else ""
 
-    def part(name: str, command: list[str], env: dict[str, str], cwd: Path, port: int, health: str) -> Part:
+    def part(name: str, command: list[str], env: dict[str, str], cwd: Path, port: int, health: str,
+             probe: Callable[[], bool] | None = None) -> Part:
         slug = name.replace(" ", "-")
-        return Part(name, command, env, cwd, port, health, s.run_dir / f"{slug}.pid", s.log_dir / f"{slug}.log")
+        return Part(name, command, env, cwd, port, health, s.run_dir / f"{slug}.pid", s.log_dir / f"{slug}.log", probe)
 
+    scale = s.profile == "scale"
     server_env = base | {
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{s.prefect_home / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": s.postgres_url("prefect", "postgresql+asyncpg") if scale
+        else f"sqlite+aiosqlite:///{s.prefect_home / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": s.prefect_api_url,
         "PREFECT_SERVER_API_AUTH_STRING": auth_string,  # every API call but /health needs it
@@ -106,13 +114,20 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         # The basic-auth app: its config (admin user, NO_PERMISSIONS for anyone else) and CSRF key.
         "MLFLOW_AUTH_CONFIG_PATH": str(s.mlflow_auth_config),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": flask_key,
+        # The tracking and registry store; artifacts stay files (--artifacts-destination), apart from it.
+        "MLFLOW_BACKEND_STORE_URI": s.postgres_url("mlflow") if scale else f"sqlite:///{s.mlflow_dir / 'mlflow.db'}",
     }
     worker_env = base | {
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # event → flow run latency (default 10 s)
         "PREFECT_WORKER_WEBSERVER_HOST": HOST,
         "PREFECT_WORKER_WEBSERVER_PORT": str(s.worker_port),
     }
-    return {
+    found = {}
+    if scale:
+        bins = postgres.bin_dir() or Path("/usr/lib/postgresql/<major>/bin")  # installed by `up` when missing
+        found["postgres"] = part("postgres", postgres.server_command(s, bins), base, s.state_dir / "postgres", s.postgres_port,
+                                 postgres.shown_url(s), probe=lambda: postgres.healthy(s))
+    return found | {
         "prefect": part(
             "prefect server",
             [prefect, "server", "start", "--host", HOST, "--port", str(s.prefect_port)],
@@ -125,11 +140,10 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
             "mlflow server",
             [
                 bin_path("mlflow"), "server", "--host", HOST, "--port", str(s.mlflow_port),
-                "--backend-store-uri", f"sqlite:///{s.mlflow_dir / 'mlflow.db'}",
                 "--artifacts-destination", str(s.mlflow_dir / "artifacts"),
                 "--serve-artifacts",
                 "--app-name", "basic-auth",
-                "--workers", "1",  # one process: SQLite has one writer anyway
+                "--workers", "1",  # one process: SQLite has one writer; on PostgreSQL, one saves memory on 2 cores
             ],  # fmt: skip
             mlflow_env,
             s.mlflow_dir,
@@ -194,7 +208,7 @@ def start(part: Part) -> str:
 def await_healthy(part: Part, timeout: float) -> None:
     """Wait until `part` answers its health URL; raise with the log's tail if it dies or the deadline passes."""
     started = time.monotonic()
-    if processes.wait_for_http(part.health_url, timeout=timeout, still_alive=lambda: part.running() is not None):
+    if processes.wait_until(part.healthy, timeout=timeout, still_alive=lambda: part.running() is not None):
         print(f"  {part.name}: healthy at {part.health_url} ({time.monotonic() - started:.1f} s)", flush=True)
         return
     why = "exited" if part.running() is None else f"did not answer within {timeout:.0f} s"

@@ -196,12 +196,23 @@ def wait_for_http(
     interval: float = 0.5,
 ) -> bool:
     """Poll `url` until it answers 2xx; False at the deadline or as soon as `still_alive()` turns False."""
+    return wait_until(lambda: http_ok(url), timeout=timeout, still_alive=still_alive, interval=interval)
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    still_alive: Callable[[], bool] = lambda: True,
+    interval: float = 0.5,
+) -> bool:
+    """Poll `check()` until True; False at the deadline or as soon as `still_alive()` turns False (one last check)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if http_ok(url):
+        if check():
             return True
         if not still_alive():
-            return http_ok(url)
+            return check()
         time.sleep(interval)
     return False
 

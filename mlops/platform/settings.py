@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any, ClassVar
+from urllib.parse import quote
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,7 +30,14 @@ PREFECT_PORT_ENV = "MLOPS_PREFECT_PORT"
 MLFLOW_PORT_ENV = "MLOPS_MLFLOW_PORT"
 WORKER_PORT_ENV = "MLOPS_WORKER_PORT"
 RECEIVER_PORT_ENV = "MLOPS_RECEIVER_PORT"
-PORT_ENV = {"prefect": PREFECT_PORT_ENV, "mlflow": MLFLOW_PORT_ENV, "worker": WORKER_PORT_ENV, "receiver": RECEIVER_PORT_ENV}
+POSTGRES_PORT_ENV = "MLOPS_POSTGRES_PORT"
+PORT_ENV = {"prefect": PREFECT_PORT_ENV, "mlflow": MLFLOW_PORT_ENV, "worker": WORKER_PORT_ENV, "receiver": RECEIVER_PORT_ENV,
+            "postgres": POSTGRES_PORT_ENV}
+# embedded: Prefect and MLflow on SQLite files, CT's search in threads. scale: both on PostgreSQL, the search on Dask.
+PROFILE_ENV = "MLOPS_PROFILE"
+PROFILES = ("embedded", "scale")
+Profile = Literal["embedded", "scale"]
+PROFILE_FILE = "profile"  # in the state dir
 # Read elsewhere, named here so the platform refers to them by one name.
 CONFIG_ENV = "MLOPS_CONFIG"  # which mlops.yaml (mlops/config.py)
 CI_CHECKS_ENV = "MLOPS_CI_CHECKS"  # the checks the post-commit hook asks CI for (post-commit.sh)
@@ -39,6 +47,7 @@ PREFECT_AUTH_ENV = "PREFECT_API_AUTH_STRING"  # basic auth "user:password"; the 
 MLFLOW_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 MLFLOW_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 PREFECT_USER = "mlops"
+POSTGRES_USER = "mlops"  # the scale profile's database superuser
 MLFLOW_ADMIN = "mlops-admin"  # the basic-auth app's admin: registry webhooks are admin-only
 
 HEARTBEAT_ENV, HEARTBEAT_SECONDS = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY", 30  # Prefect's minimum; see client_env
@@ -63,6 +72,7 @@ FOREIGN_ENV = (
     "MLFLOW_FLASK_SERVER_SECRET_KEY",
     STATE_DIR_ENV,
     PROJECT_ROOT_ENV,
+    PROFILE_ENV,
     *PORT_ENV.values(),
     HEARTBEAT_ENV,
 )
@@ -128,12 +138,15 @@ class StackSettings(BaseModel):
     worker_port: int = Field(ge=1, le=65535)  # the worker's /health endpoint
     receiver_port: int = Field(default=_DEFAULTS.receiver_port, ge=1, le=65535)  # MLflow webhooks → Prefect events
     project_root: Path = PROJECT_ROOT
+    profile: Profile = "embedded"
+    postgres_port: int = Field(default=_DEFAULTS.postgres_port, ge=1, le=65535)  # the scale profile's PostgreSQL
 
     @model_validator(mode="after")
     def _ports_differ(self) -> StackSettings:
         ports = [self.prefect_port, self.mlflow_port, self.worker_port, self.receiver_port]
+        ports += [self.postgres_port] if self.profile == "scale" else []
         if len(set(ports)) != len(ports):
-            raise ValueError(f"prefect, mlflow, worker and receiver ports must differ, got {ports}")
+            raise ValueError(f"the stack's ports (prefect, mlflow, worker, receiver, postgres) must differ, got {ports}")
         return self
 
     # Where each part answers, on 127.0.0.1.
@@ -161,6 +174,15 @@ class StackSettings(BaseModel):
         return self.secrets_dir / "mlflow-flask-secret-key"  # MLflow's auth app signs its CSRF tokens with it
 
     @property
+    def postgres_password_file(self) -> Path:
+        return self.secrets_dir / "postgres-password"  # the scale profile's database superuser `mlops`
+
+    def postgres_url(self, database: str, driver: str = "postgresql") -> str:
+        """A client URL of one of the scale profile's databases, with its credentials: for environments only, never a log."""
+        password = quote(private_secret(self.postgres_password_file), safe="")
+        return f"{driver}://{POSTGRES_USER}:{password}@{HOST}:{self.postgres_port}/{database}"
+
+    @property
     def mlflow_auth_config(self) -> Path:
         return self.secrets_dir / "mlflow-basic-auth.ini"  # MLFLOW_AUTH_CONFIG_PATH; holds the admin password
 
@@ -171,6 +193,7 @@ class StackSettings(BaseModel):
     log_dir: ClassVar[_Below] = _Below("logs")
     secrets_dir: ClassVar[_Below] = _Below("secrets")  # 0700; each secret file 0600
     env_file: ClassVar[_Below] = _Below("env")  # `source` me
+    profile_file: ClassVar[_Below] = _Below(PROFILE_FILE)  # the profile the state dir was made with (`up` writes it)
 
     def ensure_credentials(self) -> None:
         """Generate the stack's credentials once (`secrets_dir` 0700, each file 0600) and MLflow's auth config."""
@@ -181,12 +204,17 @@ class StackSettings(BaseModel):
         write_private(self.mlflow_auth_config, "\n".join([
             "[mlflow]",
             "default_permission = NO_PERMISSIONS",  # a user MLflow knows but was granted nothing can do nothing
-            f"database_uri = sqlite:///{self.mlflow_dir / 'basic_auth.db'}",
+            f"database_uri = {self._mlflow_users_store()}",
             f"admin_username = {MLFLOW_ADMIN}",
             f"admin_password = {password}",
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
             "",
         ]))
+
+    def _mlflow_users_store(self) -> str:
+        if self.profile == "scale":  # `%` is configparser's interpolation: a password may hold one once URL-quoted
+            return self.postgres_url("mlflow_auth").replace("%", "%%")
+        return f"sqlite:///{self.mlflow_dir / 'basic_auth.db'}"
 
     def credential_env(self) -> dict[str, str]:
         """The clients' credentials for this stack; {} before `ensure_credentials` made them."""
@@ -227,6 +255,8 @@ class StackSettings(BaseModel):
             MLFLOW_PORT_ENV: str(self.mlflow_port),
             WORKER_PORT_ENV: str(self.worker_port),
             RECEIVER_PORT_ENV: str(self.receiver_port),
+            PROFILE_ENV: self.profile,  # flow runs choose their compute by it (tasks/compute.py)
+            **({POSTGRES_PORT_ENV: str(self.postgres_port)} if self.profile == "scale" else {}),
             # Flow runs heartbeat every 30 s (Prefect's default is 180): the zombie-run automation
             # (deployments/automations.yaml) crashes a run silent for 90 s, so every client of this stack sets it.
             HEARTBEAT_ENV: str(HEARTBEAT_SECONDS),
@@ -235,13 +265,28 @@ class StackSettings(BaseModel):
 
 
 def stack_settings(config: Config | None = None) -> StackSettings:
-    """The config's `stack:` section (mlops.yaml by default), overridden by MLOPS_STATE_DIR and MLOPS_*_PORT."""
+    """The config's `stack:` section (mlops.yaml by default), overridden by MLOPS_STATE_DIR, MLOPS_*_PORT and MLOPS_PROFILE.
+
+    Without MLOPS_PROFILE, the profile is the one the state dir was made with (so `mlops down` and
+    `mlops status` find a scale stack's PostgreSQL), else `embedded`.
+    """
     cfg = config or load_config()
     env = os.environ
+    state_dir = cfg.state_dir  # honours MLOPS_STATE_DIR
     return StackSettings(
-        state_dir=cfg.state_dir,  # honours MLOPS_STATE_DIR
+        state_dir=state_dir,
         prefect_port=env.get(PREFECT_PORT_ENV) or cfg.stack.prefect_port,
         mlflow_port=env.get(MLFLOW_PORT_ENV) or cfg.stack.mlflow_port,
         worker_port=env.get(WORKER_PORT_ENV) or cfg.stack.worker_port,
         receiver_port=env.get(RECEIVER_PORT_ENV) or cfg.stack.receiver_port,
+        postgres_port=env.get(POSTGRES_PORT_ENV) or cfg.stack.postgres_port,
+        profile=env.get(PROFILE_ENV) or recorded_profile(state_dir) or "embedded",
     )
+
+
+def recorded_profile(state_dir: Path) -> str | None:
+    """The profile a state dir was made with; None before its first `up`."""
+    try:
+        return (state_dir / PROFILE_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None

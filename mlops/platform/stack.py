@@ -32,7 +32,9 @@ from mlops.platform.parts import WORK_POOL, Part, StackError, part_pids, parts  
 from mlops.platform.services import service_record  # noqa: F401 - re-exported
 from mlops.platform.settings import (
     PREFECT_AUTH_ENV,
+    PROFILE_ENV,
     StackSettings,
+    recorded_profile,
     stack_settings,
     write_private,
 )
@@ -137,10 +139,13 @@ def _up(s: StackSettings) -> int:
     try:
         for directory in (s.prefect_home, s.mlflow_dir / "artifacts", s.run_dir, s.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        _keep_profile(s)
         s.ensure_credentials()
         by_key = parts(s, stack_parts.webhook_key(s))
-        prefect, mlflow, worker, receiver = (by_key[k] for k in ("prefect", "mlflow", "worker", "receiver"))
         stack_parts.check_ports(by_key)
+        if s.profile == "scale":  # Prefect's and MLflow's stores: up before either server starts
+            by_key = _postgres_up(s)
+        prefect, mlflow, worker, receiver = (by_key[k] for k in ("prefect", "mlflow", "worker", "receiver"))
         # Both servers need 20-30 s to answer: start them together, and deploy while MLflow warms up.
         for part in (prefect, mlflow):
             print(f"  {part.name}: {stack_parts.start(part)}, log {part.log_file}", flush=True)
@@ -191,7 +196,43 @@ def down(settings: StackSettings | None = None) -> int:
         services.stop_model_services(s)
         with ThreadPoolExecutor(max_workers=3) as pool:  # the servers take a few seconds each to shut down
             list(pool.map(stack_parts.stop, [by_key["prefect"], by_key["mlflow"], by_key["receiver"]]))
+        if "postgres" in by_key:
+            stack_parts.stop(by_key["postgres"])  # last: the servers above were its clients
     return 0
+
+
+def _keep_profile(s: StackSettings) -> None:
+    """A state dir keeps the profile it was made with: the other one would start on empty stores beside the data."""
+    recorded = recorded_profile(s.state_dir)
+    if recorded and recorded != s.profile:
+        raise StackError(
+            f"{s.state_dir} holds a stack of the {recorded!r} profile, and {PROFILE_ENV}={s.profile!r} asks for the other: "
+            f"unset {PROFILE_ENV} to use it, or give the {s.profile} stack its own MLOPS_STATE_DIR"
+        )
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    s.profile_file.write_text(s.profile + "\n")
+
+
+def _postgres_up(s: StackSettings) -> dict[str, Part]:
+    """The scale profile's PostgreSQL installed, initialised, running and holding the stack's databases; the parts again."""
+    from mlops.platform import postgres
+
+    try:
+        bins, installed = postgres.ensure_installed()
+        print(f"  postgres: {installed} ({bins})", flush=True)
+        print(f"  postgres: {postgres.ensure_cluster(s, bins)}", flush=True)
+        by_key = parts(s, stack_parts.webhook_key(s))  # with the binaries' real path
+        part = by_key["postgres"]
+        print(f"  {part.name}: {stack_parts.start(part)}, log {part.log_file}", flush=True)
+        stack_parts.await_healthy(part, SERVER_START_TIMEOUT)
+        created = postgres.ensure_databases(s)
+    except postgres.PostgresError as exc:
+        raise StackError(f"postgres: {exc}") from None
+    except Exception as exc:  # psycopg raises several types; any of them stops `up`
+        raise StackError(f"postgres: cannot prepare the stack's databases at {postgres.shown_url(s)}: {exc}") from None
+    print(f"  postgres: databases {', '.join(postgres.DATABASES)}" + (f" (created {', '.join(created)})" if created else ""),
+          flush=True)
+    return by_key
 
 
 def _deploy(s: StackSettings, env: dict[str, str]) -> str:
