@@ -60,7 +60,7 @@ def _close_failed_run(config, run_id: str, error: Exception) -> None:
 CORES = os.cpu_count() or 1
 
 
-@flow(name="candidate-search")
+@flow(name="candidate-search", flow_run_name="candidate-search")
 def candidate_search(config: Config, features: Features, grid: list[dict[str, Any]], threads: int | None) -> list[Candidate]:
     """CT's candidate search on the task runner its caller gave it (a Dask cluster: `compute` in mlops.yaml)."""
     return train_candidate.map(unmapped(config), unmapped(features), grid, unmapped(threads)).result()

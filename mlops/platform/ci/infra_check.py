@@ -35,8 +35,12 @@ def terraform_checks(infra_dir: Path, workdir: Path) -> list[Check]:
 
 
 def _configurations(infra_dir: Path) -> list[Path]:
-    """The directories holding `*.tf` files: `<infra>/<root>/` and `<infra>/modules/<module>/`."""
-    roots = [p for p in infra_dir.iterdir() if p.name != "modules"]
+    """The directories holding `*.tf` files: `<infra>/<root>/` and `<infra>/modules/<module>/`.
+
+    `<infra>/examples/` (cloud environments this project does not apply) is only `fmt`-checked:
+    validating it needs its providers, which `init` downloads from a registry.
+    """
+    roots = [p for p in infra_dir.iterdir() if p.name not in ("modules", "examples")]
     modules = list((infra_dir / "modules").iterdir()) if (infra_dir / "modules").is_dir() else []
     return sorted(p for p in roots + modules if p.is_dir() and any(p.glob("*.tf")))
 

@@ -1,0 +1,49 @@
+"""prefect.yaml rewritten for a Kubernetes or Docker work pool: valid for Prefect, and nothing changed but where runs go."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from prefect.cli.deploy._models import PrefectYamlModel
+
+from deployments.targets import SERVER_ENV, TARGETS, WORKDIR, for_target, load_prefect_yaml
+from mlops.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.unit
+
+IMAGE = "registry.example.com/prefect-mlops:test"
+KEPT = ("name", "entrypoint", "parameters", "schedules", "triggers", "concurrency_limit", "description", "tags")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_deployment_keeps_its_flow_triggers_and_schedules_and_runs_from_the_image(target):
+    local = load_prefect_yaml()
+    rendered = for_target(local, target, IMAGE)
+    PrefectYamlModel.model_validate(rendered)  # what `prefect deploy` validates the file with
+    assert [d["name"] for d in rendered["deployments"]] == [d["name"] for d in local["deployments"]]
+    for before, after in zip(local["deployments"], rendered["deployments"], strict=True):
+        assert {k: after.get(k) for k in KEPT} == {k: before.get(k) for k in KEPT}, before["name"]
+        variables = after["work_pool"]["job_variables"]
+        assert variables["image"] == IMAGE
+        assert variables["env"]["MALLOC_ARENA_MAX"] == "2"  # the local pool's environment is kept
+        assert all(value == SERVER_ENV[key] for key, value in variables["env"].items() if key in SERVER_ENV)
+        assert after["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": WORKDIR}}]
+    assert "definitions" not in rendered and load_prefect_yaml() == local  # the one prefect.yaml is untouched
+
+
+def test_no_credential_is_written_into_a_deployment():
+    # `prefect deploy` resolves variables and blocks into the deployment: credentials come from the platform
+    rendered = yaml.safe_dump(for_target(load_prefect_yaml(), "kubernetes", IMAGE))
+    assert not [k for k in SERVER_ENV if "PASSWORD" in k or "TOKEN" in k or "USERNAME" in k]
+    assert "prefect.blocks.secret" not in rendered and "PASSWORD" not in rendered
+
+
+def test_the_command_prints_a_file_prefect_can_read():
+    done = subprocess.run([sys.executable, "-m", "deployments.targets", "docker", "--image", IMAGE], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    rendered = yaml.safe_load(done.stdout)
+    assert {d["work_pool"]["name"] for d in rendered["deployments"]} == {"docker"}
+    PrefectYamlModel.model_validate(rendered)
