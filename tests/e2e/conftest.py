@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,19 @@ def notification_receiver() -> Iterator[WebhookReceiver]:
     receiver.stop()
 
 
+def stack_test_config(directory: Path, changes: dict[str, Any] | None = None) -> Path:
+    """The default use case on one month, with a short load test, loose SLOs and free service ports, in `directory`."""
+    return write_config(PROJECT_ROOT / "mlops.yaml", directory, {
+        "window": {"as_of": "2013-02-01", "months": 1},
+        "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+        "delivery.watch_seconds": 2,
+        "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
+        "serving.staging_port": processes.free_port(),
+        "serving.production_port": processes.free_port(),
+        **(changes or {}),
+    })
+
+
 @pytest.fixture(scope="session")
 def e2e_config(tmp_path_factory: pytest.TempPathFactory, notification_receiver: WebhookReceiver) -> Iterator[Path]:
     """The default use case on one month, with a short load test, loose SLOs, free service ports and
@@ -106,15 +120,7 @@ def e2e_config(tmp_path_factory: pytest.TempPathFactory, notification_receiver: 
 
     Set as MLOPS_CONFIG before the stack starts, so the worker's flow runs read it too.
     """
-    path = write_config(PROJECT_ROOT / "mlops.yaml", tmp_path_factory.mktemp("config"), {
-        "notifications.webhook_url": notification_receiver.url,
-        "window": {"as_of": "2013-02-01", "months": 1},
-        "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
-        "delivery.watch_seconds": 2,
-        "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
-        "serving.staging_port": processes.free_port(),
-        "serving.production_port": processes.free_port(),
-    })
+    path = stack_test_config(tmp_path_factory.mktemp("config"), {"notifications.webhook_url": notification_receiver.url})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CONFIG_ENV, str(path))
         yield path
@@ -131,13 +137,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_config: Path) -> Iterato
         worker_port=worker_port,
         receiver_port=receiver_port,
     )
+    with running_stack(settings, "the e2e stack"):
+        yield settings
+
+
+@contextmanager
+def running_stack(settings: StackSettings, what: str) -> Iterator[None]:
+    """`up`, os.environ holding the stack's client credentials; then `down`, and no process of the stack left."""
     try:
         if up(settings) != 0:
-            pytest.fail("mlops up failed for the e2e stack; its output is above")
+            pytest.fail(f"mlops up failed for {what}; its output is above")
         with pytest.MonkeyPatch.context() as patch:
             for name, value in settings.credential_env().items():
                 patch.setenv(name, value)
-            yield settings
+            yield
     finally:
         started = set().union(*part_pids(settings).values())
         down(settings)

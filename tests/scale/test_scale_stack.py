@@ -11,7 +11,7 @@ import pytest
 
 from mlops.config import load_config
 from mlops.platform import postgres
-from mlops.platform.stack import status
+from mlops.platform.stack import parts, status, up
 from tests.e2e.conftest import CD_DEPLOYMENT, CT_DEPLOYMENT, one_flow_run, served_version
 
 pytestmark = pytest.mark.e2e
@@ -56,3 +56,11 @@ def test_ct_then_cd_through_the_automations_on_postgresql_with_the_search_on_das
     assert _rows(stack, "prefect", "SELECT state_name FROM flow_run WHERE id = %s", cd.id) == [("Completed",)]
     assert _rows(stack, "mlflow", "SELECT count(*) FROM model_versions WHERE name = %s AND version = %s",
                  name, int(version.version)) == [(1,)]
+
+
+def test_up_again_leaves_the_running_postgresql_and_servers_alone(stack, capsys):
+    before = {key: part.running().pid for key, part in parts(stack).items()}
+    assert up(stack) == 0
+    shown = capsys.readouterr().out
+    assert f"postgres: already running (pid {before['postgres']})" in shown and "databases prefect, mlflow, mlflow_auth\n" in shown
+    assert {key: part.running().pid for key, part in parts(stack).items()} == before

@@ -11,7 +11,7 @@ from tests.conftest import write_config
 
 pytestmark = pytest.mark.unit
 
-OVERRIDES = (settings.STATE_DIR_ENV, *settings.PORT_ENV.values())
+OVERRIDES = (settings.STATE_DIR_ENV, settings.PROFILE_ENV, *settings.PORT_ENV.values())
 
 
 @pytest.fixture
@@ -63,3 +63,44 @@ def test_ports_must_differ(tmp_path: Path) -> None:
 def test_an_invalid_stack_port_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="stack.receiver_port"):
         load_config(write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, {"stack.receiver_port": 70000}))
+
+
+def test_the_profile_comes_from_the_environment_else_from_what_the_state_dir_was_made_with(
+        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv(settings.STATE_DIR_ENV, str(tmp_path))
+    assert stack_settings().profile == "embedded"  # a new state dir
+    (tmp_path / settings.PROFILE_FILE).write_text("scale\n")
+    assert stack_settings().profile == "scale"  # `mlops down` and `status` find the PostgreSQL of a scale stack
+    clean_env.setenv(settings.PROFILE_ENV, "embedded")
+    assert stack_settings().profile == "embedded"  # asked for: `up` refuses it on this dir (stack._keep_profile)
+    clean_env.setenv(settings.PROFILE_ENV, "cluster")
+    with pytest.raises(ValueError, match="profile"):
+        stack_settings()
+
+
+def test_a_scale_stack_hands_its_profile_and_database_port_to_every_process_but_never_the_database_password(
+        tmp_path: Path) -> None:
+    s = StackSettings(state_dir=tmp_path, prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4, postgres_port=5,
+                      profile="scale")
+    env = s.client_env()
+    assert env[settings.PROFILE_ENV] == "scale" and env[settings.POSTGRES_PORT_ENV] == "5"
+    url = s.postgres_url("prefect", "postgresql+asyncpg")
+    password = s.postgres_password_file.read_text().strip()
+    assert url.startswith("postgresql+asyncpg://mlops:") and url.endswith("@127.0.0.1:5/prefect")
+    assert oct(s.postgres_password_file.stat().st_mode & 0o777) == "0o600"
+    assert password not in " ".join(env.values())
+    with pytest.raises(ValueError, match="must differ"):
+        StackSettings(state_dir=tmp_path, prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4, postgres_port=1,
+                      profile="scale")
+
+
+def test_up_refuses_a_state_dir_made_with_the_other_profile(tmp_path: Path) -> None:
+    from mlops.platform.parts import StackError
+    from mlops.platform.stack import _keep_profile
+
+    scale = StackSettings(state_dir=tmp_path, prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4, profile="scale")
+    _keep_profile(scale)
+    assert (tmp_path / settings.PROFILE_FILE).read_text() == "scale\n"
+    with pytest.raises(StackError, match="holds a stack of the 'scale' profile"):
+        _keep_profile(scale.model_copy(update={"profile": "embedded"}))
+    _keep_profile(scale)  # the same profile again: fine
