@@ -71,8 +71,8 @@ def search_candidates(config: Config, features: Features) -> list[Candidate]:
     grid = modeling.candidate_grid(config)
     threads = max(1, CORES // min(len(grid), CORES))  # OpenMP threads per candidate: together, the cores
     compute = search_compute(config)
-    if compute.runner == "threads":
-        return train_candidate.map(unmapped(config), unmapped(features), grid, unmapped(threads)).result()
+    if compute.runner == "threads":  # the same search, in this flow run (no subflow)
+        return candidate_search.fn(config, features, grid, threads)
     get_run_logger().info("candidate search (%d candidates) on %s", len(grid), compute.describe())
     runner = dask_task_runner(compute)
     return candidate_search.with_options(task_runner=runner)(config, features, grid, compute.omp_threads(threads))
