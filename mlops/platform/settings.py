@@ -35,7 +35,6 @@ PORT_ENV = {"prefect": PREFECT_PORT_ENV, "mlflow": MLFLOW_PORT_ENV, "worker": WO
             "postgres": POSTGRES_PORT_ENV}
 # embedded: Prefect and MLflow on SQLite files, CT's search in threads. scale: both on PostgreSQL, the search on Dask.
 PROFILE_ENV = "MLOPS_PROFILE"
-PROFILES = ("embedded", "scale")
 Profile = Literal["embedded", "scale"]
 PROFILE_FILE = "profile"  # in the state dir
 # Read elsewhere, named here so the platform refers to them by one name.
