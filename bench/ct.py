@@ -93,17 +93,6 @@ STEP_TASKS = {
 # --------------------------------------------------------------------------------------------
 
 
-def score_candidate(config: Any, X: Any, y: Any, scoring: Any, params: dict[str, Any]) -> Any:
-    """train_candidate's work: fit on the search's fitting rows (`~scoring`), score on its validation rows."""
-    from mlops.domain import modeling
-    from mlops.domain.evaluation import compute_metrics, predict_outputs
-
-    estimator = modeling.fit_estimator(config, params, X[~scoring], y[~scoring])
-    outputs = predict_outputs(estimator, X[scoring], config.task)
-    score = compute_metrics(config.task, y[scoring], outputs, getattr(estimator, "classes_", None))[config.gates.metric]
-    return modeling.Candidate(params=params, metric=config.gates.metric, score=score)
-
-
 def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any], dict[str, float], list[float]]:
     """The flow's tasks' library calls in the flow's order, in one process, no Prefect; (summary, step seconds, candidate seconds)."""
     import mlflow
@@ -115,8 +104,8 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
     from mlops.domain import modeling, validation
     from mlops.domain import split as splitting
     from mlops.domain.data import content_hash
-    from mlops.domain.evaluation import evaluate, predict_outputs
-    from mlops.domain.gates import comparable_rows, compare_with_champion, decide
+    from mlops.domain.evaluation import evaluate_on, predict_outputs
+    from mlops.domain.gates import champion_comparison, decide
     from mlops.domain.reports import data_quality_report
     from mlops.domain.window import Window, fitted_part
 
@@ -166,33 +155,24 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
         report_html = workdir / "data_quality.html"
         data_quality_report(test, config, report_html, reference=train)
     with step("features"):  # engineer_features
-        X_frame, y_series = modeling.features_and_target(train, config)
-        preprocessor = modeling.build_preprocessor(config).fit(X_frame)
-        X, y = preprocessor.transform(X_frame), y_series.to_numpy()
-        scoring = splitting.held_out(train, config, config.split.validation_size)
-        del X_frame
+        preprocessor, X, y, scoring = modeling.fit_features(train, config)
     candidates, seconds = [], []
     for params in modeling.candidate_grid(config):
         with step("candidates"):  # train_candidate, one after the other
             started = time.perf_counter()
-            candidates.append(score_candidate(config, X, y, scoring, params))
+            candidates.append(modeling.score_candidate(config, params, X, y, scoring))
             seconds.append(time.perf_counter() - started)
     chosen = modeling.best_candidate(candidates, config)
     with step("refit"):  # fit_final_model
         model = modeling.assemble_model(preprocessor, modeling.fit_estimator(config, chosen.params, X, y))
     del X, y
-    classes = getattr(model, "classes_", None)
     with step("evaluate"):  # evaluate_model
-        X_test, _ = modeling.features_and_target(test, config)
-        evaluation = evaluate(test, predict_outputs(model, X_test, config.task), classes, config)
+        evaluation = evaluate_on(model, test, config)
     with step("champion"):  # compare_champion
         champion, comparison = registry.champion(registry.connect(config), config.tracking.model_name), None
         if champion is not None:
-            comparable, note = comparable_rows(test, config, champion.trained_on, champion.tags.get("data_hash"), data_hash)
-            champion_outputs = (predict_outputs(registry.load_model(champion), X_test.loc[comparable], config.task)
-                                if comparable.any() else None)
-            comparison = compare_with_champion(test, predict_outputs(model, X_test, config.task), champion_outputs, classes,
-                                               comparable, note, champion.version, config)
+            comparison = champion_comparison(test, model, registry.load_model(champion), champion.trained_on,
+                                             champion.version, config, champion.tags.get("data_hash"), data_hash)
     with step("decide"):  # validate_model
         decision = decide(evaluation, config, comparison)
     with step("log_record"):  # log_training_record: the same MLflow calls
@@ -427,19 +407,16 @@ def probe_part(name: str, window: Path, result_path: Path, as_of: date, months: 
     from mlops.config import load_config
     from mlops.domain import modeling
     from mlops.domain.reports import data_quality_report
-    from mlops.domain.split import held_out, split_frame
+    from mlops.domain.split import split_frame
 
     threads, omp, profile = PROBE_PARTS[name]
     config = load_config()
     train, test = split_frame(pd.read_parquet(window), config)
-    X_frame, y_series = modeling.features_and_target(train, config)
-    X = modeling.build_preprocessor(config).fit(X_frame).transform(X_frame)
-    y = y_series.to_numpy()
-    scoring = held_out(train, config, config.split.validation_size)
+    _, X, y, scoring = modeling.fit_features(train, config)
 
     def candidate(params: dict[str, Any]) -> float:
         with threadpool_limits(limits=omp, user_api="openmp") if omp else nullcontext():
-            return score_candidate(config, X, y, scoring, params).score
+            return modeling.score_candidate(config, params, X, y, scoring).score
 
     started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max(1, threads) + 1) as pool:

@@ -13,8 +13,7 @@ from prefect.logging import get_run_logger
 
 from mlops.adapters import registry, sources
 from mlops.config import Config
-from mlops.domain import drift, modeling
-from mlops.domain.evaluation import predict_outputs
+from mlops.domain import drift
 from mlops.domain.record import Record
 from mlops.domain.window import Window, window_for
 from tasks.retries import IO_RETRIES
@@ -40,17 +39,6 @@ def find_champion(config: Config) -> registry.VersionRef | None:
     return registry.champion(registry.connect(config), config.tracking.model_name)
 
 
-def reference_without(reference: pd.DataFrame, reference_window: Window, current: Window, config: Config) -> tuple[pd.DataFrame, str]:
-    """The reference rows outside the current window: new data is never compared with itself."""
-    time_column = config.dataset.time_column
-    if not current.bounded or not time_column or not reference_window.overlaps(current):
-        return reference, ""
-    inside = current.mask(reference, time_column)
-    note = (f"{int(inside.sum())} reference row(s) inside the current window {current.label()} left out of the reference"
-            if inside.any() else "")
-    return reference.loc[~inside].reset_index(drop=True), note
-
-
 @task(**IO_RETRIES)
 def extract_windows(config: Config, champion: registry.VersionRef, as_of: str | None, months: int, input_path: str | None,
                     workdir: Path) -> Windows:
@@ -66,7 +54,7 @@ def extract_windows(config: Config, champion: registry.VersionRef, as_of: str | 
         current_bounds = window_for(full, time_column, as_of, months)
         current = current_bounds.cut(full, time_column)
         current_label = current_bounds.label()
-    reference, overlap = reference_without(reference, reference_bounds, current_bounds, config)
+    reference, overlap = drift.reference_without(reference, reference_bounds, current_bounds, config)
     if overlap:
         get_run_logger().warning(overlap)
     registry.connect(config)
@@ -74,12 +62,8 @@ def extract_windows(config: Config, champion: registry.VersionRef, as_of: str | 
     workdir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, frame in [("reference", reference), ("current", current)]:
-        score = None
-        if len(frame):  # an empty side is reported by the flow, not scored
-            outputs = predict_outputs(model, modeling.features_and_target(frame, config)[0], config.task)
-            score = pd.Series(outputs[:, -1] if config.task == "binary" else outputs.max(axis=1) if outputs.ndim > 1 else outputs)
         paths[name] = workdir / f"{name}.parquet"
-        drift.monitored_frame(frame, score, config).to_parquet(paths[name])
+        drift.scored_frame(model, frame, config).to_parquet(paths[name])  # an empty side is reported by the flow
     get_run_logger().info("reference %s: %d rows; current %s: %d rows", reference_bounds.label(), len(reference),
                           current_label, len(current))
     end = current_bounds.end.date().isoformat() if current_bounds.end is not None else None

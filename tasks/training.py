@@ -17,11 +17,10 @@ from mlops import render
 from mlops.adapters import registry
 from mlops.config import Config
 from mlops.domain import modeling
-from mlops.domain.evaluation import Evaluation, compute_metrics, evaluate, predict_outputs
-from mlops.domain.gates import ChampionComparison, GateDecision, comparable_rows, compare_with_champion, decide
+from mlops.domain.evaluation import Evaluation, evaluate_on
+from mlops.domain.gates import ChampionComparison, GateDecision, champion_comparison, decide
 from mlops.domain.modeling import Candidate
 from mlops.domain.record import Record
-from mlops.domain.split import held_out
 from tasks.data import Extract, Split
 from tasks.retries import IO_RETRIES
 
@@ -40,18 +39,15 @@ class Features(Record):
 @task
 def engineer_features(config: Config, split: Split) -> Features:
     """Fit the ColumnTransformer on the training rows only, transform them once, cut them for the search."""
-    train = pd.read_parquet(split.train_path)
-    X, y = modeling.features_and_target(train, config)
-    preprocessor = modeling.build_preprocessor(config).fit(X)
-    matrix = preprocessor.transform(X)
+    preprocessor, matrix, y, search_mask = modeling.fit_features(pd.read_parquet(split.train_path), config)
     out = split.train_path.parent
     paths = {"preprocessor_path": out / "preprocessor.joblib", "X_path": out / "train_X.npy",
              "y_path": out / "train_y.npy", "search_mask_path": out / "search_mask.npy"}
     joblib.dump(preprocessor, paths["preprocessor_path"])
     np.save(paths["X_path"], matrix)
-    np.save(paths["y_path"], y.to_numpy(), allow_pickle=True)
-    np.save(paths["search_mask_path"], held_out(train, config, config.split.validation_size))
-    get_run_logger().info("features: %d rows x %d columns from %d inputs", *matrix.shape, X.shape[1])
+    np.save(paths["y_path"], y, allow_pickle=True)
+    np.save(paths["search_mask_path"], search_mask)
+    get_run_logger().info("features: %d rows x %d columns from %d inputs", *matrix.shape, len(config.dataset.features))
     return Features(**paths, rows=matrix.shape[0], width=matrix.shape[1])
 
 
@@ -66,13 +62,10 @@ def train_candidate(config: Config, features: Features, params: dict[str, Any], 
     `threads` caps this fit's OpenMP threads (candidates run side by side; None: the library's default).
     """
     X, y = _load_matrix(features)
-    scoring = np.load(features.search_mask_path)
     with threadpool_limits(limits=threads, user_api="openmp"):
-        estimator = modeling.fit_estimator(config, params, X[~scoring], y[~scoring])
-    outputs = predict_outputs(estimator, X[scoring], config.task)
-    score = compute_metrics(config.task, y[scoring], outputs, getattr(estimator, "classes_", None))[config.gates.metric]
-    get_run_logger().info("candidate %s: validation %s = %.4f", params, config.gates.metric, score)
-    return Candidate(params=params, metric=config.gates.metric, score=score)
+        candidate = modeling.score_candidate(config, params, X, y, np.load(features.search_mask_path))
+    get_run_logger().info("candidate %s: validation %s = %.4f", params, config.gates.metric, candidate.score)
+    return candidate
 
 
 @task
@@ -89,10 +82,7 @@ def fit_final_model(config: Config, features: Features, params: dict[str, Any]) 
 @task
 def evaluate_model(config: Config, model_path: Path, split: Split) -> Evaluation:
     """The candidate's metrics on the holdout, overall and per segment, as a table artifact."""
-    model = joblib.load(model_path)
-    test = pd.read_parquet(split.test_path)
-    X, _ = modeling.features_and_target(test, config)
-    result = evaluate(test, predict_outputs(model, X, config.task), getattr(model, "classes_", None), config)
+    result = evaluate_on(joblib.load(model_path), pd.read_parquet(split.test_path), config)
     create_table_artifact(key="holdout-metrics", table=render.evaluation_rows(result), description="Candidate on the holdout")
     return result
 
@@ -105,13 +95,9 @@ def compare_champion(config: Config, model_path: Path, split: Split, extract: Ex
     if champion is None:
         get_run_logger().info("no champion yet: the floors alone decide")
         return None
-    test = pd.read_parquet(split.test_path)
-    X, _ = modeling.features_and_target(test, config)
-    candidate = joblib.load(model_path)
-    rows, note = comparable_rows(test, config, champion.trained_on, champion.tags.get("data_hash"), extract.data_hash)
-    champion_outputs = predict_outputs(registry.load_model(champion), X.loc[rows], config.task) if rows.any() else None
-    comparison = compare_with_champion(test, predict_outputs(candidate, X, config.task), champion_outputs,
-                                       getattr(candidate, "classes_", None), rows, note, champion.version, config)
+    comparison = champion_comparison(pd.read_parquet(split.test_path), joblib.load(model_path), registry.load_model(champion),
+                                     champion.trained_on, champion.version, config, champion.tags.get("data_hash"),
+                                     extract.data_hash)
     get_run_logger().info("champion v%s: %s", champion.version, comparison.note)
     return comparison
 

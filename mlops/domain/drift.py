@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 
 from mlops.config import Config
+from mlops.domain.evaluation import predict_outputs
 from mlops.domain.record import Record
+from mlops.domain.window import Window
 
 PREDICTION = "prediction"
 
@@ -68,6 +70,26 @@ def monitored_frame(df: pd.DataFrame, predictions: pd.Series | None, config: Con
     if ds.target in df.columns and df[ds.target].notna().any():
         out[ds.target] = df[ds.target].to_numpy()
     return out
+
+
+def scored_frame(model: Any, df: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """`monitored_frame` with `model`'s prediction: the positive class's probability, the top class's, or the value."""
+    if df.empty:
+        return monitored_frame(df, None, config)
+    outputs = predict_outputs(model, df[config.dataset.features], config.task)
+    score = outputs[:, -1] if config.task == "binary" else outputs.max(axis=1) if outputs.ndim > 1 else outputs
+    return monitored_frame(df, pd.Series(score), config)
+
+
+def reference_without(reference: pd.DataFrame, reference_window: Window, current: Window, config: Config) -> tuple[pd.DataFrame, str]:
+    """The reference rows outside the current window: new data is never compared with itself."""
+    time_column = config.dataset.time_column
+    if not current.bounded or not time_column or not reference_window.overlaps(current):
+        return reference, ""
+    inside = current.mask(reference, time_column)
+    note = (f"{int(inside.sum())} reference row(s) inside the current window {current.label()} left out of the reference"
+            if inside.any() else "")
+    return reference.loc[~inside].reset_index(drop=True), note
 
 
 def compare(reference: pd.DataFrame, current: pd.DataFrame, config: Config, html_path: Path | None = None) -> DriftResult:

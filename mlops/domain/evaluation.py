@@ -74,3 +74,9 @@ def evaluate(df: pd.DataFrame, outputs: np.ndarray, classes: np.ndarray | None, 
             metrics = compute_metrics(config.task, y[mask], outputs[mask], classes)
             segments.append(SegmentMetrics(column=column, value=value, rows=int(mask.sum()), metrics=metrics))
     return Evaluation(rows=len(df), overall=compute_metrics(config.task, y, outputs, classes), segments=segments)
+
+
+def evaluate_on(model: Any, df: pd.DataFrame, config: Config) -> Evaluation:
+    """`model`'s metrics on the labelled rows of `df`, overall and per segment."""
+    outputs = predict_outputs(model, df[config.dataset.features], config.task)
+    return evaluate(df, outputs, getattr(model, "classes_", None), config)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from mlops.config import METRICS, Config
 from mlops.domain.checks import Check, bound, failures
-from mlops.domain.evaluation import Evaluation, evaluate
+from mlops.domain.evaluation import Evaluation, evaluate, predict_outputs
 from mlops.domain.record import Record
 from mlops.domain.window import Window
 
@@ -68,6 +68,18 @@ def compare_with_champion(
         candidate=evaluate(subset, np.asarray(candidate_outputs)[rows], classes, config),
         champion=evaluate(subset, champion_outputs, classes, config),
     )
+
+
+def champion_comparison(
+    holdout: pd.DataFrame, candidate: Any, champion: Any, champion_window: str | None, version: str, config: Config,
+    champion_hash: str | None = None, candidate_hash: str | None = None,
+) -> ChampionComparison:
+    """Both fitted models on the holdout rows the champion (trained on `champion_window`) cannot have seen."""
+    X = holdout[config.dataset.features]
+    rows, note = comparable_rows(holdout, config, champion_window, champion_hash, candidate_hash)
+    champion_outputs = predict_outputs(champion, X.loc[rows], config.task) if rows.any() else None
+    return compare_with_champion(holdout, predict_outputs(candidate, X, config.task), champion_outputs,
+                                 getattr(candidate, "classes_", None), rows, note, version, config)
 
 
 class GateDecision(Record):

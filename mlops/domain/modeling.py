@@ -22,7 +22,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlops.config import METRICS, Config
+from mlops.domain.evaluation import compute_metrics, predict_outputs
 from mlops.domain.record import Record
+from mlops.domain.split import held_out
 
 ESTIMATORS: dict[tuple[str, bool], type[BaseEstimator]] = {
     ("hist_gradient_boosting", True): HistGradientBoostingClassifier,
@@ -100,12 +102,28 @@ def fit_estimator(config: Config, params: dict[str, Any], X: np.ndarray, y: np.n
     return clone(build_estimator(config, params)).fit(X, y)
 
 
+def fit_features(train: pd.DataFrame, config: Config) -> tuple[ColumnTransformer, np.ndarray, np.ndarray, np.ndarray]:
+    """The feature transforms fitted on the training rows, those rows transformed, the target, and the
+    search's split of them (True: the row scores candidates; False: it fits them)."""
+    X, y = features_and_target(train, config)
+    preprocessor = build_preprocessor(config).fit(X)
+    return preprocessor, preprocessor.transform(X), y.to_numpy(), held_out(train, config, config.split.validation_size)
+
+
 class Candidate(Record):
     """One point of the search space and its validation score in the gate metric."""
 
     params: dict[str, Any]
     metric: str
     score: float
+
+
+def score_candidate(config: Config, params: dict[str, Any], X: np.ndarray, y: np.ndarray, scoring: np.ndarray) -> Candidate:
+    """One point of the grid fitted on the search's fitting rows and scored on its scoring rows."""
+    estimator = fit_estimator(config, params, X[~scoring], y[~scoring])
+    outputs = predict_outputs(estimator, X[scoring], config.task)
+    score = compute_metrics(config.task, y[scoring], outputs, getattr(estimator, "classes_", None))[config.gates.metric]
+    return Candidate(params=params, metric=config.gates.metric, score=score)
 
 
 def best_candidate(candidates: list[Candidate], config: Config) -> Candidate:
