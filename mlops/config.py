@@ -265,6 +265,11 @@ class Config(Strict):
 
 
 # Metric name -> True when higher is better.
+# Policy replay (mlops/domain/replay.py): when a policy retrains, and the drift thresholds swept by default.
+PolicyKind = Literal["never", "monthly", "drift", "metric"]
+POLICY_KINDS: tuple[PolicyKind, ...] = ("never", "monthly", "drift", "metric")
+DRIFT_SWEEP = (0.3, 0.4, 0.6, 0.7)  # around drift.drift_share's default 0.5
+
 METRICS: dict[str, dict[str, bool]] = {
     "binary": {"roc_auc": True, "pr_auc": True, "log_loss": False, "f1": True, "accuracy": True},
     "multiclass": {"macro_f1": True, "accuracy": True, "log_loss": False},

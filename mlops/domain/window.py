@@ -121,6 +121,11 @@ def window_for(df: pd.DataFrame, time_column: str | None, as_of: str | None, mon
     return Window.ending(df[time_column].max() + pd.Timedelta(seconds=1), months)
 
 
+def month_start(value: str | pd.Timestamp) -> pd.Timestamp:
+    """The first instant (UTC) of the month `value` falls in."""
+    return _utc(value).normalize().replace(day=1)
+
+
 def latest_complete_month_end(newest: pd.Timestamp) -> pd.Timestamp:
     """The first day after the newest complete month: the newest row's month counts once a row is on its last day."""
     month_start = newest.normalize().replace(day=1)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlops.config import PROJECT_ROOT
+from mlops.config import DRIFT_SWEEP, POLICY_KINDS, PROJECT_ROOT
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -147,6 +147,27 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    """The policy-replay flow's work in this process: no server, files under .mlops/replay/."""
+    from datetime import datetime
+
+    from mlops.adapters import replay_report
+    from mlops.config import load_config
+    from mlops.domain.replay import ReplayError, make_policies
+
+    config = load_config()
+    name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        policies = make_policies(config, args.policies, args.drift_shares, args.metric_floor)
+        result, files = replay_report.replay(config, policies, replay_report.output_directory(config, name), args.start,
+                                             args.end, args.tolerance, log=lambda line: print(line, flush=True))
+    except ReplayError as exc:
+        print(f"mlops replay: {exc}", file=sys.stderr)
+        return 2
+    print(f"\n{replay_report.summary_markdown(result)}\ntable {files.table}\nplot  {files.plot}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mlops.platform.demo import run_demo
 
@@ -186,6 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     history = sub.add_parser("history", help="which version served production from when to when, and why it changed")
     history.add_argument("--model", default=None, help="default: tracking.model_name in the config")
     history.set_defaults(func=_history)
+    replay = sub.add_parser("replay", help="replay retraining policies month by month on the data (no server)")
+    replay.add_argument("--start", default=None, help="first month served, YYYY-MM-DD (default: after a whole training window)")
+    replay.add_argument("--end", default=None, help="end of the last month served, exclusive (default: the newest complete month's end)")
+    replay.add_argument("--policies", nargs="+", choices=POLICY_KINDS, default=list(POLICY_KINDS))
+    replay.add_argument("--drift-shares", nargs="*", type=float, default=list(DRIFT_SWEEP),
+                        help="more drift thresholds to sweep, a drift policy each (default: %(default)s)")
+    replay.add_argument("--metric-floor", type=float, default=None, help="the metric policy's floor (default: the gate's floor)")
+    replay.add_argument("--tolerance", type=float, default=0.005, help="how far from the best mean metric is good enough")
+    replay.add_argument("--name", default=None, help="the output folder under .mlops/replay/ (default: the time)")
+    replay.set_defaults(func=_replay)
     sub.add_parser("hooks", help="install the git post-commit hook that starts CI for each commit").set_defaults(func=_hooks)
     test = sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)

@@ -1,0 +1,55 @@
+"""Policy replay: judge the retraining policy on the configured data, month by month, with CT's own steps."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import flow, runtime
+
+from mlops.adapters.replay_report import output_directory
+from mlops.config import DRIFT_SWEEP, POLICY_KINDS, PolicyKind, load_config
+from mlops.domain.replay import make_policies
+from tasks.replay import log_replay, publish_replay, replay_policies
+
+
+def _run_name() -> str:
+    params = runtime.flow_run.parameters
+    return f"replay-{load_config().dataset.name}-{params.get('start') or 'first'}-{params.get('end') or 'last'}"
+
+
+@flow(name="policy-replay", flow_run_name=_run_name)
+def policy_replay(
+    start: date | None = None,
+    end: date | None = None,
+    policies: list[PolicyKind] = list(POLICY_KINDS),
+    drift_shares: list[float] = list(DRIFT_SWEEP),
+    metric_floor: float | None = None,
+    tolerance: float = 0.005,
+) -> dict[str, Any]:
+    """Replay retraining policies over the months of the data and say which is cheapest within a tolerance of the best.
+
+    Each policy starts from the model CT trains on the window before `start`; at each month's end it
+    retrains or not (never; every month; on drift by the monitoring rule; when the gate metric on the
+    month just ended is past a floor), with CT's real steps and gates against the model then in
+    service; a candidate that fails the gates is not deployed. The model in service is scored on each
+    month it served. Needs no server to compute; the files go to `.mlops/replay/` and to MLflow.
+
+    Args:
+        start: The first month served (its first day). Default: the first month after a whole training window.
+        end: The end of the last month served (exclusive). Default: the end of the newest complete month.
+        policies: Which of never, monthly, drift (the `drift` settings' share) and metric to replay.
+        drift_shares: More drift thresholds to sweep (a drift policy each, beside the configured one).
+        metric_floor: The metric policy's floor on the gate metric. Default: the gate's own floor.
+        tolerance: How far from the best mean metric a policy may be and still be called good enough.
+    """
+    config = load_config()
+    chosen = make_policies(config, policies, drift_shares, metric_floor)
+    name = runtime.flow_run.name or "replay"
+    result, files = replay_policies(config, chosen, output_directory(config, name), start and start.isoformat(),
+                                    end and end.isoformat(), tolerance)
+    run_url = log_replay(config, result, files, name)
+    publish_replay(result, files, run_url)
+    return {"best": result.best, "cheapest": result.cheapest, "months": result.months, "table": str(files.table),
+            "plot": str(files.plot), "mlflow_run": run_url,
+            "summary": [s.model_dump() for s in result.summary]}

@@ -1,0 +1,318 @@
+"""Policy replay: what each retraining policy would have had in service, month by month. No Prefect here.
+
+Every policy starts from the model CT trains on the window before the first month. At the end of
+each month it decides whether to retrain: never; every month; on drift (the monitoring flow's rule:
+the month against the training window of the model in service, drifted when the share of drifted
+columns reaches the policy's threshold); or when the gate metric of the model in service on the
+month just ended is past a floor. A retrain runs CT's steps (validation, split, features, the
+candidate search, the final fit, the holdout evaluation) on the window that ends with that month,
+and CT's gates against the model in service; only a candidate that passes is deployed, from the
+next month on, as in production. The model in service is scored on every month it served.
+
+Work that policies share is done once: a window is trained once, a (model, month) pair scored and
+drift-checked once, a gate decided once per (candidate, model in service). Each policy is charged
+the CPU seconds of the work it used, as if it had run alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from mlops.config import METRICS, Config, PolicyKind
+from mlops.domain import drift, modeling
+from mlops.domain.checks import bound
+from mlops.domain.data import select_columns
+from mlops.domain.evaluation import Evaluation, compute_metrics, evaluate_on, predict_outputs
+from mlops.domain.gates import GateDecision, champion_comparison, decide
+from mlops.domain.record import Record
+from mlops.domain.split import check_split, split_frame
+from mlops.domain.validation import Contract, validate_frame
+from mlops.domain.window import Window, fitted_part, latest_complete_month_end, month_start
+
+
+
+class ReplayError(ValueError):
+    """A replay that cannot run as asked (no time column, no month to replay, no floor)."""
+
+
+class Policy(Record):
+    """When to retrain: its kind and, for drift and metric, the bound that retrains."""
+
+    name: str
+    kind: PolicyKind
+    drift_share: float | None = None  # drift: retrain when the share of drifted columns reaches this
+    metric_floor: float | None = None  # metric: retrain when the month's gate metric is worse than this
+
+
+def make_policies(config: Config, kinds: list[PolicyKind], drift_shares: list[float], metric_floor: float | None) -> list[Policy]:
+    """The policies to replay: one per kind, plus one drift policy per other threshold of the sweep."""
+    policies = []
+    for kind in dict.fromkeys(kinds):
+        if kind == "drift":
+            policies.append(Policy(name="drift", kind=kind, drift_share=config.drift.drift_share))
+        elif kind == "metric":
+            floor = metric_floor if metric_floor is not None else config.gates.floors.get(config.gates.metric)
+            if floor is None:
+                raise ReplayError(f"the metric policy needs a floor: give metric_floor or gates.floors.{config.gates.metric}")
+            policies.append(Policy(name=f"metric:{floor:g}", kind=kind, metric_floor=floor))
+        else:
+            policies.append(Policy(name=kind, kind=kind))
+    for share in sorted(set(drift_shares) - {config.drift.drift_share}):
+        policies.append(Policy(name=f"drift:{share:g}", kind="drift", drift_share=share))
+    return policies
+
+
+def replay_months(source: pd.DataFrame, config: Config, start: str | None, end: str | None) -> list[Window]:
+    """The months to replay, `[start, end)`: by default from the first month with `window.months` of data
+    before it (the month of the first row counts) to the newest complete month of the data."""
+    time_column = config.dataset.time_column
+    if not time_column:
+        raise ReplayError(f"policy replay walks the time column, and dataset {config.dataset.name} has none")
+    times = source[time_column]
+    first = month_start(start) if start else month_start(times.min()) + pd.DateOffset(months=config.window.months)
+    last = month_start(end) if end else latest_complete_month_end(times.max())
+    months = []
+    while first + pd.DateOffset(months=1) <= last:
+        months.append(Window(first, first + pd.DateOffset(months=1)))
+        first = months[-1].end
+    if not months:
+        raise ReplayError(f"no whole month to replay between {start or 'the first window'} and {end or 'the data end'}")
+    return months
+
+
+@dataclass
+class Trained:
+    """What CT made of one training window: the fitted model and its holdout, or why it made none."""
+
+    as_of: str  # the window's end: the model's name in the table
+    data_window: str
+    training_window: str  # the part of the window the model was fitted on (what the gates must not score it on)
+    cpu_s: float
+    model: Any = None
+    holdout: pd.DataFrame | None = None
+    evaluation: Evaluation | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+class ReplayRow(Record):
+    """One month of one policy: the model in service, its score, and what the policy did at the month's end."""
+
+    month: str
+    policy: str
+    metric: float | None  # the gate metric of the model in service on this month (None: nothing in service)
+    version: int | None  # this policy's count of deployed models, 1 for the first
+    trained_before: str | None  # the model in service was trained on the months before this date
+    drift_share: float | None  # drift policies: the month against the training window of the model in service
+    retrained: bool  # CT ran at the month's end
+    gate: str  # "", "passed", or why the candidate was not deployed
+    deployed: bool  # the candidate serves from the next month
+    cpu_s: float  # what the policy spent at this month's end (drift check, month score, training, gates)
+
+
+class PolicySummary(Record):
+    policy: str
+    months: int
+    mean: float
+    worst: float
+    retrains: int
+    deployed: int
+    cpu_s: float
+
+
+class ReplayResult(Record):
+    metric: str
+    higher_is_better: bool
+    months: list[str]
+    policies: list[Policy]
+    rows: list[ReplayRow]
+    summary: list[PolicySummary]
+    best: str  # the best mean monthly metric
+    cheapest: str  # the least CPU among the policies within `tolerance` of the best mean
+    tolerance: float
+    cpu_s: float  # what the replay itself spent (shared work counted once)
+
+
+class Replay:
+    """The shared work of a replay, cached by what it depends on."""
+
+    def __init__(self, config: Config, source: pd.DataFrame, contract: Contract | None, log: Callable[[str], None]):
+        self.config, self.source, self.contract, self.log = config, source, contract, log
+        self._trained: dict[str, Trained] = {}
+        self._scores: dict[tuple[str, str], tuple[float, float]] = {}
+        self._drift: dict[tuple[str, str], tuple[float, float]] = {}
+        self._gates: dict[tuple[str, str | None], tuple[GateDecision | None, float]] = {}
+
+    def _frame(self, window: Window) -> pd.DataFrame:
+        return select_columns(window.cut(self.source, self.config.dataset.time_column), self.config)
+
+    def train(self, as_of: pd.Timestamp) -> Trained:
+        """CT's steps on the `window.months` before `as_of`, up to the holdout evaluation."""
+        key = f"{as_of:%Y-%m-%d}"
+        if key not in self._trained:
+            started = time.process_time()
+            self._trained[key] = self._train(as_of, key)
+            self._trained[key].cpu_s = time.process_time() - started
+            found = self._trained[key]
+            self.log(f"trained on {found.data_window}: {found.problems or f'{self.config.gates.metric} {self._holdout(found):.4f}'}"
+                     f" ({found.cpu_s:.1f} CPU s)")
+        return self._trained[key]
+
+    def _holdout(self, trained: Trained) -> float:
+        return trained.evaluation.overall[self.config.gates.metric] if trained.evaluation else math.nan
+
+    def _train(self, as_of: pd.Timestamp, key: str) -> Trained:
+        config = self.config
+        window = Window.ending(as_of, config.window.months)
+        df = self._frame(window)
+        trained = Trained(as_of=key, data_window=window.label(), training_window=window.label(), cpu_s=0.0)
+        violations = validate_frame(df, config, self.contract)
+        train, test = split_frame(df, config) if not violations else (df, df)
+        violations = violations or check_split(train, test, config)
+        if violations:
+            trained.problems = [f"{v.column}: {v.rule}" for v in violations]
+            return trained
+        preprocessor, X, y, scoring = modeling.fit_features(train, config)
+        candidates = [modeling.score_candidate(config, params, X, y, scoring) for params in modeling.candidate_grid(config)]
+        chosen = modeling.best_candidate(candidates, config)
+        trained.model = modeling.assemble_model(preprocessor, modeling.fit_estimator(config, chosen.params, X, y))
+        trained.holdout, trained.evaluation = test, evaluate_on(trained.model, test, config)
+        trained.training_window = fitted_part(window, test[config.dataset.time_column].min()).label()
+        return trained
+
+    def gate(self, candidate: Trained, serving: Trained | None) -> tuple[GateDecision | None, float]:
+        """CT's gates for `candidate` against the model in service (None: the floors alone); None: no model to gate."""
+        key = (candidate.as_of, serving.as_of if serving else None)
+        if key not in self._gates:
+            started = time.process_time()
+            decision = None
+            if candidate.model is not None:
+                comparison = None if serving is None else champion_comparison(
+                    candidate.holdout, candidate.model, serving.model, serving.training_window, serving.as_of, self.config)
+                decision = decide(candidate.evaluation, self.config, comparison)
+            self._gates[key] = (decision, time.process_time() - started)
+        return self._gates[key]
+
+    def score(self, serving: Trained, month: Window) -> tuple[float, float]:
+        """The gate metric of the model in service on one month's labelled rows, and its CPU seconds."""
+        key = (serving.as_of, month.label())
+        if key not in self._scores:
+            started, config = time.process_time(), self.config
+            rows = self._frame(month)
+            outputs = predict_outputs(serving.model, rows[config.dataset.features], config.task)
+            value = compute_metrics(config.task, rows[config.dataset.target], outputs,
+                                    getattr(serving.model, "classes_", None))[config.gates.metric] if len(rows) else math.nan
+            self._scores[key] = (value, time.process_time() - started)
+        return self._scores[key]
+
+    def drift_share(self, serving: Trained, month: Window) -> tuple[float, float]:
+        """The monitoring flow's check: the window of `drift.window_months` ending with `month` against the
+        training window of the model in service (rows of the new window left out), both scored by it."""
+        key = (serving.as_of, month.label())
+        if key not in self._drift:
+            started, config = time.process_time(), self.config
+            current_window = Window.ending(month.end, config.drift.window_months)
+            reference_window = Window.parse(serving.data_window)
+            reference, _ = drift.reference_without(self._frame(reference_window), reference_window, current_window, config)
+            result = drift.compare(drift.scored_frame(serving.model, reference, config),
+                                   drift.scored_frame(serving.model, self._frame(current_window), config), config)
+            self._drift[key] = (result.drift_share, time.process_time() - started)
+        return self._drift[key]
+
+
+def retrains(policy: Policy, metric: float, drift_share: float | None, higher: bool) -> bool:
+    """Whether `policy` retrains at a month's end, given the month's metric and drift share (None: not checked)."""
+    if policy.kind == "monthly":
+        return True
+    if policy.kind == "drift":
+        return drift_share is not None and drift_share >= policy.drift_share
+    if policy.kind == "metric":
+        return not math.isnan(metric) and not bound("metric", metric, policy.metric_floor, higher).passed
+    return False
+
+
+def _gate_text(candidate: Trained, decision: GateDecision | None) -> str:
+    if decision is None:
+        return "no model: " + "; ".join(candidate.problems)
+    return "passed" if decision.passed else "; ".join(decision.reasons)
+
+
+def replay_policy(replay: Replay, policy: Policy, months: list[Window]) -> list[ReplayRow]:
+    """One policy over the months: a row per month."""
+    higher = METRICS[replay.config.task][replay.config.gates.metric]
+    first = replay.train(months[0].start)
+    decision, gate_cpu = replay.gate(first, None)
+    serving, version = (first, 1) if decision is not None and decision.passed else (None, 0)
+    rows: list[ReplayRow] = []
+    carried = first.cpu_s + gate_cpu  # the first training is charged to the first month
+    for i, month in enumerate(months):
+        cpu, metric, share = carried, math.nan, None
+        carried = 0.0
+        if serving is not None:
+            metric, score_cpu = replay.score(serving, month)
+            cpu += score_cpu if policy.kind == "metric" else 0.0
+            if policy.kind == "drift" and i < len(months) - 1:
+                share, drift_cpu = replay.drift_share(serving, month)
+                cpu += drift_cpu
+        retrain = i < len(months) - 1 and (serving is None or retrains(policy, metric, share, higher))
+        gate, deployed, next_serving = "", False, serving
+        if retrain:
+            candidate = replay.train(month.end)
+            decision, gate_cpu = replay.gate(candidate, serving)
+            cpu += candidate.cpu_s + gate_cpu
+            gate, deployed = _gate_text(candidate, decision), decision is not None and decision.passed
+            next_serving = candidate if deployed else serving
+        rows.append(ReplayRow(
+            month=f"{month.start:%Y-%m}", policy=policy.name, metric=None if serving is None or math.isnan(metric) else metric,
+            version=version or None, trained_before=serving.as_of if serving else None, drift_share=share, retrained=retrain,
+            gate=gate, deployed=deployed, cpu_s=round(cpu, 3),
+        ))
+        version += deployed
+        serving = next_serving
+    return rows
+
+
+def summarize(rows: list[ReplayRow], policies: list[Policy], higher: bool) -> list[PolicySummary]:
+    """Per policy: mean and worst monthly metric over the months with a model in service, retrains, compute."""
+    found = []
+    for policy in policies:
+        mine = [r for r in rows if r.policy == policy.name]
+        scores = [r.metric for r in mine if r.metric is not None]
+        found.append(PolicySummary(
+            policy=policy.name, months=len(scores), mean=sum(scores) / len(scores) if scores else math.nan,
+            worst=(min if higher else max)(scores) if scores else math.nan, retrains=sum(r.retrained for r in mine),
+            deployed=sum(r.deployed for r in mine), cpu_s=round(sum(r.cpu_s for r in mine), 3),
+        ))
+    return found
+
+
+def choose(summary: list[PolicySummary], higher: bool, tolerance: float) -> tuple[str, str]:
+    """(the best mean, the cheapest policy whose mean is within `tolerance` of it)."""
+    scored = [s for s in summary if not math.isnan(s.mean)] or summary
+    best = (max if higher else min)(scored, key=lambda s: s.mean)
+    close = [s for s in scored if (s.mean >= best.mean - tolerance if higher else s.mean <= best.mean + tolerance)]
+    return best.policy, min(close, key=lambda s: (s.cpu_s, s.retrains)).policy
+
+
+def run(config: Config, source: pd.DataFrame, contract: Contract | None, policies: list[Policy], start: str | None = None,
+        end: str | None = None, tolerance: float = 0.005, log: Callable[[str], None] = lambda _: None) -> ReplayResult:
+    """Replay every policy over the months from `start` to `end` on `source` (the whole configured data)."""
+    months = replay_months(source, config, start, end)
+    higher = METRICS[config.task][config.gates.metric]
+    replay, started = Replay(config, source, contract, log), time.process_time()
+    log(f"replaying {len(policies)} policies over {len(months)} months, {months[0].label()} to {months[-1].end:%Y-%m-%d}")
+    rows = []
+    for policy in policies:
+        rows += replay_policy(replay, policy, months)
+        mine = [r for r in rows if r.policy == policy.name]
+        log(f"{policy.name}: {sum(r.retrained for r in mine)} retrain(s), {sum(r.deployed for r in mine)} deployed")
+    summary = summarize(rows, policies, higher)
+    best, cheapest = choose(summary, higher, tolerance)
+    return ReplayResult(metric=config.gates.metric, higher_is_better=higher, months=[f"{m.start:%Y-%m}" for m in months],
+                        policies=policies, rows=rows, summary=summary, best=best, cheapest=cheapest, tolerance=tolerance,
+                        cpu_s=round(time.process_time() - started, 3))
