@@ -13,7 +13,7 @@ for each registered version times what the automation does:
   registered → CD flow run Running (+ worker poll and the flow process starting)
   CT start → CD finished (the whole loop)
 
-    .venv/bin/python bench/loop.py [--events 10] [--windows 2013-04-01 2013-05-01 2013-06-01] [--load-seconds 20]
+    .venv/bin/python bench/loop.py [--events 10] [--starts warm cold] [--windows 2013-04-01 2013-05-01 2013-06-01] [--load-seconds 20]
 """
 
 from __future__ import annotations
@@ -75,8 +75,22 @@ def _breakdown(client, run) -> dict[str, float]:
             "running": states.get("RUNNING", float("nan")), "first_task": first_task}
 
 
-def _time_triggers(client, count: int) -> list[dict]:
-    """Each trigger `count` times alone: event → created → Pending → Running → first task."""
+def _set_start(client, deployment_ids: list, start: str) -> None:
+    """Warm: the flow-run process forks from the warm starter (the stack's way); cold: the client is told no server is
+    there (an empty MLOPS_WARM_SOCKET in the runs' job variables), so it execs `python -m prefect.engine`, as before."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    from mlops.platform.warmstart import SOCKET_ENV
+
+    for deployment_id in deployment_ids:
+        variables = dict(client.read_deployment(deployment_id).job_variables or {})
+        env = {k: v for k, v in (variables.get("env") or {}).items() if k != SOCKET_ENV}
+        variables["env"] = env | ({SOCKET_ENV: ""} if start == "cold" else {})
+        client.update_deployment(deployment_id, DeploymentUpdate(job_variables=variables))
+
+
+def _time_triggers(client, count: int, starts: list[str]) -> list[dict]:
+    """Each trigger `count` times alone per start (warm, cold; interleaved): event → created → Pending → Running → first task."""
     from prefect.events import emit_event
     from prefect.events.schemas.automations import AutomationCore
 
@@ -89,7 +103,8 @@ def _time_triggers(client, count: int) -> list[dict]:
             client.update_automation(automation.id, core.model_copy(update={"trigger": trigger.model_copy(update={"within": 0})}))
     rows = []
     deployments = {CD: client.read_deployment_by_name(CD).id, CT: retrain}
-    for i in range(count):
+    for i, start in ((i, start) for i in range(count) for start in starts):
+        _set_start(client, list(deployments.values()), start)
         for deployment, event, resource, payload in [
             (CD, "mlops.model.registered", f"mlflow.model.bench.{900 + i}", {"name": "bench-missing", "version": str(900 + i)}),
             (CT, "mlops.drift.detected", "mlops.dataset.bench", {"as_of": "2012-01-01", "window_months": 1}),
@@ -103,11 +118,12 @@ def _time_triggers(client, count: int) -> list[dict]:
                 time.sleep(0.1)
             run = _wait_final(client, new[0].id)
             at = _breakdown(client, run)
-            row = {"trigger": event, "i": i, "to_created_s": at["created"] - sent.occurred.timestamp(),
+            row = {"trigger": event, "start": start, "i": i, "to_created_s": at["created"] - sent.occurred.timestamp(),
                    "to_pending_s": at["pending"] - sent.occurred.timestamp(), "to_running_s": at["running"] - sent.occurred.timestamp(),
                    "to_first_task_s": at["first_task"] - sent.occurred.timestamp()}
             rows.append(row)
             print(json.dumps(row), flush=True)
+    _set_start(client, list(deployments.values()), "warm")
     return rows
 
 
@@ -119,13 +135,13 @@ def _runs(client, deployment_id):
 
 
 def _trigger_table(rows: list[dict]) -> None:
-    print("\n| trigger | runs | → created (automation) | → Pending (worker poll) | → Running (process start) | → first task |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for event in dict.fromkeys(r["trigger"] for r in rows):
-        mine = [r for r in rows if r["trigger"] == event]
+    print("\n| trigger | start | runs | → created (automation) | → Pending (worker poll) | → Running (process start) | → first task |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for event, start in dict.fromkeys((r["trigger"], r["start"]) for r in rows):
+        mine = [r for r in rows if r["trigger"] == event and r["start"] == start]
         med = {k: statistics.median(r[k] for r in mine) for k in ("to_created_s", "to_pending_s", "to_running_s", "to_first_task_s")}
         top = max(r["to_running_s"] for r in mine)
-        print(f"| `{event}` | {len(mine)} | {med['to_created_s']:.2f} | {med['to_pending_s']:.2f} | "
+        print(f"| `{event}` | {start} | {len(mine)} | {med['to_created_s']:.2f} | {med['to_pending_s']:.2f} | "
               f"{med['to_running_s']:.2f} (max {top:.2f}) | {med['to_first_task_s']:.2f} |")
     print("(medians, seconds from the event)")
 
@@ -133,6 +149,8 @@ def _trigger_table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10, help="events per trigger for the trigger timings (0: none)")
+    parser.add_argument("--starts", nargs="+", choices=["warm", "cold"], default=["warm", "cold"],
+                        help="how flow-run processes start, interleaved event by event")
     parser.add_argument("--windows", nargs="*", default=["2013-04-01", "2013-05-01", "2013-06-01"])
     parser.add_argument("--load-seconds", type=int, default=20)
     args = parser.parse_args()
@@ -155,7 +173,7 @@ def main() -> None:
     try:
         mlflow = MlflowClient(settings.mlflow_uri, registry_uri=settings.mlflow_uri)
         with settings.prefect_settings(), get_client(sync_client=True) as client:  # `up` imported Prefect before the env
-            triggers = _time_triggers(client, args.events) if args.events else []
+            triggers = _time_triggers(client, args.events, args.starts) if args.events else []
             cd_deployment = client.read_deployment_by_name(CD).id
             for as_of in args.windows:
                 t0 = time.time()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops.platform import processes
+from mlops.platform import processes, warmstart
 from mlops.platform.settings import FOREIGN_ENV, HOST, PORT_ENV, PREFECT_AUTH_ENV, StackSettings
 
 WORK_POOL = "local"
@@ -121,6 +121,7 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # event → flow run latency (default 10 s)
         "PREFECT_WORKER_WEBSERVER_HOST": HOST,
         "PREFECT_WORKER_WEBSERVER_PORT": str(s.worker_port),
+        warmstart.SOCKET_ENV: str(s.warm_socket),  # the pool's command (warmstart's client) hands each run to it
     }
     found = {}
     if scale:
@@ -150,6 +151,15 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
             s.mlflow_port,
             f"{s.mlflow_uri}/health",
         ),
+        "warm": part(  # before the worker: its runs start from this preloaded process
+            "warm starter",
+            [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(s.warm_socket), str(s.project_root)],
+            worker_env | pool_env(),  # what the flow-run processes inherit at their start (malloc reads it only then)
+            s.project_root,
+            0,
+            f"unix:{s.warm_socket}",
+            probe=lambda: warmstart.ping(s.warm_socket),
+        ),
         "worker": part(
             "worker",
             [prefect, "worker", "start", "--pool", WORK_POOL, "--name", f"{WORK_POOL}-worker", "--with-healthcheck"],
@@ -170,6 +180,18 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
     }
 
 
+def pool_env() -> dict[str, str]:
+    """The `local` work pool's job environment, from prefect.yaml (its `definitions`)."""
+    from deployments.targets import load_prefect_yaml
+
+    return dict(load_prefect_yaml()["definitions"]["work_pools"]["local"]["job_variables"].get("env", {}))
+
+
+def warm_command() -> str:
+    """The `local` pool's command: warmstart's client, which falls back to `python -m prefect.engine` by itself."""
+    return f"{sys.executable} -m mlops.platform.warmstart"
+
+
 def part_pids(s: StackSettings) -> dict[str, set[int]]:
     """The live processes of each part: the pid-file process and its descendants."""
     return {key: processes.tree_pids(part.pid_file) for key, part in parts(s).items()}
@@ -180,7 +202,7 @@ def check_ports(by_key: dict[str, Part]) -> None:
     taken = [
         f"{part.name}: port {part.port} (set {PORT_ENV[key]})"
         for key, part in by_key.items()
-        if part.running() is None and processes.port_in_use(HOST, part.port)
+        if part.port and part.running() is None and processes.port_in_use(HOST, part.port)
     ]
     if taken:
         raise StackError(

@@ -182,6 +182,20 @@ class StackSettings(BaseModel):
         return f"{driver}://{POSTGRES_USER}:{password}@{HOST}:{self.postgres_port}/{database}"
 
     @property
+    def warm_socket(self) -> Path:
+        """The warm flow-run server's Unix socket (mlops/platform/warmstart.py): in the run dir, unless that path is
+        past the 107 bytes a socket path may hold, then in a 0700 directory of the temp dir named after the state dir."""
+        path = self.run_dir / "warmstart.sock"
+        if len(str(path).encode()) < 100:
+            return path
+        import hashlib
+        import tempfile
+
+        short = Path(tempfile.gettempdir()) / f"mlops-{os.getuid()}-{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]}"
+        short.mkdir(mode=0o700, exist_ok=True)
+        return short / "warmstart.sock"
+
+    @property
     def mlflow_auth_config(self) -> Path:
         return self.secrets_dir / "mlflow-basic-auth.ini"  # MLFLOW_AUTH_CONFIG_PATH; holds the admin password
 

@@ -61,17 +61,28 @@ def _prefect_cli(s: StackSettings, env: dict[str, str], *args: str, ok_if: str |
 
 
 def _ensure_work_pool(s: StackSettings, env: dict[str, str]) -> str:
-    """Create the process work pool unless it exists (a plain GET: the CLI costs seconds to start)."""
+    """The process work pool, created unless it exists (a plain GET: the CLI costs seconds to start), with warmstart's
+    client as its command (the runs start from the warm starter's preloaded process)."""
+    url = f"{s.prefect_api_url}/work_pools/{WORK_POOL}"
     try:
-        response = httpx.get(f"{s.prefect_api_url}/work_pools/{WORK_POOL}", auth=_prefect_auth(s), timeout=10)
+        response = httpx.get(url, auth=_prefect_auth(s), timeout=10)
+        outcome = "exists"
+        if response.status_code == 404:
+            _prefect_cli(s, env, "work-pool", "create", WORK_POOL, "--type", "process", ok_if="already exists")
+            response, outcome = httpx.get(url, auth=_prefect_auth(s), timeout=10), "created"
+        if response.status_code != 200:
+            raise StackError(f"work pool {WORK_POOL!r}: Prefect answered {response.status_code}: {response.text[:500]}")
+        template = response.json()["base_job_template"]
+        command = template["variables"]["properties"]["command"]
+        if command.get("default") != stack_parts.warm_command():
+            command["default"] = stack_parts.warm_command()
+            patched = httpx.patch(url, json={"base_job_template": template}, auth=_prefect_auth(s), timeout=10)
+            if patched.status_code >= 300:
+                raise StackError(f"work pool {WORK_POOL!r}: setting its command failed ({patched.status_code}): {patched.text[:500]}")
+            outcome += ", command: warm start"
     except httpx.HTTPError as exc:
         raise StackError(f"work pool {WORK_POOL!r}: cannot reach Prefect at {s.prefect_api_url}: {exc}") from None
-    if response.status_code == 200:
-        return "exists"
-    if response.status_code != 404:
-        raise StackError(f"work pool {WORK_POOL!r}: Prefect answered {response.status_code}: {response.text[:500]}")
-    _prefect_cli(s, env, "work-pool", "create", WORK_POOL, "--type", "process", ok_if="already exists")
-    return "created"
+    return outcome
 
 
 def _prefect_auth(s: StackSettings) -> httpx.BasicAuth:
@@ -145,9 +156,10 @@ def _up(s: StackSettings) -> int:
         stack_parts.check_ports(by_key)
         if s.profile == "scale":  # Prefect's and MLflow's stores: up before either server starts
             by_key = _postgres_up(s)
-        prefect, mlflow, worker, receiver = (by_key[k] for k in ("prefect", "mlflow", "worker", "receiver"))
-        # Both servers need 20-30 s to answer: start them together, and deploy while MLflow warms up.
-        for part in (prefect, mlflow):
+        prefect, mlflow, warm, worker, receiver = (by_key[k] for k in ("prefect", "mlflow", "warm", "worker", "receiver"))
+        # Both servers need 20-30 s to answer: start them together (the warm starter imports meanwhile), and
+        # deploy while MLflow warms up.
+        for part in (prefect, mlflow, warm):
             print(f"  {part.name}: {stack_parts.start(part)}, log {part.log_file}", flush=True)
         stack_parts.await_healthy(prefect, SERVER_START_TIMEOUT)
         client_env = stack_parts.base_env(s)
@@ -158,6 +170,7 @@ def _up(s: StackSettings) -> int:
         print(f"  deployments: applied from prefect.yaml ({time.monotonic() - step:.1f} s){kept}", flush=True)
         print(f"  {receiver.name}: {stack_parts.start(receiver)}, log {receiver.log_file}", flush=True)
         stack_parts.await_healthy(worker, WORKER_START_TIMEOUT)
+        stack_parts.await_healthy(warm, WORKER_START_TIMEOUT)
         stack_parts.await_healthy(mlflow, SERVER_START_TIMEOUT)
         stack_parts.await_healthy(receiver, WORKER_START_TIMEOUT)
         _require_authentication(s)
@@ -193,6 +206,7 @@ def down(settings: StackSettings | None = None) -> int:
         return 0
     with _exclusive(s):
         stack_parts.stop(by_key["worker"])  # first, while it can still tell the server it is going (and no CD starts a service)
+        stack_parts.stop(by_key["warm"])  # its flow runs died with the worker's clients
         services.stop_model_services(s)
         with ThreadPoolExecutor(max_workers=3) as pool:  # the servers take a few seconds each to shut down
             list(pool.map(stack_parts.stop, [by_key["prefect"], by_key["mlflow"], by_key["receiver"]]))

@@ -22,6 +22,7 @@ from mlops.config import PROJECT_ROOT, load_config
 from mlops.platform import processes
 from mlops.platform import stack as local_stack
 from mlops.platform.settings import StackSettings
+from mlops.platform.parts import warm_command
 from mlops.platform.stack import part_pids
 from tests.e2e.conftest import WebhookReceiver, served_version
 
@@ -29,11 +30,13 @@ pytestmark = pytest.mark.e2e
 
 
 @flow(name="stack-smoke")
-def stack_smoke(expected_cwd: str, expected_tracking_uri: str) -> str:
-    """Fail unless the worker runs this flow from the repo root with the stack's environment."""
-    seen = (os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI"))
-    if seen != (expected_cwd, expected_tracking_uri):
-        raise RuntimeError(f"flow run saw cwd/tracking URI {seen}, expected {(expected_cwd, expected_tracking_uri)}")
+def stack_smoke(expected_cwd: str, expected_tracking_uri: str, expected_parent: int) -> str:
+    """Fail unless the worker runs this flow from the repo root with the stack's environment, in a process
+    forked by the warm starter (not a fresh interpreter)."""
+    seen = (os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI"), os.getppid())
+    if seen != (expected_cwd, expected_tracking_uri, expected_parent):
+        raise RuntimeError(f"flow run saw cwd/tracking URI/parent {seen}, expected "
+                           f"{(expected_cwd, expected_tracking_uri, expected_parent)}")
     return "ok"
 
 
@@ -41,7 +44,7 @@ def test_status_reports_every_part_up(stack: StackSettings, capsys: pytest.Captu
     assert local_stack.status(stack) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("  ")[0] for line in lines] == [
-        "prefect server", "mlflow server", "worker", "webhook receiver", "staging", "production"
+        "prefect server", "mlflow server", "warm starter", "worker", "webhook receiver", "staging", "production"
     ]
 
 
@@ -52,6 +55,8 @@ def test_prefect_has_the_local_pool_and_the_retrain_deployment(prefect_client: S
     assert deployment.work_pool_name == "local"
     assert deployment.entrypoint == "flows/continuous_training.py:continuous_training"
     assert deployment.job_variables["env"]["MALLOC_ARENA_MAX"] == "2"  # prefect.yaml's pool job variables
+    # Runs start through warmstart's client, which hands them to the warm starter's preloaded process.
+    assert pool.base_job_template["variables"]["properties"]["command"]["default"] == warm_command()
     # prefect.yaml's `{{ $MLOPS_PROJECT_ROOT }}` was resolved at deploy time to this clone.
     assert deployment.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}
@@ -150,7 +155,8 @@ def test_worker_runs_a_flow_from_the_repo(
     smoke.deploy(name="smoke", work_pool_name="local", build=False, push=False, print_next_steps=False)
     run = run_deployment(
         "stack-smoke/smoke",
-        parameters={"expected_cwd": str(PROJECT_ROOT), "expected_tracking_uri": stack.mlflow_uri},
+        parameters={"expected_cwd": str(PROJECT_ROOT), "expected_tracking_uri": stack.mlflow_uri,
+                    "expected_parent": local_stack.parts(stack)["warm"].running().pid},
         timeout=0,
     )
     state = wait_for_flow_run(run.id, timeout=90)
