@@ -177,8 +177,12 @@ class StackSettings(BaseModel):
         return self.secrets_dir / "postgres-password"  # the scale profile's database superuser `mlops`
 
     def postgres_url(self, database: str, driver: str = "postgresql") -> str:
-        """A client URL of one of the scale profile's databases, with its credentials: for environments only, never a log."""
-        password = quote(private_secret(self.postgres_password_file), safe="")
+        """A client URL of one of the scale profile's databases, with its credentials: for environments only, never a log.
+
+        Reads the password `ensure_credentials` made; before that (`mlops status` or `down` on a state dir `up` never
+        finished) the URL has none, so a reader never writes a secret."""
+        file = self.postgres_password_file
+        password = quote(file.read_text().strip() if file.exists() else "", safe="")
         return f"{driver}://{POSTGRES_USER}:{password}@{HOST}:{self.postgres_port}/{database}"
 
     @property
@@ -213,6 +217,8 @@ class StackSettings(BaseModel):
         password = private_secret(self.mlflow_password_file)
         private_secret(self.prefect_password_file)
         private_secret(self.mlflow_flask_key_file)
+        if self.profile == "scale":
+            private_secret(self.postgres_password_file)  # the database user `mlops` (initdb and every client)
         # Read by MLflow's auth app; the admin password only matters the first time (empty user store).
         write_private(self.mlflow_auth_config, "\n".join([
             "[mlflow]",

@@ -84,6 +84,9 @@ def test_a_scale_stack_hands_its_profile_and_database_port_to_every_process_but_
                       profile="scale")
     env = s.client_env()
     assert env[settings.PROFILE_ENV] == "scale" and env[settings.POSTGRES_PORT_ENV] == "5"
+    assert s.postgres_url("prefect").startswith("postgresql://mlops:@")  # a reader before `up`: no password, none made
+    assert not s.postgres_password_file.exists()
+    s.ensure_credentials()
     url = s.postgres_url("prefect", "postgresql+asyncpg")
     password = s.postgres_password_file.read_text().strip()
     assert url.startswith("postgresql+asyncpg://mlops:") and url.endswith("@127.0.0.1:5/prefect")
