@@ -197,6 +197,9 @@ class StackSettings(BaseModel):
 
         short = Path(tempfile.gettempdir()) / f"mlops-{os.getuid()}-{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]}"
         short.mkdir(mode=0o700, exist_ok=True)
+        found = short.lstat()
+        if found.st_uid != os.getuid() or found.st_mode & 0o077 or not short.is_dir() or short.is_symlink():
+            raise PermissionError(f"{short} is not a private directory of this user: remove it, or use a shorter MLOPS_STATE_DIR")
         return short / "warmstart.sock"
 
     @property

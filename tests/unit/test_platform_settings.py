@@ -107,3 +107,14 @@ def test_up_refuses_a_state_dir_made_with_the_other_profile(tmp_path: Path) -> N
     with pytest.raises(StackError, match="holds a stack of the 'scale' profile"):
         _keep_profile(scale.model_copy(update={"profile": "embedded"}))
     _keep_profile(scale)  # the same profile again: fine
+
+
+def test_the_warm_socket_stays_in_the_run_dir_unless_its_path_is_too_long_for_a_socket(tmp_path: Path) -> None:
+    short = StackSettings(state_dir=tmp_path / "s", prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4)
+    assert short.warm_socket == short.run_dir / "warmstart.sock"
+    deep = StackSettings(state_dir=tmp_path / ("d" * 120), prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4)
+    assert len(str(deep.warm_socket).encode()) < 100 and deep.warm_socket.parent != deep.run_dir
+    assert oct(deep.warm_socket.parent.stat().st_mode & 0o777) == "0o700"
+    again = StackSettings(state_dir=tmp_path / ("d" * 120), prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4)
+    assert again.warm_socket == deep.warm_socket  # named after the state dir: `up` and the worker agree
+    deep.warm_socket.parent.rmdir()
