@@ -44,6 +44,19 @@ def read_table(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def read(directory: Path) -> ReplayResult:
+    """A replay back from its files (`write`'s inverse): the summary's fields and the table's rows, typed again."""
+    def number(text: str) -> float | None:
+        return None if text == "" else float(text)
+
+    rows = [ReplayRow(**{
+        **row, "metric": number(row["metric"]), "drift_share": number(row["drift_share"]), "cpu_s": float(row["cpu_s"]),
+        "version": None if row["version"] == "" else int(row["version"]), "trained_before": row["trained_before"] or None,
+        "retrained": row["retrained"] == "True", "deployed": row["deployed"] == "True",
+    }) for row in read_table(directory / "replay.csv")]
+    return ReplayResult.model_validate({**json.loads((directory / "summary.json").read_text()), "rows": rows})
+
+
 def plot(result: ReplayResult, path: Path) -> None:
     """Left: the gate metric of the model in service per month, one line per distinct history (policies that
     served the same models share a line), a dot where a retrained model took over. Right: each policy's

@@ -40,7 +40,6 @@ class Trained:
     problems: list[str] = field(default_factory=list)
 
 
-
 class Replay:
     """The shared work of a replay, cached by what it depends on."""
 
@@ -75,8 +74,9 @@ class Replay:
         df = self._frame(window)
         trained = Trained(as_of=key, data_window=window.label(), training_window=window.label(), cpu_s=0.0)
         violations = validate_frame(df, config, self.contract)
-        train, test = split_frame(df, config) if not violations else (df, df)
-        violations = violations or check_split(train, test, config)
+        if not violations:
+            train, test = split_frame(df, config)
+            violations = check_split(train, test, config)
         if violations:
             trained.problems = [f"{v.column}: {v.rule}" for v in violations]
             return trained

@@ -16,7 +16,7 @@ import pytest
 
 from mlops.adapters import replay_report, sources
 from mlops.config import PROJECT_ROOT, load_config
-from mlops.domain.replay import ReplayResult, ReplayRow
+from mlops.domain.replay import ReplayResult
 from tests.conftest import write_config
 from tests.integration.conftest import read_artifacts
 
@@ -95,8 +95,7 @@ def test_the_flow_replays_three_months_of_flights_with_every_policy(mlflow_serve
     state = policy_replay(start="2013-02-01", end="2013-05-01", drift_shares=[0.3], metric_floor=0.7, return_state=True)
     outcome = state.result()
     directory = Path(outcome["table"]).parent
-    result = ReplayResult.model_validate({**json.loads((directory / "summary.json").read_text()),
-                                          "rows": [ReplayRow(**_parsed(r)) for r in replay_report.read_table(directory / "replay.csv")]})
+    result = replay_report.read(directory)
     assert [p.name for p in result.policies] == ["never", "monthly", "drift", "metric:0.7", "drift:0.3"]
     check_invariants(result, MONTHS)
     check_files(result, directory)
@@ -114,14 +113,6 @@ def test_the_flow_replays_three_months_of_flights_with_every_policy(mlflow_serve
     assert outcome["mlflow_run"].startswith(mlflow_server.uri) and runs[0].info.run_id in artifacts["policy-replay-plot"]
     artifacts_logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "replay")}
     assert artifacts_logged == {"replay/replay.csv", "replay/summary.json", "replay/metric.png"}
-
-
-def _parsed(row: dict[str, str]) -> dict:
-    """A CSV row back into ReplayRow's types."""
-    number = lambda v: None if v == "" else float(v)  # noqa: E731
-    return {**row, "metric": number(row["metric"]), "drift_share": number(row["drift_share"]),
-            "version": None if row["version"] == "" else int(row["version"]), "trained_before": row["trained_before"] or None,
-            "retrained": row["retrained"] == "True", "deployed": row["deployed"] == "True", "cpu_s": float(row["cpu_s"])}
 
 
 SHIFT = "2014-04"  # the month the regime changes in the second dataset
@@ -165,8 +156,7 @@ def test_mlops_replay_on_another_dataset_retrains_on_drift_exactly_where_the_reg
     assert main(["replay", "--metric-floor", "8", "--drift-shares", "0.9", "--name", "demand-test"]) == 0
     printed = capsys.readouterr().out
     directory = isolated / "state" / "replay" / "demand-test"
-    result = ReplayResult.model_validate({**json.loads((directory / "summary.json").read_text()),
-                                          "rows": [ReplayRow(**_parsed(r)) for r in replay_report.read_table(directory / "replay.csv")]})
+    result = replay_report.read(directory)
     months = ["2014-02", "2014-03", "2014-04", "2014-05", "2014-06"]  # after one month of training data
     check_invariants(result, months)
     check_files(result, directory)
