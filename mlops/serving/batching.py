@@ -2,9 +2,10 @@
 
 One batcher coroutine takes the first queued item, then keeps collecting until it holds
 `max_batch_size` items or `max_wait_ms` have passed since the first one, and hands the
-batch to `process` in a worker thread, so the event loop keeps accepting requests. While a
-batch is being processed the next one queues up, so batches grow with the load on their own
-(the "adaptive" part) and a lone request waits at most `max_wait_ms`.
+batch to `process` in a worker thread, so the event loop keeps accepting requests (or, for a
+`process` of microseconds, runs it on the loop itself). While a batch is being processed the
+next one queues up, so batches grow with the load on their own (the "adaptive" part) and a lone
+request waits at most `max_wait_ms`.
 
 The queue is bounded: at most `max_queue` items wait for a batch (besides the batch being
 collected or processed), and `submit` raises BatcherFull at once past that, so an overload is
@@ -41,7 +42,10 @@ class MicroBatcher(Generic[T, R]):
     If `process` raises on a batch of several items, each item is retried on its own, so a
     poison item fails only its own caller. `thread_initializer` runs once in the processing
     thread. `max_queue` bounds the items waiting for a batch (default: QUEUE_BATCHES ×
-    `max_batch_size`). Use as `async with MicroBatcher(...) as batcher:`.
+    `max_batch_size`). With `in_loop`, `process` runs on the event loop itself (and
+    `thread_initializer` there at start): for a `process` that holds the GIL nearly all the time
+    and takes tens of microseconds, the thread hand-off costs more than the overlap it buys.
+    Use as `async with MicroBatcher(...) as batcher:`.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class MicroBatcher(Generic[T, R]):
         max_wait_ms: float,
         max_queue: int | None = None,
         thread_initializer: Callable[[], object] | None = None,
+        in_loop: bool = False,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -61,6 +66,7 @@ class MicroBatcher(Generic[T, R]):
             raise ValueError("max_queue must be at least 1")
         self._process = process
         self._thread_initializer = thread_initializer
+        self.in_loop = in_loop
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = QUEUE_BATCHES * max_batch_size if max_queue is None else max_queue
@@ -84,10 +90,13 @@ class MicroBatcher(Generic[T, R]):
         """Start the batcher coroutine on the running event loop."""
         if self.running:
             return
-        # One thread: model calls run one at a time; the model may use several cores itself.
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="predict", initializer=self._thread_initializer
-        )
+        if self.in_loop:
+            if self._thread_initializer is not None:
+                self._thread_initializer()
+        else:  # one thread: model calls run one at a time; the model may use several cores itself
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="predict", initializer=self._thread_initializer
+            )
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
@@ -159,9 +168,11 @@ class MicroBatcher(Generic[T, R]):
         live = [(item, future) for item, future in batch if not future.done()]  # skip cancelled callers
         if not live:
             return
-        outcomes = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._process_isolated, [item for item, _ in live]
-        )
+        items = [item for item, _ in live]
+        if self.in_loop:
+            outcomes = self._process_isolated(items)
+        else:
+            outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, self._process_isolated, items)
         for (_, future), outcome in zip(live, outcomes, strict=True):
             if future.done():
                 continue
@@ -169,6 +180,8 @@ class MicroBatcher(Generic[T, R]):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+        if self.in_loop:
+            await asyncio.sleep(0)  # let the callers answer before the next batch is collected
 
     def _process_isolated(self, items: list[T]) -> list[R | Exception]:
         """Process a batch; if that fails, process each item alone so only bad items fail."""

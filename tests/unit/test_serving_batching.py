@@ -377,3 +377,42 @@ def test_settings_are_checked(size: int, wait: float) -> None:
 def test_max_queue_is_checked() -> None:
     with pytest.raises(ValueError, match="max_queue"):
         MicroBatcher(Recorder(), max_batch_size=1, max_wait_ms=0, max_queue=0)
+
+
+def test_in_loop_processes_on_the_event_loop_thread_and_still_isolates_a_poison_item() -> None:
+    recorder = Recorder()
+    initialized: list[str] = []
+
+    async def main(loop: FakeClockLoop) -> tuple[list[Any], list[Any]]:
+        async with MicroBatcher(
+            recorder,
+            max_batch_size=3,
+            max_wait_ms=FOREVER_MS,
+            in_loop=True,
+            thread_initializer=lambda: initialized.append(threading.current_thread().name),
+        ) as batcher:
+            first = await submit_all(batcher, [1, -1, 2])
+            return first, await submit_all(batcher, [3, 4, 5])
+
+    first, later = run(main)
+    assert first[0] == 2 and first[2] == 4 and isinstance(first[1], ValueError)
+    assert later == [6, 8, 10]
+    assert recorder.batches == [[1, -1, 2], [1], [-1], [2], [3, 4, 5]]
+    assert recorder.threads == {threading.current_thread().name} == set(initialized)
+
+
+def test_in_loop_answers_a_batch_before_collecting_the_next() -> None:
+    callers: list[asyncio.Future[int]] = []
+    answered_before: list[list[bool]] = []  # for each batch: which callers had their answer when it started
+
+    def process(items: list[int]) -> list[int]:
+        answered_before.append([caller.done() for caller in callers])
+        return [2 * i for i in items]
+
+    async def main(loop: FakeClockLoop) -> list[int]:
+        async with MicroBatcher(process, max_batch_size=2, max_wait_ms=FOREVER_MS, in_loop=True) as batcher:
+            callers.extend(asyncio.ensure_future(batcher.submit(i)) for i in range(4))
+            return list(await asyncio.gather(*callers))
+
+    assert run(main) == [0, 2, 4, 6]
+    assert answered_before == [[False] * 4, [True, True, False, False]]
