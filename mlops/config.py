@@ -155,6 +155,9 @@ class Serving(Strict):
     workers: int = Field(default=1, ge=1)
     # Serve a verified compiled predictor when the model allows (mlops/serving/compiled.py); false: sklearn.
     compiled: bool = True
+    # On the compiled path, compile the trees to C with tl2cgen when a C compiler is found (verified like
+    # the rest, ≈ 2 s at start-up); false, or no compiler: treelite's GTIL interpreter, ≈ 40× slower per row.
+    native: bool = True
     max_batch_size: int = Field(default=64, ge=1)
     # 0: a batch is whatever waits when the model is free (batches grow with the load); > 0 also waits
     # that long for company, which only adds latency here (docs/benchmarks.md).

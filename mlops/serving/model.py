@@ -66,6 +66,13 @@ class ServedModel:
             output = self.predict_fn(to_frame(batch, self.columns))
         return split_predictions(output, [rows.n_rows for rows in batch])
 
+    @property
+    def predicts_in_loop(self) -> bool:
+        """Whether batches are scored on the event loop: when the trees run as C (tens of µs a batch),
+        the hand-off to a thread cost more than it freed (docs/benchmarks.md); slower paths keep the
+        loop free for other requests by scoring in the batcher's thread."""
+        return self.compiled is not None and self.compiled.native is not None
+
     def describe(self) -> dict[str, Any]:
         """What /version answers."""
         from mlflow.version import VERSION
@@ -79,6 +86,8 @@ class ServedModel:
             "run_id": self.run_id,
             "nullable_columns": [c.name for c in self.columns if c.nullable],
             "prediction_path": self.path,
+            "prediction_engine": None if self.compiled is None else self.compiled.engine,
+            "predicts_in": "event loop" if self.predicts_in_loop else "thread",
             "prediction_path_note": self.path_note,
         }
 
@@ -192,11 +201,12 @@ def fast_predict_fn(pyfunc_model: Any) -> PredictFn:
     return pyfunc_model.predict
 
 
-def load_served_model(model: str | ModelRef, compiled: bool = True) -> ServedModel:
+def load_served_model(model: str | ModelRef, compiled: bool = True, native: bool = True) -> ServedModel:
     """Load a model from MLflow (MLFLOW_TRACKING_URI is honoured) and get it ready to serve.
 
     With `compiled`, a pipeline mlops.serving.compiled supports is served by the compiled path
     when it reproduces the model on the version's verification rows; otherwise by the sklearn path.
+    `native` lets that path compile the trees to C (compiled.native_library).
     """
     import mlflow.pyfunc
 
@@ -210,7 +220,8 @@ def load_served_model(model: str | ModelRef, compiled: bool = True) -> ServedMod
     elif pyfunc_model.loader_module == "mlflow.sklearn":
         source, rows = verification_rows(pyfunc_model)
         output = pyfunc_model.metadata.flavors["python_function"].get("predict_fn", "predict")
-        fast, note = compile_for_serving(pyfunc_model.get_raw_model(), output, columns, predict_fn, rows, source)
+        fast, note = compile_for_serving(pyfunc_model.get_raw_model(), output, columns, predict_fn, rows, source,
+                                         native=native)
         path = "sklearn" if fast is None else "compiled"
     logger.info(
         "serving %s (%s) on the %s path%s, %d input columns, null accepted in %s",

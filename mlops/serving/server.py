@@ -138,6 +138,7 @@ def create_app(
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,
         thread_initializer=limit_native_threads,
+        in_loop=model.predicts_in_loop,
     )
 
     @asynccontextmanager
@@ -208,7 +209,8 @@ def app_from_env() -> Starlette:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = json.loads(os.environ[_SPEC_ENV])
-    model = load_served_model(ModelRef(**spec["model"]), compiled=spec.get("compiled", True))
+    model = load_served_model(ModelRef(**spec["model"]), compiled=spec.get("compiled", True),
+                              native=spec.get("native", True))
     return create_app(
         model,
         max_batch_size=spec["max_batch_size"],
@@ -241,6 +243,7 @@ def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | 
         {
             "model": asdict(ref),
             "compiled": settings.compiled,
+            "native": settings.native,
             "max_batch_size": settings.max_batch_size,
             "max_wait_ms": settings.max_wait_ms,
             "max_body_bytes": settings.max_body_bytes,

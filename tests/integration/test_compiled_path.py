@@ -55,16 +55,40 @@ def test_the_default_pipeline_compiles_and_equals_predict_proba_on_the_holdout(b
     predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, booster.predict_proba,
                                                         holdout, "holdout")
     assert predictor is not None, note
-    assert note.startswith(f"verified on {len(holdout)} holdout rows")
-    got = predictor.predict([compiled_path.rows_of(holdout, columns)])
+    # This machine has gcc (CI's image too): the trees run as a C library, or the note says why not.
+    assert predictor.engine == "tl2cgen", note
+    assert note.startswith(f"verified on {len(holdout)} holdout rows") and "tl2cgen C library (built by" in note
+    interpreted, gtil_note = compiled_path.compile_for_serving(booster, "predict_proba", columns,
+                                                               booster.predict_proba, holdout, "holdout", native=False)
+    assert interpreted is not None and interpreted.engine == "gtil", gtil_note
+    assert "native off" in gtil_note
     expected = booster.predict_proba(holdout)
-    assert got.shape == expected.shape
-    assert np.abs(got - expected).max() <= compiled_path.TOLERANCE
     # Unknown and missing categories and missing numbers take the booster's missing-value branch.
     odd = holdout.head(3).copy()
     odd.loc[0, "carrier"], odd.loc[1, "origin"], odd.loc[2, "temp"] = "ZZ", None, np.nan
-    got = predictor.predict([compiled_path.rows_of(odd, columns)])
-    assert np.abs(got - booster.predict_proba(odd)).max() <= compiled_path.TOLERANCE
+    for engine in (predictor, interpreted):
+        got = engine.predict([compiled_path.rows_of(holdout, columns)])
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= compiled_path.TOLERANCE, engine.engine
+        got = engine.predict([compiled_path.rows_of(odd, columns)])
+        assert np.abs(got - booster.predict_proba(odd)).max() <= compiled_path.TOLERANCE, engine.engine
+
+
+def test_a_c_library_that_differs_from_the_model_is_not_used_and_gtil_serves(booster, flights, flights_config,
+                                                                               monkeypatch):
+    """The C library is checked like the rest: one built from another model is refused, GTIL serves."""
+    X, y, holdout = flights
+    columns = served_columns(booster, holdout)
+    other = compiled_path.compile_pipeline(fit(flights_config, X, y, max_iter=41), "predict_proba", columns)
+    wrong, _ = compiled_path.native_library(other.forest)
+    assert wrong is not None
+    monkeypatch.setattr(compiled_path, "native_library", lambda forest: (wrong, "built from another model"))
+    predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, booster.predict_proba,
+                                                        holdout, "holdout")
+    assert predictor is not None and predictor.engine == "gtil", note
+    assert "not tl2cgen: its C library differs: max |difference|" in note
+    got = predictor.predict([compiled_path.rows_of(holdout, columns)])
+    assert np.abs(got - booster.predict_proba(holdout)).max() <= compiled_path.TOLERANCE
 
 
 def test_requests_parsed_from_json_score_as_the_model_does(booster, flights):
@@ -116,6 +140,7 @@ def test_the_service_serves_the_compiled_path_of_a_version_ct_logged(booster, fl
     served = load_served_model(f"models:/flights-delay/{version}")
     assert served.path == "compiled", served.path_note
     assert served.describe()["prediction_path_note"].startswith("verified on 500 holdout rows")
+    assert served.describe()["prediction_engine"] == "tl2cgen", served.path_note
     rows = compiled_path.rows_of(holdout.head(50), served.columns)
     answer = np.array(json.loads(served.predict([rows])[0])["predictions"])
     assert np.abs(answer - booster.predict_proba(holdout.head(50))).max() <= compiled_path.TOLERANCE

@@ -201,6 +201,8 @@ def test_version_names_the_registered_model(url: str) -> None:
     # The booster is served compiled, checked against the sklearn path on the model's input example.
     assert answer["prediction_path"] == "compiled", answer["prediction_path_note"]
     assert answer["prediction_path_note"].startswith("verified on 50 input-example rows")
+    assert answer["prediction_engine"] == "tl2cgen", answer["prediction_path_note"]
+    assert answer["predicts_in"] == "event loop"  # C trees: no hand-off to a thread
 
 
 @pytest.mark.parametrize(
