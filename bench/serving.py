@@ -9,7 +9,9 @@ with wrk (closed loop, one-row `dataframe_split` bodies of March flights picked 
 script) at each connection count, and stops it by its process group. The servers:
 
 - `mlflow models serve` (its defaults);
-- `mlops serve` on the compiled path (the default), and with `serving.compiled: false` (sklearn);
+- `mlops serve` on the compiled path (the default: trees as C by tl2cgen, scored on the event loop),
+  with `serving.native: false` (treelite's GTIL, in the batcher's thread), and with
+  `serving.compiled: false` (sklearn);
 - `GET /ping` of `mlops serve`: the HTTP floor of the same server.
 
 wrk is installed from Debian's packages when missing (needs root; says so otherwise).
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--only", nargs="+", choices=["mlflow", "mlops-compiled", "mlops-sklearn"], default=None)
+    parser.add_argument("--only", nargs="+", choices=["mlflow", "mlops-compiled", "mlops-gtil", "mlops-sklearn"],
+                        default=None)
     parser.add_argument("--max-wait-ms", type=float, nargs="+", default=None,
                         help="run the compiled service once per serving.max_wait_ms given (default: the config's)")
     parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "serving.json")
@@ -185,11 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
             "-h", HOST, "-p", "{port}",
         ], env)  # fmt: skip
-    variants = [("compiled", wait) for wait in args.max_wait_ms or [None]] + [("sklearn", None)]
+    variants = [("compiled", wait) for wait in args.max_wait_ms or [None]] + [("gtil", None), ("sklearn", None)]
     for path, wait in variants:
         if args.only is None or f"mlops-{path}" in args.only:
             name = f"mlops serve ({path}{'' if wait is None else f', max_wait_ms {wait:g}'})"
-            settings = {**config["serving"], "compiled": path == "compiled"}
+            settings = {**config["serving"], "compiled": path != "sklearn", "native": path == "compiled"}
             settings.update({} if wait is None else {"max_wait_ms": wait})
             variant = workdir / f"mlops-{path}-{wait}.yaml"
             variant.write_text(yaml.safe_dump({**config, "serving": settings}))
