@@ -5,8 +5,8 @@ For a fitted `Pipeline(ColumnTransformer(passthrough | OrdinalEncoder), HistGrad
 ColumnTransformer and one Python call per tree (about 10 ms for 150–200 trees on this machine);
 here it is a few list-to-array copies, a dict lookup per category and one C++ call over every tree
 (about 0.2 ms; `docs/benchmarks.md`). Where a C compiler is found, the forest is then compiled
-to a native library by tl2cgen (treelite's own code generator) when the service starts: 0.6 µs a
-row instead of GTIL's ≈ 25 µs; GTIL serves when there is no compiler. Chosen by measurement:
+to a native library by tl2cgen (treelite's own code generator) when the service starts: 6× faster
+than GTIL from a 64-row batch up (`bench/tree_engines.py`); GTIL serves when there is no compiler. Chosen by measurement:
 calling sklearn's own compiled tree predictors directly still pays a Python call per tree
 (2.6 ms a row), and skl2onnx does not convert HistGradientBoosting's native categorical splits
 (sklearn-onnx issue 1051), which treelite 4's sklearn importer does.

@@ -57,6 +57,7 @@ class ServedModel:
     path: str = "sklearn"  # compiled (mlops.serving.compiled), sklearn (the raw estimator) or pyfunc
     path_note: str = ""  # why this path: what the compiled path was verified on, or why it is not used
     compiled: CompiledPredictor | None = None
+    predict_in: str = "auto"  # serving.predict_in: auto, loop or thread
 
     def predict(self, batch: Sequence[Rows]) -> list[bytes]:
         """Score all requests of `batch` in one call; one JSON answer body per request."""
@@ -68,9 +69,11 @@ class ServedModel:
 
     @property
     def predicts_in_loop(self) -> bool:
-        """Whether batches are scored on the event loop: when the trees run as C (tens of µs a batch),
-        the hand-off to a thread cost more than it freed (docs/benchmarks.md); slower paths keep the
-        loop free for other requests by scoring in the batcher's thread."""
+        """Whether batches are scored on the event loop. With `predict_in` auto: when the trees run as
+        C (tens of µs a batch), where the hand-off to a thread cost more than it freed
+        (docs/benchmarks.md); slower paths keep the loop free by scoring in the batcher's thread."""
+        if self.predict_in != "auto":
+            return self.predict_in == "loop"
         return self.compiled is not None and self.compiled.native is not None
 
     def describe(self) -> dict[str, Any]:
@@ -201,12 +204,14 @@ def fast_predict_fn(pyfunc_model: Any) -> PredictFn:
     return pyfunc_model.predict
 
 
-def load_served_model(model: str | ModelRef, compiled: bool = True, native: bool = True) -> ServedModel:
+def load_served_model(model: str | ModelRef, compiled: bool = True, native: bool = True,
+                      predict_in: str = "auto") -> ServedModel:
     """Load a model from MLflow (MLFLOW_TRACKING_URI is honoured) and get it ready to serve.
 
     With `compiled`, a pipeline mlops.serving.compiled supports is served by the compiled path
     when it reproduces the model on the version's verification rows; otherwise by the sklearn path.
-    `native` lets that path compile the trees to C (compiled.native_library).
+    `native` lets that path compile the trees to C (compiled.native_library); `predict_in` is
+    ServedModel.predict_in.
     """
     import mlflow.pyfunc
 
@@ -233,7 +238,7 @@ def load_served_model(model: str | ModelRef, compiled: bool = True, native: bool
         [c.name for c in columns if c.nullable],
     )
     return ServedModel(ref, columns, predict_fn, run_id=pyfunc_model.metadata.run_id, path=path, path_note=note,
-                       compiled=fast)
+                       compiled=fast, predict_in=predict_in)
 
 
 def verification_rows(pyfunc_model: Any) -> tuple[str, pd.DataFrame]:

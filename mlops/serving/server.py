@@ -210,7 +210,7 @@ def app_from_env() -> Starlette:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = json.loads(os.environ[_SPEC_ENV])
     model = load_served_model(ModelRef(**spec["model"]), compiled=spec.get("compiled", True),
-                              native=spec.get("native", True))
+                              native=spec.get("native", True), predict_in=spec.get("predict_in", "auto"))
     return create_app(
         model,
         max_batch_size=spec["max_batch_size"],
@@ -244,6 +244,7 @@ def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | 
             "model": asdict(ref),
             "compiled": settings.compiled,
             "native": settings.native,
+            "predict_in": settings.predict_in,
             "max_batch_size": settings.max_batch_size,
             "max_wait_ms": settings.max_wait_ms,
             "max_body_bytes": settings.max_body_bytes,

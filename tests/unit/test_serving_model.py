@@ -19,6 +19,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
 from mlops.serving.model import (
+    ModelRef,
+    ServedModel,
     columns_from_signature,
     probe_nullable,
     resolve_model_uri,
@@ -121,3 +123,11 @@ def test_the_service_imports_no_prefect() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.strip().replace("'", '"')) == []
+
+
+@pytest.mark.parametrize(("predict_in", "in_loop"), [("auto", False), ("loop", True), ("thread", False)])
+def test_where_batches_are_scored_follows_serving_predict_in(predict_in: str, in_loop: bool) -> None:
+    # auto scores on the loop only for C trees (tests/integration/test_compiled_path.py); sklearn is in a thread
+    model = ServedModel(ModelRef("test:/m", "test:/m"), (), lambda frame: [], predict_in=predict_in)
+    assert model.predicts_in_loop is in_loop
+    assert model.describe()["predicts_in"] == ("event loop" if in_loop else "thread")
