@@ -18,6 +18,7 @@ wrk is installed from Debian's packages when missing (needs root; says so otherw
 
     .venv/bin/python bench/serving.py                               # 1, 8, 32, 128 connections, 15 s each
     .venv/bin/python bench/serving.py --connections 32 --seconds 10 --only mlops-compiled
+    .venv/bin/python bench/serving.py --connections 1 32 --only mlops-compiled mlops-gtil --predict-in loop thread
 
 Prints a markdown table for docs/benchmarks.md and writes the raw figures as JSON.
 """
@@ -161,9 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                         default=None)
     parser.add_argument("--max-wait-ms", type=float, nargs="+", default=None,
                         help="run the compiled service once per serving.max_wait_ms given (default: the config's)")
+    parser.add_argument("--predict-in", nargs="+", choices=["auto", "loop", "thread"], default=None,
+                        help="run the compiled service once per serving.predict_in given (default: the config's)")
     parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "serving.json")
     args = parser.parse_args(argv)
 
+    args.out = args.out.resolve()  # the MLflow store and artifacts below need absolute paths
     wrk = ensure_wrk()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="serving-", dir=args.out.parent))
@@ -188,13 +192,16 @@ def main(argv: list[str] | None = None) -> int:
             str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
             "-h", HOST, "-p", "{port}",
         ], env)  # fmt: skip
-    variants = [("compiled", wait) for wait in args.max_wait_ms or [None]] + [("gtil", None), ("sklearn", None)]
-    for path, wait in variants:
+    variants = [("compiled", wait, where) for wait in args.max_wait_ms or [None] for where in args.predict_in or [None]]
+    variants += [(path, None, where) for path in ("gtil", "sklearn") for where in args.predict_in or [None]]
+    for path, wait, where in variants:
         if args.only is None or f"mlops-{path}" in args.only:
-            name = f"mlops serve ({path}{'' if wait is None else f', max_wait_ms {wait:g}'})"
+            knobs = ([] if wait is None else [f"max_wait_ms {wait:g}"]) + ([] if where is None else [f"in {where}"])
+            name = f"mlops serve ({', '.join([path, *knobs])})"
             settings = {**config["serving"], "compiled": path != "sklearn", "native": path == "compiled"}
             settings.update({} if wait is None else {"max_wait_ms": wait})
-            variant = workdir / f"mlops-{path}-{wait}.yaml"
+            settings.update({} if where is None else {"predict_in": where})
+            variant = workdir / f"mlops-{path}-{wait}-{where}.yaml"
             variant.write_text(yaml.safe_dump({**config, "serving": settings}))
             servers[name] = (serve, {**env, "MLOPS_CONFIG": str(variant)})
 
