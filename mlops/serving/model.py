@@ -228,17 +228,19 @@ def load_served_model(model: str | ModelRef, compiled: bool = True, native: bool
         fast, note = compile_for_serving(pyfunc_model.get_raw_model(), output, columns, predict_fn, rows, source,
                                          native=native)
         path = "sklearn" if fast is None else "compiled"
+    served = ServedModel(ref, columns, predict_fn, run_id=pyfunc_model.metadata.run_id, path=path, path_note=note,
+                         compiled=fast, predict_in=predict_in)
     logger.info(
-        "serving %s (%s) on the %s path%s, %d input columns, null accepted in %s",
+        "serving %s (%s) on the %s path%s, scored %s, %d input columns, null accepted in %s",
         ref.resolved_uri,
         ref.uri,
         path,
         f" ({note})" if note else "",
+        "on the event loop" if served.predicts_in_loop else "in the batcher's thread",
         len(columns),
         [c.name for c in columns if c.nullable],
     )
-    return ServedModel(ref, columns, predict_fn, run_id=pyfunc_model.metadata.run_id, path=path, path_note=note,
-                       compiled=fast, predict_in=predict_in)
+    return served
 
 
 def verification_rows(pyfunc_model: Any) -> tuple[str, pd.DataFrame]:
