@@ -1,11 +1,12 @@
-"""Time the compiled path's two tree engines on the same model: tl2cgen's C library and treelite's GTIL.
+"""Time the compiled path's tree engines on the same model: tl2cgen's C library and treelite's GTIL.
 
 Trains and registers the default model as bench/serving.py does (throw-away SQLite store under
 .mlops/bench/), loads it as the service does (`load_served_model`: the C library built and verified),
-and times one call over every tree (`CompiledPredictor.scores`) for 1, 64 (a full batch) and 2,000
-rows (one CD check request) of held-out March flights, with each engine, interleaved; median of 7
-rounds. This is what one batch holds the event loop for when it is scored there
-(`serving.predict_in`).
+builds the C library again at -O0 (the service's `compiled.OPTIMIZE`) and at -O3 (tl2cgen's own
+default), timing each build, and times one call over every tree (`CompiledPredictor.scores`) for 1,
+64 (a full batch) and 2,000 rows (one CD check request) of held-out March flights, with each engine,
+interleaved; median of 7 rounds. This is what one batch holds the event loop for when it is scored
+there (`serving.predict_in`).
 
     .venv/bin/python bench/tree_engines.py
 """
@@ -27,6 +28,7 @@ SIZES = (1, 64, 2000)
 
 
 def main() -> int:
+    from mlops.serving.compiled import native_library
     from mlops.serving.model import load_served_model
     from mlops.serving.schema import parse_request  # the service's own request parsing
 
@@ -39,11 +41,17 @@ def main() -> int:
     native = served.compiled
     if native is None or native.native is None:
         raise SystemExit(f"the C library is not serving: {served.path_note}")
-    engines = {"tl2cgen (C)": native, "GTIL": replace(native, native=None)}
+    engines, builds = {}, {}
+    for flag in ("-O0", "-O3"):
+        library, how = native_library(native.forest, flag)
+        if library is None:
+            raise SystemExit(how)
+        engines[f"C {flag}"], builds[f"C {flag}"] = replace(native, native=library), how
+    engines["GTIL"] = replace(native, native=None)
     sample = march.sample(n=max(SIZES), random_state=1)
     rows = sample.astype(object).where(sample.notna(), None).values.tolist()
-    print(f"{machine()}; {served.path_note}\n")
-    print("| rows | " + " | ".join(f"{name} µs" for name in engines) + " | GTIL / C |")
+    print(f"{machine()}; {served.path_note}; " + "; ".join(f"{k}: {v}" for k, v in builds.items()) + "\n")
+    print("| rows | " + " | ".join(f"{name} µs" for name in engines) + " | GTIL / C -O0 |")
     print("|---:|" + "---:|" * (len(engines) + 1))
     for n in SIZES:
         body = json.dumps({"dataframe_split": {"columns": list(sample.columns), "data": rows[:n]}})
@@ -57,7 +65,7 @@ def main() -> int:
                 times[name].append(timeit.timeit(lambda e=engine: e.scores(X), number=number) / number)
         figures = {name: 1e6 * float(np.median(t)) for name, t in times.items()}
         print(f"| {n:,} | " + " | ".join(f"{v:,.1f}" for v in figures.values())
-              + f" | {figures['GTIL'] / figures['tl2cgen (C)']:.0f}× |")
+              + f" | {figures['GTIL'] / figures['C -O0']:.1f}× |")
     return 0
 
 

@@ -156,7 +156,7 @@ class Serving(Strict):
     # Serve a verified compiled predictor when the model allows (mlops/serving/compiled.py); false: sklearn.
     compiled: bool = True
     # On the compiled path, compile the trees to C with tl2cgen when a C compiler is found (verified like
-    # the rest, ≈ 2-3 s at start-up); false, or no compiler: treelite's GTIL interpreter, ≈ 6× slower a batch.
+    # the rest, ≈ 1.5 s at start-up); false, or no compiler: treelite's GTIL interpreter, ≈ 6× slower a batch.
     native: bool = True
     # Where batches are scored: auto = on the event loop for C trees (µs a batch: the hand-off to a thread
     # cost more than it freed, docs/benchmarks.md), in the batcher's thread for slower paths; or force one.
