@@ -6,10 +6,10 @@ ColumnTransformer and one Python call per tree (about 10 ms for 150–200 trees 
 here it is a few list-to-array copies, a dict lookup per category and one C++ call over every tree
 (about 0.2 ms; `docs/benchmarks.md`). Where a C compiler is found, the forest is then compiled
 to a native library by tl2cgen (treelite's own code generator) when the service starts: 6× faster
-than GTIL from a 64-row batch up (`bench/tree_engines.py`); GTIL serves when there is no compiler. Chosen by measurement:
-calling sklearn's own compiled tree predictors directly still pays a Python call per tree
-(2.6 ms a row), and skl2onnx does not convert HistGradientBoosting's native categorical splits
-(sklearn-onnx issue 1051), which treelite 4's sklearn importer does.
+than GTIL from a 64-row batch up (`bench/tree_engines.py`); GTIL serves when there is no
+compiler. Chosen by measurement: calling sklearn's own compiled tree predictors directly still
+pays a Python call per tree (2.6 ms a row), and skl2onnx does not convert HistGradientBoosting's
+native categorical splits (sklearn-onnx issue 1051), which treelite 4's sklearn importer does.
 
 The category codes are not re-implemented: each categorical column's table is made by asking
 the fitted OrdinalEncoder itself to encode every category it knows (infrequent-category grouping
@@ -258,9 +258,10 @@ def compile_for_serving(model: Any, output: str, columns: Sequence[Column], pred
     if native:
         library, how = native_library(compiled.forest)
         if library is not None:
-            check = verify(replace(compiled, native=library), predict_fn, rows, columns, source)
+            in_c = replace(compiled, native=library)
+            check = verify(in_c, predict_fn, rows, columns, source)
             if check.passed:
-                return replace(compiled, native=library), _verified(check, f"tl2cgen C library ({how})")
+                return in_c, _verified(check, f"tl2cgen C library ({how})")
             how = f"its C library differs: {check.reason}"
         engine = f"treelite GTIL (not tl2cgen: {how})"
     check = verify(compiled, predict_fn, rows, columns, source)
