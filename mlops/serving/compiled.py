@@ -5,7 +5,8 @@ For a fitted `Pipeline(ColumnTransformer(passthrough | OrdinalEncoder), HistGrad
 ColumnTransformer and one Python call per tree (about 10 ms for 150–200 trees on this machine);
 here it is a few list-to-array copies, a dict lookup per category and one C++ call over every tree
 (about 0.2 ms; `docs/benchmarks.md`). Where a C compiler is found, the forest is then compiled
-to a native library by tl2cgen (treelite's own code generator) when the service starts: 6× faster
+to a native library by tl2cgen (treelite's own code generator) when the service starts, once
+per machine (built libraries are kept in a per-user cache, mlops.serving.forest_cache): 6× faster
 than GTIL from a 64-row batch up (`bench/tree_engines.py`); GTIL serves when there is no
 compiler. Chosen by measurement: calling sklearn's own compiled tree predictors directly still
 pays a Python call per tree (2.6 ms a row), and skl2onnx does not convert HistGradientBoosting's
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.serving import forest_cache
 from mlops.serving.schema import DTYPES, Column, Rows
 
 logger = logging.getLogger(__name__)
@@ -154,11 +156,13 @@ def compile_pipeline(model: Any, output: str, columns: Sequence[Column]) -> Comp
 OPTIMIZE = "-O0"
 
 
-def native_library(forest: Any, optimize: str = OPTIMIZE) -> tuple[Any, str]:
+def native_library(forest: Any, optimize: str = OPTIMIZE, *, cached: bool = True) -> tuple[Any, str]:
     """The forest compiled to C by tl2cgen and loaded (one thread), or None; and what was done.
 
-    Built with the first of gcc, clang on PATH (`optimize`: its -O flag) in a private temp dir that
-    is removed once the library is loaded (a loaded library needs no file): nothing is left behind.
+    With `cached`, a library built earlier for the same forest, compiler and flags is loaded from
+    the per-user cache (mlops.serving.forest_cache); otherwise it is built with the first of gcc,
+    clang on PATH (`optimize`: its -O flag) in a private temp dir, loaded from there, and then
+    moved into the cache. `cached=False` builds afresh (and replaces the entry).
     """
     compiler = next((c for c in ("gcc", "clang") if shutil.which(c)), None)
     if compiler is None:
@@ -167,15 +171,31 @@ def native_library(forest: Any, optimize: str = OPTIMIZE) -> tuple[Any, str]:
     try:
         import tl2cgen
 
-        with tempfile.TemporaryDirectory(prefix="mlops-tl2cgen-") as tmp:
+        directory, why_not = forest_cache.private_dir()
+        entry = forest_cache.key(forest, compiler, optimize)
+        hit = forest_cache.lookup(directory, entry) if directory is not None and cached else None
+        if hit is not None:
+            try:
+                predictor = tl2cgen.Predictor(hit, nthread=1)
+                return predictor, f"{CACHED} {hit.parent} in {time.perf_counter() - started:.2f} s"
+            except Exception:  # a truncated or foreign file: build it again
+                logger.warning("the cached library %s did not load; building it again", hit, exc_info=True)
+                forest_cache.discard(directory, entry)
+        # Loaded from the unique temp path, not the cache's: a process that loaded a library of that
+        # name before (a hit that failed verification) would otherwise be handed the old one again.
+        with tempfile.TemporaryDirectory(prefix="mlops-tl2cgen-", dir=directory) as tmp:
             library = Path(tmp) / "forest.so"
             tl2cgen.export_lib(forest, toolchain=compiler, libpath=library, params={"parallel_comp": 0}, nthread=1,
                                options=[optimize])
             predictor = tl2cgen.Predictor(library, nthread=1)
+            where = f"cached in {forest_cache.store(directory, entry, library).parent}" if directory else why_not
     except Exception as exc:  # any failure leaves GTIL to serve
         logger.warning("compiling the forest to C failed", exc_info=True)
         return None, f"tl2cgen failed: {type(exc).__name__}: {exc}"
-    return predictor, f"built by {compiler} {optimize} in {time.perf_counter() - started:.1f} s"
+    return predictor, f"built by {compiler} {optimize} in {time.perf_counter() - started:.1f} s, {where}"
+
+
+CACHED = "loaded from the cache"  # how native_library's note starts for a hit
 
 
 def _code_tables(encoder: Any, selected: list[str]) -> list[Feature]:
@@ -257,12 +277,16 @@ def compile_for_serving(model: Any, output: str, columns: Sequence[Column], pred
     engine = "treelite GTIL (native off: serving.native false)"
     if native:
         library, how = native_library(compiled.forest)
-        if library is not None:
+        while library is not None:
             in_c = replace(compiled, native=library)
             check = verify(in_c, predict_fn, rows, columns, source)
             if check.passed:
                 return in_c, _verified(check, f"tl2cgen C library ({how})")
-            how = f"its C library differs: {check.reason}"
+            if how.startswith(CACHED):  # a cached library is checked like a new one: on a difference, built again
+                logger.warning("the cached C library differs from the model (%s); building it again", check.reason)
+                library, how = native_library(compiled.forest, cached=False)
+                continue
+            library, how = None, f"its C library differs: {check.reason}"
         engine = f"treelite GTIL (not tl2cgen: {how})"
     check = verify(compiled, predict_fn, rows, columns, source)
     if not check.passed:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import stat
 
 import mlflow
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from mlops.adapters import registry
 from mlops.domain import modeling
 from mlops.serving import compiled as compiled_path
+from mlops.serving import forest_cache
 from mlops.serving.model import load_served_model, split_predictions, verification_rows
 from mlops.serving.schema import parse_request
 
@@ -57,7 +60,7 @@ def test_the_default_pipeline_compiles_and_equals_predict_proba_on_the_holdout(b
     assert predictor is not None, note
     # This machine has gcc (CI's image too): the trees run as a C library, or the note says why not.
     assert predictor.engine == "tl2cgen", note
-    assert note.startswith(f"verified on {len(holdout)} holdout rows") and "tl2cgen C library (built by" in note
+    assert note.startswith(f"verified on {len(holdout)} holdout rows") and "tl2cgen C library (" in note
     interpreted, gtil_note = compiled_path.compile_for_serving(booster, "predict_proba", columns,
                                                                booster.predict_proba, holdout, "holdout", native=False)
     assert interpreted is not None and interpreted.engine == "gtil", gtil_note
@@ -89,6 +92,65 @@ def test_a_c_library_that_differs_from_the_model_is_not_used_and_gtil_serves(boo
     assert "not tl2cgen: its C library differs: max |difference|" in note
     got = predictor.predict([compiled_path.rows_of(holdout, columns)])
     assert np.abs(got - booster.predict_proba(holdout)).max() <= compiled_path.TOLERANCE
+
+
+def test_a_forest_is_built_once_per_machine_and_a_cached_library_is_verified_like_a_new_one(
+        booster, flights, flights_config, tmp_path, monkeypatch):
+    """The per-user cache: a hit loads without a build; a truncated entry and one of another model are built again."""
+    _, _, holdout = flights
+    columns = served_columns(booster, holdout)
+    monkeypatch.setenv(forest_cache.CACHE_DIR_ENV, str(tmp_path / "cache"))
+
+    def serve() -> str:
+        predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, booster.predict_proba,
+                                                            holdout, "holdout")
+        assert predictor is not None and predictor.engine == "tl2cgen", note
+        got = predictor.predict([compiled_path.rows_of(holdout, columns)])
+        assert np.abs(got - booster.predict_proba(holdout)).max() <= compiled_path.TOLERANCE
+        # Unloaded before the next: a process that still holds a library gets that one from dlopen by its path.
+        del predictor
+        gc.collect()
+        return note
+
+    built = serve()
+    assert "built by" in built and "cached in" in built, built
+    directory = forest_cache.cache_dir()
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    [entry] = directory.glob("*.so")
+    assert not [p for p in directory.iterdir() if p.is_dir()], "the build's temp dir is left behind"
+    hit = serve()
+    assert compiled_path.CACHED in hit, hit
+    assert float(hit.split(" in ")[1].split(" s")[0]) < 1.0, hit  # the load, not a build
+
+    # A short file would crash the process that loads it (SIGBUS): its digest stops it before dlopen.
+    truncated = tmp_path / "truncated.so"
+    truncated.write_bytes(entry.read_bytes()[:4096])
+    truncated.replace(entry)
+    assert "built by" in serve()
+
+    # An intact entry of another model under this forest's key (a stale compiler, a collision): it loads, and differs.
+    X, y, _ = flights
+    other = compiled_path.compile_pipeline(fit(flights_config, X, y, max_iter=41), "predict_proba", columns)
+    assert compiled_path.native_library(other.forest)[0] is not None
+    gc.collect()
+    [other_entry] = set(directory.glob("*.so")) - {entry}
+    for suffix in (".sha256", ".so"):
+        other_entry.with_suffix(suffix).replace(entry.with_suffix(suffix))
+    assert "built by" in serve()
+    assert len(list(directory.glob("*.so"))) == 1
+
+
+def test_a_cache_directory_others_can_write_is_not_used(booster, flights, tmp_path, monkeypatch):
+    _, _, holdout = flights
+    monkeypatch.setenv(forest_cache.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    forest_cache.cache_dir().mkdir(parents=True)
+    forest_cache.cache_dir().chmod(0o777)
+    columns = served_columns(booster, holdout)
+    predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, booster.predict_proba,
+                                                        holdout, "holdout")
+    assert predictor is not None and predictor.engine == "tl2cgen", note
+    assert "not a 0700 directory of this user" in note, note
+    assert list(forest_cache.cache_dir().iterdir()) == []  # nothing written where others could swap it
 
 
 def test_requests_parsed_from_json_score_as_the_model_does(booster, flights):
