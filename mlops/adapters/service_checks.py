@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from mlops import waiting
 from mlops.config import Config
 from mlops.domain.checks import Check
 
@@ -31,17 +32,23 @@ def is_healthy(endpoint: str) -> bool:
 def wait_until_healthy(endpoint: str, timeout_s: float = 120.0, interval_s: float = 0.5) -> float:
     """Poll GET /ping until 200; returns the seconds it took."""
     start = time.monotonic()
-    last = "no answer"
-    while time.monotonic() - start < timeout_s:
+    last = ["no answer"]
+
+    def answers() -> bool:
         try:
             response = httpx.get(f"{endpoint}/ping", timeout=2.0)
-            if response.status_code == 200:
-                return time.monotonic() - start
-            last = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
-            last = type(exc).__name__
-        time.sleep(interval_s)
-    raise ServiceUnavailable(f"{endpoint}/ping did not answer 200 within {timeout_s:.0f} s (last: {last})")
+            last[0] = type(exc).__name__
+            return False
+        last[0] = f"HTTP {response.status_code}"
+        return response.status_code == 200
+
+    try:
+        waiting.wait_for(answers, timeout=timeout_s, interval=interval_s, what=f"{endpoint}/ping answering 200",
+                         seen=lambda: last[0])
+    except waiting.TimedOut as exc:
+        raise ServiceUnavailable(str(exc)) from None
+    return time.monotonic() - start
 
 
 def split_payload(frame: pd.DataFrame) -> str:

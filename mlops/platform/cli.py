@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
-from mlops.config import DRIFT_SWEEP, POLICY_KINDS, PROJECT_ROOT
+from mlops.config import DRIFT_SWEEP, POLICY_KINDS
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -30,13 +29,10 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# The whole suite in two processes (pytest-xdist): the e2e tests, mostly waiting on the real stack,
-# run beside the CPU-bound rest (tests/conftest.py groups them). Arguments run pytest as given.
-WHOLE_SUITE = ["-n", "2", "--dist", "loadscope", "--no-loadscope-reorder"]
-
-
 def _test(args: argparse.Namespace) -> int:
-    return subprocess.call([sys.executable, "-m", "pytest", *(args.pytest_args or WHOLE_SUITE)], cwd=PROJECT_ROOT)
+    from mlops.platform import suite
+
+    return suite.run(args.pytest_args or ())
 
 
 def _contract(args: argparse.Namespace) -> int:
@@ -92,12 +88,13 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 ROLLBACK_DEPLOYMENT = "production-rollback/rollback"
+ROLLBACK_TIMEOUT_S = 1800  # a production apply under its environment lock, waiting for a delivery that holds it
 
 
 def _rollback(args: argparse.Namespace) -> int:
     """Run the rollback deployment on the stack's worker and wait for its outcome."""
+    import asyncio
     import getpass
-    import time
 
     from mlops.config import load_config
     from mlops.platform import processes
@@ -111,14 +108,12 @@ def _rollback(args: argparse.Namespace) -> int:
     parameters = {"reason": args.reason, "by": args.by or getpass.getuser(), "to_version": args.to, "model_name": args.model}
     try:
         with stack.prefect_settings():
-            from prefect.client.orchestration import get_client
             from prefect.deployments import run_deployment
+            from prefect.flow_runs import wait_for_flow_run
 
             run = run_deployment(ROLLBACK_DEPLOYMENT, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0)
             print(f"started the rollback: {stack.prefect_url}/runs/flow-run/{run.id}", flush=True)
-            with get_client(sync_client=True) as client:
-                while not (state := client.read_flow_run(run.id).state) or not state.is_final():
-                    time.sleep(1)
+            state = asyncio.run(wait_for_flow_run(run.id, timeout=ROLLBACK_TIMEOUT_S)).state
     except StackNotSetUp as exc:
         print(f"mlops rollback: {exc}", file=sys.stderr)
         return 1

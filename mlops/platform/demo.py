@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from mlops import waiting
 from mlops.config import Config, load_config
 from mlops.platform import stack
 
@@ -33,13 +34,10 @@ class Timeline:
 
 
 def _poll(condition: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(1.0)
-    raise DemoError(f"{what} did not happen within {timeout_s:.0f} s")
+    try:
+        return waiting.wait_for(condition, timeout=timeout_s, what=what, interval=1.0)
+    except waiting.TimedOut as exc:
+        raise DemoError(str(exc)) from None
 
 
 class Loop:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
+from mlops import waiting
 from mlops.adapters import environments
 
 PREFIX = "mlops-environment-"
@@ -62,14 +63,15 @@ def _take(client: Any, name: str, deadline: float, lease: float) -> UUID | None:
     """A lease on the one-slot limit `name`, polled until `deadline`; None when its holder keeps it."""
     from prefect.exceptions import PrefectHTTPStatusError
 
-    while True:
+    def attempt() -> UUID | None:
         try:
-            answer = client.increment_concurrency_slots_with_lease([name], 1, "concurrency", lease)
-            return UUID(answer.json()["lease_id"])
+            return UUID(client.increment_concurrency_slots_with_lease([name], 1, "concurrency", lease).json()["lease_id"])
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code != 423:  # 423 Locked: someone else holds it
                 raise
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            time.sleep(min(float(exc.response.headers.get("Retry-After", 1.0)), 1.0, left))
+            return None
+
+    try:
+        return waiting.wait_for(attempt, timeout=max(0.0, deadline - time.monotonic()), interval=1.0, what=f"lock {name}")
+    except waiting.TimedOut:
+        return None

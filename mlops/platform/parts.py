@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops import waiting
 from mlops.platform import processes, warmstart
 from mlops.platform.settings import FOREIGN_ENV, HOST, PORT_ENV, PREFECT_AUTH_ENV, StackSettings
 
@@ -230,7 +231,7 @@ def start(part: Part) -> str:
 def await_healthy(part: Part, timeout: float) -> None:
     """Wait until `part` answers its health URL; raise with the log's tail if it dies or the deadline passes."""
     started = time.monotonic()
-    if processes.wait_until(part.healthy, timeout=timeout, still_alive=lambda: part.running() is not None):
+    if waiting.holds(part.healthy, timeout=timeout, still_alive=lambda: part.running() is not None):
         print(f"  {part.name}: healthy at {part.health_url} ({time.monotonic() - started:.1f} s)", flush=True)
         return
     why = "exited" if part.running() is None else f"did not answer within {timeout:.0f} s"

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from mlops import waiting
+
 
 @dataclass(frozen=True)
 class PidRecord:
@@ -192,29 +194,11 @@ def wait_for_http(
     url: str,
     *,
     timeout: float,
-    still_alive: Callable[[], bool] = lambda: True,
+    still_alive: Callable[[], bool] | None = None,
     interval: float = 0.5,
 ) -> bool:
     """Poll `url` until it answers 2xx; False at the deadline or as soon as `still_alive()` turns False."""
-    return wait_until(lambda: http_ok(url), timeout=timeout, still_alive=still_alive, interval=interval)
-
-
-def wait_until(
-    check: Callable[[], bool],
-    *,
-    timeout: float,
-    still_alive: Callable[[], bool] = lambda: True,
-    interval: float = 0.5,
-) -> bool:
-    """Poll `check()` until True; False at the deadline or as soon as `still_alive()` turns False (one last check)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        if not still_alive():
-            return check()
-        time.sleep(interval)
-    return False
+    return waiting.holds(lambda: http_ok(url), timeout=timeout, still_alive=still_alive, interval=interval)
 
 
 @contextmanager
