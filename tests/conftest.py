@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,31 +11,6 @@ import yaml
 from mlops.config import PROJECT_ROOT, Config, load_config
 
 DIABETES_CONFIG = PROJECT_ROOT / "examples" / "diabetes" / "mlops.yaml"
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log) -> object:  # noqa: ANN001 - xdist's Producer
-    """In `mlops test`'s two xdist workers: one worker runs the e2e tests (one stack), the other the rest.
-
-    Work is handed out by scope: every e2e test is one scope, so one worker starts one stack for
-    all of them; every other module is a scope of its own, so its module-scoped fixtures are built
-    once. (xdist's `loadgroup` marks cannot do it under pytest 9.2: xdist 3.8 renames the node ids
-    through `item._nodeid`, which pytest 9.2 no longer reads.)
-    """
-    from xdist.scheduler import LoadScopeScheduling
-
-    class OneStackScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "e2e" if path.startswith("tests/e2e/") else path
-
-    return OneStackScheduling(config, log)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist the e2e tests come first, so their waits (heartbeat windows, automations, flow runs
-    on the worker) overlap the CPU-bound modules the other worker runs meanwhile."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: not item.get_closest_marker("e2e"))  # stable: each part keeps its order
 
 
 @pytest.fixture
