@@ -92,7 +92,9 @@ def prepare(benchdir: Path, repeat: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(year, preserve_index=False)
-    pq.write_table(pa.concat_tables([table] * repeat), benchdir / "year.parquet")  # pyarrow's defaults: one row group here
+    pq.write_table(
+        pa.concat_tables([table] * repeat), benchdir / "year.parquet"
+    )  # pyarrow's defaults: one row group here
     del table
     for copy in range(repeat):
         year.to_csv(benchdir / "year.csv", index=False, mode="a" if copy else "w", header=not copy)
@@ -101,12 +103,19 @@ def prepare(benchdir: Path, repeat: int) -> dict[str, Any]:
 
     from flows.batch_scoring import batch_scoring
 
-    batch_scoring(input_path=str(benchdir / "warmup.parquet"), version=version, output_path=str(benchdir / "warmup-out.parquet"))
+    batch_scoring(
+        input_path=str(benchdir / "warmup.parquet"), version=version, output_path=str(benchdir / "warmup-out.parquet")
+    )
     return {
-        "model": f"{MODEL} v{version}", "params": {**config.training.params, **params}, "train_window": window.label(),
-        "train_rows": len(train), "train_s": trained - started, "rows": pq.ParquetFile(benchdir / "year.parquet").metadata.num_rows,
+        "model": f"{MODEL} v{version}",
+        "params": {**config.training.params, **params},
+        "train_window": window.label(),
+        "train_rows": len(train),
+        "train_s": trained - started,
+        "rows": pq.ParquetFile(benchdir / "year.parquet").metadata.num_rows,
         "row_groups": pq.ParquetFile(benchdir / "year.parquet").metadata.num_row_groups,
-        "parquet_mb": (benchdir / "year.parquet").stat().st_size / 1e6, "csv_mb": (benchdir / "year.csv").stat().st_size / 1e6,
+        "parquet_mb": (benchdir / "year.parquet").stat().st_size / 1e6,
+        "csv_mb": (benchdir / "year.csv").stat().st_size / 1e6,
     }
 
 
@@ -136,8 +145,9 @@ def work_plain(path: Path, output: Path, native_threads: int | None) -> dict[str
             proba = model.predict_proba(df[config.dataset.features])
     else:
         proba = model.predict_proba(df[config.dataset.features])
-    out = df[config.dataset.key_columns].assign(model_version="1", prediction=model.classes_[np.argmax(proba, axis=1)],
-                                                probability=proba[:, 1])
+    out = df[config.dataset.key_columns].assign(
+        model_version="1", prediction=model.classes_[np.argmax(proba, axis=1)], probability=proba[:, 1]
+    )
     out.to_parquet(output, index=False)
     done = time.perf_counter()
     if "prefect" in sys.modules:
@@ -150,17 +160,30 @@ def work_flow(path: Path, output: Path, chunk_rows: int, native_threads: int | N
 
     rss_imports = _maxrss_mib()
     started = time.perf_counter()
-    summary = batch_scoring(input_path=str(path), version="1", output_path=str(output), chunk_rows=chunk_rows,
-                            native_threads=native_threads)
+    summary = batch_scoring(
+        input_path=str(path), version="1", output_path=str(output), chunk_rows=chunk_rows, native_threads=native_threads
+    )
     done = time.perf_counter()
-    return {"rows": summary["rows_read"], "call_s": done - started, "score_s": summary["seconds"], "rss_imports_mib": rss_imports,
-            "rejected": summary["rows_rejected"], "chunks": summary["chunks"]}
+    return {
+        "rows": summary["rows_read"],
+        "call_s": done - started,
+        "score_s": summary["seconds"],
+        "rss_imports_mib": rss_imports,
+        "rejected": summary["rows_rejected"],
+        "chunks": summary["chunks"],
+    }
 
 
-def worker(variant: str, benchdir: Path, chunk_rows: int, native_threads: int | None, output: Path, result_path: Path) -> None:
+def worker(
+    variant: str, benchdir: Path, chunk_rows: int, native_threads: int | None, output: Path, result_path: Path
+) -> None:
     kind, fmt = variant.split("-")
     path = benchdir / f"year.{fmt}"
-    result = work_plain(path, output, native_threads) if kind == "plain" else work_flow(path, output, chunk_rows, native_threads)
+    result = (
+        work_plain(path, output, native_threads)
+        if kind == "plain"
+        else work_flow(path, output, chunk_rows, native_threads)
+    )
     result["maxrss_self_mib"] = _maxrss_mib()
     result_path.write_text(json.dumps(result))
 
@@ -172,29 +195,54 @@ def worker(variant: str, benchdir: Path, chunk_rows: int, native_threads: int | 
 
 def bench_env(benchdir: Path) -> dict[str, str]:
     """The clean environment pointed at the temp dir."""
-    return clean_env({
-        "MLOPS_STATE_DIR": str(benchdir / "state"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{benchdir / 'mlflow.db'}",
-        "PREFECT_HOME": str(benchdir / "prefect"),  # the ephemeral API's database, like ~/.prefect
-    })
+    return clean_env(
+        {
+            "MLOPS_STATE_DIR": str(benchdir / "state"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{benchdir / 'mlflow.db'}",
+            "PREFECT_HOME": str(benchdir / "prefect"),  # the ephemeral API's database, like ~/.prefect
+        }
+    )
 
 
-def run_once(variant: str, chunk_rows: int, threads: int, benchdir: Path, label: str, extra_env: dict[str, str]) -> dict[str, Any]:
+def run_once(
+    variant: str, chunk_rows: int, threads: int, benchdir: Path, label: str, extra_env: dict[str, str]
+) -> dict[str, Any]:
     rundir = benchdir / "runs" / label
     rundir.mkdir(parents=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--benchdir", str(benchdir),
-               "--chunk-rows", str(chunk_rows), "--native-threads", str(threads),
-               "--output", str(rundir / "scores.parquet"), "--result", str(rundir / "result.json")]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        variant,
+        "--benchdir",
+        str(benchdir),
+        "--chunk-rows",
+        str(chunk_rows),
+        "--native-threads",
+        str(threads),
+        "--output",
+        str(rundir / "scores.parquet"),
+        "--result",
+        str(rundir / "result.json"),
+    ]
     # Summed RSS every 50 ms, as the published figures were taken.
-    measured = run_measured(command, env=bench_env(benchdir) | extra_env, cwd=benchdir, log=rundir / "worker.log",
-                            interval=0.05, pss=False)
+    measured = run_measured(
+        command, env=bench_env(benchdir) | extra_env, cwd=benchdir, log=rundir / "worker.log", interval=0.05, pss=False
+    )
     result = json.loads((rundir / "result.json").read_text())
     return result | {
-        "variant": variant, "chunk_rows": chunk_rows if variant.startswith("flow") else None, "threads": threads, "label": label,
-        "output": str(rundir / "scores.parquet"), "process_s": measured.wall_s, "cpu_s": measured.cpu_s,
+        "variant": variant,
+        "chunk_rows": chunk_rows if variant.startswith("flow") else None,
+        "threads": threads,
+        "label": label,
+        "output": str(rundir / "scores.parquet"),
+        "process_s": measured.wall_s,
+        "cpu_s": measured.cpu_s,
         # CPU the rest of the machine used meanwhile, in cores: other work competing with the run.
         "others_cores": measured.others_cores(),
-        "maxrss_mib": measured.maxrss_mib, "tree_peak_rss_mib": measured.tree_peak_mib, "loadavg_1m": measured.loadavg_1m,
+        "maxrss_mib": measured.maxrss_mib,
+        "tree_peak_rss_mib": measured.tree_peak_mib,
+        "loadavg_1m": measured.loadavg_1m,
     }
 
 
@@ -231,6 +279,7 @@ def markdown(results: list[dict[str, Any]], setup: dict[str, Any]) -> str:
         "| CPU s | peak RSS MiB | RSS after imports MiB | peak RSS, tree MiB | others' load, cores |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
     def order(item: tuple[tuple[str, int | None, int], Any]) -> tuple[int, int, int]:
         (variant, chunk, threads), _ = item
         return VARIANTS.index(variant), chunk or 0, threads
@@ -249,13 +298,24 @@ def markdown(results: list[dict[str, Any]], setup: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3, help="rounds; each runs every variant once (medians are reported)")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="rounds; each runs every variant once (medians are reported)"
+    )
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
     parser.add_argument("--chunk-rows", type=int, nargs="+", default=[50_000], help="chunk sizes for the flow variants")
-    parser.add_argument("--native-threads", type=int, nargs="+", default=[0],
-                        help="OpenMP threads while predicting, for every variant (0: the libraries' default, one per core)")
-    parser.add_argument("--repeat", type=int, default=1, help="write the year this many times over into the input files")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for every run")
+    parser.add_argument(
+        "--native-threads",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="OpenMP threads while predicting, for every variant (0: the libraries' default, one per core)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="write the year this many times over into the input files"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for every run"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "batch_scoring.json")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (MLflow store, files, logs)")
     parser.add_argument("--worker", choices=[*VARIANTS, "prepare"], help=argparse.SUPPRESS)
@@ -278,14 +338,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"setting up in {benchdir} (training, registering, writing the year as Parquet and CSV)", flush=True)
         started = time.perf_counter()
         with (benchdir / "prepare.log").open("w") as log:
-            subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", "prepare", "--benchdir", str(benchdir),
-                            "--repeat", str(args.repeat), "--result", str(benchdir / "prepare.json")], env=bench_env(benchdir), cwd=benchdir,
-                           stdout=log, stderr=subprocess.STDOUT, check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--worker",
+                    "prepare",
+                    "--benchdir",
+                    str(benchdir),
+                    "--repeat",
+                    str(args.repeat),
+                    "--result",
+                    str(benchdir / "prepare.json"),
+                ],
+                env=bench_env(benchdir),
+                cwd=benchdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
         setup = json.loads((benchdir / "prepare.json").read_text())
         print(f"setup took {time.perf_counter() - started:.0f} s: {setup}", flush=True)
 
         extra_env = dict(item.split("=", 1) for item in args.env)
-        plan = [(v, c, t) for v in args.variants for c in (args.chunk_rows if v.startswith("flow") else [0]) for t in args.native_threads]
+        plan = [
+            (v, c, t)
+            for v in args.variants
+            for c in (args.chunk_rows if v.startswith("flow") else [0])
+            for t in args.native_threads
+        ]
         results = []
         for round_ in range(args.runs):
             shift = round_ % len(plan)
@@ -293,13 +374,22 @@ def main(argv: list[str] | None = None) -> int:
                 label = f"{variant}{f'-c{chunk}' if chunk else ''}-t{threads}-{round_}"
                 result = run_once(variant, chunk or args.chunk_rows[0], threads, benchdir, label, extra_env)
                 results.append(result)
-                print(f"{label}: scoring {result['score_s']:.2f} s, call {result['call_s']:.2f} s, "
-                      f"peak RSS {result['maxrss_mib']:.0f} MiB (tree {result['tree_peak_rss_mib']:.0f})", flush=True)
+                print(
+                    f"{label}: scoring {result['score_s']:.2f} s, call {result['call_s']:.2f} s, "
+                    f"peak RSS {result['maxrss_mib']:.0f} MiB (tree {result['tree_peak_rss_mib']:.0f})",
+                    flush=True,
+                )
         last = [r for r in results if r["label"].endswith(f"-{args.runs - 1}")]
         diffs = check_same_predictions(last)
 
-        report = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-                  "setup": setup, "max_abs_probability_diff_vs_plain": diffs, "results": results}
+        report = {
+            "command": command,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "setup": setup,
+            "max_abs_probability_diff_vs_plain": diffs,
+            "results": results,
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
         print(f"\n{report['date']} — {report['machine']}\n`{command}`\n")

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -30,15 +30,37 @@ HOST = "127.0.0.1"
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The inherited environment without Prefect/MLflow/mlops settings that would point elsewhere, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MLOPS_"))}
-    return env | {"MLOPS_CONFIG": str(ROOT / "mlops.yaml"), "PYTHONUNBUFFERED": "1",
-                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false"} | dict(extra or {})
+    return (
+        env
+        | {
+            "MLOPS_CONFIG": str(ROOT / "mlops.yaml"),
+            "PYTHONUNBUFFERED": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        | dict(extra or {})
+    )
 
 
 def machine() -> str:
     """Cores, CPU model, memory and Python: what a reader needs to compare figures."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))) / 2**20
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = (
+        int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
+        / 2**20
+    )
     return f"{os.cpu_count()} cores ({cpu}, {platform.machine()}), {mem:.0f} GiB, Python {platform.python_version()}"
 
 
@@ -123,10 +145,8 @@ class TreeSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
+            with suppress(self._psutil.Error):
                 self.peak = max(self.peak, self.memory())
-            except self._psutil.Error:
-                pass
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Self:
@@ -154,12 +174,21 @@ class Measured:
         return max(0.0, self.busy_s - self.cpu_s - also_ours) / self.wall_s
 
 
-def run_measured(command: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: Path | None = None,
-                 interval: float = 0.1, pss: bool = True) -> Measured:
+def run_measured(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log: Path | None = None,
+    interval: float = 0.1,
+    pss: bool = True,
+) -> Measured:
     """Run `command` to its end (output to `log`, else inherited) while sampling its tree; raise if it fails."""
     load, busy_before, started = os.getloadavg()[0], busy_cpu_seconds(), time.perf_counter()
     with log.open("w") if log else nullcontext() as out:
-        process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT if out else None)
+        process = subprocess.Popen(
+            list(command), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT if out else None
+        )
         with TreeSampler(process.pid, interval, pss) as sampler:
             _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -167,8 +196,14 @@ def run_measured(command: Sequence[str], *, env: Mapping[str, str], cwd: Path, l
     if process.returncode != 0:
         shown = f":\n{processes.tail(log)}" if log else ""
         raise RuntimeError(f"{' '.join(command[:4])} ... exited with {process.returncode}{shown}")
-    return Measured(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, busy_s=busy_cpu_seconds() - busy_before,
-                    maxrss_mib=usage.ru_maxrss / 1024, tree_peak_mib=sampler.peak / 2**20, loadavg_1m=load)
+    return Measured(
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        busy_s=busy_cpu_seconds() - busy_before,
+        maxrss_mib=usage.ru_maxrss / 1024,
+        tree_peak_mib=sampler.peak / 2**20,
+        loadavg_1m=load,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,7 +221,13 @@ def prefect_server(home: Path, log: Path, timeout_s: float = 180) -> Iterator[tu
     url = f"http://{HOST}:{port}/api"
     command = [str(VENV_BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(port)]
     started = time.monotonic()
-    with running(command, env=clean_env({"PREFECT_HOME": str(home)}), health_url=f"{url}/health", log=log,
-                 timeout_s=timeout_s, stop_timeout_s=30) as record:
+    with running(
+        command,
+        env=clean_env({"PREFECT_HOME": str(home)}),
+        health_url=f"{url}/health",
+        log=log,
+        timeout_s=timeout_s,
+        stop_timeout_s=30,
+    ) as record:
         print(f"prefect server up at {url} after {time.monotonic() - started:.1f} s (pid {record.pid})", flush=True)
         yield url, record.pid

@@ -130,8 +130,9 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
     with step("start_run"):  # start_training_run
         client = registry.connect(config)
         experiment = client.get_experiment_by_name(config.tracking.experiment)
-        run_id = client.create_run(experiment.experiment_id, run_name=f"ct-{config.dataset.name}-{as_of.isoformat()}",
-                                   tags=lineage).info.run_id
+        run_id = client.create_run(
+            experiment.experiment_id, run_name=f"ct-{config.dataset.name}-{as_of.isoformat()}", tags=lineage
+        ).info.run_id
     with step("extract"):  # extract_window; the full source is freed on return, as the task frees it
         loaded = sources.load_window(config, as_of=as_of.isoformat(), months=months)
         df, window, data_hash = loaded.frame, loaded.window.label(), content_hash(loaded.frame)
@@ -171,15 +172,28 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
     with step("champion"):  # compare_champion
         champion, comparison = registry.champion(registry.connect(config), config.tracking.model_name), None
         if champion is not None:
-            comparison = champion_comparison(test, model, registry.load_model(champion), champion.trained_on,
-                                             champion.version, config, champion.tags.get("data_hash"), data_hash)
+            comparison = champion_comparison(
+                test,
+                model,
+                registry.load_model(champion),
+                champion.trained_on,
+                champion.version,
+                config,
+                champion.tags.get("data_hash"),
+                data_hash,
+            )
     with step("decide"):  # validate_model
         decision = decide(evaluation, config, comparison)
     with step("log_record"):  # log_training_record: the same MLflow calls
         client = registry.connect(config)
-        for key, value in {"window": window, "rows": rows, "train_rows": len(train), "test_rows": len(test),
-                           "estimator": config.training.estimator,
-                           **{f"param.{k}": v for k, v in chosen.params.items()}}.items():
+        for key, value in {
+            "window": window,
+            "rows": rows,
+            "train_rows": len(train),
+            "test_rows": len(test),
+            "estimator": config.training.estimator,
+            **{f"param.{k}": v for k, v in chosen.params.items()},
+        }.items():
             client.log_param(run_id, key, value)
         metrics = {f"test_{key}": value for key, value in evaluation.overall.items()}
         metrics[f"validation_{chosen.metric}"] = chosen.score
@@ -198,13 +212,24 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
         with mlflow.start_run(run_id=run_id):
             model_uri = registry.log_model(model, example, predict_outputs(model, example, config.task), config)
     with step("register"):  # register_model
-        version = registry.register(registry.connect(config), model_uri, run_id, config, lineage) if decision.passed else None
+        version = (
+            registry.register(registry.connect(config), model_uri, run_id, config, lineage) if decision.passed else None
+        )
     with step("finish"):  # finish_training_run
         registry.connect(config).set_terminated(run_id, status="FINISHED")
     shutil.rmtree(workdir, ignore_errors=True)
-    summary = {"version": version, "registered": version is not None, "run_id": run_id, "metric": decision.metric,
-               "score": decision.candidate, "champion_score": decision.champion, "window": window,
-               "training_window": lineage["training_window"], "rows": rows, "reasons": decision.reasons}
+    summary = {
+        "version": version,
+        "registered": version is not None,
+        "run_id": run_id,
+        "metric": decision.metric,
+        "score": decision.candidate,
+        "champion_score": decision.champion,
+        "window": window,
+        "training_window": lineage["training_window"],
+        "rows": rows,
+        "reasons": decision.reasons,
+    }
     return summary, steps, seconds
 
 
@@ -218,7 +243,7 @@ def work_script(as_of: date, months: int) -> dict[str, Any]:
     import mlflow  # noqa: F401  (the imports the script's steps need, timed apart from the work)
     import sklearn.ensemble  # noqa: F401
 
-    import mlops.adapters.registry  # noqa: F401
+    import mlops.adapters.registry
     import mlops.domain.validation  # noqa: F401
 
     imported = time.perf_counter()
@@ -227,8 +252,14 @@ def work_script(as_of: date, months: int) -> dict[str, Any]:
     done = time.perf_counter()
     if "prefect" in sys.modules:
         raise AssertionError("the plain script imported Prefect")
-    return {"import_s": imported - started, "call_s": done - imported, "summary": summary, "steps": steps,
-            "candidates": candidates, "rss_after_import_mib": rss_imported}
+    return {
+        "import_s": imported - started,
+        "call_s": done - imported,
+        "summary": summary,
+        "steps": steps,
+        "candidates": candidates,
+        "rss_after_import_mib": rss_imported,
+    }
 
 
 def work_flow(as_of: date, months: int) -> dict[str, Any]:
@@ -240,8 +271,15 @@ def work_flow(as_of: date, months: int) -> dict[str, Any]:
     summary = continuous_training(as_of=as_of, window_months=months, reason="bench")
     done = time.perf_counter()
     steps, candidates, flow_run = _task_times(summary["run_id"])
-    return {"import_s": imported - started, "call_s": done - imported, "summary": summary, "steps": steps,
-            "candidates": candidates, "flow_run": flow_run, "rss_after_import_mib": rss_imported}
+    return {
+        "import_s": imported - started,
+        "call_s": done - imported,
+        "summary": summary,
+        "steps": steps,
+        "candidates": candidates,
+        "flow_run": flow_run,
+        "rss_after_import_mib": rss_imported,
+    }
 
 
 def _rss_mib() -> float:
@@ -259,7 +297,9 @@ def _task_times(mlflow_run_id: str) -> tuple[dict[str, float], list[float], dict
     flow_run_id = MlflowClient().get_run(mlflow_run_id).data.tags["prefect_flow_run_id"]
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
-        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])))
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)]))
+        )
     by_task = {task: step for step, task in STEP_TASKS.items()}
     steps: dict[str, float] = {}
     candidates: list[float] = []
@@ -283,10 +323,23 @@ def _task_times(mlflow_run_id: str) -> tuple[dict[str, float], list[float], dict
             cursor = end
     flow_wall = flow_run.end_time.timestamp() - flow_run.start_time.timestamp()
     origin = flow_run.start_time.timestamp()
-    timeline = sorted((round(r.start_time.timestamp() - origin, 2), round(r.end_time.timestamp() - origin, 2), r.name)
-                      for r in task_runs if r.start_time and r.end_time)
-    return steps, candidates, {"id": flow_run_id, "flow_run_s": flow_wall, "tasks_union_s": covered,
-                               "outside_tasks_s": flow_wall - covered, "task_runs": len(task_runs), "timeline": timeline}
+    timeline = sorted(
+        (round(r.start_time.timestamp() - origin, 2), round(r.end_time.timestamp() - origin, 2), r.name)
+        for r in task_runs
+        if r.start_time and r.end_time
+    )
+    return (
+        steps,
+        candidates,
+        {
+            "id": flow_run_id,
+            "flow_run_s": flow_wall,
+            "tasks_union_s": covered,
+            "outside_tasks_s": flow_wall - covered,
+            "task_runs": len(task_runs),
+            "timeline": timeline,
+        },
+    )
 
 
 class RssSampler:
@@ -320,8 +373,10 @@ def worker(variant: str, result_path: Path, as_of: date, months: int) -> int:
     result["rss_peak_steps"] = sorted({name for name, start, end in STEP_INTERVALS if start <= sampler.peak_at <= end})
     # The RSS when each step ended, and the most it reached while the step ran: where the memory goes.
     result["rss_by_step"] = {
-        name: {"max_mib": max((m for t, m in sampler.timeline if start <= t <= end), default=None),
-               "at_end_mib": next((m for t, m in sampler.timeline if t >= end), None)}
+        name: {
+            "max_mib": max((m for t, m in sampler.timeline if start <= t <= end), default=None),
+            "at_end_mib": next((m for t, m in sampler.timeline if t >= end), None),
+        }
         for name, start, end in STEP_INTERVALS
     }
     result_path.write_text(json.dumps(result, default=str))
@@ -355,8 +410,9 @@ def probe_io(workdir: Path, as_of: date, months: int) -> dict[str, float]:
     X_frame, y = modeling.features_and_target(train, config)
     preprocessor = modeling.build_preprocessor(config).fit(X_frame)
     X = preprocessor.transform(X_frame)
-    model = modeling.assemble_model(preprocessor, modeling.fit_estimator(
-        config, {"learning_rate": 0.05, "max_leaf_nodes": 15}, X, y.to_numpy()))
+    model = modeling.assemble_model(
+        preprocessor, modeling.fit_estimator(config, {"learning_rate": 0.05, "max_leaf_nodes": 15}, X, y.to_numpy())
+    )
     timings: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[[], Any], times: int = 1) -> None:
@@ -371,12 +427,24 @@ def probe_io(workdir: Path, as_of: date, months: int) -> dict[str, float]:
     timed("write train + test parquet (split_data)", lambda: (train.to_parquet(train_path), test.to_parquet(test_path)))
     timed("read train parquet x2 (profile_data, engineer_features)", lambda: pd.read_parquet(train_path), 2)
     timed("read test parquet x3 (profile_data, evaluate_model, log_model)", lambda: pd.read_parquet(test_path), 3)
-    timed("save X, y .npy (engineer_features)", lambda: (np.save(workdir / "X.npy", X), np.save(workdir / "y.npy", y.to_numpy())))
-    timed("load X (mmap), y x5 (4 train_candidate, fit_final_model)",
-          lambda: (np.asarray(np.load(workdir / "X.npy", mmap_mode="r")).sum(), np.load(workdir / "y.npy")), 5)
+    timed(
+        "save X, y .npy (engineer_features)",
+        lambda: (np.save(workdir / "X.npy", X), np.save(workdir / "y.npy", y.to_numpy())),
+    )
+    timed(
+        "load X (mmap), y x5 (4 train_candidate, fit_final_model)",
+        lambda: (np.asarray(np.load(workdir / "X.npy", mmap_mode="r")).sum(), np.load(workdir / "y.npy")),
+        5,
+    )
     timed("joblib preprocessor dump + load", lambda: joblib.load(joblib.dump(preprocessor, workdir / "pre.joblib")[0]))
-    timed("joblib model dump + load x2 (fit_final_model; evaluate_model, log_model)",
-          lambda: (joblib.dump(model, workdir / "model.joblib"), joblib.load(workdir / "model.joblib"), joblib.load(workdir / "model.joblib")))
+    timed(
+        "joblib model dump + load x2 (fit_final_model; evaluate_model, log_model)",
+        lambda: (
+            joblib.dump(model, workdir / "model.joblib"),
+            joblib.load(workdir / "model.joblib"),
+            joblib.load(workdir / "model.joblib"),
+        ),
+    )
     timings["total"] = sum(timings.values())
     return timings
 
@@ -397,7 +465,9 @@ PROBE_PARTS: dict[str, tuple[int, int | None, bool]] = {
 def probe_part(name: str, window: Path, result_path: Path, as_of: date, months: int) -> int:
     """One part in this fresh process: wall and CPU of the part after the data is ready."""
     if name == "io":
-        result_path.write_text(json.dumps({"timings": probe_io(window.parent, as_of, months), "wall_s": 0.0, "cpu_s": 0.0}))
+        result_path.write_text(
+            json.dumps({"timings": probe_io(window.parent, as_of, months), "wall_s": 0.0, "cpu_s": 0.0})
+        )
         return 0
     from concurrent.futures import ThreadPoolExecutor
 
@@ -420,7 +490,11 @@ def probe_part(name: str, window: Path, result_path: Path, as_of: date, months: 
 
     started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max(1, threads) + 1) as pool:
-        report = pool.submit(data_quality_report, test, config, window.with_name(f"{uuid.uuid4()}.html"), train) if profile else None
+        report = (
+            pool.submit(data_quality_report, test, config, window.with_name(f"{uuid.uuid4()}.html"), train)
+            if profile
+            else None
+        )
         if threads:
             with ThreadPoolExecutor(threads) as search:
                 list(search.map(candidate, modeling.candidate_grid(config)))
@@ -440,24 +514,41 @@ def probe(out: Path, runs: int, quiet: float, quiet_timeout: float, as_of: date,
         for name in ["io", *[part for _ in range(runs) for part in PROBE_PARTS]]:  # rounds over the parts
             wait_for_quiet(quiet, quiet_timeout)
             result_path = workdir / "part.json"
-            command = [sys.executable, str(Path(__file__).resolve()), "--probe-part", name, *window_args(as_of, months),
-                       "--window", str(workdir / "window.parquet"), "--result", str(result_path)]
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--probe-part",
+                name,
+                *window_args(as_of, months),
+                "--window",
+                str(workdir / "window.parquet"),
+                "--result",
+                str(result_path),
+            ]
             measured = run_measured(command, env=clean_env(), cwd=workdir)
             found = json.loads(result_path.read_text()) | {
-                "maxrss_mib": measured.maxrss_mib, "others_cores": measured.others_cores(),
+                "maxrss_mib": measured.maxrss_mib,
+                "others_cores": measured.others_cores(),
             }
             raw.setdefault(name, []).append(found)
             print(f"  {name}: {found}", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     io = raw.pop("io")[0]["timings"]
-    parts = {name: {key: median([r[key] for r in rs]) for key in ("wall_s", "cpu_s", "maxrss_mib", "others_cores")}
-             for name, rs in raw.items()}
+    parts = {
+        name: {key: median([r[key] for r in rs]) for key in ("wall_s", "cpu_s", "maxrss_mib", "others_cores")}
+        for name, rs in raw.items()
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "io": io,
-                               "parts": parts, "raw": raw}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"date": datetime.now(UTC).isoformat(timespec="seconds"), "io": io, "parts": parts, "raw": raw}, indent=2
+        )
+    )
     print(f"\nmedians of {runs} run(s)")
-    print("\n| part (fresh process, same window) | wall s | CPU s | peak RSS MiB | others' load, cores |\n|---|---:|---:|---:|---:|")
+    print(
+        "\n| part (fresh process, same window) | wall s | CPU s | peak RSS MiB | others' load, cores |\n|---|---:|---:|---:|---:|"
+    )
     for name, r in parts.items():
         print(f"| {name} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['maxrss_mib']:.0f} | {r['others_cores']:.2f} |")
     print("\n| inter-task file traffic (flow only) | seconds |\n|---|---:|")
@@ -473,6 +564,7 @@ def probe(out: Path, runs: int, quiet: float, quiet_timeout: float, as_of: date,
 
 def code_version() -> str:
     """The commit measured, and whether the flow's code differs from it (others edit while benchmarks run)."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
@@ -485,33 +577,53 @@ def window_args(as_of: date, months: int) -> list[str]:
     return ["--as-of", as_of.isoformat(), "--months", str(months)]
 
 
-def run_once(variant: str, benchdir: Path, run: int | str, server: tuple[str, int] | None, extra: dict[str, str],
-             as_of: date, months: int) -> dict[str, Any]:
+def run_once(
+    variant: str,
+    benchdir: Path,
+    run: int | str,
+    server: tuple[str, int] | None,
+    extra: dict[str, str],
+    as_of: date,
+    months: int,
+) -> dict[str, Any]:
     """One run of a variant in a fresh subprocess with its own MLflow store and state dir."""
     rundir = benchdir / f"{variant}-{run}"
     rundir.mkdir()
-    env = clean_env({
-        "MLFLOW_TRACKING_URI": f"sqlite:///{rundir / 'mlflow.db'}",
-        "MLOPS_STATE_DIR": str(rundir / "state"),
-        **extra,
-    })
+    env = clean_env(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{rundir / 'mlflow.db'}",
+            "MLOPS_STATE_DIR": str(rundir / "state"),
+            **extra,
+        }
+    )
     if variant == "flow-ephemeral":
         env["PREFECT_HOME"] = str(benchdir / "prefect-ephemeral")  # shared by the ephemeral runs, like ~/.prefect
     elif variant.startswith("flow-server"):
         assert server is not None, "flow-server needs the Prefect server"
         env |= {"PREFECT_HOME": str(benchdir / "prefect-client"), "PREFECT_API_URL": server[0]}
     result_path = rundir / "result.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, *window_args(as_of, months),
-               "--result", str(result_path)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        variant,
+        *window_args(as_of, months),
+        "--result",
+        str(result_path),
+    ]
     server_sampler = TreeSampler(server[1]) if server else None
     server_cpu = server_sampler.cpu_seconds() if server_sampler else 0.0
     measured = run_measured(command, env=env, cwd=rundir, log=rundir / "worker.log")  # cwd: MLflow's ./mlruns
     server_cpu = (server_sampler.cpu_seconds() - server_cpu) if server_sampler else 0.0
     return json.loads(result_path.read_text()) | {
-        "variant": variant, "run": run, "process_s": measured.wall_s, "loadavg_1m": measured.loadavg_1m,
+        "variant": variant,
+        "run": run,
+        "process_s": measured.wall_s,
+        "loadavg_1m": measured.loadavg_1m,
         "cpu_s": measured.cpu_s,
         # CPU the rest of the machine used meanwhile, in cores: other people's work competing with the run.
-        "others_cores": measured.others_cores(also_ours=server_cpu), "maxrss_mib": measured.maxrss_mib,
+        "others_cores": measured.others_cores(also_ours=server_cpu),
+        "maxrss_mib": measured.maxrss_mib,
         "tree_peak_pss_mib": measured.tree_peak_mib,
         # The Prefect server's CPU meanwhile: serving the flow's API calls (flow-server), else idling.
         "server_cpu_s": server_cpu if server_sampler else None,
@@ -545,13 +657,17 @@ def markdown(results: list[dict[str, Any]], variants: list[str]) -> str:
             f"| {median([r['maxrss_mib'] for r in rs]):.0f} | {median([r['tree_peak_pss_mib'] for r in rs]):.0f} "
             f"| {median([r['others_cores'] for r in rs]):.2f} |"
         )
-    lines += ["", "Per step, median seconds (flow: wall time from the first start to the last end of the step's task runs;"
-              " `profile` runs beside `features`/`candidates` in the flow, and the 4 candidates run side by side):", ""]
+    lines += [
+        "",
+        "Per step, median seconds (flow: wall time from the first start to the last end of the step's task runs;"
+        " `profile` runs beside `features`/`candidates` in the flow, and the 4 candidates run side by side):",
+        "",
+    ]
     header = "| step | " + " | ".join(by) + " |"
     lines += [header, "|---|" + "---:|" * len(by)]
     for step in [*STEP_TASKS, "outside tasks (flow engine)"]:
         cells = []
-        for v, rs in by.items():
+        for rs in by.values():
             if step.startswith("outside"):
                 vals = [r["flow_run"]["outside_tasks_s"] for r in rs if "flow_run" in r]
             else:
@@ -573,14 +689,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra env for every run")
     parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "ct.json")
-    parser.add_argument("--quiet", type=float, default=0.3, metavar="CORES",
-                        help="before each run, wait until the machine is busy on fewer cores than this (over 5 s)")
-    parser.add_argument("--quiet-timeout", type=float, default=600, help="give up waiting for quiet after this many seconds")
-    parser.add_argument("--max-others", type=float, default=0.3, metavar="CORES",
-                        help="repeat a run during which other processes used more than this many cores on average")
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=0.3,
+        metavar="CORES",
+        help="before each run, wait until the machine is busy on fewer cores than this (over 5 s)",
+    )
+    parser.add_argument(
+        "--quiet-timeout", type=float, default=600, help="give up waiting for quiet after this many seconds"
+    )
+    parser.add_argument(
+        "--max-others",
+        type=float,
+        default=0.3,
+        metavar="CORES",
+        help="repeat a run during which other processes used more than this many cores on average",
+    )
     parser.add_argument("--retries", type=int, default=2, help="repeats of a disturbed run before keeping it anyway")
-    parser.add_argument("--probe", action="store_true",
-                        help="measure the parts instead: the flow's file traffic; search threading and memory")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="measure the parts instead: the flow's file traffic; search threading and memory",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (MLflow stores, logs)")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--probe-part", choices=["io", *PROBE_PARTS], help=argparse.SUPPRESS)
@@ -592,49 +723,71 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe_part:
         return probe_part(args.probe_part, args.window, args.result, args.as_of, args.months)
     if args.probe:
-        return probe(args.out.with_name(args.out.stem + "-probe.json"), args.runs, args.quiet, args.quiet_timeout,
-                     args.as_of, args.months)
+        return probe(
+            args.out.with_name(args.out.stem + "-probe.json"),
+            args.runs,
+            args.quiet,
+            args.quiet_timeout,
+            args.as_of,
+            args.months,
+        )
 
     # Stopped with SIGTERM: unwind, so that the Prefect server is stopped and the temp dir removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     extra = dict(item.split("=", 1) for item in args.env)
     benchdir = Path(tempfile.mkdtemp(prefix="bench-ct-"))
-    print(f"bench dir {benchdir}; {args.runs} run(s) of {', '.join(args.variants)}"
-          + (f"; extra env {extra}" if extra else ""), flush=True)
+    print(
+        f"bench dir {benchdir}; {args.runs} run(s) of {', '.join(args.variants)}"
+        + (f"; extra env {extra}" if extra else ""),
+        flush=True,
+    )
     results: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "as_of": args.as_of.isoformat(), "window_months": args.months, "extra_env": extra, "code": code_version(),
-        "results": results, "discarded": discarded,
+        "as_of": args.as_of.isoformat(),
+        "window_months": args.months,
+        "extra_env": extra,
+        "code": code_version(),
+        "results": results,
+        "discarded": discarded,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     server_start: Callable[[], Any] = (
         (lambda: prefect_server(benchdir / "prefect-server", benchdir / "prefect-server.log"))
-        if any(v.startswith("flow-server") for v in args.variants) else nullcontext
+        if any(v.startswith("flow-server") for v in args.variants)
+        else nullcontext
     )
     try:
         with server_start() as server:
             for run in range(args.runs):
-                order = args.variants[run % len(args.variants):] + args.variants[: run % len(args.variants)]
+                order = args.variants[run % len(args.variants) :] + args.variants[: run % len(args.variants)]
                 for variant in order:
                     for attempt in range(args.retries + 1):
                         waited = time.monotonic()
                         before = wait_for_quiet(args.quiet, args.quiet_timeout)
-                        print(f"  waited {time.monotonic() - waited:.0f} s for quiet ({before:.2f} cores busy)", flush=True)
+                        print(
+                            f"  waited {time.monotonic() - waited:.0f} s for quiet ({before:.2f} cores busy)",
+                            flush=True,
+                        )
                         r = run_once(variant, benchdir, f"{run}.{attempt}", server, extra, args.as_of, args.months)
                         if r["others_cores"] <= args.max_others or attempt == args.retries:
                             break
                         discarded.append(r)
-                        print(f"run {run} {variant}: discarded (others used {r['others_cores']:.2f} cores): "
-                              f"call {r['call_s']:.1f} s", flush=True)
+                        print(
+                            f"run {run} {variant}: discarded (others used {r['others_cores']:.2f} cores): "
+                            f"call {r['call_s']:.1f} s",
+                            flush=True,
+                        )
                     results.append(r)
                     args.out.write_text(json.dumps(report, indent=2, default=str))
-                    print(f"run {run} {variant}: call {r['call_s']:.1f} s, process {r['process_s']:.1f} s, "
-                          f"cpu {r['cpu_s']:.1f} s, maxrss {r['maxrss_mib']:.0f} MiB, tree {r['tree_peak_pss_mib']:.0f} MiB, "
-                          f"others {r['others_cores']:.2f} cores, score {r['summary']['score']:.4f}, version {r['summary']['version']}",
-                          flush=True)
+                    print(
+                        f"run {run} {variant}: call {r['call_s']:.1f} s, process {r['process_s']:.1f} s, "
+                        f"cpu {r['cpu_s']:.1f} s, maxrss {r['maxrss_mib']:.0f} MiB, tree {r['tree_peak_pss_mib']:.0f} MiB, "
+                        f"others {r['others_cores']:.2f} cores, score {r['summary']['score']:.4f}, version {r['summary']['version']}",
+                        flush=True,
+                    )
     finally:
         if not args.keep:
             shutil.rmtree(benchdir, ignore_errors=True)

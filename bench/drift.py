@@ -47,14 +47,20 @@ def run_case(name: str, repeats: int) -> dict:
     times, results = [], []
     for _ in range(repeats):
         started = time.perf_counter()
-        frames = [drift.monitored_frame(df, pd.Series(model.predict_proba(df[config.dataset.features])[:, 1]), config)
-                  for df in (reference, current)]
+        frames = [
+            drift.monitored_frame(df, pd.Series(model.predict_proba(df[config.dataset.features])[:, 1]), config)
+            for df in (reference, current)
+        ]
         result = drift.compare(*frames, config)
         times.append(time.perf_counter() - started)
         results.append(result)
     return {
-        "case": name, "reference_rows": len(reference), "current_rows": len(current),
-        "sample_rows": sample_rows, "median_s": statistics.median(times), "runs_s": times,
+        "case": name,
+        "reference_rows": len(reference),
+        "current_rows": len(current),
+        "sample_rows": sample_rows,
+        "median_s": statistics.median(times),
+        "runs_s": times,
         "drift_share": results[-1].drift_share,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -70,16 +76,24 @@ def main() -> None:
         return
     rows = []
     for name in CASES:
-        out = subprocess.run([sys.executable, __file__, "--case", name, "--repeats", str(args.repeats)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--case", name, "--repeats", str(args.repeats)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print("| case | reference rows | current rows | sampled to | median s (score + compare) | runs s | drift share | peak RSS MB |")
+    print(
+        "| case | reference rows | current rows | sampled to | median s (score + compare) | runs s | drift share | peak RSS MB |"
+    )
     print("|---|---:|---:|---:|---:|---|---:|---:|")
     for r in rows:
         runs = ", ".join(f"{t:.2f}" for t in r["runs_s"])
-        print(f"| {r['case']} | {r['reference_rows']:,} | {r['current_rows']:,} | {(format(r['sample_rows'], ',') if r['sample_rows'] else 'all')} | "
-              f"{r['median_s']:.2f} | {runs} | {r['drift_share']:.2f} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['case']} | {r['reference_rows']:,} | {r['current_rows']:,} | {(format(r['sample_rows'], ',') if r['sample_rows'] else 'all')} | "
+            f"{r['median_s']:.2f} | {runs} | {r['drift_share']:.2f} | {r['peak_rss_mb']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

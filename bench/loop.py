@@ -71,8 +71,12 @@ def _breakdown(client, run) -> dict[str, float]:
     states = {state.type.value: state.timestamp.timestamp() for state in client.read_flow_run_states(run.id)}
     tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     first_task = min((t.start_time.timestamp() for t in tasks if t.start_time), default=float("nan"))
-    return {"created": run.created.timestamp(), "pending": states.get("PENDING", float("nan")),
-            "running": states.get("RUNNING", float("nan")), "first_task": first_task}
+    return {
+        "created": run.created.timestamp(),
+        "pending": states.get("PENDING", float("nan")),
+        "running": states.get("RUNNING", float("nan")),
+        "first_task": first_task,
+    }
 
 
 def _set_start(client, deployment_ids: list, start: str) -> None:
@@ -97,16 +101,32 @@ def _time_triggers(client, count: int, starts: list[str]) -> list[dict]:
     retrain = client.read_deployment_by_name(CT).id
     for automation in client.read_automations():  # the drift trigger's debounce off: one run per event here
         trigger = automation.trigger
-        if getattr(trigger, "expect", None) == {"mlops.drift.detected"} and str(getattr(automation.actions[0], "deployment_id", "")) == str(retrain):
-            kept = ("name", "description", "enabled", "actions", "actions_on_trigger", "actions_on_resolve")  # what an update takes
+        if getattr(trigger, "expect", None) == {"mlops.drift.detected"} and str(
+            getattr(automation.actions[0], "deployment_id", "")
+        ) == str(retrain):
+            kept = (
+                "name",
+                "description",
+                "enabled",
+                "actions",
+                "actions_on_trigger",
+                "actions_on_resolve",
+            )  # what an update takes
             core = AutomationCore(**{k: getattr(automation, k) for k in kept}, trigger=trigger)
-            client.update_automation(automation.id, core.model_copy(update={"trigger": trigger.model_copy(update={"within": 0})}))
+            client.update_automation(
+                automation.id, core.model_copy(update={"trigger": trigger.model_copy(update={"within": 0})})
+            )
     rows = []
     deployments = {CD: client.read_deployment_by_name(CD).id, CT: retrain}
     for i, start in ((i, start) for i in range(count) for start in starts):
         _set_start(client, list(deployments.values()), start)
         for deployment, event, resource, payload in [
-            (CD, "mlops.model.registered", f"mlflow.model.bench.{900 + i}", {"name": "bench-missing", "version": str(900 + i)}),
+            (
+                CD,
+                "mlops.model.registered",
+                f"mlflow.model.bench.{900 + i}",
+                {"name": "bench-missing", "version": str(900 + i)},
+            ),
             (CT, "mlops.drift.detected", "mlops.dataset.bench", {"as_of": "2012-01-01", "window_months": 1}),
         ]:
             known = {r.id for r in _runs(client, deployments[deployment])}
@@ -118,9 +138,15 @@ def _time_triggers(client, count: int, starts: list[str]) -> list[dict]:
                 time.sleep(0.1)
             run = _wait_final(client, new[0].id)
             at = _breakdown(client, run)
-            row = {"trigger": event, "start": start, "i": i, "to_created_s": at["created"] - sent.occurred.timestamp(),
-                   "to_pending_s": at["pending"] - sent.occurred.timestamp(), "to_running_s": at["running"] - sent.occurred.timestamp(),
-                   "to_first_task_s": at["first_task"] - sent.occurred.timestamp()}
+            row = {
+                "trigger": event,
+                "start": start,
+                "i": i,
+                "to_created_s": at["created"] - sent.occurred.timestamp(),
+                "to_pending_s": at["pending"] - sent.occurred.timestamp(),
+                "to_running_s": at["running"] - sent.occurred.timestamp(),
+                "to_first_task_s": at["first_task"] - sent.occurred.timestamp(),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     _set_start(client, list(deployments.values()), "warm")
@@ -135,22 +161,34 @@ def _runs(client, deployment_id):
 
 
 def _trigger_table(rows: list[dict]) -> None:
-    print("\n| trigger | start | runs | → created (automation) | → Pending (worker poll) | → Running (process start) | → first task |")
+    print(
+        "\n| trigger | start | runs | → created (automation) | → Pending (worker poll) | → Running (process start) | → first task |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     for event, start in dict.fromkeys((r["trigger"], r["start"]) for r in rows):
         mine = [r for r in rows if r["trigger"] == event and r["start"] == start]
-        med = {k: statistics.median(r[k] for r in mine) for k in ("to_created_s", "to_pending_s", "to_running_s", "to_first_task_s")}
+        med = {
+            k: statistics.median(r[k] for r in mine)
+            for k in ("to_created_s", "to_pending_s", "to_running_s", "to_first_task_s")
+        }
         top = max(r["to_running_s"] for r in mine)
-        print(f"| `{event}` | {start} | {len(mine)} | {med['to_created_s']:.2f} | {med['to_pending_s']:.2f} | "
-              f"{med['to_running_s']:.2f} (max {top:.2f}) | {med['to_first_task_s']:.2f} |")
+        print(
+            f"| `{event}` | {start} | {len(mine)} | {med['to_created_s']:.2f} | {med['to_pending_s']:.2f} | "
+            f"{med['to_running_s']:.2f} (max {top:.2f}) | {med['to_first_task_s']:.2f} |"
+        )
     print("(medians, seconds from the event)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10, help="events per trigger for the trigger timings (0: none)")
-    parser.add_argument("--starts", nargs="+", choices=["warm", "cold"], default=["warm", "cold"],
-                        help="how flow-run processes start, interleaved event by event")
+    parser.add_argument(
+        "--starts",
+        nargs="+",
+        choices=["warm", "cold"],
+        default=["warm", "cold"],
+        help="how flow-run processes start, interleaved event by event",
+    )
     parser.add_argument("--windows", nargs="*", default=["2013-04-01", "2013-05-01", "2013-06-01"])
     parser.add_argument("--load-seconds", type=int, default=20)
     args = parser.parse_args()
@@ -158,8 +196,13 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     os.environ["MLOPS_CONFIG"] = str(_bench_config(workdir, args.load_seconds))
     ports = sorted({processes.free_port() for _ in range(8)})[:4]
-    settings = StackSettings(state_dir=workdir / "state", prefect_port=ports[0], mlflow_port=ports[1],
-                             worker_port=ports[2], receiver_port=ports[3])
+    settings = StackSettings(
+        state_dir=workdir / "state",
+        prefect_port=ports[0],
+        mlflow_port=ports[1],
+        worker_port=ports[2],
+        receiver_port=ports[3],
+    )
     started = time.monotonic()
     if up(settings) != 0:
         raise SystemExit("stack did not come up")
@@ -172,7 +215,10 @@ def main() -> None:
     rows, triggers = [], []
     try:
         mlflow = MlflowClient(settings.mlflow_uri, registry_uri=settings.mlflow_uri)
-        with settings.prefect_settings(), get_client(sync_client=True) as client:  # `up` imported Prefect before the env
+        with (
+            settings.prefect_settings(),
+            get_client(sync_client=True) as client,
+        ):  # `up` imported Prefect before the env
             triggers = _time_triggers(client, args.events, args.starts) if args.events else []
             cd_deployment = client.read_deployment_by_name(CD).id
             for as_of in args.windows:
@@ -201,18 +247,24 @@ def main() -> None:
     print(f"\nstack up: {stack_up_s:.1f} s (cold)\n")
     if triggers:
         _trigger_table(triggers)
-    print("| CT window (before) | CT s | version | registered → CD created s | registered → CD running s | CD s | outcome | CT start → CD end s |")
+    print(
+        "| CT window (before) | CT s | version | registered → CD created s | registered → CD running s | CD s | outcome | CT start → CD end s |"
+    )
     print("|---|---:|---|---:|---:|---:|---|---:|")
     for r in rows:
         if r["registered"]:
-            print(f"| {r['as_of']} | {r['ct_s']:.1f} | v{r['version']} | {r['to_created_s']:.1f} | {r['to_running_s']:.1f} | "
-                  f"{r['cd_s']:.1f} | {r['outcome']} | {r['loop_s']:.1f} |")
+            print(
+                f"| {r['as_of']} | {r['ct_s']:.1f} | v{r['version']} | {r['to_created_s']:.1f} | {r['to_running_s']:.1f} | "
+                f"{r['cd_s']:.1f} | {r['outcome']} | {r['loop_s']:.1f} |"
+            )
         else:
             print(f"| {r['as_of']} | {r['ct_s']:.1f} | not registered (gates) | | | | | |")
     running = [r["to_running_s"] for r in rows if r["registered"]]
     created = [r["to_created_s"] for r in rows if r["registered"]]
     if running:
-        print(f"\nmedian registered → CD created {statistics.median(created):.1f} s, → CD running {statistics.median(running):.1f} s")
+        print(
+            f"\nmedian registered → CD created {statistics.median(created):.1f} s, → CD running {statistics.median(running):.1f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,15 @@ BURST_DEPLOYMENT = "bench-burst/burst"
 
 def _stack(profile: str, root: Path) -> StackSettings:
     ports = sorted({processes.free_port() for _ in range(10)})[:5]
-    return StackSettings(state_dir=root / profile, prefect_port=ports[0], mlflow_port=ports[1], worker_port=ports[2],
-                         receiver_port=ports[3], postgres_port=ports[4], profile=profile)
+    return StackSettings(
+        state_dir=root / profile,
+        prefect_port=ports[0],
+        mlflow_port=ports[1],
+        worker_port=ports[2],
+        receiver_port=ports[3],
+        postgres_port=ports[4],
+        profile=profile,
+    )
 
 
 def _burst(client, count: int) -> dict:
@@ -51,14 +58,15 @@ def _burst(client, count: int) -> dict:
     from prefect.flows import Flow
 
     Flow.from_source(str(PROJECT_ROOT), "bench/burst_flow.py:burst").deploy(
-        name="burst", work_pool_name="local", print_next_steps=False, ignore_warnings=True)
+        name="burst", work_pool_name="local", print_next_steps=False, ignore_warnings=True
+    )
     deployment = client.read_deployment_by_name(BURST_DEPLOYMENT).id
     refused: list[str] = []
 
     def submit(i: int):
         try:
             return run_deployment(BURST_DEPLOYMENT, parameters={"i": i}, timeout=0).id
-        except Exception as exc:  # noqa: BLE001 - counted: what the API refused under load
+        except Exception as exc:
             refused.append(f"{type(exc).__name__}: {exc}"[:200])
             return None
 
@@ -78,8 +86,14 @@ def _burst(client, count: int) -> dict:
         time.sleep(1.0)
     drained_s = time.monotonic() - started
     states = [r.state.name if r.state else "none" for r in runs]
-    return {"submitted": len(ids), "refused": len(refused), "refusals": refused[:3], "submit_s": submitted_s,
-            "drain_s": drained_s, **{name: states.count(name) for name in sorted(set(states))}}
+    return {
+        "submitted": len(ids),
+        "refused": len(refused),
+        "refusals": refused[:3],
+        "submit_s": submitted_s,
+        "drain_s": drained_s,
+        **{name: states.count(name) for name in sorted(set(states))},
+    }
 
 
 def _locked_lines(settings: StackSettings) -> int:
@@ -100,8 +114,10 @@ def _profile(profile: str, root: Path, burst: int, events: int) -> dict:
         with settings.prefect_settings(), get_client(sync_client=True) as client:
             if events:  # first, on a quiet stack
                 rows = _time_triggers(client, events)
-                result["triggers"] = {event: statistics.median(r["to_running_s"] for r in rows if r["trigger"] == event)
-                                      for event in dict.fromkeys(r["trigger"] for r in rows)}
+                result["triggers"] = {
+                    event: statistics.median(r["to_running_s"] for r in rows if r["trigger"] == event)
+                    for event in dict.fromkeys(r["trigger"] for r in rows)
+                }
             if burst:
                 result["burst"] = _burst(client, burst)
                 print(json.dumps({profile: result["burst"]}), flush=True)
@@ -134,11 +150,18 @@ def _search() -> list[dict]:
             baseline = list(pool.map(lambda p: train_candidate(config, features, p, threads), grid))
         rows.append({"runner": f"threads ({CORES}, {threads} OpenMP each)", "search_s": time.monotonic() - started})
         for workers in (1, 2):
-            compute = search_compute(config.model_copy(update={"compute": Compute(search_runner="dask", dask_workers=workers)}), {})
+            compute = search_compute(
+                config.model_copy(update={"compute": Compute(search_runner="dask", dask_workers=workers)}), {}
+            )
             started = time.monotonic()
             found = candidate_search.with_options(task_runner=dask_task_runner(compute))(config, features, grid, 1)
-            rows.append({"runner": f"Dask LocalCluster, {workers} worker(s)", "search_s": time.monotonic() - started,
-                         "equal": found == baseline})
+            rows.append(
+                {
+                    "runner": f"Dask LocalCluster, {workers} worker(s)",
+                    "search_s": time.monotonic() - started,
+                    "equal": found == baseline,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -161,16 +184,33 @@ def main() -> None:
     results = []
     for profile in args.profiles:  # each in a process of its own: Prefect keeps one events client per process
         out = root / f"{profile}.json"
-        subprocess.run([sys.executable, __file__, "--profiles", profile, "--burst", str(args.burst), "--events",
-                        str(args.events), "--one", str(out)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--profiles",
+                profile,
+                "--burst",
+                str(args.burst),
+                "--events",
+                str(args.events),
+                "--one",
+                str(out),
+            ],
+            check=True,
+        )
         results.append(json.loads(out.read_text()))
-    print("\n| profile | stack up s | burst: submitted | refused | completed | failed | crashed | drain s | \"database is locked\" lines | registered → CD Running s | drift → CT Running s |")
+    print(
+        '\n| profile | stack up s | burst: submitted | refused | completed | failed | crashed | drain s | "database is locked" lines | registered → CD Running s | drift → CT Running s |'
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         b, t = r.get("burst", {}), r.get("triggers", {})
-        print(f"| {r['profile']} | {r['up_s']:.0f} | {b.get('submitted', '')} | {b.get('refused', '')} | {b.get('Completed', 0)} | "
-              f"{b.get('Failed', 0)} | {b.get('Crashed', 0)} | {b.get('drain_s', float('nan')):.0f} | {r['locked_lines']} | "
-              f"{t.get('mlops.model.registered', float('nan')):.2f} | {t.get('mlops.drift.detected', float('nan')):.2f} |")
+        print(
+            f"| {r['profile']} | {r['up_s']:.0f} | {b.get('submitted', '')} | {b.get('refused', '')} | {b.get('Completed', 0)} | "
+            f"{b.get('Failed', 0)} | {b.get('Crashed', 0)} | {b.get('drain_s', float('nan')):.0f} | {r['locked_lines']} | "
+            f"{t.get('mlops.model.registered', float('nan')):.2f} | {t.get('mlops.drift.detected', float('nan')):.2f} |"
+        )
     if args.search:
         rows = _search()
         print("\n| search runner | search s (incl. cluster start) | candidates equal threads' |\n|---|---:|---|")

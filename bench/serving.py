@@ -53,13 +53,16 @@ done = function(summary, latency, requests)
     latency.max, e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
-INVOCATIONS = """
+INVOCATIONS = (
+    """
 local bodies = {BODIES}
 math.randomseed(42)
 request = function()
   return wrk.format("POST", "/invocations", {["Content-Type"] = "application/json"}, bodies[math.random(#bodies)])
 end
-""" + DONE
+"""
+    + DONE
+)
 
 
 def ensure_wrk() -> str:
@@ -88,8 +91,9 @@ def register_model(tracking_uri: str, artifacts: Path) -> tuple[str, Any, Any]:
     march, _ = modeling.features_and_target(sources.load_window(config, as_of="2013-04-01", months=1).frame, config)
     params = modeling.candidate_grid(config)[0]
     preprocessor = modeling.build_preprocessor(config).fit(X)
-    model = modeling.assemble_model(preprocessor, modeling.fit_estimator(config, params, preprocessor.transform(X),
-                                                                         y.to_numpy()))
+    model = modeling.assemble_model(
+        preprocessor, modeling.fit_estimator(config, params, preprocessor.transform(X), y.to_numpy())
+    )
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient()
     experiment = client.create_experiment(config.tracking.experiment, artifact_location=artifacts.as_uri())
@@ -128,8 +132,10 @@ def run_wrk(wrk: str, url: str, script: Path, connections: int, seconds: int) ->
 
 def check_answers(url: str, bodies: list[str], expected: np.ndarray) -> None:
     """The server's answers equal the offline model's predictions (also warms it up)."""
-    got = [httpx.post(f"{url}/invocations", content=b, headers={"Content-Type": "application/json"}, timeout=30)
-           for b in bodies]
+    got = [
+        httpx.post(f"{url}/invocations", content=b, headers={"Content-Type": "application/json"}, timeout=30)
+        for b in bodies
+    ]
     answers = np.array([r.json()["predictions"][0] for r in got])
     diff = float(np.abs(answers - expected).max())
     if diff > 1e-9:
@@ -158,12 +164,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--only", nargs="+", choices=["mlflow", "mlops-compiled", "mlops-gtil", "mlops-sklearn"],
-                        default=None)
-    parser.add_argument("--max-wait-ms", type=float, nargs="+", default=None,
-                        help="run the compiled service once per serving.max_wait_ms given (default: the config's)")
-    parser.add_argument("--predict-in", nargs="+", choices=["auto", "loop", "thread"], default=None,
-                        help="run the compiled service once per serving.predict_in given (default: the config's)")
+    parser.add_argument(
+        "--only", nargs="+", choices=["mlflow", "mlops-compiled", "mlops-gtil", "mlops-sklearn"], default=None
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        nargs="+",
+        default=None,
+        help="run the compiled service once per serving.max_wait_ms given (default: the config's)",
+    )
+    parser.add_argument(
+        "--predict-in",
+        nargs="+",
+        choices=["auto", "loop", "thread"],
+        default=None,
+        help="run the compiled service once per serving.predict_in given (default: the config's)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "serving.json")
     args = parser.parse_args(argv)
 
@@ -220,8 +237,15 @@ def main(argv: list[str] | None = None) -> int:
                 for connections in args.connections:
                     run_wrk(wrk, target, lua, connections, 2)  # warm-up
                     figures = run_wrk(wrk, target, lua, connections, args.seconds)
-                    results.append({"server": label, "connections": connections, **figures,
-                                    "load_before": os.getloadavg()[0], "command": command})
+                    results.append(
+                        {
+                            "server": label,
+                            "connections": connections,
+                            **figures,
+                            "load_before": os.getloadavg()[0],
+                            "command": command,
+                        }
+                    )
                     print(f"  {label} {connections} conns: {figures}")
 
     report = {"machine": machine(), "seconds": args.seconds, "results": results}

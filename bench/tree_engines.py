@@ -62,10 +62,13 @@ def main() -> int:
         times: dict[str, list[float]] = {name: [] for name in engines}
         for _ in range(7):  # rounds interleave the engines
             for name, engine in engines.items():
-                times[name].append(timeit.timeit(lambda e=engine: e.scores(X), number=number) / number)
+                times[name].append(timeit.timeit(lambda e=engine, X=X: e.scores(X), number=number) / number)
         figures = {name: 1e6 * float(np.median(t)) for name, t in times.items()}
-        print(f"| {n:,} | " + " | ".join(f"{v:,.1f}" for v in figures.values())
-              + f" | {figures['GTIL'] / figures['C -O0']:.1f}× |")
+        print(
+            f"| {n:,} | "
+            + " | ".join(f"{v:,.1f}" for v in figures.values())
+            + f" | {figures['GTIL'] / figures['C -O0']:.1f}× |"
+        )
     return 0
 
 

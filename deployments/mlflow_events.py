@@ -21,8 +21,9 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -66,9 +67,17 @@ def registered_event(body: dict[str, Any]) -> dict[str, Any] | None:
     name, version = data["name"], str(data["version"])
     return {
         "event": REGISTERED_EVENT,
-        "resource": {"prefect.resource.id": f"mlflow.model.{name}.{version}", "prefect.resource.name": f"{name} v{version}"},
-        "payload": {"name": name, "version": version, "run_id": data.get("run_id"), "source": data.get("source"),
-                    "tags": data.get("tags") or {}},
+        "resource": {
+            "prefect.resource.id": f"mlflow.model.{name}.{version}",
+            "prefect.resource.name": f"{name} v{version}",
+        },
+        "payload": {
+            "name": name,
+            "version": version,
+            "run_id": data.get("run_id"),
+            "source": data.get("source"),
+            "tags": data.get("tags") or {},
+        },
     }
 
 
@@ -114,14 +123,18 @@ def create_app(secret: str, emit: Emitter = emit_to_prefect) -> Starlette:
             return JSONResponse({"status": "ignored"})
         # One delivery, one event id: a retried delivery cannot start a second CD run.
         event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"mlflow-delivery:{delivery_id}")
-        seen[delivery_id] = int(request.headers["x-mlflow-timestamp"])  # before the await: a concurrent copy is a duplicate
+        seen[delivery_id] = int(
+            request.headers["x-mlflow-timestamp"]
+        )  # before the await: a concurrent copy is a duplicate
         try:
             await emit(event, event_id)
         except BaseException:
             seen.pop(delivery_id, None)  # not delivered: MLflow's retry (on the 500) may try again
             raise
         logger.info("emitted %s for %s", event["event"], event["resource"]["prefect.resource.id"])
-        return JSONResponse({"status": "emitted", "event_id": str(event_id), "resource": event["resource"]["prefect.resource.id"]})
+        return JSONResponse(
+            {"status": "emitted", "event_id": str(event_id), "resource": event["resource"]["prefect.resource.id"]}
+        )
 
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -148,8 +161,13 @@ def ensure_webhook(client: Any, url: str, secret: str) -> str:
         if hook.name == WEBHOOK_NAME:
             client.update_webhook(hook.webhook_id, url=url, secret=secret, status="ACTIVE")
             return hook.webhook_id
-    return client.create_webhook(WEBHOOK_NAME, url, events=["model_version.created"], secret=secret,
-                                 description="Fires continuous delivery for every new model version").webhook_id
+    return client.create_webhook(
+        WEBHOOK_NAME,
+        url,
+        events=["model_version.created"],
+        secret=secret,
+        description="Fires continuous delivery for every new model version",
+    ).webhook_id
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret-file", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(read_or_create_secret(args.secret_file)), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        create_app(read_or_create_secret(args.secret_file)), host=args.host, port=args.port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

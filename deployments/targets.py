@@ -47,11 +47,23 @@ def job_variables(target: str, image: str, local: dict[str, Any]) -> dict[str, A
     env = {**local.get("env", {}), **SERVER_ENV}
     if target == "kubernetes":
         # prefect-kubernetes' default template: image, namespace, service_account_name, env, image_pull_policy, ...
-        return {"image": image, "namespace": "mlops", "service_account_name": "prefect-mlops",
-                "image_pull_policy": "IfNotPresent", "finished_job_ttl": 3600, "env": env}
+        return {
+            "image": image,
+            "namespace": "mlops",
+            "service_account_name": "prefect-mlops",
+            "image_pull_policy": "IfNotPresent",
+            "finished_job_ttl": 3600,
+            "env": env,
+        }
     # prefect-docker's default template: image, env, networks, volumes, mem_limit, auto_remove, ...
-    return {"image": image, "env": env, "networks": ["mlops"], "volumes": ["mlops-state:/mnt/mlops-state"],
-            "mem_limit": "4g", "auto_remove": True}
+    return {
+        "image": image,
+        "env": env,
+        "networks": ["mlops"],
+        "volumes": ["mlops-state:/mnt/mlops-state"],
+        "mem_limit": "4g",
+        "auto_remove": True,
+    }
 
 
 def for_target(prefect_yaml: dict[str, Any], target: str, image: str) -> dict[str, Any]:
@@ -62,8 +74,10 @@ def for_target(prefect_yaml: dict[str, Any], target: str, image: str) -> dict[st
     out.pop("definitions", None)  # its anchors are already expanded by the YAML loader
     for deployment in out["deployments"]:
         local = deployment.get("work_pool") or {}
-        deployment["work_pool"] = {"name": POOL_NAMES[target],
-                                   "job_variables": job_variables(target, image, local.get("job_variables") or {})}
+        deployment["work_pool"] = {
+            "name": POOL_NAMES[target],
+            "job_variables": job_variables(target, image, local.get("job_variables") or {}),
+        }
         deployment["pull"] = [{"prefect.deployments.steps.set_working_directory": {"directory": WORKDIR}}]
     return out
 
@@ -78,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", required=True, help="the image holding this repository at " + WORKDIR)
     args = parser.parse_args(argv)
     rendered = for_target(load_prefect_yaml(), args.target, args.image)
-    sys.stdout.write(f"# Made by `python -m deployments.targets {args.target} --image {args.image}` from prefect.yaml; "
-                     "edit prefect.yaml, not this.\n")
+    sys.stdout.write(
+        f"# Made by `python -m deployments.targets {args.target} --image {args.image}` from prefect.yaml; "
+        "edit prefect.yaml, not this.\n"
+    )
     sys.stdout.write(yaml.safe_dump(rendered, sort_keys=False, width=120))
     return 0
 

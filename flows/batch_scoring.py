@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +14,14 @@ from mlops.config import load_config
 from mlops.domain import scoring
 from mlops.domain.window import AsOf, resolve_as_of
 from tasks.runs import require_servers
-from tasks.scoring import check_input, extract_scoring_window, fetch_model, locate_input, publish_scoring_report, score_input
+from tasks.scoring import (
+    check_input,
+    extract_scoring_window,
+    fetch_model,
+    locate_input,
+    publish_scoring_report,
+    score_input,
+)
 
 
 def _run_name() -> str:
@@ -67,13 +74,15 @@ def batch_scoring(
             source = locate_input(input_path)
         else:
             as_of_text = resolve_as_of(as_of, config.window.as_of)
-            source = extract_scoring_window(config, as_of_text, window_months or config.window.months, workdir, chunk_rows)
+            source = extract_scoring_window(
+                config, as_of_text, window_months or config.window.months, workdir, chunk_rows
+            )
         check_input(config, source)
         model = fetch_model(config, None if version is None else str(version), workdir)
         output = (
             Path(output_path).expanduser().resolve()
             if output_path
-            else scoring.default_output_path(config.state_dir, model.name, model.version, datetime.now(timezone.utc))
+            else scoring.default_output_path(config.state_dir, model.name, model.version, datetime.now(UTC))
         )
         result = score_input(config, model, source, output, chunk_rows, native_threads)
         publish_scoring_report(model, source, result)

@@ -82,8 +82,12 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
     champion = find_champion(config, name)
     previous = champion.version if champion else None
     if previous == version and serving_version(config, "production") == version:
-        create_markdown_artifact(key="cd-decision", markdown=f"# {name} v{version} already serves production: nothing to do")
-        return Completed(message=f"{name} v{version} already serves production", data={"status": "noop", "version": version})
+        create_markdown_artifact(
+            key="cd-decision", markdown=f"# {name} v{version} already serves production: nothing to do"
+        )
+        return Completed(
+            message=f"{name} v{version} already serves production", data={"status": "noop", "version": version}
+        )
     decided = candidate.tags.get("deployment")
     if decided and not force:  # one decision per version: a late webhook, a reconciliation, a second trigger
         why = f"{name} v{version} was already {decided} ({candidate.tags.get('deployment_run', 'an earlier run')}); force=true delivers it again"
@@ -102,11 +106,15 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
                 gates.append(verify_live_performance(config, endpoint, holdout, candidate, champion))
                 gates.append(run_load_test(config, endpoint, holdout, candidate.run_id))
             except Exception as exc:  # a broken deployment is a failed gate too
-                gates.append(Check(name="staging deployment", passed=False, detail=f"{type(exc).__name__}: {exc}"[:500]))
+                gates.append(
+                    Check(name="staging deployment", passed=False, detail=f"{type(exc).__name__}: {exc}"[:500])
+                )
                 raise GatesFailed(gates) from exc
             if not all(g.passed for g in gates):
                 raise GatesFailed(gates)
-            if config.delivery.approval == "manual":  # a person decides, seeing the gates; staging keeps serving meanwhile
+            if (
+                config.delivery.approval == "manual"
+            ):  # a person decides, seeing the gates; staging keeps serving meanwhile
                 gates.append(await_approval(config, name, version, gates, _links(config, candidate)))
                 if not gates[-1].passed:
                     raise GatesFailed(gates)
@@ -119,9 +127,12 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
         reason = str(failed)
         _reject(config, name, version, previous, gates, reason)
         if failed.__cause__ is not None:
-            raise failed.__cause__
-        return Completed(name="Rejected", message=reason, data={"status": "rejected", "version": version, "reason": reason,
-                                                               "gates": [g.model_dump() for g in gates]})
+            raise failed.__cause__  # noqa: B904 - the step's own error, as it was raised
+        return Completed(
+            name="Rejected",
+            message=reason,
+            data={"status": "rejected", "version": version, "reason": reason, "gates": [g.model_dump() for g in gates]},
+        )
     except Exception as exc:  # the gates passed but production or the alias move failed: rolled back, say so
         reason = f"rolled back after the gates passed: {type(exc).__name__}: {exc}"[:1000]
         tag_decision(config, name, version, "rolled_back", gates, reason)
@@ -136,19 +147,34 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
     create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))
     publish_records(config, name, version, outcome, gates)
     logger.info("promoted %s v%s: production at %s", name, version, production)
-    return Completed(message=f"promoted v{version}", data={"status": "promoted", "version": version, "endpoint": production,
-                                                            "gates": [g.model_dump() for g in gates]})
+    return Completed(
+        message=f"promoted v{version}",
+        data={
+            "status": "promoted",
+            "version": version,
+            "endpoint": production,
+            "gates": [g.model_dump() for g in gates],
+        },
+    )
 
 
 def _links(config: Config, candidate: VersionRef) -> str:
     """Where an approver reads more: the version and its training run in MLflow."""
-    found = [f"[{text}]({url})" for text, url in [
-        (f"MLflow: {candidate.name} v{candidate.version}", registry.version_url(config, candidate.name, candidate.version)),
-        ("its training run", registry.run_url(config, candidate.run_id) if candidate.run_id else None)] if url]
+    found = [
+        f"[{text}]({url})"
+        for text, url in [
+            (
+                f"MLflow: {candidate.name} v{candidate.version}",
+                registry.version_url(config, candidate.name, candidate.version),
+            ),
+            ("its training run", registry.run_url(config, candidate.run_id) if candidate.run_id else None),
+        ]
+        if url
+    ]
     return " · ".join(found)
 
 
-def _reject(config, name: str, version: str, champion: str | None, gates: list[Check], reason: str) -> None:  # noqa: ANN001
+def _reject(config, name: str, version: str, champion: str | None, gates: list[Check], reason: str) -> None:
     """After the rollback: tag the version rejected, say why and where staging went."""
     tag_decision(config, name, version, "rejected", gates, reason)
     emit_decision(REJECTED, "staging", name, version, gates, reason)

@@ -25,8 +25,12 @@ def _verdict(name: str, state: State, started: float) -> Check:
     """A check whose task crashed is a failed check: the other checks still run."""
     if state.is_completed():
         return state.result()
-    return Check(name=name, passed=False, seconds=round(time.perf_counter() - started, 1),
-                 detail=f"{state.name}: {state.message or 'no message'}"[:1500])
+    return Check(
+        name=name,
+        passed=False,
+        seconds=round(time.perf_counter() - started, 1),
+        detail=f"{state.name}: {state.message or 'no message'}"[:1500],
+    )
 
 
 @flow(name="continuous-integration", flow_run_name=_run_name)
@@ -68,13 +72,17 @@ def continuous_integration(
         commit_sha = commit.sha
         for marker in (m for m in selected if m in ci.TEST_SUITES):
             started = time.perf_counter()
-            results.append(_verdict(f"{marker} tests", run_test_suite(commit, marker, workdir, return_state=True), started))
+            results.append(
+                _verdict(f"{marker} tests", run_test_suite(commit, marker, workdir, return_state=True), started)
+            )
         if "model" in selected:
             started = time.perf_counter()
             results.append(_verdict("model check", check_model(config, return_state=True), started))
         if "infra" in selected:
             started = time.perf_counter()
-            results.append(_verdict("infrastructure", check_infrastructure(commit, workdir, return_state=True), started))
+            results.append(
+                _verdict("infrastructure", check_infrastructure(commit, workdir, return_state=True), started)
+            )
 
     summary = ci.summarize(commit_sha, results)
     publish_summary(summary)

@@ -7,9 +7,9 @@ import shutil
 from typing import Any
 
 from prefect import flow, runtime, unmapped
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from mlops import render
 from mlops.adapters import registry
@@ -17,6 +17,7 @@ from mlops.config import Config, load_config
 from mlops.domain import modeling
 from mlops.domain.modeling import Candidate
 from mlops.domain.window import AsOf, resolve_as_of
+from tasks.compute import dask_task_runner, search_compute
 from tasks.data import extract_window, profile_data, split_data, validate_data
 from tasks.registry import (
     finish_training_run,
@@ -26,7 +27,6 @@ from tasks.registry import (
     register_model,
     start_training_run,
 )
-from tasks.compute import dask_task_runner, search_compute
 from tasks.runs import require_servers, tag_this_run
 from tasks.training import (
     Features,
@@ -50,7 +50,7 @@ def _close_failed_run(config, run_id: str, error: Exception) -> None:
     and never in place of the error that stopped the run (which the flow raises)."""
     try:
         finish_training_run.with_options(retries=0)(config, run_id, "FAILED", {"error": str(error)})
-    except Exception as exc:  # noqa: BLE001 - reported; the run's own error is what the flow raises
+    except Exception as exc:
         get_run_logger().warning("could not mark MLflow run %s FAILED (%s): it stays RUNNING there", run_id, exc)
 
 
@@ -61,7 +61,9 @@ CORES = os.cpu_count() or 1
 
 
 @flow(name="candidate-search", flow_run_name="candidate-search")
-def candidate_search(config: Config, features: Features, grid: list[dict[str, Any]], threads: int | None) -> list[Candidate]:
+def candidate_search(
+    config: Config, features: Features, grid: list[dict[str, Any]], threads: int | None
+) -> list[Candidate]:
     """CT's candidate search on the task runner its caller gave it (a Dask cluster: `compute` in mlops.yaml)."""
     return train_candidate.map(unmapped(config), unmapped(features), grid, unmapped(threads)).result()
 
@@ -130,10 +132,13 @@ def continuous_training(
         model_uri = log_model(config, run_id, model_path, split)
         version = register_model(config, run_id, model_uri, lineage) if decision.passed else None
         if version is not None:
-            links = {"MLflow run": registry.run_url(config, run_id),
-                     "MLflow version": registry.version_url(config, config.tracking.model_name, version)}
-            card = render.model_card(config.tracking.model_name, version, config, lineage, evaluation, decision,
-                                     comparison, links)
+            links = {
+                "MLflow run": registry.run_url(config, run_id),
+                "MLflow version": registry.version_url(config, config.tracking.model_name, version),
+            }
+            card = render.model_card(
+                config.tracking.model_name, version, config, lineage, evaluation, decision, comparison, links
+            )
             state = publish_model_card(config, run_id, version, card, return_state=True)
             if not state.is_completed():  # the version is registered and CD is on its way: say it, go on
                 get_run_logger().warning("no model card for v%s: %s", version, state.message)
@@ -154,5 +159,7 @@ def continuous_training(
         "window": extract.window,
         "reasons": decision.reasons,
     }
-    create_markdown_artifact(key="ct-summary", markdown=render.ct_summary_markdown(summary, evaluation.overall, lineage))
+    create_markdown_artifact(
+        key="ct-summary", markdown=render.ct_summary_markdown(summary, evaluation.overall, lineage)
+    )
     return summary

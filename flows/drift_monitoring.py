@@ -11,7 +11,14 @@ from prefect.artifacts import create_markdown_artifact
 
 from mlops import render
 from mlops.config import load_config
-from tasks.monitoring import DRIFT_EVENT, check_drift, emit_drift_detected, extract_windows, find_champion, log_drift_report
+from tasks.monitoring import (
+    DRIFT_EVENT,
+    check_drift,
+    emit_drift_detected,
+    extract_windows,
+    find_champion,
+    log_drift_report,
+)
 from tasks.runs import require_servers
 
 
@@ -21,7 +28,9 @@ def _run_name() -> str:
 
 
 @flow(name="drift-monitoring", flow_run_name=_run_name)
-def drift_monitoring(as_of: date | None = None, window_months: int | None = None, input_path: str | None = None) -> dict[str, Any]:
+def drift_monitoring(
+    as_of: date | None = None, window_months: int | None = None, input_path: str | None = None
+) -> dict[str, Any]:
     """Compare new data with the champion's training data and emit `mlops.drift.detected` when it drifted.
 
     The new window is scored by the champion, then Evidently compares each input column, the
@@ -42,20 +51,41 @@ def drift_monitoring(as_of: date | None = None, window_months: int | None = None
     require_servers(config)
     champion = find_champion(config)
     if champion is None:
-        create_markdown_artifact(key="drift-summary", markdown="# Drift monitoring\n\nNo champion yet: nothing to compare with.")
+        create_markdown_artifact(
+            key="drift-summary", markdown="# Drift monitoring\n\nNo champion yet: nothing to compare with."
+        )
         return {"drifted": False, "reason": "no champion"}
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
     windows = extract_windows(config, champion, as_of.isoformat() if as_of else None, months, input_path, workdir)
     if windows.reference_rows == 0:
-        create_markdown_artifact(key="drift-summary", markdown=f"# Drift monitoring: {windows.current_window}\n\n"
-                                 f"Nothing to compare with: {windows.overlap or 'the reference window is empty'}.")
+        create_markdown_artifact(
+            key="drift-summary",
+            markdown=f"# Drift monitoring: {windows.current_window}\n\n"
+            f"Nothing to compare with: {windows.overlap or 'the reference window is empty'}.",
+        )
         shutil.rmtree(workdir, ignore_errors=True)
         return {"drifted": False, "reason": "empty reference", "window": windows.current_window}
     result, html = check_drift(config, windows)
     report_uri = log_drift_report(config, windows, result, html, champion)
     event = emit_drift_detected(config, windows, result, report_uri, champion, months) if result.drifted else None
-    create_markdown_artifact(key="drift-summary", markdown=render.drift_markdown(
-        windows.current_window, windows.reference_window, result, champion.version, event is not None, DRIFT_EVENT, windows.overlap))
+    create_markdown_artifact(
+        key="drift-summary",
+        markdown=render.drift_markdown(
+            windows.current_window,
+            windows.reference_window,
+            result,
+            champion.version,
+            event is not None,
+            DRIFT_EVENT,
+            windows.overlap,
+        ),
+    )
     shutil.rmtree(workdir, ignore_errors=True)
-    return {"drifted": result.drifted, "drift_share": result.drift_share, "drifted_columns": result.drifted_columns,
-            "window": windows.current_window, "report": report_uri, "event": event}
+    return {
+        "drifted": result.drifted,
+        "drift_share": result.drift_share,
+        "drifted_columns": result.drifted_columns,
+        "window": windows.current_window,
+        "report": report_uri,
+        "event": event,
+    }

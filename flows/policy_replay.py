@@ -22,8 +22,8 @@ def _run_name() -> str:
 def policy_replay(
     start: date | None = None,
     end: date | None = None,
-    policies: list[PolicyKind] = list(POLICY_KINDS),
-    drift_shares: list[float] = list(DRIFT_SWEEP),
+    policies: list[PolicyKind] = list(POLICY_KINDS),  # noqa: B006 - the deployment form's default; never mutated
+    drift_shares: list[float] = list(DRIFT_SWEEP),  # noqa: B006 - as above
     metric_floor: float | None = None,
     tolerance: float = 0.005,
 ) -> dict[str, Any]:
@@ -46,10 +46,17 @@ def policy_replay(
     config = load_config()
     chosen = make_policies(config, policies, drift_shares, metric_floor)
     name = runtime.flow_run.name or "replay"
-    result, files = replay_policies(config, chosen, output_directory(config, name), start and start.isoformat(),
-                                    end and end.isoformat(), tolerance)
+    result, files = replay_policies(
+        config, chosen, output_directory(config, name), start and start.isoformat(), end and end.isoformat(), tolerance
+    )
     run_url = log_replay(config, result, files, name)
     publish_replay(result, files, run_url)
-    return {"best": result.best, "cheapest": result.cheapest, "months": result.months, "table": str(files.table),
-            "plot": str(files.plot), "mlflow_run": run_url,
-            "summary": [s.model_dump() for s in result.summary]}
+    return {
+        "best": result.best,
+        "cheapest": result.cheapest,
+        "months": result.months,
+        "table": str(files.table),
+        "plot": str(files.plot),
+        "mlflow_run": run_url,
+        "summary": [s.model_dump() for s in result.summary],
+    }

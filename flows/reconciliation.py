@@ -33,7 +33,9 @@ def _run_name() -> str:
 
 
 @flow(name="delivery-reconciliation", flow_run_name=_run_name)
-def delivery_reconciliation(model_name: str | None = None, min_age_seconds: int = 120, max_attempts: int = 3) -> dict[str, Any]:
+def delivery_reconciliation(
+    model_name: str | None = None, min_age_seconds: int = 120, max_attempts: int = 3
+) -> dict[str, Any]:
     """Start continuous delivery for every registered version that has no delivery decision yet.
 
     The MLflow webhook that starts CD is fire-and-forget: a version registered while the receiver
@@ -67,21 +69,38 @@ def delivery_reconciliation(model_name: str | None = None, min_age_seconds: int 
     champion_version = champion.version if champion else None
     since = open_since(registrations, champion_version)
     ended = read_delivery_runs(config, name, in_flight=False, since=since) if since is not None else []
-    findings = plan_deliveries(registrations, champion_version, in_flight + ended, time.time(), min_age_seconds, max_attempts)
+    findings = plan_deliveries(
+        registrations, champion_version, in_flight + ended, time.time(), min_age_seconds, max_attempts
+    )
 
     for i, found in enumerate(findings):
         if found.action == START:
             findings[i] = replace(found, flow_run_id=start_delivery(name, found.version, found.attempt))
-            logger.info("started CD for %s v%s (attempt %d): flow run %s", name, found.version, found.attempt, findings[i].flow_run_id)
+            logger.info(
+                "started CD for %s v%s (attempt %d): flow run %s",
+                name,
+                found.version,
+                found.attempt,
+                findings[i].flow_run_id,
+            )
         elif found.action in (HELD, GAVE_UP):
-            logger.warning("%s v%s has no delivery decision and is %s: %s", name, found.version, found.action, found.detail)
-    create_markdown_artifact(key="delivery-reconciliation", markdown=render.reconciliation_markdown(name, champion_version, findings))
-    return {"model_name": name, "champion": champion_version,
-            "started": {f.version: f.flow_run_id for f in findings if f.flow_run_id},
-            "skipped": {f.version: f.action for f in findings if not f.flow_run_id}}
+            logger.warning(
+                "%s v%s has no delivery decision and is %s: %s", name, found.version, found.action, found.detail
+            )
+    create_markdown_artifact(
+        key="delivery-reconciliation", markdown=render.reconciliation_markdown(name, champion_version, findings)
+    )
+    return {
+        "model_name": name,
+        "champion": champion_version,
+        "started": {f.version: f.flow_run_id for f in findings if f.flow_run_id},
+        "skipped": {f.version: f.action for f in findings if not f.flow_run_id},
+    }
 
 
-def start_reconciliation(prefect_api_url: str | None = None, prefect_api_auth_string: str | None = None, **parameters: Any) -> str:
+def start_reconciliation(
+    prefect_api_url: str | None = None, prefect_api_auth_string: str | None = None, **parameters: Any
+) -> str:
     """Start one run of the `delivery-reconciliation/reconcile` deployment now; returns its flow run id at once.
 
     For `mlops up`: the worker runs it like the scheduled runs, with the worker's config and MLflow.
@@ -97,8 +116,11 @@ def start_reconciliation(prefect_api_url: str | None = None, prefect_api_auth_st
         temporary_settings,
     )
 
-    updates = {setting: value for setting, value in ((PREFECT_API_URL, prefect_api_url),
-                                                     (PREFECT_API_AUTH_STRING, prefect_api_auth_string)) if value}
+    updates = {
+        setting: value
+        for setting, value in ((PREFECT_API_URL, prefect_api_url), (PREFECT_API_AUTH_STRING, prefect_api_auth_string))
+        if value
+    }
     with temporary_settings(updates=updates):
         run = run_deployment(RECONCILE_DEPLOYMENT, parameters=parameters, timeout=0, as_subflow=False)
     return str(run.id)

@@ -22,7 +22,9 @@ def _run_name() -> str:
 
 
 @flow(name="production-rollback", flow_run_name=_run_name)
-def production_rollback(reason: str, by: str, to_version: int | str | None = None, model_name: str | None = None) -> State:
+def production_rollback(
+    reason: str, by: str, to_version: int | str | None = None, model_name: str | None = None
+) -> State:
     """Take the champion out of production and serve an earlier version again, without the staging gates.
 
     The emergency lever next to CD's automatic rollback: production is applied with Terraform on
@@ -48,14 +50,23 @@ def production_rollback(reason: str, by: str, to_version: int | str | None = Non
     with concurrency(locks, occupy=1, strict=True):  # never beside a delivery
         champion, target = rollback_target(config, name, None if to_version is None else str(to_version))
         why = f"by {by}: {reason}"
-        get_run_logger().warning("rolling %s production back from v%s to v%s (%s)", name, champion.version, target.version, why)
+        get_run_logger().warning(
+            "rolling %s production back from v%s to v%s (%s)", name, champion.version, target.version, why
+        )
         with transaction():  # a failure after the apply puts production back on the champion
             endpoint = deploy_environment(config, "production", name, target.version, champion.version)
             reinstate(config, name, champion.version, target.version, why)
-    emit_decision(ROLLED_BACK, "production", name, champion.version, [], f"rolled back by hand to v{target.version} {why}")
+    emit_decision(
+        ROLLED_BACK, "production", name, champion.version, [], f"rolled back by hand to v{target.version} {why}"
+    )
     outcome = f"rolled back by hand {why}; production back on v{target.version}"
-    create_markdown_artifact(key="rollback", markdown=f"# {name}: production back on v{target.version}\n\n"
-                                                      f"v{champion.version} taken out {why}. Serving at {endpoint}.")
+    create_markdown_artifact(
+        key="rollback",
+        markdown=f"# {name}: production back on v{target.version}\n\n"
+        f"v{champion.version} taken out {why}. Serving at {endpoint}.",
+    )
     publish_records(config, name, champion.version, outcome, [])
-    return Completed(message=outcome, data={"status": "rolled_back", "from": champion.version, "to": target.version,
-                                            "endpoint": endpoint})
+    return Completed(
+        message=outcome,
+        data={"status": "rolled_back", "from": champion.version, "to": target.version, "endpoint": endpoint},
+    )

@@ -41,13 +41,24 @@ def verdict(passed: bool) -> str:
 
 def check_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
     """Checks as rows of a Prefect table artifact."""
-    return [{"check": c.name, "passed": c.passed, "observed": c.observed, "required": c.required, "detail": c.detail,
-             **({"seconds": c.seconds} if c.seconds is not None else {})} for c in checks]
+    return [
+        {
+            "check": c.name,
+            "passed": c.passed,
+            "observed": c.observed,
+            "required": c.required,
+            "detail": c.detail,
+            **({"seconds": c.seconds} if c.seconds is not None else {}),
+        }
+        for c in checks
+    ]
 
 
 def checks_table(checks: Iterable[Check]) -> str:
-    return table(["check", "result", "observed", "required", "detail"],
-                 [(c.name, verdict(c.passed), number(c.observed), number(c.required), c.detail) for c in checks])
+    return table(
+        ["check", "result", "observed", "required", "detail"],
+        [(c.name, verdict(c.passed), number(c.observed), number(c.required), c.detail) for c in checks],
+    )
 
 
 def checks_summary(checks: Iterable[Check], limit: int = 4000) -> str:
@@ -61,7 +72,9 @@ def checks_summary(checks: Iterable[Check], limit: int = 4000) -> str:
 def violations_markdown(title: str, violations: Sequence[Violation], consequence: str) -> str:
     """A failed data check: each column and rule broken."""
     rows = [(f"`{v.column}`", v.rule, v.detail) for v in violations]
-    return f"# {title}\n\n{len(violations)} violation(s); {consequence}\n\n{table(['column', 'rule', 'detail'], rows)}\n"
+    return (
+        f"# {title}\n\n{len(violations)} violation(s); {consequence}\n\n{table(['column', 'rule', 'detail'], rows)}\n"
+    )
 
 
 # --- training and gates ----------------------------------------------------------------------------
@@ -80,8 +93,13 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def decision_markdown(decision: GateDecision, outcome: str) -> str:
     """A gate decision: the verdict, the scores compared, how the champion was compared, each check."""
-    champion = (f"{decision.champion:.4f} (version {decision.champion_version})" if decision.champion is not None
-                else f"not compared (version {decision.champion_version})" if decision.champion_version else "none yet")
+    champion = (
+        f"{decision.champion:.4f} (version {decision.champion_version})"
+        if decision.champion is not None
+        else f"not compared (version {decision.champion_version})"
+        if decision.champion_version
+        else "none yet"
+    )
     rows = [(c.name, number(c.observed), number(c.required), verdict(c.passed)) for c in decision.checks]
     return (
         f"# Model validation {'PASSED' if decision.passed else 'FAILED'}: {outcome}\n\n"
@@ -110,26 +128,56 @@ def ct_summary_markdown(summary: dict[str, Any], overall: dict[str, float], line
 DELIVERY_HEADING = "## Delivery"
 
 
-def model_card(name: str, version: str, config: Any, lineage: dict[str, str], evaluation: Evaluation,
-               decision: GateDecision, comparison: Any, links: dict[str, str | None]) -> str:
+def model_card(
+    name: str,
+    version: str,
+    config: Any,
+    lineage: dict[str, str],
+    evaluation: Evaluation,
+    decision: GateDecision,
+    comparison: Any,
+    links: dict[str, str | None],
+) -> str:
     """A version's model card: what it is for, its data, features, metrics (vs the champion), gates,
     what started it, its lineage; the delivery section says "pending" until CD decides."""
     card, ds, metric = config.model_card, config.dataset, decision.metric
-    about = [("use case", card.use_case), ("intended use", card.intended_use), ("limitations", card.limitations),
-             ("owner", card.owner)]
-    data = [("dataset", f"`{ds.name}`"), ("data window", lineage.get("data_window", "-")),
-            ("training window", lineage.get("training_window", "-")), ("holdout rows", evaluation.rows),
-            ("data hash", f"`{lineage.get('data_hash', '-')}`"), ("target", f"`{ds.target}`"),
-            ("numeric features", ", ".join(ds.numeric) or "-"), ("categorical features", ", ".join(ds.categorical) or "-")]
+    about = [
+        ("use case", card.use_case),
+        ("intended use", card.intended_use),
+        ("limitations", card.limitations),
+        ("owner", card.owner),
+    ]
+    data = [
+        ("dataset", f"`{ds.name}`"),
+        ("data window", lineage.get("data_window", "-")),
+        ("training window", lineage.get("training_window", "-")),
+        ("holdout rows", evaluation.rows),
+        ("data hash", f"`{lineage.get('data_hash', '-')}`"),
+        ("target", f"`{ds.target}`"),
+        ("numeric features", ", ".join(ds.numeric) or "-"),
+        ("categorical features", ", ".join(ds.categorical) or "-"),
+    ]
     champion = comparison.champion if comparison is not None else None
     rows = [("overall (whole holdout)", evaluation.rows, number(evaluation.overall.get(metric)), "")]
     if champion is not None and comparison.candidate is not None:
-        rows.append((f"overall (rows v{comparison.version} did not train on)", comparison.rows,
-                     number(comparison.candidate.overall.get(metric)), number(champion.overall.get(metric))))
+        rows.append(
+            (
+                f"overall (rows v{comparison.version} did not train on)",
+                comparison.rows,
+                number(comparison.candidate.overall.get(metric)),
+                number(champion.overall.get(metric)),
+            )
+        )
         for s in comparison.candidate.segments:
             theirs = champion.segment(s.column, s.value)
-            rows.append((f"{s.column}={s.value}", s.rows, number(s.metrics.get(metric)),
-                         number(theirs.metrics.get(metric)) if theirs else "-"))
+            rows.append(
+                (
+                    f"{s.column}={s.value}",
+                    s.rows,
+                    number(s.metrics.get(metric)),
+                    number(theirs.metrics.get(metric)) if theirs else "-",
+                )
+            )
     versus = f"champion v{comparison.version}" if champion is not None else "champion (none compared)"
     started = lineage.get("trigger_reason", "-")
     lineage_rows = [(k, f"`{v}`") for k, v in lineage.items()] + [(k, v) for k, v in links.items() if v]
@@ -157,14 +205,21 @@ def with_delivery(card: str, outcome: str, at: str, gates: Sequence[Check]) -> s
 
 def plan_markdown(environment: str, model_name: str, version: str, summary: Any) -> str:
     """A saved Terraform plan: what it adds, changes, destroys and replaces (a `PlanSummary`)."""
+
     def items(addresses: tuple[str, ...]) -> str:
         return ", ".join(f"`{a}`" for a in addresses) or "none"
 
-    rows = [("add", items(summary.to_add)), ("change", items(summary.to_change)),
-            ("destroy", items(summary.to_destroy)), ("replace", items(summary.to_replace))]
+    rows = [
+        ("add", items(summary.to_add)),
+        ("change", items(summary.to_change)),
+        ("destroy", items(summary.to_destroy)),
+        ("replace", items(summary.to_replace)),
+    ]
     plan_file = str(summary.plan_file).rsplit("/", 1)[-1]
-    return (f"# Terraform plan: {environment} → {model_name} v{version}\n\n{table(['action', 'resources'], rows)}\n\n"
-            f"Applied from the saved plan file `{plan_file}`.")
+    return (
+        f"# Terraform plan: {environment} → {model_name} v{version}\n\n{table(['action', 'resources'], rows)}\n\n"
+        f"Applied from the saved plan file `{plan_file}`."
+    )
 
 
 def gates_markdown(model_name: str, version: str, outcome: str, gates: Sequence[Check]) -> str:
@@ -175,10 +230,18 @@ def gates_markdown(model_name: str, version: str, outcome: str, gates: Sequence[
 
 def history_rows(changes: Sequence[Any]) -> list[dict[str, str]]:
     """Production history (`domain.history.Change`s) as table rows, newest first."""
-    return [{"version": f"v{c.version}" + (" (serving)" if c.serving else ""), "decision": c.decision,
-             "decided at": c.at or "-", "served production": (f"{c.served_from or '?'} → {c.served_until or ('now' if c.serving else '?')}"
-                                                              if c.served else "-"),
-             "why": c.why or "-"} for c in reversed(changes)]
+    return [
+        {
+            "version": f"v{c.version}" + (" (serving)" if c.serving else ""),
+            "decision": c.decision,
+            "decided at": c.at or "-",
+            "served production": (
+                f"{c.served_from or '?'} → {c.served_until or ('now' if c.serving else '?')}" if c.served else "-"
+            ),
+            "why": c.why or "-",
+        }
+        for c in reversed(changes)
+    ]
 
 
 def history_table(changes: Sequence[Any]) -> str:
@@ -192,17 +255,29 @@ def history_table(changes: Sequence[Any]) -> str:
 # --- monitoring and scoring ----------------------------------------------------------------------
 
 
-def drift_markdown(current_window: str, reference_window: str, result: Any, champion_version: str, emitted: bool,
-                   event: str, overlap: str = "") -> str:
+def drift_markdown(
+    current_window: str,
+    reference_window: str,
+    result: Any,
+    champion_version: str,
+    emitted: bool,
+    event: str,
+    overlap: str = "",
+) -> str:
     """A drift check: the verdict, both windows, and each monitored column's score (a `DriftResult`)."""
     outcome = f"**Drift detected**: `{event}` emitted" if emitted else "No drift: nothing to do"
-    rows = [(c.column, c.method, f"{c.score:.3f}", f"{c.threshold:.3f}", "**drifted**" if c.drifted else "ok") for c in result.columns]
+    rows = [
+        (c.column, c.method, f"{c.score:.3f}", f"{c.threshold:.3f}", "**drifted**" if c.drifted else "ok")
+        for c in result.columns
+    ]
     left_out = f"- {overlap}\n" if overlap else ""
-    return (f"# Drift monitoring: {current_window}\n\n{outcome}.\n\n"
-            f"- reference: champion v{champion_version}'s training window {reference_window} ({result.reference_rows} rows sampled)\n"
-            f"{left_out}- current: {current_window} ({result.current_rows} rows sampled)\n"
-            f"- drifted columns: {result.drift_share:.0%} (threshold {result.threshold_share:.0%})\n\n"
-            f"{table(['column', 'method', 'score', 'threshold', 'verdict'], rows, 'llrrl')}\n")
+    return (
+        f"# Drift monitoring: {current_window}\n\n{outcome}.\n\n"
+        f"- reference: champion v{champion_version}'s training window {reference_window} ({result.reference_rows} rows sampled)\n"
+        f"{left_out}- current: {current_window} ({result.current_rows} rows sampled)\n"
+        f"- drifted columns: {result.drift_share:.0%} (threshold {result.threshold_share:.0%})\n\n"
+        f"{table(['column', 'method', 'score', 'threshold', 'verdict'], rows, 'llrrl')}\n"
+    )
 
 
 def scoring_refused_markdown(label: str, violations: Sequence[Violation]) -> str:
@@ -243,11 +318,21 @@ def reconciliation_markdown(model_name: str, champion: str | None, findings: Seq
     if not findings:
         return title + "Every READY version has a delivery decision: nothing to do.\n"
     started = sum(1 for f in findings if f.flow_run_id)
-    rows = [(f"v{f.version}", f.registered, f"**{f.action}**" if f.flow_run_id else f.action, f.detail.replace("|", "/"),
-             f"`{f.flow_run_id}` (attempt {f.attempt})" if f.flow_run_id else "—") for f in findings]
-    return (f"{title}{len(findings)} READY version(s) without a delivery decision "
-            f"({f'champion v{champion}' if champion else 'no champion yet'}); continuous delivery started for {started}.\n\n"
-            f"{table(['version', 'registered (UTC)', 'action', 'why', 'CD flow run'], rows)}\n")
+    rows = [
+        (
+            f"v{f.version}",
+            f.registered,
+            f"**{f.action}**" if f.flow_run_id else f.action,
+            f.detail.replace("|", "/"),
+            f"`{f.flow_run_id}` (attempt {f.attempt})" if f.flow_run_id else "—",
+        )
+        for f in findings
+    ]
+    return (
+        f"{title}{len(findings)} READY version(s) without a delivery decision "
+        f"({f'champion v{champion}' if champion else 'no champion yet'}); continuous delivery started for {started}.\n\n"
+        f"{table(['version', 'registered (UTC)', 'action', 'why', 'CD flow run'], rows)}\n"
+    )
 
 
 # --- continuous integration ------------------------------------------------------------------------
@@ -257,7 +342,10 @@ def reconciliation_markdown(model_name: str, champion: str | None, findings: Seq
 
 def suite_rows(report: Any) -> list[dict[str, Any]]:
     """A test suite's table (a `TestReport`): every failure with its message, then the slowest other tests."""
-    rows = [{"test": c.name, "outcome": c.outcome, "seconds": round(c.seconds, 3), "message": c.message} for c in report.failures]
+    rows = [
+        {"test": c.name, "outcome": c.outcome, "seconds": round(c.seconds, 3), "message": c.message}
+        for c in report.failures
+    ]
     failing = {c.name for c in report.failures}
     rows += [
         {"test": c.name, "outcome": f"{c.outcome} (slowest)", "seconds": round(c.seconds, 3), "message": ""}
@@ -280,9 +368,14 @@ def latency_rows(latency: dict[str, Any]) -> list[dict[str, Any]]:
 def ci_summary_markdown(summary: Any) -> str:
     """A CI run (a `Summary`): the verdict, whether `mlops.ci.passed` was emitted, each check with its duration."""
     outcome = "PASSED" if summary.passed else "FAILED: " + ", ".join(summary.failed)
-    then = ("`mlops.ci.passed` emitted: continuous training starts for this commit." if summary.passed
-            else "No event: nothing is trained.")
-    rows = [(c.name, verdict(c.passed), f"{c.seconds or 0.0:.1f} s", c.detail.replace("|", "/")) for c in summary.checks]
+    then = (
+        "`mlops.ci.passed` emitted: continuous training starts for this commit."
+        if summary.passed
+        else "No event: nothing is trained."
+    )
+    rows = [
+        (c.name, verdict(c.passed), f"{c.seconds or 0.0:.1f} s", c.detail.replace("|", "/")) for c in summary.checks
+    ]
     return (
         f"# CI {outcome}\n\ncommit `{summary.sha}`, {len(summary.checks)} checks in {summary.seconds:.1f} s. {then}\n\n"
         f"{table(['check', 'result', 'duration', 'details'], rows)}\n"

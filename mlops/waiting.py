@@ -48,8 +48,9 @@ def wait_for(
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
-def holds(check: Callable[[], object], *, timeout: float, interval: float = 0.5,
-          still_alive: Callable[[], bool] | None = None) -> bool:
+def holds(
+    check: Callable[[], object], *, timeout: float, interval: float = 0.5, still_alive: Callable[[], bool] | None = None
+) -> bool:
     """`wait_for` as a boolean: True once `check()` holds, False at the deadline (for callers that report it)."""
     try:
         wait_for(check, timeout=timeout, what="", interval=interval, still_alive=still_alive)

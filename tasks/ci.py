@@ -40,7 +40,9 @@ def run_test_suite(checkout: ci.Checkout, marker: str, workdir: Path) -> Check:
     logger = get_run_logger()
     junit_xml = workdir / "reports" / f"{marker}.xml"
     started = time.perf_counter()
-    returncode, output = ci.run_suite(checkout.path, marker, junit_xml, ci.suite_env(os.environ, checkout.path, workdir / "sandbox" / marker))
+    returncode, output = ci.run_suite(
+        checkout.path, marker, junit_xml, ci.suite_env(os.environ, checkout.path, workdir / "sandbox" / marker)
+    )
     seconds = round(time.perf_counter() - started, 1)
     try:
         report = ci.parse_junit(junit_xml.read_bytes()) if junit_xml.exists() else None
@@ -49,7 +51,8 @@ def run_test_suite(checkout: ci.Checkout, marker: str, workdir: Path) -> Check:
     result = ci.suite_result(marker, returncode, report, output, seconds)
     if report is not None:
         create_table_artifact(
-            key=f"ci-{marker}-tests", table=render.suite_rows(report),
+            key=f"ci-{marker}-tests",
+            table=render.suite_rows(report),
             description=f"{marker} tests at {checkout.sha[:12]}: {report.counts()} in {report.seconds:.1f} s",
         )
     else:
@@ -68,16 +71,23 @@ def check_model(config: Config) -> Check:
         # The holdout CT evaluated it on, rebuilt from its lineage (the config's window without one).
         test = split_frame(sources.load_labelled_window(config, champion.data_window).frame, config)[1]
         model, signature = registry.load_model(champion), get_model_info(champion.uri).signature
-        subject = f"champion {champion.name} v{champion.version} on its holdout ({champion.data_window or 'config window'})"
+        subject = (
+            f"champion {champion.name} v{champion.version} on its holdout ({champion.data_window or 'config window'})"
+        )
     else:
-        train, test = split_frame(sources.load_window(config, months=1).frame, config)  # one month ending at window.as_of
+        train, test = split_frame(
+            sources.load_window(config, months=1).frame, config
+        )  # one month ending at window.as_of
         model, signature = ci.fit_small_model(train, config), None
         subject = f"no champion: a fresh model trained on {len(train)} rows, tested on {len(test)}"
     logger.info("model check: %s", subject)
     steps, latency = ci.model_checks(model, test, config, signature)
     create_table_artifact(key="ci-model-check", table=render.check_rows(steps), description=subject)
-    create_table_artifact(key="ci-model-latency", table=render.latency_rows(latency),
-                          description="In-process prediction time (median of repeats) and throughput")
+    create_table_artifact(
+        key="ci-model-latency",
+        table=render.latency_rows(latency),
+        description="In-process prediction time (median of repeats) and throughput",
+    )
     return ci.steps_result("model check", steps, round(time.perf_counter() - started, 1), subject)
 
 
@@ -86,16 +96,22 @@ def check_infrastructure(checkout: ci.Checkout, workdir: Path) -> Check:
     """`terraform fmt -check`, `validate` and `test` on a copy of the checkout's infra/."""
     started = time.perf_counter()
     steps = ci.terraform_checks(checkout.path / "infra", workdir / "terraform")
-    create_table_artifact(key="ci-infra", table=render.check_rows(steps), description=f"Terraform checks at {checkout.sha[:12]}")
+    create_table_artifact(
+        key="ci-infra", table=render.check_rows(steps), description=f"Terraform checks at {checkout.sha[:12]}"
+    )
     return ci.steps_result("infrastructure", steps, round(time.perf_counter() - started, 1))
 
 
 @task
 def publish_summary(summary: ci.Summary) -> None:
     """Each check, its result and its duration, as the run's summary artifact."""
-    create_markdown_artifact(key="ci-summary", markdown=render.ci_summary_markdown(summary), description=f"CI for {summary.sha}")
+    create_markdown_artifact(
+        key="ci-summary", markdown=render.ci_summary_markdown(summary), description=f"CI for {summary.sha}"
+    )
     logger = get_run_logger()
-    (logger.info if summary.passed else logger.error)("CI %s for %s", "passed" if summary.passed else f"FAILED ({', '.join(summary.failed)})", summary.sha)
+    (logger.info if summary.passed else logger.error)(
+        "CI %s for %s", "passed" if summary.passed else f"FAILED ({', '.join(summary.failed)})", summary.sha
+    )
 
 
 @task
@@ -107,4 +123,3 @@ def emit_ci_passed(summary: ci.Summary) -> None:
         payload=ci.event_payload(summary),
     )
     get_run_logger().info("emitted %s for mlops.commit.%s", CI_PASSED, summary.sha)
-

@@ -30,7 +30,11 @@ class SearchCompute(Record):
     def describe(self) -> str:
         if self.runner == "threads":
             return "this flow run's threads"
-        return f"the Dask scheduler at {self.address}" if self.address else f"a Dask LocalCluster of {self.workers} processes"
+        return (
+            f"the Dask scheduler at {self.address}"
+            if self.address
+            else f"a Dask LocalCluster of {self.workers} processes"
+        )
 
     def omp_threads(self, threads: int) -> int | None:
         """OpenMP threads per candidate: the flow's share of the cores; one per LocalCluster worker; a cluster's own setting."""
@@ -58,6 +62,11 @@ def dask_task_runner(compute: SearchCompute) -> Any:
         return DaskTaskRunner(address=compute.address)
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
-        cluster_kwargs={"n_workers": compute.workers, "threads_per_worker": 1, "processes": True,
-                        "host": "127.0.0.1", "dashboard_address": None},
+        cluster_kwargs={
+            "n_workers": compute.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": None,
+        },
     )

@@ -37,8 +37,11 @@ class Split(Record):
 
 
 def _refuse(key: str, title: str, violations: list[validation.Violation]) -> None:
-    create_markdown_artifact(key=key, markdown=render.violations_markdown(title, violations, "nothing was trained or registered."),
-                             description="Columns and rules the batch broke")
+    create_markdown_artifact(
+        key=key,
+        markdown=render.violations_markdown(title, violations, "nothing was trained or registered."),
+        description="Columns and rules the batch broke",
+    )
     raise validation.DataValidationError(violations)
 
 
@@ -52,8 +55,12 @@ def extract_window(config: Config, as_of: str | None, months: int, workdir: Path
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "window.parquet"
     loaded.frame.to_parquet(path)
-    get_run_logger().info("extracted %d of %d rows, window %s", len(loaded.frame), loaded.source_rows, loaded.window.label())
-    return Extract(path=path, rows=len(loaded.frame), data_hash=content_hash(loaded.frame), window=loaded.window.label())
+    get_run_logger().info(
+        "extracted %d of %d rows, window %s", len(loaded.frame), loaded.source_rows, loaded.window.label()
+    )
+    return Extract(
+        path=path, rows=len(loaded.frame), data_hash=content_hash(loaded.frame), window=loaded.window.label()
+    )
 
 
 @task
@@ -67,7 +74,11 @@ def validate_data(config: Config, extract: Extract) -> int:
     violations = validation.validate_frame(df, config, contract)
     if violations:
         _refuse("data-validation", f"Data validation failed: {extract.window}", violations)
-    logger.info("%d rows passed %s", len(df), f"the contract {config.dataset.contract_path.name}" if contract else "the config's schema")
+    logger.info(
+        "%d rows passed %s",
+        len(df),
+        f"the contract {config.dataset.contract_path.name}" if contract else "the config's schema",
+    )
     return len(df)
 
 
@@ -84,8 +95,13 @@ def split_data(config: Config, extract: Extract) -> Split:
     get_run_logger().info("split: %d training rows, %d holdout rows", len(train), len(test))
     time_column = config.dataset.time_column
     fitted = fitted_part(Window.parse(extract.window), test[time_column].min() if time_column else None)
-    return Split(train_path=train_path, test_path=test_path, train_rows=len(train), test_rows=len(test),
-                 training_window=fitted.label())
+    return Split(
+        train_path=train_path,
+        test_path=test_path,
+        train_rows=len(train),
+        test_rows=len(test),
+        training_window=fitted.label(),
+    )
 
 
 @task

@@ -39,14 +39,17 @@ def apply_service(config: Config, environment: str, model_name: str, version: st
     if replaced:
         logger.warning("%s is in the state but not answering: planning a replacement", environment)
     create_markdown_artifact(
-        key=f"terraform-plan-{environment}", markdown=render.plan_markdown(environment, model_name, version, summary),
+        key=f"terraform-plan-{environment}",
+        markdown=render.plan_markdown(environment, model_name, version, summary),
         description=f"Terraform plan for {environment}",
     )
     if summary.has_changes:
         tf.apply_plan(env_dir, plan_file)
     endpoint = environments.service_outputs(env_dir)["endpoint"]
     seconds = service_checks.wait_until_healthy(endpoint)
-    logger.info("%s serves %s version %s at %s (healthy after %.1f s)", environment, model_name, version, endpoint, seconds)
+    logger.info(
+        "%s serves %s version %s at %s (healthy after %.1f s)", environment, model_name, version, endpoint, seconds
+    )
     return endpoint
 
 
@@ -64,7 +67,9 @@ def _restore(txn: Transaction) -> None:
     previous = txn.get(RESTORE_TO)
     if previous is None:
         destroyed = environments.destroy(config, environment)
-        get_run_logger().warning("rolled back %s: %s", environment, "destroyed (no champion)" if destroyed else "nothing to destroy")
+        get_run_logger().warning(
+            "rolled back %s: %s", environment, "destroyed (no champion)" if destroyed else "nothing to destroy"
+        )
         return
     apply_service(config, environment, name, previous)
     get_run_logger().warning("rolled back %s to %s v%s", environment, name, previous)

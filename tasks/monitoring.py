@@ -40,8 +40,9 @@ def find_champion(config: Config) -> registry.VersionRef | None:
 
 
 @task(**IO_RETRIES)
-def extract_windows(config: Config, champion: registry.VersionRef, as_of: str | None, months: int, input_path: str | None,
-                    workdir: Path) -> Windows:
+def extract_windows(
+    config: Config, champion: registry.VersionRef, as_of: str | None, months: int, input_path: str | None, workdir: Path
+) -> Windows:
     """The champion's training window and the new window (or a file of new data), scored by the champion."""
     full = sources.load_source(config)
     time_column = config.dataset.time_column
@@ -64,12 +65,23 @@ def extract_windows(config: Config, champion: registry.VersionRef, as_of: str | 
     for name, frame in [("reference", reference), ("current", current)]:
         paths[name] = workdir / f"{name}.parquet"
         drift.scored_frame(model, frame, config).to_parquet(paths[name])  # an empty side is reported by the flow
-    get_run_logger().info("reference %s: %d rows; current %s: %d rows", reference_bounds.label(), len(reference),
-                          current_label, len(current))
+    get_run_logger().info(
+        "reference %s: %d rows; current %s: %d rows",
+        reference_bounds.label(),
+        len(reference),
+        current_label,
+        len(current),
+    )
     end = current_bounds.end.date().isoformat() if current_bounds.end is not None else None
-    return Windows(reference_path=paths["reference"], current_path=paths["current"], reference_window=reference_bounds.label(),
-                   current_window=current_label, current_end=end, reference_rows=len(reference),
-                   overlap=overlap)
+    return Windows(
+        reference_path=paths["reference"],
+        current_path=paths["current"],
+        reference_window=reference_bounds.label(),
+        current_window=current_label,
+        current_end=end,
+        reference_rows=len(reference),
+        overlap=overlap,
+    )
 
 
 @task
@@ -82,21 +94,33 @@ def check_drift(config: Config, windows: Windows) -> tuple[drift.DriftResult, Pa
         table=[c.model_dump() for c in result.columns],
         description=f"{windows.current_window} vs {windows.reference_window}: {result.drift_share:.0%} of columns drifted",
     )
-    get_run_logger().info("drift share %.2f (threshold %.2f): %s", result.drift_share, result.threshold_share,
-                          result.drifted_columns or "no column drifted")
+    get_run_logger().info(
+        "drift share %.2f (threshold %.2f): %s",
+        result.drift_share,
+        result.threshold_share,
+        result.drifted_columns or "no column drifted",
+    )
     return result, html
 
 
 @task(**IO_RETRIES)
-def log_drift_report(config: Config, windows: Windows, result: drift.DriftResult, html: Path, champion: registry.VersionRef) -> str:
+def log_drift_report(
+    config: Config, windows: Windows, result: drift.DriftResult, html: Path, champion: registry.VersionRef
+) -> str:
     """Keep the Evidently HTML report and the numbers in an MLflow monitoring run; returns the report's URI."""
     client = registry.connect(config)
     experiment = f"{config.tracking.experiment}-monitoring"
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=f"drift-{windows.current_window}",
-                            tags={"champion_version": champion.version, "current_window": windows.current_window,
-                                  "reference_window": windows.reference_window})
+    run = client.create_run(
+        experiment_id,
+        run_name=f"drift-{windows.current_window}",
+        tags={
+            "champion_version": champion.version,
+            "current_window": windows.current_window,
+            "reference_window": windows.reference_window,
+        },
+    )
     run_id = run.info.run_id
     client.log_metric(run_id, "drift_share", result.drift_share)
     for column in result.columns:
@@ -106,13 +130,21 @@ def log_drift_report(config: Config, windows: Windows, result: drift.DriftResult
     client.set_terminated(run_id)
     url = registry.run_url(config, run_id)
     if url:
-        create_link_artifact(key="drift-report", link=url, link_text="Evidently drift report (MLflow run, artifacts/drift)")
+        create_link_artifact(
+            key="drift-report", link=url, link_text="Evidently drift report (MLflow run, artifacts/drift)"
+        )
     return f"{run.info.artifact_uri}/drift/{html.name}"
 
 
 @task
-def emit_drift_detected(config: Config, windows: Windows, result: drift.DriftResult, report_uri: str,
-                        champion: registry.VersionRef, months: int) -> dict[str, Any]:
+def emit_drift_detected(
+    config: Config,
+    windows: Windows,
+    result: drift.DriftResult,
+    report_uri: str,
+    champion: registry.VersionRef,
+    months: int,
+) -> dict[str, Any]:
     """Emit `mlops.drift.detected`; the retrain deployment's trigger turns it into a CT run (debounced)."""
     payload = {
         "dataset": config.dataset.name,
@@ -124,8 +156,15 @@ def emit_drift_detected(config: Config, windows: Windows, result: drift.DriftRes
         "report": report_uri,
         "champion_version": champion.version,
     }
-    emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": f"mlops.dataset.{config.dataset.name}"},
-               related=[{"prefect.resource.id": f"mlflow.model.{config.tracking.model_name}.{champion.version}",
-                         "prefect.resource.role": "model"}],
-               payload=payload)
+    emit_event(
+        event=DRIFT_EVENT,
+        resource={"prefect.resource.id": f"mlops.dataset.{config.dataset.name}"},
+        related=[
+            {
+                "prefect.resource.id": f"mlflow.model.{config.tracking.model_name}.{champion.version}",
+                "prefect.resource.role": "model",
+            }
+        ],
+        payload=payload,
+    )
     return payload

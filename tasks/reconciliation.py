@@ -96,7 +96,10 @@ def plan_deliveries(
         if champion is not None and version == champion:
             action, detail = CHAMPION, "is the champion (its alias was set without a CD decision): not delivered again"
         elif not _open(version, champion):
-            action, detail = SUPERSEDED, f"older than champion v{champion}: not delivered (run CD by hand to deliver it)"
+            action, detail = (
+                SUPERSEDED,
+                f"older than champion v{champion}: not delivered (run CD by hand to deliver it)",
+            )
         elif under_way:
             action, detail = IN_FLIGHT_NOW, ", ".join(f"CD run {r.name} is {r.state}" for r in under_way)
         elif any(r.state_type == StateType.CANCELLED for r in ended):
@@ -108,26 +111,37 @@ def plan_deliveries(
             action, detail = TOO_RECENT, f"registered {age:.0f} s ago: the webhook's CD run may still be on its way"
         else:
             attempt = len(ended) + 1
-            action, detail = START, "no decision and no CD run under way" + (f"; {len(ended)} ended without one" if ended else "")
+            action, detail = (
+                START,
+                "no decision and no CD run under way" + (f"; {len(ended)} ended without one" if ended else ""),
+            )
         findings.append(Finding(version=version, registered=registered, action=action, detail=detail, attempt=attempt))
     return findings
 
 
 def _delivery_run(run: FlowRun) -> DeliveryRun:
     state = run.state
-    return DeliveryRun(id=str(run.id), name=run.name, version=str(run.parameters.get("version")),
-                       state=state.name if state else "no state", state_type=run.state_type or StateType.SCHEDULED)
+    return DeliveryRun(
+        id=str(run.id),
+        name=run.name,
+        version=str(run.parameters.get("version")),
+        state=state.name if state else "no state",
+        state_type=run.state_type or StateType.SCHEDULED,
+    )
 
 
 @task(**IO_RETRIES, retry_condition_fn=retry_unless(NoDeliveryDeployment))
-def read_delivery_runs(config: Config, model_name: str, in_flight: bool, since: float | None = None) -> list[DeliveryRun]:
+def read_delivery_runs(
+    config: Config, model_name: str, in_flight: bool, since: float | None = None
+) -> list[DeliveryRun]:
     """CD runs of `model_name` that are not over yet (`in_flight`), or that ended, expected to start after `since`."""
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(CD_DEPLOYMENT)
         except ObjectNotFound:
-            raise NoDeliveryDeployment(f"no deployment {CD_DEPLOYMENT} on this Prefect server: `mlops up` "
-                                       "(`prefect deploy --all`) creates it") from None
+            raise NoDeliveryDeployment(
+                f"no deployment {CD_DEPLOYMENT} on this Prefect server: `mlops up` (`prefect deploy --all`) creates it"
+            ) from None
         after = datetime.fromtimestamp(since, UTC) - CLOCK_MARGIN if since is not None else None
         runs_filter = FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(IN_FLIGHT if in_flight else ENDED))),
@@ -135,13 +149,19 @@ def read_delivery_runs(config: Config, model_name: str, in_flight: bool, since: 
         )
         found: list[FlowRun] = []
         while True:
-            page = client.read_flow_runs(flow_run_filter=runs_filter, limit=PAGE, offset=len(found),
-                                         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+            page = client.read_flow_runs(
+                flow_run_filter=runs_filter,
+                limit=PAGE,
+                offset=len(found),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            )
             found += page
             if len(page) < PAGE:
                 break
     # A run without `model_name` delivers the configured model (CD's default).
-    return [_delivery_run(r) for r in found if (r.parameters.get("model_name") or config.tracking.model_name) == model_name]
+    return [
+        _delivery_run(r) for r in found if (r.parameters.get("model_name") or config.tracking.model_name) == model_name
+    ]
 
 
 @task(**IO_RETRIES)

@@ -50,9 +50,14 @@ def log_training_record(
 ) -> None:
     """Log params, holdout metrics (overall and per segment), the search, the decision and the Evidently report."""
     client = registry.connect(config)
-    params = {"window": extract.window, "rows": extract.rows, "train_rows": split.train_rows,
-              "test_rows": split.test_rows, "estimator": config.training.estimator,
-              **{f"param.{k}": v for k, v in chosen.params.items()}}
+    params = {
+        "window": extract.window,
+        "rows": extract.rows,
+        "train_rows": split.train_rows,
+        "test_rows": split.test_rows,
+        "estimator": config.training.estimator,
+        **{f"param.{k}": v for k, v in chosen.params.items()},
+    }
     for key, value in params.items():
         client.log_param(run_id, key, value)
     for key, value in evaluation.overall.items():

@@ -16,8 +16,9 @@ from tasks.retries import IO_RETRIES
 
 
 @task
-def replay_policies(config: Config, policies: list[Policy], directory: Path, start: str | None, end: str | None,
-                    tolerance: float) -> tuple[ReplayResult, ReplayFiles]:
+def replay_policies(
+    config: Config, policies: list[Policy], directory: Path, start: str | None, end: str | None, tolerance: float
+) -> tuple[ReplayResult, ReplayFiles]:
     """Every policy over the months, CT's steps and gates where a policy retrains; the files under `directory`."""
     return replay_report.replay(config, policies, directory, start, end, tolerance, log=get_run_logger().info)
 
@@ -29,8 +30,11 @@ def log_replay(config: Config, result: ReplayResult, files: ReplayFiles, run_nam
     experiment = f"{config.tracking.experiment}-replay"
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=run_name, tags={"months": f"{result.months[0]}..{result.months[-1]}",
-                                                                   "best": result.best, "cheapest": result.cheapest})
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name,
+        tags={"months": f"{result.months[0]}..{result.months[-1]}", "best": result.best, "cheapest": result.cheapest},
+    )
     for summary in result.summary:
         client.log_metric(run.info.run_id, f"mean_{result.metric}.{summary.policy}", summary.mean)
         client.log_metric(run.info.run_id, f"cpu_s.{summary.policy}", summary.cpu_s)
@@ -44,11 +48,24 @@ def log_replay(config: Config, result: ReplayResult, files: ReplayFiles, run_nam
 def publish_replay(result: ReplayResult, files: ReplayFiles, run_url: str | None) -> None:
     """The month × policy table and the summary with the recommendation, as Prefect artifacts."""
     links = {"MLflow run (replay.csv, summary.json, metric.png under artifacts/replay)": run_url} if run_url else {}
-    create_table_artifact(key="policy-replay", table=[row.model_dump() for row in result.rows],
-                          description=f"Month x policy: the model in service and what each policy did ({files.table})")
-    create_markdown_artifact(key="policy-replay-summary", markdown=replay_report.summary_markdown(result, links),
-                             description="Per policy: monthly metric, retrains, compute; the recommendation")
+    create_table_artifact(
+        key="policy-replay",
+        table=[row.model_dump() for row in result.rows],
+        description=f"Month x policy: the model in service and what each policy did ({files.table})",
+    )
+    create_markdown_artifact(
+        key="policy-replay-summary",
+        markdown=replay_report.summary_markdown(result, links),
+        description="Per policy: monthly metric, retrains, compute; the recommendation",
+    )
     if run_url:
-        create_link_artifact(key="policy-replay-plot", link=run_url, link_text="The metric per policy over time (metric.png)")
-    get_run_logger().info("best mean: %s; cheapest within %g: %s; files in %s", result.best, result.tolerance,
-                          result.cheapest, files.directory)
+        create_link_artifact(
+            key="policy-replay-plot", link=run_url, link_text="The metric per policy over time (metric.png)"
+        )
+    get_run_logger().info(
+        "best mean: %s; cheapest within %g: %s; files in %s",
+        result.best,
+        result.tolerance,
+        result.cheapest,
+        files.directory,
+    )

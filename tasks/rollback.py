@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prefect import runtime, task
 from prefect.logging import get_run_logger
 
@@ -16,7 +18,9 @@ class RollbackRefused(ValueError):
 
 
 @task
-def rollback_target(config: Config, model_name: str, to_version: str | None) -> tuple[registry.VersionRef, registry.VersionRef]:
+def rollback_target(
+    config: Config, model_name: str, to_version: str | None
+) -> tuple[registry.VersionRef, registry.VersionRef]:
     """The champion and the version production goes back to: `to_version`, else `previous_champion`.
 
     The target must be READY and must have served production before (CD promoted it): a rollback
@@ -26,16 +30,23 @@ def rollback_target(config: Config, model_name: str, to_version: str | None) -> 
     champion = registry.champion(client, model_name)
     if champion is None:
         raise RollbackRefused(f"{model_name} has no champion: nothing serves production to roll back from")
-    target = (registry.version(client, model_name, to_version) if to_version
-              else registry.aliased(client, model_name, registry.PREVIOUS_CHAMPION))
+    target = (
+        registry.version(client, model_name, to_version)
+        if to_version
+        else registry.aliased(client, model_name, registry.PREVIOUS_CHAMPION)
+    )
     if target is None:
-        raise RollbackRefused(f"{model_name} has no {'version ' + to_version if to_version else registry.PREVIOUS_CHAMPION}: "
-                              "give the version to go back to (to_version)")
+        raise RollbackRefused(
+            f"{model_name} has no {'version ' + to_version if to_version else registry.PREVIOUS_CHAMPION}: "
+            "give the version to go back to (to_version)"
+        )
     if target.version == champion.version:
         raise RollbackRefused(f"{model_name} v{target.version} is the champion already")
     if target.status != "READY" or target.tags.get("deployment") != "promoted":
-        raise RollbackRefused(f"{model_name} v{target.version} never served production (deployment tag: "
-                              f"{target.tags.get('deployment', 'none')}): a rollback only goes back to a version CD promoted")
+        raise RollbackRefused(
+            f"{model_name} v{target.version} never served production (deployment tag: "
+            f"{target.tags.get('deployment', 'none')}): a rollback only goes back to a version CD promoted"
+        )
     return champion, target
 
 
@@ -49,8 +60,10 @@ def reinstate(config: Config, model_name: str, champion: str, target: str, why: 
     client = registry.connect(config)
     at = now_utc()
     run = str(runtime.flow_run.id)
-    tags = [(champion, {ROLLED_BACK_AT: at, ROLLED_BACK_WHY: why, "rolled_back_run": run}),
-            (target, {RESTORED_AT: at, RESTORED_WHY: why, "restored_run": run})]
+    tags = [
+        (champion, {ROLLED_BACK_AT: at, ROLLED_BACK_WHY: why, "rolled_back_run": run}),
+        (target, {RESTORED_AT: at, RESTORED_WHY: why, "restored_run": run}),
+    ]
     try:
         registry.reinstate(client, model_name, target)
         for version, values in tags:
@@ -59,9 +72,7 @@ def reinstate(config: Config, model_name: str, champion: str, target: str, why: 
         registry.promote(client, model_name, champion)  # champion back; previous_champion on the target again
         for version, values in tags:
             for key in values:
-                try:
+                with contextlib.suppress(Exception):
                     client.delete_model_version_tag(model_name, version, key)
-                except Exception:  # noqa: BLE001 - best effort: the tag may not have been set
-                    pass
         get_run_logger().warning("rollback undone: %s of %s is v%s again", registry.CHAMPION, model_name, champion)
         raise

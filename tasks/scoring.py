@@ -44,7 +44,9 @@ def locate_input(input_path: str) -> ScoringInput:
 
 
 @task(**IO_RETRIES)
-def extract_scoring_window(config: Config, as_of: str | None, months: int, workdir: Path, chunk_rows: int) -> ScoringInput:
+def extract_scoring_window(
+    config: Config, as_of: str | None, months: int, workdir: Path, chunk_rows: int
+) -> ScoringInput:
     """Cut a window of the configured source (as CT's extract does) to Parquet, one row group per chunk."""
     loaded = sources.load_window(config, as_of=as_of, months=months, declared_only=False)
     window = loaded.frame
@@ -62,12 +64,18 @@ def check_input(config: Config, source: ScoringInput) -> None:
     try:
         sample = batch_io.read_sample(source.path) if not violations else None
     except (ValueError, OSError) as exc:  # not CSV or Parquet after all, a damaged Parquet footer, ...
-        sample, violations = None, [validation.Violation(column="*", rule="unreadable_file", detail=f"{type(exc).__name__}: {exc}"[:500])]
+        sample, violations = (
+            None,
+            [validation.Violation(column="*", rule="unreadable_file", detail=f"{type(exc).__name__}: {exc}"[:500])],
+        )
     if sample is not None:
         violations = scoring.check_input_schema(sample, config)
     if violations:
-        create_markdown_artifact(key="scoring-input", markdown=render.scoring_refused_markdown(source.label, violations),
-                                 description="Why the input was refused")
+        create_markdown_artifact(
+            key="scoring-input",
+            markdown=render.scoring_refused_markdown(source.label, violations),
+            description="Why the input was refused",
+        )
         raise scoring.ScoringInputError(source.label, violations)
     keys = scoring.output_keys(batch_io.read_columns(source.path), config)
     get_run_logger().info("%s has every model input; output keys %s", source.label, keys)
@@ -81,8 +89,12 @@ def fetch_model(config: Config, version: str | None, workdir: Path) -> FetchedMo
     client = registry.connect(config)
     resolved = batch_io.resolve_model(client, config.tracking.model_name, version, registry.CHAMPION)
     local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=str(workdir / "model"))
-    get_run_logger().info("scoring with %s (%s)", resolved.uri, f"version {version}" if version else f"@{registry.CHAMPION}")
-    return FetchedModel(name=resolved.name, version=resolved.version, run_id=resolved.run_id, uri=resolved.uri, local_path=Path(local))
+    get_run_logger().info(
+        "scoring with %s (%s)", resolved.uri, f"version {version}" if version else f"@{registry.CHAMPION}"
+    )
+    return FetchedModel(
+        name=resolved.name, version=resolved.version, run_id=resolved.run_id, uri=resolved.uri, local_path=Path(local)
+    )
 
 
 @task
@@ -98,20 +110,51 @@ def score_input(
 
     def progress(chunk: batch_io.ChunkReport) -> None:
         rate = chunk.total.rows_read / max(chunk.seconds, 1e-9)
-        logger.info("chunk %d: %d rows, %d scored, %d rejected; total %d rows in %.1f s (%.0f rows/s)", chunk.number, chunk.rows,
-                    chunk.scored, chunk.rejected, chunk.total.rows_read, chunk.seconds, rate)
+        logger.info(
+            "chunk %d: %d rows, %d scored, %d rejected; total %d rows in %.1f s (%.0f rows/s)",
+            chunk.number,
+            chunk.rows,
+            chunk.scored,
+            chunk.rejected,
+            chunk.total.rows_read,
+            chunk.seconds,
+            rate,
+        )
 
-    logger.info("scoring %s in chunks of %d rows; contract %s; native threads %s", source.label, chunk_rows,
-                config.dataset.contract_path.name if contract else "none", native_threads or "default")
-    return batch_io.score_file(source.path, loaded, config, version=model.version, output=output, chunk_rows=chunk_rows,
-                              contract=contract, native_threads=native_threads, progress=progress)
+    logger.info(
+        "scoring %s in chunks of %d rows; contract %s; native threads %s",
+        source.label,
+        chunk_rows,
+        config.dataset.contract_path.name if contract else "none",
+        native_threads or "default",
+    )
+    return batch_io.score_file(
+        source.path,
+        loaded,
+        config,
+        version=model.version,
+        output=output,
+        chunk_rows=chunk_rows,
+        contract=contract,
+        native_threads=native_threads,
+        progress=progress,
+    )
 
 
 @task
 def publish_scoring_report(model: FetchedModel, source: ScoringInput, result: scoring.ScoreResult) -> None:
     """The run's figures as a markdown artifact: rows read, scored, rejected by reason, files, speed."""
-    create_markdown_artifact(key="batch-scoring", markdown=render.scoring_markdown(model, source.label, result),
-                             description=f"{model.name} v{model.version} on {source.label}")
+    create_markdown_artifact(
+        key="batch-scoring",
+        markdown=render.scoring_markdown(model, source.label, result),
+        description=f"{model.name} v{model.version} on {source.label}",
+    )
     tally = result.tally
-    get_run_logger().info("scored %d of %d rows (%d rejected) in %.1f s into %s", tally.rows_scored, tally.rows_read,
-                          tally.rows_rejected, result.seconds, result.output_path)
+    get_run_logger().info(
+        "scored %d of %d rows (%d rejected) in %.1f s into %s",
+        tally.rows_scored,
+        tally.rows_read,
+        tally.rows_rejected,
+        result.seconds,
+        result.output_path,
+    )

@@ -41,8 +41,12 @@ def engineer_features(config: Config, split: Split) -> Features:
     """Fit the ColumnTransformer on the training rows only, transform them once, cut them for the search."""
     preprocessor, matrix, y, search_mask = modeling.fit_features(pd.read_parquet(split.train_path), config)
     out = split.train_path.parent
-    paths = {"preprocessor_path": out / "preprocessor.joblib", "X_path": out / "train_X.npy",
-             "y_path": out / "train_y.npy", "search_mask_path": out / "search_mask.npy"}
+    paths = {
+        "preprocessor_path": out / "preprocessor.joblib",
+        "X_path": out / "train_X.npy",
+        "y_path": out / "train_y.npy",
+        "search_mask_path": out / "search_mask.npy",
+    }
     joblib.dump(preprocessor, paths["preprocessor_path"])
     np.save(paths["X_path"], matrix)
     np.save(paths["y_path"], y, allow_pickle=True)
@@ -56,7 +60,9 @@ def _load_matrix(features: Features) -> tuple[np.ndarray, np.ndarray]:
 
 
 @task
-def train_candidate(config: Config, features: Features, params: dict[str, Any], threads: int | None = None) -> Candidate:
+def train_candidate(
+    config: Config, features: Features, params: dict[str, Any], threads: int | None = None
+) -> Candidate:
     """Fit one candidate on the search's fitting rows and score it on its validation rows.
 
     `threads` caps this fit's OpenMP threads (candidates run side by side; None: the library's default).
@@ -83,7 +89,9 @@ def fit_final_model(config: Config, features: Features, params: dict[str, Any]) 
 def evaluate_model(config: Config, model_path: Path, split: Split) -> Evaluation:
     """The candidate's metrics on the holdout, overall and per segment, as a table artifact."""
     result = evaluate_on(joblib.load(model_path), pd.read_parquet(split.test_path), config)
-    create_table_artifact(key="holdout-metrics", table=render.evaluation_rows(result), description="Candidate on the holdout")
+    create_table_artifact(
+        key="holdout-metrics", table=render.evaluation_rows(result), description="Candidate on the holdout"
+    )
     return result
 
 
@@ -95,9 +103,16 @@ def compare_champion(config: Config, model_path: Path, split: Split, extract: Ex
     if champion is None:
         get_run_logger().info("no champion yet: the floors alone decide")
         return None
-    comparison = champion_comparison(pd.read_parquet(split.test_path), joblib.load(model_path), registry.load_model(champion),
-                                     champion.trained_on, champion.version, config, champion.tags.get("data_hash"),
-                                     extract.data_hash)
+    comparison = champion_comparison(
+        pd.read_parquet(split.test_path),
+        joblib.load(model_path),
+        registry.load_model(champion),
+        champion.trained_on,
+        champion.version,
+        config,
+        champion.tags.get("data_hash"),
+        extract.data_hash,
+    )
     get_run_logger().info("champion v%s: %s", champion.version, comparison.note)
     return comparison
 
@@ -107,6 +122,10 @@ def validate_model(config: Config, candidate: Evaluation, comparison: ChampionCo
     """Floors, then gain over the champion overall and per large segment; publishes the decision."""
     decision = decide(candidate, config, comparison)
     outcome = "will be registered as challenger" if decision.passed else "not registered"
-    create_markdown_artifact(key="model-validation", markdown=render.decision_markdown(decision, outcome), description="Gate decision")
-    get_run_logger().info("model validation %s: %s", "passed" if decision.passed else "failed", decision.reasons or "all checks")
+    create_markdown_artifact(
+        key="model-validation", markdown=render.decision_markdown(decision, outcome), description="Gate decision"
+    )
+    get_run_logger().info(
+        "model validation %s: %s", "passed" if decision.passed else "failed", decision.reasons or "all checks"
+    )
     return decision

@@ -95,7 +95,9 @@ def resolve_model(client: Any, name: str, version: str | None, alias: str) -> re
     """The registered version asked for, or the one behind `alias`; ModelNotFoundError when there is none."""
     found = registry.version(client, name, version) if version else registry.aliased(client, name, alias)
     if found is None:
-        raise ModelNotFoundError(f"registered model {name!r} has no {f'version {version}' if version else f'alias @{alias}'}")
+        raise ModelNotFoundError(
+            f"registered model {name!r} has no {f'version {version}' if version else f'alias @{alias}'}"
+        )
     return found
 
 
@@ -180,7 +182,9 @@ def score_file(
     needed = list(dict.fromkeys([*config.dataset.features, *getattr(model, "feature_names_in_", [])]))
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise ScoringInputError(str(path), [Violation(column=c, rule="missing_column", detail="a model input") for c in missing])
+        raise ScoringInputError(
+            str(path), [Violation(column=c, rule="missing_column", detail="a model input") for c in missing]
+        )
     keys = output_keys(columns, config)
     non_nullable = non_nullable_columns(config, contract) | null_intolerant_columns(model, config)
     classes = getattr(model, "classes_", None)
@@ -193,7 +197,9 @@ def score_file(
         screened = screen_chunk(chunk, config, non_nullable)
         if len(screened.features):
             outputs = predict_outputs(model, screened.features, config.task)
-            predictions.write(prediction_frame(key_frame(chunk, keys).loc[screened.keep], outputs, classes, config.task, version))
+            predictions.write(
+                prediction_frame(key_frame(chunk, keys).loc[screened.keep], outputs, classes, config.task, version)
+            )
         if len(screened.reasons):
             rejects.write(reject_frame(chunk.loc[~screened.keep], screened.reasons, keys, config))
         return screened
@@ -205,11 +211,21 @@ def score_file(
             screened = score_chunk(chunk)
             tally, chunks, empty = tally.plus(screened), chunks + 1, chunk.iloc[:0]
             if progress is not None:
-                progress(ChunkReport(number=chunks, rows=len(chunk), scored=len(screened.features), rejected=len(screened.reasons),
-                                     total=tally, seconds=time.perf_counter() - started))
+                progress(
+                    ChunkReport(
+                        number=chunks,
+                        rows=len(chunk),
+                        scored=len(screened.features),
+                        rejected=len(screened.reasons),
+                        total=tally,
+                        seconds=time.perf_counter() - started,
+                    )
+                )
             del chunk, screened  # one chunk in memory at a time: drop this one before the next is read
         if empty is None:
-            raise ScoringInputError(str(path), [Violation(column="*", rule="no_rows", detail="the input has no rows to score")])
+            raise ScoringInputError(
+                str(path), [Violation(column="*", rule="no_rows", detail="the input has no rows to score")]
+            )
         # Every run leaves both files, empty when nothing was scored or rejected, so no stale file is mistaken for this run's.
         if not predictions.opened:
             no_outputs = np.empty((0, n_outputs) if n_outputs else 0)
@@ -219,5 +235,13 @@ def score_file(
         rejects.commit()
         predictions.commit()  # last: the output file appearing means the run is complete
         cleanup.pop_all()
-    return ScoreResult(output_path=output, rejects_path=rejects.path, model_version=str(version), tally=tally, chunks=chunks,
-                       chunk_rows=chunk_rows, key_columns=keys, seconds=time.perf_counter() - started)
+    return ScoreResult(
+        output_path=output,
+        rejects_path=rejects.path,
+        model_version=str(version),
+        tally=tally,
+        chunks=chunks,
+        chunk_rows=chunk_rows,
+        key_columns=keys,
+        seconds=time.perf_counter() - started,
+    )

@@ -119,7 +119,9 @@ def current_service(config: Config, environment: str, state_dir: Path | None = N
     `initialise` rebuilds the environment's working copy, which would pull it from under a CD
     run applying there; a reader (`mlops status`, `mlops down`) initialises a throwaway copy.
     """
-    state = (state_dir or config.state_dir) / "terraform" / _known(environment) / "terraform.tfstate"  # as work_dir's, unmade
+    state = (
+        (state_dir or config.state_dir) / "terraform" / _known(environment) / "terraform.tfstate"
+    )  # as work_dir's, unmade
     if not state.exists():
         return {}
     with tempfile.TemporaryDirectory(prefix=f"mlops-{environment}-") as tmp:
@@ -129,7 +131,9 @@ def current_service(config: Config, environment: str, state_dir: Path | None = N
         return service_outputs(copy / ROOT_MODULE)
 
 
-def plan_service(root_dir: Path, environment: str, variables: dict[str, Any], plan_file: Path) -> tuple[infra.PlanSummary, bool]:
+def plan_service(
+    root_dir: Path, environment: str, variables: dict[str, Any], plan_file: Path
+) -> tuple[infra.PlanSummary, bool]:
     """Plan `variables` into `plan_file`; when that changes nothing but the service does not answer, plan its replacement.
 
     Returns the plan and whether it replaces a service the state holds but that is gone
@@ -176,13 +180,21 @@ def restore_target(environment: str, served: dict[str, Any], model_name: str, ch
     if _known(environment) != "production" or champion is None:
         if stated is None:
             return None
-        reason = None if environment != "production" else f"no {registry.CHAMPION} alias on {model_name}: kept as the state says"
+        reason = (
+            None
+            if environment != "production"
+            else f"no {registry.CHAMPION} alias on {model_name}: kept as the state says"
+        )
         return Restore(environment, *stated, reason=reason)
     wanted = (model_name, str(champion))
     if stated == wanted:
         return Restore(environment, *wanted)
     said = "nothing" if stated is None else f"{stated[0]} v{stated[1]}"
-    return Restore(environment, *wanted, reason=f"its state says {said}, alias {registry.CHAMPION} says v{champion}: the alias wins")
+    return Restore(
+        environment,
+        *wanted,
+        reason=f"its state says {said}, alias {registry.CHAMPION} says v{champion}: the alias wins",
+    )
 
 
 def restore_service(

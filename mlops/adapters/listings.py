@@ -45,8 +45,9 @@ def registrations(client: MlflowClient, name: str) -> list[Registration]:
 def history(client: MlflowClient, name: str) -> list[Change]:
     """Production history of `name` from the decisions CD tagged on its versions (`domain.history`)."""
     serving = champion(client, name)
-    return production_history([(r.ref.version, r.ref.tags) for r in registrations(client, name)],
-                              serving.version if serving else None)
+    return production_history(
+        [(r.ref.version, r.ref.tags) for r in registrations(client, name)], serving.version if serving else None
+    )
 
 
 def undelivered_versions(client: MlflowClient, name: str) -> list[Registration]:

@@ -52,8 +52,11 @@ class RegistryUnavailable(ConnectionError):
 
 # MLflow's client retries a failed HTTP call 7 times with a backoff factor of 2 by default: minutes of
 # silence when the server is down (7 min 35 s measured). Bounded here, unless the user set them.
-CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+CLIENT_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
 HEALTH_TIMEOUT_S = 5.0
 
 
@@ -121,7 +124,7 @@ def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -
     `VERIFICATION_ROWS`, on which the model service checks its compiled prediction path.
     """
     # Numeric inputs are declared double so a request may carry a missing value (the booster handles NaN).
-    example = example.astype({c: "float64" for c in config.dataset.numeric})
+    example = example.astype(dict.fromkeys(config.dataset.numeric, "float64"))
     info = mlflow.sklearn.log_model(
         model,
         name="model",
@@ -204,8 +207,13 @@ class VersionRef:
 
 
 def _ref(found: Any) -> VersionRef:
-    return VersionRef(name=found.name, version=str(found.version), run_id=found.run_id or None,
-                      status=str(found.status), tags=dict(found.tags or {}))
+    return VersionRef(
+        name=found.name,
+        version=str(found.version),
+        run_id=found.run_id or None,
+        status=str(found.status),
+        tags=dict(found.tags or {}),
+    )
 
 
 def aliased(client: MlflowClient, name: str, alias: str) -> VersionRef | None:
@@ -297,4 +305,3 @@ def read_run_artifact(client: MlflowClient, run_id: str, path: str) -> bytes | N
         return None
     with tempfile.TemporaryDirectory() as tmp:
         return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
-

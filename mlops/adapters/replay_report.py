@@ -46,14 +46,25 @@ def read_table(path: Path) -> list[dict[str, str]]:
 
 def read(directory: Path) -> ReplayResult:
     """A replay back from its files (`write`'s inverse): the summary's fields and the table's rows, typed again."""
+
     def number(text: str) -> float | None:
         return None if text == "" else float(text)
 
-    rows = [ReplayRow(**{
-        **row, "metric": number(row["metric"]), "drift_share": number(row["drift_share"]), "cpu_s": float(row["cpu_s"]),
-        "version": None if row["version"] == "" else int(row["version"]), "trained_before": row["trained_before"] or None,
-        "retrained": row["retrained"] == "True", "deployed": row["deployed"] == "True",
-    }) for row in read_table(directory / "replay.csv")]
+    rows = [
+        ReplayRow(
+            **{
+                **row,
+                "metric": number(row["metric"]),
+                "drift_share": number(row["drift_share"]),
+                "cpu_s": float(row["cpu_s"]),
+                "version": None if row["version"] == "" else int(row["version"]),
+                "trained_before": row["trained_before"] or None,
+                "retrained": row["retrained"] == "True",
+                "deployed": row["deployed"] == "True",
+            }
+        )
+        for row in read_table(directory / "replay.csv")
+    ]
     return ReplayResult.model_validate({**json.loads((directory / "summary.json").read_text()), "rows": rows})
 
 
@@ -74,9 +85,11 @@ def plot(result: ReplayResult, path: Path) -> None:
     months = result.months
     for served, names in lines.items():
         values = [math.nan if metric is None else metric for _, metric in served]
-        line, = history.plot(months, values, linewidth=1.8, label=" = ".join(names))
+        (line,) = history.plot(months, values, linewidth=1.8, label=" = ".join(names))
         took_over = [i for i in range(1, len(served)) if served[i][0] != served[i - 1][0]]
-        history.plot([months[i] for i in took_over], [values[i] for i in took_over], "o", color=line.get_color(), markersize=6)
+        history.plot(
+            [months[i] for i in took_over], [values[i] for i in took_over], "o", color=line.get_color(), markersize=6
+        )
     history.set_title(f"{result.metric} of the model in service (dot: a retrained model takes over)")
     history.set_xlabel("month served")
     history.set_ylabel(f"{result.metric} ({'higher' if result.higher_is_better else 'lower'} is better)")
@@ -86,15 +99,29 @@ def plot(result: ReplayResult, path: Path) -> None:
 
     best = next(s for s in result.summary if s.policy == result.best)
     edge = best.mean - result.tolerance if result.higher_is_better else best.mean + result.tolerance
-    cost.axhspan(min(edge, best.mean), max(edge, best.mean), color="tab:green", alpha=0.12,
-                 label=f"within {result.tolerance:g} of the best")
+    cost.axhspan(
+        min(edge, best.mean),
+        max(edge, best.mean),
+        color="tab:green",
+        alpha=0.12,
+        label=f"within {result.tolerance:g} of the best",
+    )
     points: dict[tuple[float, float], list[str]] = {}  # policies on the same point share one label
     for s in result.summary:
         points.setdefault((s.cpu_s, s.mean), []).append(f"{s.policy} ({s.retrains})")
-        cost.scatter(s.cpu_s, s.mean, s=60 if s.policy == result.cheapest else 30,
-                     color="tab:green" if s.policy == result.cheapest else "tab:blue", zorder=3)
-    for index, ((cpu, mean), names) in enumerate(sorted(points.items())):  # alternate above and below: near points stay legible
-        cost.annotate(", ".join(names), (cpu, mean), textcoords="offset points", xytext=(5, 5 if index % 2 else -11), fontsize=8)
+        cost.scatter(
+            s.cpu_s,
+            s.mean,
+            s=60 if s.policy == result.cheapest else 30,
+            color="tab:green" if s.policy == result.cheapest else "tab:blue",
+            zorder=3,
+        )
+    for index, ((cpu, mean), names) in enumerate(
+        sorted(points.items())
+    ):  # alternate above and below: near points stay legible
+        cost.annotate(
+            ", ".join(names), (cpu, mean), textcoords="offset points", xytext=(5, 5 if index % 2 else -11), fontsize=8
+        )
     cost.set_title(f"mean {result.metric} vs compute (retrains)")
     cost.set_xlabel("CPU seconds the policy spent")
     cost.set_ylabel(f"mean monthly {result.metric}")
@@ -108,22 +135,38 @@ def plot(result: ReplayResult, path: Path) -> None:
 def summary_markdown(result: ReplayResult, links: dict[str, str] | None = None) -> str:
     """The per-policy summary and the recommendation, as a Prefect artifact or the CLI prints it."""
     lines = [
-        f"# Policy replay: {result.months[0]} to {result.months[-1]} ({len(result.months)} months)", "",
+        f"# Policy replay: {result.months[0]} to {result.months[-1]} ({len(result.months)} months)",
+        "",
         f"Gate metric `{result.metric}` of the model in service on each month it served "
-        f"({'higher' if result.higher_is_better else 'lower'} is better).", "",
-        "| policy | months | mean | worst | retrains | deployed | CPU s |", "|---|---:|---:|---:|---:|---:|---:|",
+        f"({'higher' if result.higher_is_better else 'lower'} is better).",
+        "",
+        "| policy | months | mean | worst | retrains | deployed | CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in result.summary:
-        lines.append(f"| {s.policy} | {s.months} | {s.mean:.4f} | {s.worst:.4f} | {s.retrains} | {s.deployed} | {s.cpu_s:.1f} |")
-    lines += ["", f"**Best mean:** {result.best}. **Cheapest within {result.tolerance:g} of it:** {result.cheapest}.",
-              "", f"The replay itself spent {result.cpu_s:.0f} CPU s (work shared by policies done once)."]
+    lines += [
+        f"| {s.policy} | {s.months} | {s.mean:.4f} | {s.worst:.4f} | {s.retrains} | {s.deployed} | {s.cpu_s:.1f} |"
+        for s in result.summary
+    ]
+    lines += [
+        "",
+        f"**Best mean:** {result.best}. **Cheapest within {result.tolerance:g} of it:** {result.cheapest}.",
+        "",
+        f"The replay itself spent {result.cpu_s:.0f} CPU s (work shared by policies done once).",
+    ]
     for text, url in (links or {}).items():
         lines.append(f"- [{text}]({url})")
     return "\n".join(lines) + "\n"
 
 
-def replay(config: Config, policies: list[Policy], directory: Path, start: str | None = None, end: str | None = None,
-           tolerance: float = 0.005, log: Callable[[str], None] = lambda _: None) -> tuple[ReplayResult, ReplayFiles]:
+def replay(
+    config: Config,
+    policies: list[Policy],
+    directory: Path,
+    start: str | None = None,
+    end: str | None = None,
+    tolerance: float = 0.005,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[ReplayResult, ReplayFiles]:
     """Replay `policies` on the whole configured source and write the files into `directory`."""
     result = run(config, sources.load_source(config), load_contract(config), policies, start, end, tolerance, log)
     return result, write(result, directory)

@@ -44,8 +44,9 @@ def wait_until_healthy(endpoint: str, timeout_s: float = 120.0, interval_s: floa
         return response.status_code == 200
 
     try:
-        waiting.wait_for(answers, timeout=timeout_s, interval=interval_s, what=f"{endpoint}/ping answering 200",
-                         seen=lambda: last[0])
+        waiting.wait_for(
+            answers, timeout=timeout_s, interval=interval_s, what=f"{endpoint}/ping answering 200", seen=lambda: last[0]
+        )
     except waiting.TimedOut as exc:
         raise ServiceUnavailable(str(exc)) from None
     return time.monotonic() - start
@@ -62,7 +63,9 @@ def predict_live(endpoint: str, frame: pd.DataFrame, chunk_rows: int = 2000) -> 
     with httpx.Client(timeout=60.0) as client:
         for start in range(0, len(frame), chunk_rows):
             body = split_payload(frame.iloc[start : start + chunk_rows])
-            response = client.post(f"{endpoint}/invocations", content=body, headers={"Content-Type": "application/json"})
+            response = client.post(
+                f"{endpoint}/invocations", content=body, headers={"Content-Type": "application/json"}
+            )
             response.raise_for_status()
             parts.append(np.asarray(response.json()["predictions"], dtype=float))
     return np.concatenate(parts)
@@ -93,7 +96,14 @@ def _contract_cases(sample: pd.DataFrame, config: Config) -> list[_Case]:
         wrong = features.astype({numeric: object})
         wrong.loc[0, numeric] = "not-a-number"
         cases.append(_Case("wrong type in a numeric column", split_payload(wrong), (400, 422)))
-        cases.append(_Case("NaN in a numeric column", split_payload(features.assign(**{numeric: np.nan})), (200, 400, 422), len(features)))
+        cases.append(
+            _Case(
+                "NaN in a numeric column",
+                split_payload(features.assign(**{numeric: np.nan})),
+                (200, 400, 422),
+                len(features),
+            )
+        )
     if categorical:
         unknown = features.assign(**{categorical: "never-seen-category"})
         cases.append(_Case("unknown category", split_payload(unknown), (200, 400, 422), len(features)))
@@ -105,7 +115,9 @@ def _prediction_shape_ok(predictions: Any, rows: int, config: Config) -> bool:
         return False
     if config.task == "regression":
         return all(isinstance(p, (int, float)) and math.isfinite(p) for p in predictions)
-    return all(isinstance(p, list) and abs(sum(p) - 1.0) < 1e-6 and all(0.0 <= v <= 1.0 for v in p) for p in predictions)
+    return all(
+        isinstance(p, list) and abs(sum(p) - 1.0) < 1e-6 and all(0.0 <= v <= 1.0 for v in p) for p in predictions
+    )
 
 
 def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> list[Check]:
@@ -118,7 +130,9 @@ def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> l
         for case in _contract_cases(sample, config):
             accepted = ", ".join(map(str, case.accepted))
             try:
-                response = client.post(f"{endpoint}/invocations", content=case.body, headers={"Content-Type": "application/json"})
+                response = client.post(
+                    f"{endpoint}/invocations", content=case.body, headers={"Content-Type": "application/json"}
+                )
             except httpx.HTTPError as exc:
                 results.append(Check(name=case.name, passed=False, observed=0, required=accepted, detail=repr(exc)))
                 continue
@@ -126,9 +140,13 @@ def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> l
             if passed and response.status_code == 200 and case.rows is not None:
                 passed = _prediction_shape_ok(response.json().get("predictions"), case.rows, config)
                 detail = "predictions of the declared shape" if passed else f"unexpected predictions: {detail}"
-            results.append(Check(name=case.name, passed=passed, observed=response.status_code, required=accepted, detail=detail))
+            results.append(
+                Check(name=case.name, passed=passed, observed=response.status_code, required=accepted, detail=detail)
+            )
         alive = client.get(f"{endpoint}/ping").status_code == 200
-    results.append(Check(name="service still up after bad input", passed=alive, observed=200 if alive else 0, required="200"))
+    results.append(
+        Check(name="service still up after bad input", passed=alive, observed=200 if alive else 0, required="200")
+    )
     return results
 
 
@@ -190,8 +208,11 @@ def watch_service(endpoint: str, frame: pd.DataFrame, seconds: float, rate_per_s
     with httpx.Client(timeout=5.0) as client:
         while (now := time.monotonic()) - started < seconds:
             try:
-                answer = client.post(f"{endpoint}{ROUTE}", content=bodies[probes % len(bodies)],
-                                     headers={"Content-Type": "application/json"})
+                answer = client.post(
+                    f"{endpoint}{ROUTE}",
+                    content=bodies[probes % len(bodies)],
+                    headers={"Content-Type": "application/json"},
+                )
                 ok = answer.status_code == 200 and "predictions" in answer.json()
             except (httpx.HTTPError, ValueError):
                 ok = False
@@ -216,11 +237,19 @@ def watch_check(watch: Watch, config: Config) -> Check:
     if watch.error_rate > slo.max_error_rate:
         breaches.append(f"error rate {watch.error_rate:.2%} > {slo.max_error_rate:.2%}")
     if watch.p99_ms is None or watch.p99_ms > slo.p99_ms:
-        breaches.append("no /metrics from the service" if watch.p99_ms is None else f"p99 {watch.p99_ms:.0f} ms > {slo.p99_ms} ms")
-    detail = (f"{watch.probes} probes in {watch.seconds:.0f} s, {watch.probes_failed} failed; the service counted "
-              f"{watch.answered} answers, {watch.answered_failed} not 200, p99 ≤ "
-              + ("?" if watch.p99_ms is None else f"{watch.p99_ms:.0f} ms")
-              + (f"; breached: {', '.join(breaches)}" if breaches else ""))
-    return Check(name="production watch", passed=not breaches, observed=watch.error_rate,
-                 required=slo.max_error_rate, detail=detail)
-
+        breaches.append(
+            "no /metrics from the service" if watch.p99_ms is None else f"p99 {watch.p99_ms:.0f} ms > {slo.p99_ms} ms"
+        )
+    detail = (
+        f"{watch.probes} probes in {watch.seconds:.0f} s, {watch.probes_failed} failed; the service counted "
+        f"{watch.answered} answers, {watch.answered_failed} not 200, p99 ≤ "
+        + ("?" if watch.p99_ms is None else f"{watch.p99_ms:.0f} ms")
+        + (f"; breached: {', '.join(breaches)}" if breaches else "")
+    )
+    return Check(
+        name="production watch",
+        passed=not breaches,
+        observed=watch.error_rate,
+        required=slo.max_error_rate,
+        detail=detail,
+    )

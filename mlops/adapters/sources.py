@@ -44,8 +44,13 @@ def file_problems(path: Path, kind: str) -> list[Violation]:
         with open(path, "rb") as handle:
             handle.seek(size - 1)
             if handle.read(1) not in (b"\n", b"\r"):
-                return [Violation(column="*", rule="truncated_file",
-                                  detail=f"{path}: the last line has no line end, so the file may be cut short")]
+                return [
+                    Violation(
+                        column="*",
+                        rule="truncated_file",
+                        detail=f"{path}: the last line has no line end, so the file may be cut short",
+                    )
+                ]
     return []
 
 
@@ -59,14 +64,18 @@ def read_file(path: Path, kind: str) -> pd.DataFrame:
     except FileNotFoundError:
         raise
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:  # empty, truncated, not CSV
-        raise DataValidationError([Violation(column="*", rule="unreadable_file", detail=f"{path}: {type(exc).__name__}: {exc}"[:500])]) from None
+        raise DataValidationError(
+            [Violation(column="*", rule="unreadable_file", detail=f"{path}: {type(exc).__name__}: {exc}"[:500])]
+        ) from None
 
 
 def _ordered(df: pd.DataFrame, time_column: str | None) -> pd.DataFrame:
     try:
         return order_by_time(df, time_column)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise DataValidationError([Violation(column=str(time_column), rule="unparsable_time", detail=str(exc)[:300])]) from None
+        raise DataValidationError(
+            [Violation(column=str(time_column), rule="unparsable_time", detail=str(exc)[:300])]
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,11 @@ class WindowFrame:
 
 
 def load_window(
-    config: Config, window: Window | None = None, *, as_of: str | None = None, months: int | None = None,
+    config: Config,
+    window: Window | None = None,
+    *,
+    as_of: str | None = None,
+    months: int | None = None,
     declared_only: bool = True,
 ) -> WindowFrame:
     """One window of the source: `window` itself, or the `months` before `as_of` (default: the config's).

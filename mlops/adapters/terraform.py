@@ -60,15 +60,11 @@ def terraform_bin() -> str:
     # sys.executable is .venv/bin/python; do not resolve it, or the venv's bin dir is lost.
     binary = Path(sys.executable).parent / "mlops-terraform"
     if not binary.exists():
-        raise FileNotFoundError(
-            f"{binary} not found: install this project (pip install -e .) or set {TERRAFORM_ENV}"
-        )
+        raise FileNotFoundError(f"{binary} not found: install this project (pip install -e .) or set {TERRAFORM_ENV}")
     return str(binary)
 
 
-def _run(
-    working_dir: Path, command: str, *args: str, ok: tuple[int, ...] = (0,), **options: Any
-) -> str:
+def _run(working_dir: Path, command: str, *args: str, ok: tuple[int, ...] = (0,), **options: Any) -> str:
     """Run one Terraform command in `working_dir` and return its stdout; raise on failure."""
     tf = Terraform(working_dir=str(working_dir), terraform_bin_path=terraform_bin())
     options = {"no_color": IsFlagged, **options}

@@ -25,21 +25,34 @@ class Check(Record):
         """Why it failed, in one line ("" when it passed)."""
         if self.passed:
             return ""
-        numbers = (f"{_show(self.observed)} vs required {_show(self.required)}"
-                   if self.observed is not None and self.required is not None else "")
+        numbers = (
+            f"{_show(self.observed)} vs required {_show(self.required)}"
+            if self.observed is not None and self.required is not None
+            else ""
+        )
         return f"{self.name}: " + "; ".join(part for part in (numbers, self.detail) if part)
 
 
 def at_least(name: str, observed: float, required: float, detail: str = "") -> Check:
     """Passes when `observed >= required` (NaN never passes)."""
-    return Check(name=name, observed=observed, required=required, detail=detail,
-                 passed=not math.isnan(observed) and observed >= required)
+    return Check(
+        name=name,
+        observed=observed,
+        required=required,
+        detail=detail,
+        passed=not math.isnan(observed) and observed >= required,
+    )
 
 
 def at_most(name: str, observed: float, required: float, detail: str = "") -> Check:
     """Passes when `observed <= required` (NaN never passes)."""
-    return Check(name=name, observed=observed, required=required, detail=detail,
-                 passed=not math.isnan(observed) and observed <= required)
+    return Check(
+        name=name,
+        observed=observed,
+        required=required,
+        detail=detail,
+        passed=not math.isnan(observed) and observed <= required,
+    )
 
 
 def bound(name: str, observed: float, required: float, higher_is_better: bool, detail: str = "") -> Check:

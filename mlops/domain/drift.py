@@ -81,18 +81,25 @@ def scored_frame(model: Any, df: pd.DataFrame, config: Config) -> pd.DataFrame:
     return monitored_frame(df, pd.Series(score), config)
 
 
-def reference_without(reference: pd.DataFrame, reference_window: Window, current: Window, config: Config) -> tuple[pd.DataFrame, str]:
+def reference_without(
+    reference: pd.DataFrame, reference_window: Window, current: Window, config: Config
+) -> tuple[pd.DataFrame, str]:
     """The reference rows outside the current window: new data is never compared with itself."""
     time_column = config.dataset.time_column
     if not current.bounded or not time_column or not reference_window.overlaps(current):
         return reference, ""
     inside = current.mask(reference, time_column)
-    note = (f"{int(inside.sum())} reference row(s) inside the current window {current.label()} left out of the reference"
-            if inside.any() else "")
+    note = (
+        f"{int(inside.sum())} reference row(s) inside the current window {current.label()} left out of the reference"
+        if inside.any()
+        else ""
+    )
     return reference.loc[~inside].reset_index(drop=True), note
 
 
-def compare(reference: pd.DataFrame, current: pd.DataFrame, config: Config, html_path: Path | None = None) -> DriftResult:
+def compare(
+    reference: pd.DataFrame, current: pd.DataFrame, config: Config, html_path: Path | None = None
+) -> DriftResult:
     """Evidently's per-column drift of `current` against `reference` (frames from `monitored_frame`)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
@@ -101,13 +108,22 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, config: Config, html
     columns = [c for c in current.columns if c in reference.columns]
     reference = sample(reference[columns], settings.sample_rows, config.split.seed)
     current = sample(current[columns], settings.sample_rows, config.split.seed)
-    categorical = [c for c in columns if c in config.dataset.categorical
-                   or (c == config.dataset.target and config.task != "regression")]
-    definition = DataDefinition(numerical_columns=[c for c in columns if c not in categorical], categorical_columns=categorical)
+    categorical = [
+        c
+        for c in columns
+        if c in config.dataset.categorical or (c == config.dataset.target and config.task != "regression")
+    ]
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if c not in categorical], categorical_columns=categorical
+    )
     # One ValueDrift per column, and the share computed here: DataDriftPreset would compute every
     # column's drift twice more (its count metric and its legacy table), tripling the time.
     metrics = [
-        ValueDrift(column=c, method=settings.cat_method if c in categorical else settings.num_method, threshold=settings.threshold)
+        ValueDrift(
+            column=c,
+            method=settings.cat_method if c in categorical else settings.num_method,
+            threshold=settings.threshold,
+        )
         for c in columns
     ]
     snapshot = Report(metrics, include_tests=True).run(
@@ -119,8 +135,13 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, config: Config, html
         snapshot.save_html(str(html_path))
     per_column = column_drifts(snapshot.dict())
     share = sum(c.drifted for c in per_column) / len(per_column) if per_column else 0.0
-    return DriftResult(reference_rows=len(reference), current_rows=len(current), drift_share=share,
-                       threshold_share=settings.drift_share, columns=per_column)
+    return DriftResult(
+        reference_rows=len(reference),
+        current_rows=len(current),
+        drift_share=share,
+        threshold_share=settings.drift_share,
+        columns=per_column,
+    )
 
 
 def column_drifts(report: dict[str, Any]) -> list[ColumnDrift]:

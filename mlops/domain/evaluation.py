@@ -18,7 +18,9 @@ def predict_outputs(model: Any, X: pd.DataFrame, task: str) -> np.ndarray:
     return model.predict_proba(X) if task != "regression" else model.predict(X)
 
 
-def compute_metrics(task: str, y_true: pd.Series | np.ndarray, outputs: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
+def compute_metrics(
+    task: str, y_true: pd.Series | np.ndarray, outputs: np.ndarray, classes: np.ndarray | None
+) -> dict[str, float]:
     """The usual metrics for the task; NaN where a metric is undefined (e.g. one class present)."""
     y_true = np.asarray(y_true)
     if task == "regression":
@@ -33,7 +35,9 @@ def compute_metrics(task: str, y_true: pd.Series | np.ndarray, outputs: np.ndarr
         positive = outputs[:, 1]
         return {
             "roc_auc": float(skm.roc_auc_score(y_true, positive)) if both_classes else math.nan,
-            "pr_auc": float(skm.average_precision_score(y_true, positive, pos_label=classes[1])) if both_classes else math.nan,
+            "pr_auc": float(skm.average_precision_score(y_true, positive, pos_label=classes[1]))
+            if both_classes
+            else math.nan,
             "log_loss": float(skm.log_loss(y_true, outputs, labels=classes)),
             "f1": float(skm.f1_score(y_true, predicted, pos_label=classes[1], zero_division=0)),
             "accuracy": float(skm.accuracy_score(y_true, predicted)),

@@ -32,7 +32,10 @@ class ChampionComparison(Record):
 
 
 def comparable_rows(
-    holdout: pd.DataFrame, config: Config, champion_window: str | None, champion_hash: str | None = None,
+    holdout: pd.DataFrame,
+    config: Config,
+    champion_window: str | None,
+    champion_hash: str | None = None,
     candidate_hash: str | None = None,
 ) -> tuple[np.ndarray, str]:
     """One bool per holdout row: True where the champion cannot have seen the row; and why."""
@@ -49,37 +52,65 @@ def comparable_rows(
     inside = window.mask(holdout, time_column).to_numpy()
     if not inside.any():
         return every, f"the holdout lies outside the champion's training window {window.label()}"
-    return ~inside, f"{int(inside.sum())} holdout row(s) inside the champion's training window {window.label()} left out"
+    return (
+        ~inside,
+        f"{int(inside.sum())} holdout row(s) inside the champion's training window {window.label()} left out",
+    )
 
 
 def compare_with_champion(
-    holdout: pd.DataFrame, candidate_outputs: np.ndarray, champion_outputs: np.ndarray | None, classes: Any,
-    rows: np.ndarray, note: str, version: str, config: Config,
+    holdout: pd.DataFrame,
+    candidate_outputs: np.ndarray,
+    champion_outputs: np.ndarray | None,
+    classes: Any,
+    rows: np.ndarray,
+    note: str,
+    version: str,
+    config: Config,
 ) -> ChampionComparison:
     """Both models' metrics on the `rows` of the holdout; `champion_outputs` are for those rows only."""
     compared = int(rows.sum())
     base = {"version": version, "rows": compared, "excluded": len(holdout) - compared}
     if compared < config.gates.min_segment_rows or champion_outputs is None:
-        why = f"{compared} comparable row(s) < gates.min_segment_rows {config.gates.min_segment_rows}" if compared else "no comparable rows"
+        why = (
+            f"{compared} comparable row(s) < gates.min_segment_rows {config.gates.min_segment_rows}"
+            if compared
+            else "no comparable rows"
+        )
         return ChampionComparison(**base, note=f"{note}; {why}: the floors alone decide")
     subset = holdout.loc[rows]
     return ChampionComparison(
-        **base, note=note,
+        **base,
+        note=note,
         candidate=evaluate(subset, np.asarray(candidate_outputs)[rows], classes, config),
         champion=evaluate(subset, champion_outputs, classes, config),
     )
 
 
 def champion_comparison(
-    holdout: pd.DataFrame, candidate: Any, champion: Any, champion_window: str | None, version: str, config: Config,
-    champion_hash: str | None = None, candidate_hash: str | None = None,
+    holdout: pd.DataFrame,
+    candidate: Any,
+    champion: Any,
+    champion_window: str | None,
+    version: str,
+    config: Config,
+    champion_hash: str | None = None,
+    candidate_hash: str | None = None,
 ) -> ChampionComparison:
     """Both fitted models on the holdout rows the champion (trained on `champion_window`) cannot have seen."""
     X = holdout[config.dataset.features]
     rows, note = comparable_rows(holdout, config, champion_window, champion_hash, candidate_hash)
     champion_outputs = predict_outputs(champion, X.loc[rows], config.task) if rows.any() else None
-    return compare_with_champion(holdout, predict_outputs(candidate, X, config.task), champion_outputs,
-                                 getattr(candidate, "classes_", None), rows, note, version, config)
+    return compare_with_champion(
+        holdout,
+        predict_outputs(candidate, X, config.task),
+        champion_outputs,
+        getattr(candidate, "classes_", None),
+        rows,
+        note,
+        version,
+        config,
+    )
 
 
 class GateDecision(Record):
@@ -102,21 +133,36 @@ def decide(candidate: Evaluation, config: Config, comparison: ChampionComparison
     """Absolute floors on the whole holdout, then (when compared) the minimum gain overall and the
     allowed drop per large segment, candidate and champion on the same rows."""
     gates, directions = config.gates, METRICS[config.task]
-    checks = [bound(f"floor {name}", candidate.overall[name], floor, directions[name]) for name, floor in gates.floors.items()]
+    checks = [
+        bound(f"floor {name}", candidate.overall[name], floor, directions[name]) for name, floor in gates.floors.items()
+    ]
     metric, higher = gates.metric, directions[gates.metric]
     sign = 1.0 if higher else -1.0
     champion_score = None
     if comparison is not None and comparison.champion is not None and comparison.candidate is not None:
         new, old = comparison.candidate, comparison.champion
         champion_score = old.overall[metric]
-        checks.append(bound(f"gain {metric} over champion", new.overall[metric], champion_score + sign * gates.min_gain, higher,
-                            detail=f"on {comparison.rows} rows"))
+        checks.append(
+            bound(
+                f"gain {metric} over champion",
+                new.overall[metric],
+                champion_score + sign * gates.min_gain,
+                higher,
+                detail=f"on {comparison.rows} rows",
+            )
+        )
         for seg in new.segments:
             before = old.segment(seg.column, seg.value)
             if seg.rows < gates.min_segment_rows or before is None or math.isnan(before.metrics[metric]):
                 continue
-            checks.append(bound(f"segment {seg.column}={seg.value} {metric}", seg.metrics[metric],
-                                before.metrics[metric] - sign * gates.max_segment_drop, higher))
+            checks.append(
+                bound(
+                    f"segment {seg.column}={seg.value} {metric}",
+                    seg.metrics[metric],
+                    before.metrics[metric] - sign * gates.max_segment_drop,
+                    higher,
+                )
+            )
     return GateDecision(
         passed=all(c.passed for c in checks),
         metric=metric,

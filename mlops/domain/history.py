@@ -69,9 +69,18 @@ def production_history(versions: Iterable[tuple[str, Mapping[str, str]]], champi
             later = [start for start in starts if start > at] if at else []
             until = later[0] if later else None
             taken_out = tags.get(ROLLED_BACK_AT)  # the period a rollback by hand ended is the one serving until then
-            why = (f"{change.why}; rolled back by hand at {taken_out}: {tags.get(ROLLED_BACK_WHY, '')}"[:300]
-                   if taken_out and until == taken_out else change.why)
-            change = change.model_copy(update={"served_from": at or None, "served_until": until, "why": why,
-                                               "serving": str(number) == champion and not later})
+            why = (
+                f"{change.why}; rolled back by hand at {taken_out}: {tags.get(ROLLED_BACK_WHY, '')}"[:300]
+                if taken_out and until == taken_out
+                else change.why
+            )
+            change = change.model_copy(
+                update={
+                    "served_from": at or None,
+                    "served_until": until,
+                    "why": why,
+                    "serving": str(number) == champion and not later,
+                }
+            )
         result.append(change)
     return result

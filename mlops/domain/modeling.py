@@ -84,7 +84,7 @@ def candidate_grid(config: Config) -> list[dict[str, Any]]:
     if not space:
         return [{}]
     names = sorted(space)
-    grid = [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
+    grid = [dict(zip(names, values, strict=True)) for values in itertools.product(*(space[n] for n in names))]
     return grid[: config.training.max_candidates]
 
 
@@ -118,7 +118,9 @@ class Candidate(Record):
     score: float
 
 
-def score_candidate(config: Config, params: dict[str, Any], X: np.ndarray, y: np.ndarray, scoring: np.ndarray) -> Candidate:
+def score_candidate(
+    config: Config, params: dict[str, Any], X: np.ndarray, y: np.ndarray, scoring: np.ndarray
+) -> Candidate:
     """One point of the grid fitted on the search's fitting rows and scored on its scoring rows."""
     estimator = fit_estimator(config, params, X[~scoring], y[~scoring])
     outputs = predict_outputs(estimator, X[scoring], config.task)

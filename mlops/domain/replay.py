@@ -44,7 +44,9 @@ class Policy(Record):
     metric_floor: float | None = None  # metric: retrain when the month's gate metric is worse than this
 
 
-def make_policies(config: Config, kinds: list[PolicyKind], drift_shares: list[float], metric_floor: float | None) -> list[Policy]:
+def make_policies(
+    config: Config, kinds: list[PolicyKind], drift_shares: list[float], metric_floor: float | None
+) -> list[Policy]:
     """The policies to replay: one per kind, plus one drift policy per other threshold of the sweep."""
     policies = []
     for kind in dict.fromkeys(kinds):
@@ -53,12 +55,16 @@ def make_policies(config: Config, kinds: list[PolicyKind], drift_shares: list[fl
         elif kind == "metric":
             floor = metric_floor if metric_floor is not None else config.gates.floors.get(config.gates.metric)
             if floor is None:
-                raise ReplayError(f"the metric policy needs a floor: give metric_floor or gates.floors.{config.gates.metric}")
+                raise ReplayError(
+                    f"the metric policy needs a floor: give metric_floor or gates.floors.{config.gates.metric}"
+                )
             policies.append(Policy(name=f"metric:{floor:g}", kind=kind, metric_floor=floor))
         else:
             policies.append(Policy(name=kind, kind=kind))
-    for share in sorted(set(drift_shares) - {config.drift.drift_share}):
-        policies.append(Policy(name=f"drift:{share:g}", kind="drift", drift_share=share))
+    policies += [
+        Policy(name=f"drift:{share:g}", kind="drift", drift_share=share)
+        for share in sorted(set(drift_shares) - {config.drift.drift_share})
+    ]
     return policies
 
 
@@ -160,11 +166,20 @@ def replay_policy(replay: Replay, policy: Policy, months: list[Window]) -> list[
             cpu += candidate.cpu_s + gate_cpu
             gate, deployed = _gate_text(candidate, decision), decision is not None and decision.passed
             next_serving = candidate if deployed else serving
-        rows.append(ReplayRow(
-            month=f"{month.start:%Y-%m}", policy=policy.name, metric=None if serving is None or math.isnan(metric) else metric,
-            version=version or None, trained_before=serving.as_of if serving else None, drift_share=share, retrained=retrain,
-            gate=gate, deployed=deployed, cpu_s=round(cpu, 3),
-        ))
+        rows.append(
+            ReplayRow(
+                month=f"{month.start:%Y-%m}",
+                policy=policy.name,
+                metric=None if serving is None or math.isnan(metric) else metric,
+                version=version or None,
+                trained_before=serving.as_of if serving else None,
+                drift_share=share,
+                retrained=retrain,
+                gate=gate,
+                deployed=deployed,
+                cpu_s=round(cpu, 3),
+            )
+        )
         version += deployed
         serving = next_serving
     return rows
@@ -176,11 +191,17 @@ def summarize(rows: list[ReplayRow], policies: list[Policy], higher: bool) -> li
     for policy in policies:
         mine = [r for r in rows if r.policy == policy.name]
         scores = [r.metric for r in mine if r.metric is not None]
-        found.append(PolicySummary(
-            policy=policy.name, months=len(scores), mean=sum(scores) / len(scores) if scores else math.nan,
-            worst=(min if higher else max)(scores) if scores else math.nan, retrains=sum(r.retrained for r in mine),
-            deployed=sum(r.deployed for r in mine), cpu_s=round(sum(r.cpu_s for r in mine), 3),
-        ))
+        found.append(
+            PolicySummary(
+                policy=policy.name,
+                months=len(scores),
+                mean=sum(scores) / len(scores) if scores else math.nan,
+                worst=(min if higher else max)(scores) if scores else math.nan,
+                retrains=sum(r.retrained for r in mine),
+                deployed=sum(r.deployed for r in mine),
+                cpu_s=round(sum(r.cpu_s for r in mine), 3),
+            )
+        )
     return found
 
 
@@ -192,13 +213,23 @@ def choose(summary: list[PolicySummary], higher: bool, tolerance: float) -> tupl
     return best.policy, min(close, key=lambda s: (s.cpu_s, s.retrains)).policy
 
 
-def run(config: Config, source: pd.DataFrame, contract: Contract | None, policies: list[Policy], start: str | None = None,
-        end: str | None = None, tolerance: float = 0.005, log: Callable[[str], None] = lambda _: None) -> ReplayResult:
+def run(
+    config: Config,
+    source: pd.DataFrame,
+    contract: Contract | None,
+    policies: list[Policy],
+    start: str | None = None,
+    end: str | None = None,
+    tolerance: float = 0.005,
+    log: Callable[[str], None] = lambda _: None,
+) -> ReplayResult:
     """Replay every policy over the months from `start` to `end` on `source` (the whole configured data)."""
     months = replay_months(source, config, start, end)
     higher = METRICS[config.task][config.gates.metric]
     replay, started = Replay(config, source, contract, log), time.process_time()
-    log(f"replaying {len(policies)} policies over {len(months)} months, {months[0].label()} to {months[-1].end:%Y-%m-%d}")
+    log(
+        f"replaying {len(policies)} policies over {len(months)} months, {months[0].label()} to {months[-1].end:%Y-%m-%d}"
+    )
     rows = []
     for policy in policies:
         rows += replay_policy(replay, policy, months)
@@ -206,6 +237,15 @@ def run(config: Config, source: pd.DataFrame, contract: Contract | None, policie
         log(f"{policy.name}: {sum(r.retrained for r in mine)} retrain(s), {sum(r.deployed for r in mine)} deployed")
     summary = summarize(rows, policies, higher)
     best, cheapest = choose(summary, higher, tolerance)
-    return ReplayResult(metric=config.gates.metric, higher_is_better=higher, months=[f"{m.start:%Y-%m}" for m in months],
-                        policies=policies, rows=rows, summary=summary, best=best, cheapest=cheapest, tolerance=tolerance,
-                        cpu_s=round(time.process_time() - started, 3))
+    return ReplayResult(
+        metric=config.gates.metric,
+        higher_is_better=higher,
+        months=[f"{m.start:%Y-%m}" for m in months],
+        policies=policies,
+        rows=rows,
+        summary=summary,
+        best=best,
+        cheapest=cheapest,
+        tolerance=tolerance,
+        cpu_s=round(time.process_time() - started, 3),
+    )

@@ -61,8 +61,10 @@ class Replay:
             self._trained[key] = self._train(as_of, key)
             self._trained[key].cpu_s = time.process_time() - started
             found = self._trained[key]
-            self.log(f"trained on {found.data_window}: {found.problems or f'{self.config.gates.metric} {self._holdout(found):.4f}'}"
-                     f" ({found.cpu_s:.1f} CPU s)")
+            self.log(
+                f"trained on {found.data_window}: {found.problems or f'{self.config.gates.metric} {self._holdout(found):.4f}'}"
+                f" ({found.cpu_s:.1f} CPU s)"
+            )
         return self._trained[key]
 
     def _holdout(self, trained: Trained) -> float:
@@ -81,7 +83,9 @@ class Replay:
             trained.problems = [f"{v.column}: {v.rule}" for v in violations]
             return trained
         preprocessor, X, y, scoring = modeling.fit_features(train, config)
-        candidates = [modeling.score_candidate(config, params, X, y, scoring) for params in modeling.candidate_grid(config)]
+        candidates = [
+            modeling.score_candidate(config, params, X, y, scoring) for params in modeling.candidate_grid(config)
+        ]
         chosen = modeling.best_candidate(candidates, config)
         trained.model = modeling.assemble_model(preprocessor, modeling.fit_estimator(config, chosen.params, X, y))
         trained.holdout, trained.evaluation = test, evaluate_on(trained.model, test, config)
@@ -95,8 +99,18 @@ class Replay:
             started = time.process_time()
             decision = None
             if candidate.model is not None:
-                comparison = None if serving is None else champion_comparison(
-                    candidate.holdout, candidate.model, serving.model, serving.training_window, serving.as_of, self.config)
+                comparison = (
+                    None
+                    if serving is None
+                    else champion_comparison(
+                        candidate.holdout,
+                        candidate.model,
+                        serving.model,
+                        serving.training_window,
+                        serving.as_of,
+                        self.config,
+                    )
+                )
                 decision = decide(candidate.evaluation, self.config, comparison)
             self._gates[key] = (decision, time.process_time() - started)
         return self._gates[key]
@@ -108,8 +122,13 @@ class Replay:
             started, config = time.process_time(), self.config
             rows = self._frame(month)
             outputs = predict_outputs(serving.model, rows[config.dataset.features], config.task)
-            value = compute_metrics(config.task, rows[config.dataset.target], outputs,
-                                    getattr(serving.model, "classes_", None))[config.gates.metric] if len(rows) else math.nan
+            value = (
+                compute_metrics(
+                    config.task, rows[config.dataset.target], outputs, getattr(serving.model, "classes_", None)
+                )[config.gates.metric]
+                if len(rows)
+                else math.nan
+            )
             self._scores[key] = (value, time.process_time() - started)
         return self._scores[key]
 
@@ -121,8 +140,13 @@ class Replay:
             started, config = time.process_time(), self.config
             current_window = Window.ending(month.end, config.drift.window_months)
             reference_window = Window.parse(serving.data_window)
-            reference, _ = drift.reference_without(self._frame(reference_window), reference_window, current_window, config)
-            result = drift.compare(drift.scored_frame(serving.model, reference, config),
-                                   drift.scored_frame(serving.model, self._frame(current_window), config), config)
+            reference, _ = drift.reference_without(
+                self._frame(reference_window), reference_window, current_window, config
+            )
+            result = drift.compare(
+                drift.scored_frame(serving.model, reference, config),
+                drift.scored_frame(serving.model, self._frame(current_window), config),
+                config,
+            )
             self._drift[key] = (result.drift_share, time.process_time() - started)
         return self._drift[key]

@@ -20,7 +20,9 @@ def data_definition(config: Config, columns: list[str]) -> Any:
     )
 
 
-def data_quality_report(current: pd.DataFrame, config: Config, html_path: Path, reference: pd.DataFrame | None = None) -> dict[str, Any]:
+def data_quality_report(
+    current: pd.DataFrame, config: Config, html_path: Path, reference: pd.DataFrame | None = None
+) -> dict[str, Any]:
     """Evidently's data summary of the model's input columns, saved as HTML; returns the metrics by name."""
     from evidently import Dataset, Report
     from evidently.presets import DataSummaryPreset

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from mlops.config import Config
 from mlops.domain import validation
@@ -103,11 +104,12 @@ def null_intolerant_columns(model: Any, config: Config) -> frozenset[str]:
     Returns nothing when the model cannot score even the synthetic row (the chunks will say why).
     """
     ds = config.dataset
-    base = {**{c: 0.0 for c in ds.numeric}, **{c: "" for c in ds.categorical}}
+    base = {**dict.fromkeys(ds.numeric, 0.0), **dict.fromkeys(ds.categorical, "")}
 
     def scores(missing: list[str]) -> bool:
-        row = pd.DataFrame({c: [np.nan if c in missing and c in ds.numeric else None if c in missing else v]
-                            for c, v in base.items()}).astype({c: "float64" for c in ds.numeric})
+        row = pd.DataFrame(
+            {c: [np.nan if c in missing and c in ds.numeric else None if c in missing else v] for c, v in base.items()}
+        ).astype(dict.fromkeys(ds.numeric, "float64"))
         try:
             output = np.asarray(predict_outputs(model, row, config.task), dtype="float64")
         except Exception:
@@ -192,7 +194,9 @@ def key_frame(chunk: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame
 
 
-def prediction_frame(keys: pd.DataFrame, outputs: np.ndarray, classes: np.ndarray | None, task: str, version: str) -> pd.DataFrame:
+def prediction_frame(
+    keys: pd.DataFrame, outputs: np.ndarray, classes: np.ndarray | None, task: str, version: str
+) -> pd.DataFrame:
     """Keys, model version and prediction per row: binary probability of classes_[1] + label,
     multiclass label + its probability, regression the value."""
     out = keys.reset_index(drop=True)
@@ -221,7 +225,7 @@ class Tally(Record):
     rows_read: int = 0
     rows_scored: int = 0
     rows_rejected: int = 0
-    rejected_by_reason: dict[str, int] = {}
+    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
 
     def plus(self, screened: Screened) -> Tally:
         by_reason = dict(self.rejected_by_reason)

@@ -30,7 +30,7 @@ def held_out(df: pd.DataFrame, config: Config, share: float) -> np.ndarray:
             mask[rng.integers(len(df))] = True
         return mask
     mask = np.zeros(len(df), dtype=bool)  # stratified: the same share of every class is held out
-    for _, positions in df.groupby(ds.target, sort=True).indices.items():
+    for positions in df.groupby(ds.target, sort=True).indices.values():
         chosen = rng.permutation(positions)[: max(1, round(len(positions) * share))]
         if len(chosen) == len(positions):
             chosen = chosen[:-1]  # a class must stay in the fitted part too
@@ -59,7 +59,11 @@ def check_split(train: pd.DataFrame, test: pd.DataFrame, config: Config) -> list
         last_train, first_test = train[ds.time_column].max(), test[ds.time_column].min()
         if last_train >= first_test:
             found.append(
-                Violation(column=ds.time_column, rule="split_time_order", detail=f"train ends {last_train}, test starts {first_test}")
+                Violation(
+                    column=ds.time_column,
+                    rule="split_time_order",
+                    detail=f"train ends {last_train}, test starts {first_test}",
+                )
             )
     overlap = train.index.intersection(test.index)
     if len(overlap):
@@ -68,6 +72,10 @@ def check_split(train: pd.DataFrame, test: pd.DataFrame, config: Config) -> list
         train_classes, test_classes = set(train[ds.target].unique()), set(test[ds.target].unique())
         if train_classes != test_classes:
             found.append(
-                Violation(column=ds.target, rule="split_classes", detail=f"train {sorted(train_classes)} vs test {sorted(test_classes)}")
+                Violation(
+                    column=ds.target,
+                    rule="split_classes",
+                    detail=f"train {sorted(train_classes)} vs test {sorted(test_classes)}",
+                )
             )
     return found

@@ -70,7 +70,7 @@ class Contract(BaseModel):
 def column_kinds(config: Config) -> dict[str, str]:
     """Each declared column and the kind the config gives it."""
     ds = config.dataset
-    kinds = {c: "numeric" for c in ds.numeric} | {c: "categorical" for c in ds.categorical}
+    kinds = dict.fromkeys(ds.numeric, "numeric") | dict.fromkeys(ds.categorical, "categorical")
     kinds[ds.target] = "numeric" if config.task == "regression" else "categorical"
     if ds.time_column:
         kinds[ds.time_column] = "datetime"
@@ -172,12 +172,18 @@ def check_quality(df: pd.DataFrame, config: Config) -> list[Violation]:
     duplicate_share = float(df.duplicated().mean())
     if duplicate_share > q.max_duplicate_share:
         found.append(
-            Violation(column="*", rule="duplicates", detail=f"{duplicate_share:.2%} duplicate rows > {q.max_duplicate_share:.2%}")
+            Violation(
+                column="*",
+                rule="duplicates",
+                detail=f"{duplicate_share:.2%} duplicate rows > {q.max_duplicate_share:.2%}",
+            )
         )
     if ds.target in df.columns:
         target = df[ds.target]
         if target.isna().any():
-            found.append(Violation(column=ds.target, rule="target_missing", detail=f"{target.isna().sum()} null label(s)"))
+            found.append(
+                Violation(column=ds.target, rule="target_missing", detail=f"{target.isna().sum()} null label(s)")
+            )
         if config.task == "regression":
             if target.nunique() <= 1:
                 found.append(Violation(column=ds.target, rule="constant_target", detail="one distinct value"))

@@ -31,8 +31,12 @@ def paused_delivery(client: Any, model_name: str, version: str, default_model: s
         flow_filter=FlowFilter(name=FlowFilterName(any_=[CD_FLOW])),
         flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
     )
-    found = [r for r in runs if str(r.parameters.get("version")) == str(version)
-             and (r.parameters.get("model_name") or default_model) == model_name]
+    found = [
+        r
+        for r in runs
+        if str(r.parameters.get("version")) == str(version)
+        and (r.parameters.get("model_name") or default_model) == model_name
+    ]
     if not found:
         raise NoPendingApproval(f"no continuous-delivery run of {model_name} v{version} waits for approval")
     return found[0]

@@ -42,8 +42,9 @@ def _contract(args: argparse.Namespace) -> int:
     from mlops.domain.window import Window
 
     config = load_config()
-    loaded = sources.load_window(config, None if args.months else Window.everything(), as_of=args.as_of, months=args.months,
-                                 declared_only=False)
+    loaded = sources.load_window(
+        config, None if args.months else Window.everything(), as_of=args.as_of, months=args.months, declared_only=False
+    )
     df, bounds = loaded.frame, loaded.window
     contract = validation.infer_contract(df, config, inferred_from=f"{config.dataset.name} {bounds.label()}")
     path = args.output or config.dataset.contract_path
@@ -73,13 +74,22 @@ def _approve(args: argparse.Namespace) -> int:
     config = load_config()
     stack = stack_settings(config)
     if not processes.http_ok(f"{stack.prefect_api_url}/health"):
-        print(f"mlops approve: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack with "
-              "`make up`", file=sys.stderr)
+        print(
+            f"mlops approve: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack with "
+            "`make up`",
+            file=sys.stderr,
+        )
         return 2
     try:
         with stack.prefect_settings():
-            run = approvals.answer(args.name, str(args.version), approve=not args.reject, approver=args.by or getpass.getuser(),
-                                   comment=args.comment, default_model=config.tracking.model_name)
+            run = approvals.answer(
+                args.name,
+                str(args.version),
+                approve=not args.reject,
+                approver=args.by or getpass.getuser(),
+                comment=args.comment,
+                default_model=config.tracking.model_name,
+            )
     except (approvals.NoPendingApproval, StackNotSetUp) as exc:
         print(f"mlops approve: {exc}", file=sys.stderr)
         return 1
@@ -102,16 +112,26 @@ def _rollback(args: argparse.Namespace) -> int:
 
     stack = stack_settings(load_config())
     if not processes.http_ok(f"{stack.prefect_api_url}/health"):
-        print(f"mlops rollback: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack with "
-              "`make up`", file=sys.stderr)
+        print(
+            f"mlops rollback: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack with "
+            "`make up`",
+            file=sys.stderr,
+        )
         return 2
-    parameters = {"reason": args.reason, "by": args.by or getpass.getuser(), "to_version": args.to, "model_name": args.model}
+    parameters = {
+        "reason": args.reason,
+        "by": args.by or getpass.getuser(),
+        "to_version": args.to,
+        "model_name": args.model,
+    }
     try:
         with stack.prefect_settings():
             from prefect.deployments import run_deployment
             from prefect.flow_runs import wait_for_flow_run
 
-            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0)
+            run = run_deployment(
+                ROLLBACK_DEPLOYMENT, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0
+            )
             print(f"started the rollback: {stack.prefect_url}/runs/flow-run/{run.id}", flush=True)
             state = asyncio.run(wait_for_flow_run(run.id, timeout=ROLLBACK_TIMEOUT_S)).state
     except StackNotSetUp as exc:
@@ -154,8 +174,15 @@ def _replay(args: argparse.Namespace) -> int:
     name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}"
     try:
         policies = make_policies(config, args.policies, args.drift_shares, args.metric_floor)
-        result, files = replay_report.replay(config, policies, replay_report.output_directory(config, name), args.start,
-                                             args.end, args.tolerance, log=lambda line: print(line, flush=True))
+        result, files = replay_report.replay(
+            config,
+            policies,
+            replay_report.output_directory(config, name),
+            args.start,
+            args.end,
+            args.tolerance,
+            log=lambda line: print(line, flush=True),
+        )
     except ReplayError as exc:
         print(f"mlops replay: {exc}", file=sys.stderr)
         return 2
@@ -189,12 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     approve = sub.add_parser("approve", help="answer a CD run that waits for approval (delivery.approval: manual)")
     approve.add_argument("name", help="the registered model, e.g. flights-delay")
     approve.add_argument("version", help="the version its CD run delivers")
-    approve.add_argument("--reject", action="store_true", help="reject instead: staging rolls back, production is untouched")
+    approve.add_argument(
+        "--reject", action="store_true", help="reject instead: staging rolls back, production is untouched"
+    )
     approve.add_argument("--by", default=None, help="who decides (default: your user name)")
     approve.add_argument("--comment", default="", help="why, for the version's record")
     approve.set_defaults(func=_approve)
     rollback = sub.add_parser("rollback", help="put production back on the previous champion now (no staging gates)")
-    rollback.add_argument("--reason", required=True, help="why, for the versions' record, the history and the notification")
+    rollback.add_argument(
+        "--reason", required=True, help="why, for the versions' record, the history and the notification"
+    )
     rollback.add_argument("--to", default=None, help="the version to serve again (default: previous_champion)")
     rollback.add_argument("--by", default=None, help="who decides (default: your user name)")
     rollback.add_argument("--model", default=None, help="default: tracking.model_name in the config")
@@ -203,16 +234,31 @@ def main(argv: list[str] | None = None) -> int:
     history.add_argument("--model", default=None, help="default: tracking.model_name in the config")
     history.set_defaults(func=_history)
     replay = sub.add_parser("replay", help="replay retraining policies month by month on the data (no server)")
-    replay.add_argument("--start", default=None, help="first month served, YYYY-MM-DD (default: after a whole training window)")
-    replay.add_argument("--end", default=None, help="end of the last month served, exclusive (default: the newest complete month's end)")
+    replay.add_argument(
+        "--start", default=None, help="first month served, YYYY-MM-DD (default: after a whole training window)"
+    )
+    replay.add_argument(
+        "--end", default=None, help="end of the last month served, exclusive (default: the newest complete month's end)"
+    )
     replay.add_argument("--policies", nargs="+", choices=POLICY_KINDS, default=list(POLICY_KINDS))
-    replay.add_argument("--drift-shares", nargs="*", type=float, default=list(DRIFT_SWEEP),
-                        help="more drift thresholds to sweep, a drift policy each (default: %(default)s)")
-    replay.add_argument("--metric-floor", type=float, default=None, help="the metric policy's floor (default: the gate's floor)")
-    replay.add_argument("--tolerance", type=float, default=0.005, help="how far from the best mean metric is good enough")
+    replay.add_argument(
+        "--drift-shares",
+        nargs="*",
+        type=float,
+        default=list(DRIFT_SWEEP),
+        help="more drift thresholds to sweep, a drift policy each (default: %(default)s)",
+    )
+    replay.add_argument(
+        "--metric-floor", type=float, default=None, help="the metric policy's floor (default: the gate's floor)"
+    )
+    replay.add_argument(
+        "--tolerance", type=float, default=0.005, help="how far from the best mean metric is good enough"
+    )
     replay.add_argument("--name", default=None, help="the output folder under .mlops/replay/ (default: the time)")
     replay.set_defaults(func=_replay)
-    sub.add_parser("hooks", help="install the git post-commit hook that starts CI for each commit").set_defaults(func=_hooks)
+    sub.add_parser("hooks", help="install the git post-commit hook that starts CI for each commit").set_defaults(
+        func=_hooks
+    )
     test = sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=_test)

@@ -56,7 +56,9 @@ class Loop:
         from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
         deployment_id = self.prefect.read_deployment_by_name(deployment).id
-        found = self.prefect.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        found = self.prefect.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
         return [r for r in found if all(str(r.parameters.get(k)) == str(v) for k, v in parameters.items())]
 
     def finished(self, flow_run_id: Any) -> Any:
@@ -85,8 +87,10 @@ class Loop:
         metric = self.config.gates.metric
         champion = metrics.get(f"champion_test_{metric}")
         versus = f" vs champion {champion:.3f}" if champion is not None else " (no champion yet: floors only)"
-        timeline.say(f"{ct_run.name}: registered v{version.version} as challenger — holdout {metric} "
-                     f"{metrics[f'test_{metric}']:.3f}{versus}, window {version.tags['data_window']}")
+        timeline.say(
+            f"{ct_run.name}: registered v{version.version} as challenger — holdout {metric} "
+            f"{metrics[f'test_{metric}']:.3f}{versus}, window {version.tags['data_window']}"
+        )
         timeline.say("  MLflow webhook → receiver → mlops.model.registered → continuous-delivery")
         cd = _poll(lambda: self.runs(CD, version=version.version), 120, f"the CD run for v{version.version}")[0]
         cd = self.finished(cd.id)
@@ -125,20 +129,27 @@ def _run_loop(settings: stack.StackSettings, config: Config) -> int:
         drift = loop.finished(run_deployment(DRIFT, parameters={"as_of": SUMMER, "window_months": 1}, timeout=0).id)
         monitoring = loop.mlflow.search_runs(
             [loop.mlflow.get_experiment_by_name(f"{config.tracking.experiment}-monitoring").experiment_id],
-            filter_string="tags.current_window = '2013-07-01..2013-08-01'", max_results=1)[0]
+            filter_string="tags.current_window = '2013-07-01..2013-08-01'",
+            max_results=1,
+        )[0]
         import mlflow.artifacts
 
         result = mlflow.artifacts.load_dict(f"{monitoring.info.artifact_uri}/drift/result.json")
         share = result["drift_share"]
         drifted = [c["column"] for c in result["columns"] if c["drifted"]]
-        timeline.say(f"{drift.name}: {share:.0%} of {len(result['columns'])} monitored columns drifted "
-                     f"(threshold {config.drift.drift_share:.0%}): {', '.join(drifted)}")
+        timeline.say(
+            f"{drift.name}: {share:.0%} of {len(result['columns'])} monitored columns drifted "
+            f"(threshold {config.drift.drift_share:.0%}): {', '.join(drifted)}"
+        )
         timeline.say(f"  Evidently report: MLflow run {monitoring.info.run_id}, artifacts/drift/drift_report.html")
         if share < config.drift.drift_share:
             raise DemoError("July did not drift under this config: nothing retrains")
         timeline.say("  mlops.drift.detected → continuous-training (debounced: one run per burst)")
-        retrain = _poll(lambda: [r for r in loop.runs(CT, reason="drift") if r.id not in known], 120,
-                        "the CT run started by the drift event (a drift event in the last hour is debounced)")[0]
+        retrain = _poll(
+            lambda: [r for r in loop.runs(CT, reason="drift") if r.id not in known],
+            120,
+            "the CT run started by the drift event (a drift event in the last hour is debounced)",
+        )[0]
         second = loop.train_and_deliver(retrain, timeline)
     except DemoError as exc:
         timeline.say(f"stopped: {exc}")
@@ -147,8 +158,11 @@ def _run_loop(settings: stack.StackSettings, config: Config) -> int:
     from mlops import render
     from mlops.adapters import listings
 
-    print("\nProduction history (`mlops history`; the `production-history` artifact of each CD run):\n"
-          f"{render.history_table(listings.history(loop.mlflow, config.tracking.model_name))}", flush=True)
+    print(
+        "\nProduction history (`mlops history`; the `production-history` artifact of each CD run):\n"
+        f"{render.history_table(listings.history(loop.mlflow, config.tracking.model_name))}",
+        flush=True,
+    )
     print(
         f"\nProduction serves v{second} (was v{first}) at {production}/invocations\n"
         f"Prefect UI   {settings.prefect_url}/runs   (flow runs, artifacts; automations under Automations)\n"

@@ -43,7 +43,9 @@ def render(bin_dir: Path) -> str:
 
 def hooks_dir(repo: Path) -> Path:
     """The repository's hooks directory (honours core.hooksPath and worktrees)."""
-    proc = subprocess.run(["git", "rev-parse", "--git-path", "hooks"], cwd=repo, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["git", "rev-parse", "--git-path", "hooks"], cwd=repo, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise HookError(f"{repo} is not a git repository: {proc.stderr.strip()}")
     path = Path(proc.stdout.strip())
@@ -53,10 +55,14 @@ def hooks_dir(repo: Path) -> Path:
 def can_append(hook: str) -> bool:
     """Whether a line appended to this hook would run: a shell script that does not end by exiting."""
     lines = hook.splitlines()
-    if not lines or not lines[0].startswith("#!") or not any(shell in lines[0] for shell in ("sh", "bash", "zsh", "dash")):
+    if (
+        not lines
+        or not lines[0].startswith("#!")
+        or not any(shell in lines[0] for shell in ("sh", "bash", "zsh", "dash"))
+    ):
         return False
     code = [line.strip() for line in lines[1:] if line.strip() and not line.strip().startswith("#")]
-    return not code or not code[-1].split()[0] in ("exit", "exec")
+    return not code or code[-1].split()[0] not in ("exit", "exec")
 
 
 def install(repo: Path = PROJECT_ROOT, bin_dir: Path | None = None) -> Installed:

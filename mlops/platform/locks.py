@@ -8,6 +8,7 @@ other. The flows hold the locks with Prefect's `concurrency()`; `up` takes lease
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +33,8 @@ def create_locks(client: Any, names: list[str]) -> None:
     from prefect.exceptions import ObjectAlreadyExists
 
     for name in names:
-        try:
+        with contextlib.suppress(ObjectAlreadyExists):  # another caller created it between the read and the create
             client.upsert_global_concurrency_limit_by_name(name, 1)
-        except ObjectAlreadyExists:  # another caller created it between the read and the create
-            pass
 
 
 @contextmanager
@@ -65,13 +64,17 @@ def _take(client: Any, name: str, deadline: float, lease: float) -> UUID | None:
 
     def attempt() -> UUID | None:
         try:
-            return UUID(client.increment_concurrency_slots_with_lease([name], 1, "concurrency", lease).json()["lease_id"])
+            return UUID(
+                client.increment_concurrency_slots_with_lease([name], 1, "concurrency", lease).json()["lease_id"]
+            )
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code != 423:  # 423 Locked: someone else holds it
                 raise
             return None
 
     try:
-        return waiting.wait_for(attempt, timeout=max(0.0, deadline - time.monotonic()), interval=1.0, what=f"lock {name}")
+        return waiting.wait_for(
+            attempt, timeout=max(0.0, deadline - time.monotonic()), interval=1.0, what=f"lock {name}"
+        )
     except waiting.TimedOut:
         return None

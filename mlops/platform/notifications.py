@@ -30,7 +30,9 @@ def automation_name(event: str) -> str:
     return "notify-" + event.replace("_", "-")
 
 
-def load_notifications(block_id: str, mlflow_url: str, events: list[str], path: Path = NOTIFICATIONS_FILE) -> list[dict[str, Any]]:
+def load_notifications(
+    block_id: str, mlflow_url: str, events: list[str], path: Path = NOTIFICATIONS_FILE
+) -> list[dict[str, Any]]:
     """The automations for `events`, with `${block}` and `${mlflow_url}` filled in (Jinja's `{{ }}` left to Prefect)."""
     values = {"block": block_id, "mlflow_url": mlflow_url.rstrip("/")}
 
@@ -68,6 +70,12 @@ def _save_block(url: str) -> str:
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.types import SecretDict
 
-    block = CustomWebhookNotificationBlock(name=BLOCK_NAME, url="{{url}}", method="POST", json_data=SLACK_JSON,
-                                           secrets=SecretDict({"url": url}), timeout=10)
+    block = CustomWebhookNotificationBlock(
+        name=BLOCK_NAME,
+        url="{{url}}",
+        method="POST",
+        json_data=SLACK_JSON,
+        secrets=SecretDict({"url": url}),
+        timeout=10,
+    )
     return str(block.save(BLOCK_NAME, overwrite=True))

@@ -89,14 +89,22 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
     auth_string = s.credential_env().get(PREFECT_AUTH_ENV, "")  # "" before `up` made the credentials
     flask_key = s.mlflow_flask_key_file.read_text().strip() if s.mlflow_flask_key_file.exists() else ""
 
-    def part(name: str, command: list[str], env: dict[str, str], cwd: Path, port: int, health: str,
-             probe: Callable[[], bool] | None = None) -> Part:
+    def part(
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        port: int,
+        health: str,
+        probe: Callable[[], bool] | None = None,
+    ) -> Part:
         slug = name.replace(" ", "-")
         return Part(name, command, env, cwd, port, health, s.run_dir / f"{slug}.pid", s.log_dir / f"{slug}.log", probe)
 
     scale = s.profile == "scale"
     server_env = base | {
-        "PREFECT_API_DATABASE_CONNECTION_URL": s.postgres_url("prefect", "postgresql+asyncpg") if scale
+        "PREFECT_API_DATABASE_CONNECTION_URL": s.postgres_url("prefect", "postgresql+asyncpg")
+        if scale
         else f"sqlite+aiosqlite:///{s.prefect_home / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": s.prefect_api_url,
@@ -127,8 +135,24 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
     found = {}
     if scale:
         bins = postgres.bin_dir() or Path("/usr/lib/postgresql/<major>/bin")  # installed by `up` when missing
-        found["postgres"] = part("postgres", postgres.server_command(s, bins), base, s.state_dir / "postgres", s.postgres_port,
-                                 postgres.shown_url(s), probe=lambda: postgres.healthy(s))
+        found["postgres"] = part(
+            "postgres",
+            postgres.server_command(s, bins),
+            base,
+            s.state_dir / "postgres",
+            s.postgres_port,
+            postgres.shown_url(s),
+            probe=lambda: postgres.healthy(s),
+        )
+    mlflow_command = [
+        bin_path("mlflow"), "server", "--host", HOST, "--port", str(s.mlflow_port),
+        "--artifacts-destination", str(s.mlflow_dir / "artifacts"), "--serve-artifacts", "--app-name", "basic-auth",
+        "--workers", "1",  # one process: SQLite has one writer; on PostgreSQL, one saves memory on 2 cores
+    ]  # fmt: skip
+    receiver_command = [
+        sys.executable, "-m", "deployments.mlflow_events", "--host", HOST, "--port", str(s.receiver_port),
+        "--secret-file", str(s.webhook_secret_file),
+    ]  # fmt: skip
     return found | {
         "prefect": part(
             "prefect server",
@@ -140,13 +164,7 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         ),
         "mlflow": part(
             "mlflow server",
-            [
-                bin_path("mlflow"), "server", "--host", HOST, "--port", str(s.mlflow_port),
-                "--artifacts-destination", str(s.mlflow_dir / "artifacts"),
-                "--serve-artifacts",
-                "--app-name", "basic-auth",
-                "--workers", "1",  # one process: SQLite has one writer; on PostgreSQL, one saves memory on 2 cores
-            ],  # fmt: skip
+            mlflow_command,
             mlflow_env,
             s.mlflow_dir,
             s.mlflow_port,
@@ -171,8 +189,7 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         ),
         "receiver": part(
             "webhook receiver",
-            [sys.executable, "-m", "deployments.mlflow_events", "--host", HOST, "--port", str(s.receiver_port),
-             "--secret-file", str(s.webhook_secret_file)],  # fmt: skip
+            receiver_command,
             base,
             s.project_root,
             s.receiver_port,

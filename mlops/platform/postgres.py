@@ -16,6 +16,7 @@ import pwd
 import shutil
 import subprocess
 from pathlib import Path
+
 from mlops.platform.settings import HOST, POSTGRES_USER, StackSettings, private_secret
 
 SUPERUSER = POSTGRES_USER
@@ -44,8 +45,10 @@ def shown_url(s: StackSettings, database: str = "") -> str:
 
 def bin_dir() -> Path | None:
     """The newest server binaries on this machine (Debian keeps them in /usr/lib/postgresql/<major>/bin)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
-                   if p.parent.parent.name.isdigit() else 0)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if found:
         return found[-1].parent
     on_path = shutil.which("postgres")
@@ -62,8 +65,13 @@ def ensure_installed() -> tuple[Path, str]:
             f"`apt-get update && apt-get install -y {PACKAGE}` (Debian/Ubuntu), or put `postgres` and `initdb` on PATH"
         )
     for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", PACKAGE]):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
-                              env=os.environ | {"DEBIAN_FRONTEND": "noninteractive"})
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT,
+            env=os.environ | {"DEBIAN_FRONTEND": "noninteractive"},
+        )
         if done.returncode != 0:
             raise PostgresError(f"`{' '.join(command)}` failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     if (found := bin_dir()) is None:
@@ -78,7 +86,9 @@ def _as_owner() -> list[str]:
     try:
         pwd.getpwnam(OS_USER)
     except KeyError:
-        raise PostgresError(f"running as root, the server needs the `{OS_USER}` user (Debian's {PACKAGE} package makes it)") from None
+        raise PostgresError(
+            f"running as root, the server needs the `{OS_USER}` user (Debian's {PACKAGE} package makes it)"
+        ) from None
     return ["setpriv", f"--reuid={OS_USER}", f"--regid={OS_USER}", "--init-groups", "--"]
 
 
@@ -113,8 +123,19 @@ def ensure_cluster(s: StackSettings, bins: Path) -> str:
         out.write(password + "\n")
     try:
         _give_to_owner(handed)
-        command = [*_as_owner(), str(bins / "initdb"), "-D", str(data), "-U", SUPERUSER, f"--pwfile={handed}",
-                   "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-instructions"]
+        command = [
+            *_as_owner(),
+            str(bins / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            SUPERUSER,
+            f"--pwfile={handed}",
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     finally:
         handed.unlink(missing_ok=True)
@@ -126,9 +147,20 @@ def ensure_cluster(s: StackSettings, bins: Path) -> str:
 
 def server_command(s: StackSettings, bins: Path) -> list[str]:
     """The server on 127.0.0.1 only, its socket in the state dir."""
-    return [*_as_owner(), str(bins / "postgres"), "-D", str(data_dir(s)), "-p", str(s.postgres_port),
-            "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={socket_dir(s)}",
-            "-c", "max_connections=200"]  # Prefect's pool (5 + 10 overflow) per API process, MLflow's, 50 runs' tasks
+    return [
+        *_as_owner(),
+        str(bins / "postgres"),
+        "-D",
+        str(data_dir(s)),
+        "-p",
+        str(s.postgres_port),
+        "-c",
+        f"listen_addresses={HOST}",
+        "-c",
+        f"unix_socket_directories={socket_dir(s)}",
+        "-c",
+        "max_connections=200",
+    ]  # Prefect's pool (5 + 10 overflow) per API process, MLflow's, 50 runs' tasks
 
 
 def healthy(s: StackSettings) -> bool:
@@ -150,11 +182,13 @@ def ensure_databases(s: StackSettings) -> list[str]:
 
     created = []
     # autocommit: CREATE DATABASE cannot run in a transaction
-    with psycopg.connect(s.postgres_url("postgres"), connect_timeout=10, autocommit=True) as connection:
-        with connection.cursor() as cursor:
-            for name in DATABASES:
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                if cursor.fetchone() is None:
-                    cursor.execute(f'CREATE DATABASE "{name}"')
-                    created.append(name)
+    with (
+        psycopg.connect(s.postgres_url("postgres"), connect_timeout=10, autocommit=True) as connection,
+        connection.cursor() as cursor,
+    ):
+        for name in DATABASES:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+                created.append(name)
     return created

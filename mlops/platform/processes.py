@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,10 +82,8 @@ def _process(record: PidRecord) -> psutil.Process | None:
 
 def _reap(pid: int) -> None:
     """Collect an exited child of this process (tests start the stack from the pytest process)."""
-    try:
+    with suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def running(pid_file: Path) -> PidRecord | None:
@@ -171,15 +169,11 @@ def stop(pid_file: Path, *, timeout: float = 15.0) -> bool:
 
 def _signal(pgid: int, others: Iterable[psutil.Process], sig: signal.Signals) -> None:
     """Send `sig` to process group `pgid` and to each of `others`."""
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
     for proc in others:
-        try:
+        with suppress(psutil.Error):
             proc.send_signal(sig)
-        except psutil.Error:
-            pass
 
 
 def http_ok(url: str, *, timeout: float = 2.0) -> bool:
@@ -202,8 +196,15 @@ def wait_for_http(
 
 
 @contextmanager
-def server(command: Sequence[str], *, env: Mapping[str, str], health_url: str, log: Path,
-           timeout_s: float = 120, stop_timeout_s: float = 20) -> Iterator[PidRecord]:
+def server(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    health_url: str,
+    log: Path,
+    timeout_s: float = 120,
+    stop_timeout_s: float = 20,
+) -> Iterator[PidRecord]:
     """Start a server detached (pid file beside `log`), wait until `health_url` answers, stop it afterwards.
 
     For benchmarks and tests that need a real server for a while; fails naming the log's last lines

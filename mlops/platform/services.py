@@ -97,21 +97,33 @@ def restore_model_services(s: StackSettings) -> None:
         if target.reason:
             print(f"  {target.environment} model service: {target.reason}", flush=True)
         try:
-            endpoint, seconds = environments.restore_service(config, target, state_dir=s.state_dir, tracking_uri=s.mlflow_uri)
+            endpoint, seconds = environments.restore_service(
+                config, target, state_dir=s.state_dir, tracking_uri=s.mlflow_uri
+            )
         except Exception as exc:  # Terraform and the health wait raise several types; report them all
             return f"{target.environment} v{target.version}: {exc}"
-        print(f"  {target.environment} model service: {target.model_name} v{target.version} healthy at {endpoint} "
-              f"({seconds:.1f} s)", flush=True)
+        print(
+            f"  {target.environment} model service: {target.model_name} v{target.version} healthy at {endpoint} "
+            f"({seconds:.1f} s)",
+            flush=True,
+        )
         return None
 
     with _holding_locks(s, [t.environment for t in targets if t]) as held:
         for target in targets:
             if target and target.environment not in held:
-                print(f"  {target.environment} model service: left to the run holding {locks.lock_name(target.environment)} "
-                      f"(a delivery or rollback in flight, or one that died less than its lease ago); "
-                      f"`mlops up` again restores it", flush=True)
-        with ThreadPoolExecutor(max_workers=len(environments.NAMES)) as pool:  # each waits seconds for its model to load
-            failures = [failure for failure in pool.map(restore, [t for t in targets if t and t.environment in held]) if failure]
+                print(
+                    f"  {target.environment} model service: left to the run holding {locks.lock_name(target.environment)} "
+                    f"(a delivery or rollback in flight, or one that died less than its lease ago); "
+                    f"`mlops up` again restores it",
+                    flush=True,
+                )
+        with ThreadPoolExecutor(
+            max_workers=len(environments.NAMES)
+        ) as pool:  # each waits seconds for its model to load
+            failures = [
+                failure for failure in pool.map(restore, [t for t in targets if t and t.environment in held]) if failure
+            ]
     if failures:
         raise StackError("model services did not come back:\n  " + "\n  ".join(failures))
 
@@ -147,5 +159,7 @@ def environments_status(s: StackSettings) -> bool:
             continue
         healthy = service_checks.is_healthy(served["endpoint"])
         all_up &= healthy
-        print(f"{name:<17} version {served['model_version']!s:<4} health {'ok  ' if healthy else 'FAIL'} {served['endpoint']}")
+        print(
+            f"{name:<17} version {served['model_version']!s:<4} health {'ok  ' if healthy else 'FAIL'} {served['endpoint']}"
+        )
     return all_up

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,8 +31,13 @@ MLFLOW_PORT_ENV = "MLOPS_MLFLOW_PORT"
 WORKER_PORT_ENV = "MLOPS_WORKER_PORT"
 RECEIVER_PORT_ENV = "MLOPS_RECEIVER_PORT"
 POSTGRES_PORT_ENV = "MLOPS_POSTGRES_PORT"
-PORT_ENV = {"prefect": PREFECT_PORT_ENV, "mlflow": MLFLOW_PORT_ENV, "worker": WORKER_PORT_ENV, "receiver": RECEIVER_PORT_ENV,
-            "postgres": POSTGRES_PORT_ENV}
+PORT_ENV = {
+    "prefect": PREFECT_PORT_ENV,
+    "mlflow": MLFLOW_PORT_ENV,
+    "worker": WORKER_PORT_ENV,
+    "receiver": RECEIVER_PORT_ENV,
+    "postgres": POSTGRES_PORT_ENV,
+}
 # embedded: Prefect and MLflow on SQLite files, CT's search in threads. scale: both on PostgreSQL, the search on Dask.
 PROFILE_ENV = "MLOPS_PROFILE"
 Profile = Literal["embedded", "scale"]
@@ -42,7 +47,9 @@ CONFIG_ENV = "MLOPS_CONFIG"  # which mlops.yaml (mlops/config.py)
 CI_CHECKS_ENV = "MLOPS_CI_CHECKS"  # the checks the post-commit hook asks CI for (post-commit.sh)
 
 # The clients' credentials for this stack (written by `client_env`); their values are secrets.
-PREFECT_AUTH_ENV = "PREFECT_API_AUTH_STRING"  # basic auth "user:password"; the server's is PREFECT_SERVER_API_AUTH_STRING
+PREFECT_AUTH_ENV = (
+    "PREFECT_API_AUTH_STRING"  # basic auth "user:password"; the server's is PREFECT_SERVER_API_AUTH_STRING
+)
 MLFLOW_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 MLFLOW_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 PREFECT_USER = "mlops"
@@ -145,7 +152,9 @@ class StackSettings(BaseModel):
         ports = [self.prefect_port, self.mlflow_port, self.worker_port, self.receiver_port]
         ports += [self.postgres_port] if self.profile == "scale" else []
         if len(set(ports)) != len(ports):
-            raise ValueError(f"the stack's ports (prefect, mlflow, worker, receiver, postgres) must differ, got {ports}")
+            raise ValueError(
+                f"the stack's ports (prefect, mlflow, worker, receiver, postgres) must differ, got {ports}"
+            )
         return self
 
     # Where each part answers, on 127.0.0.1.
@@ -195,11 +204,16 @@ class StackSettings(BaseModel):
         import hashlib
         import tempfile
 
-        short = Path(tempfile.gettempdir()) / f"mlops-{os.getuid()}-{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]}"
+        short = (
+            Path(tempfile.gettempdir())
+            / f"mlops-{os.getuid()}-{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]}"
+        )
         short.mkdir(mode=0o700, exist_ok=True)
         found = short.lstat()
         if found.st_uid != os.getuid() or found.st_mode & 0o077 or not short.is_dir() or short.is_symlink():
-            raise PermissionError(f"{short} is not a private directory of this user: remove it, or use a shorter MLOPS_STATE_DIR")
+            raise PermissionError(
+                f"{short} is not a private directory of this user: remove it, or use a shorter MLOPS_STATE_DIR"
+            )
         return short / "warmstart.sock"
 
     @property
@@ -223,15 +237,20 @@ class StackSettings(BaseModel):
         if self.profile == "scale":
             private_secret(self.postgres_password_file)  # the database user `mlops` (initdb and every client)
         # Read by MLflow's auth app; the admin password only matters the first time (empty user store).
-        write_private(self.mlflow_auth_config, "\n".join([
-            "[mlflow]",
-            "default_permission = NO_PERMISSIONS",  # a user MLflow knows but was granted nothing can do nothing
-            f"database_uri = {self._mlflow_users_store()}",
-            f"admin_username = {MLFLOW_ADMIN}",
-            f"admin_password = {password}",
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-            "",
-        ]))
+        write_private(
+            self.mlflow_auth_config,
+            "\n".join(
+                [
+                    "[mlflow]",
+                    "default_permission = NO_PERMISSIONS",  # a user MLflow knows but was granted nothing can do nothing
+                    f"database_uri = {self._mlflow_users_store()}",
+                    f"admin_username = {MLFLOW_ADMIN}",
+                    f"admin_password = {password}",
+                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+                    "",
+                ]
+            ),
+        )
 
     def _mlflow_users_store(self) -> str:
         if self.profile == "scale":  # `%` is configparser's interpolation: a password may hold one once URL-quoted
@@ -262,8 +281,9 @@ class StackSettings(BaseModel):
         credentials = self.credential_env()
         if not credentials:
             raise StackNotSetUp(f"no stack credentials under {self.secrets_dir}: start the local stack with `make up`")
-        return temporary_settings(updates={PREFECT_API_URL: self.prefect_api_url,
-                                           PREFECT_API_AUTH_STRING: credentials[PREFECT_AUTH_ENV]})
+        return temporary_settings(
+            updates={PREFECT_API_URL: self.prefect_api_url, PREFECT_API_AUTH_STRING: credentials[PREFECT_AUTH_ENV]}
+        )
 
     def client_env(self) -> dict[str, str]:
         """What a shell or a flow run needs to use this stack, credentials included (also written to `<state>/env`, 0600)."""

@@ -78,7 +78,9 @@ def _ensure_work_pool(s: StackSettings, env: dict[str, str]) -> str:
             command["default"] = stack_parts.warm_command()
             patched = httpx.patch(url, json={"base_job_template": template}, auth=_prefect_auth(s), timeout=10)
             if patched.status_code >= 300:
-                raise StackError(f"work pool {WORK_POOL!r}: setting its command failed ({patched.status_code}): {patched.text[:500]}")
+                raise StackError(
+                    f"work pool {WORK_POOL!r}: setting its command failed ({patched.status_code}): {patched.text[:500]}"
+                )
             outcome += ", command: warm start"
     except httpx.HTTPError as exc:
         raise StackError(f"work pool {WORK_POOL!r}: cannot reach Prefect at {s.prefect_api_url}: {exc}") from None
@@ -93,16 +95,20 @@ def _prefect_auth(s: StackSettings) -> httpx.BasicAuth:
 
 def _require_authentication(s: StackSettings) -> None:
     """Fail when a server refuses no anonymous caller: one started before the stack had credentials still runs."""
-    probes = {"prefect server": ("POST", f"{s.prefect_api_url}/flows/filter"),
-              "mlflow server": ("GET", f"{s.mlflow_uri}/api/2.0/mlflow/registered-models/search")}
+    probes = {
+        "prefect server": ("POST", f"{s.prefect_api_url}/flows/filter"),
+        "mlflow server": ("GET", f"{s.mlflow_uri}/api/2.0/mlflow/registered-models/search"),
+    }
     for name, (method, url) in probes.items():
         try:
             answer = httpx.request(method, url, json={}, timeout=10).status_code
         except httpx.HTTPError as exc:
             raise StackError(f"{name}: cannot check that it requires credentials: {exc}") from None
         if answer not in (401, 403):
-            raise StackError(f"{name} answers an anonymous caller (HTTP {answer}): it was started without "
-                             "authentication; run `mlops down`, then `mlops up`")
+            raise StackError(
+                f"{name} answers an anonymous caller (HTTP {answer}): it was started without "
+                "authentication; run `mlops down`, then `mlops up`"
+            )
 
 
 @contextmanager
@@ -156,7 +162,9 @@ def _up(s: StackSettings) -> int:
         stack_parts.check_ports(by_key)
         if s.profile == "scale":  # Prefect's and MLflow's stores: up before either server starts
             by_key = _postgres_up(s)
-        prefect, mlflow, warm, worker, receiver = (by_key[k] for k in ("prefect", "mlflow", "warm", "worker", "receiver"))
+        prefect, mlflow, warm, worker, receiver = (
+            by_key[k] for k in ("prefect", "mlflow", "warm", "worker", "receiver")
+        )
         # Both servers need 20-30 s to answer: start them together (the warm starter imports meanwhile), and
         # deploy while MLflow warms up.
         for part in (prefect, mlflow, warm):
@@ -205,7 +213,9 @@ def down(settings: StackSettings | None = None) -> int:
         print(f"  nothing to stop: no {s.run_dir}", flush=True)
         return 0
     with _exclusive(s):
-        stack_parts.stop(by_key["worker"])  # first, while it can still tell the server it is going (and no CD starts a service)
+        stack_parts.stop(
+            by_key["worker"]
+        )  # first, while it can still tell the server it is going (and no CD starts a service)
         stack_parts.stop(by_key["warm"])  # its flow runs died with the worker's clients
         services.stop_model_services(s)
         with ThreadPoolExecutor(max_workers=3) as pool:  # the servers take a few seconds each to shut down
@@ -244,8 +254,11 @@ def _postgres_up(s: StackSettings) -> dict[str, Part]:
         raise StackError(f"postgres: {exc}") from None
     except Exception as exc:  # psycopg raises several types; any of them stops `up`
         raise StackError(f"postgres: cannot prepare the stack's databases at {postgres.shown_url(s)}: {exc}") from None
-    print(f"  postgres: databases {', '.join(postgres.DATABASES)}" + (f" (created {', '.join(created)})" if created else ""),
-          flush=True)
+    print(
+        f"  postgres: databases {', '.join(postgres.DATABASES)}"
+        + (f" (created {', '.join(created)})" if created else ""),
+        flush=True,
+    )
     return by_key
 
 

@@ -46,8 +46,14 @@ def side_by_side(runs: dict[str, list[str]], cwd: Path = PROJECT_ROOT) -> int:
     started = time.monotonic()
     width = max(map(len, runs))
     processes = {
-        name: subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        name: subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         for name, args in runs.items()
     }
     printing = threading.Lock()

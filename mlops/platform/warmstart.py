@@ -26,6 +26,7 @@ signals to the worker's own process, which general pre-fork servers (gunicorn) d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,8 +39,16 @@ from typing import Any, NoReturn
 
 SOCKET_ENV = "MLOPS_WARM_SOCKET"
 ENGINE = "prefect.engine"  # what the process worker would run: `python -m prefect.engine`
-FLOW_MODULES = ("flows.continuous_training", "flows.continuous_delivery", "flows.drift_monitoring", "flows.batch_scoring",
-                "flows.continuous_integration", "flows.reconciliation", "flows.rollback", "flows.policy_replay")
+FLOW_MODULES = (
+    "flows.continuous_training",
+    "flows.continuous_delivery",
+    "flows.drift_monitoring",
+    "flows.batch_scoring",
+    "flows.continuous_integration",
+    "flows.reconciliation",
+    "flows.rollback",
+    "flows.policy_replay",
+)
 CONNECT_TIMEOUT_S = 5.0
 _LENGTH = struct.Struct("!I")
 
@@ -71,6 +80,7 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
 
 # --- the client: what the worker starts for a flow run -------------------------------------------------
 
+
 def _cold(module: str, argv: list[str], reason: str) -> NoReturn:
     print(f"warm start: {reason}; starting a fresh interpreter", file=sys.stderr, flush=True)
     os.execv(sys.executable, [sys.executable, "-m", module, *argv])
@@ -98,10 +108,8 @@ def client(argv: list[str]) -> NoReturn:
     child = int(first["pid"])
 
     def relay(signum: int, _frame: object) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child, signum)
-        except ProcessLookupError:
-            pass
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, relay)
@@ -110,6 +118,7 @@ def client(argv: list[str]) -> NoReturn:
 
 
 # --- the server: preloaded, forks a child per run ------------------------------------------------------
+
 
 def _preload(root: Path) -> dict[str, float]:
     """Import the engine and the flows; the project files now loaded, with their modification times."""
@@ -141,7 +150,7 @@ def _become_flow_run(conn: socket.socket, fds: list[int], request: dict[str, Any
     code, finished = 1, threading.Event()
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run waits for its own subprocesses
-        for target, fd in zip((0, 1, 2), fds):
+        for target, fd in zip((0, 1, 2), fds, strict=True):
             os.dup2(fd, target)
             os.close(fd)
         os.environ.clear()
@@ -150,10 +159,8 @@ def _become_flow_run(conn: socket.socket, fds: list[int], request: dict[str, Any
         _send(conn, {"pid": os.getpid()})
 
         def die_with_the_client() -> None:
-            try:
+            with contextlib.suppress(OSError):
                 conn.recv(1)  # the client never sends more: this returns when it is gone
-            except OSError:
-                pass
             if not finished.is_set():
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -169,27 +176,27 @@ def _become_flow_run(conn: socket.socket, fds: list[int], request: dict[str, Any
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # noqa: BLE001 - the child must report and exit, never return into the server's loop
+    except BaseException:
         import traceback
 
         traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):
                 stream.flush()
-            except Exception:  # noqa: BLE001
-                pass
         try:
             finished.set()
             _send(conn, {"exit": code})
-        except Exception:  # noqa: BLE001 - the client is gone: nobody to tell
+        except Exception:
             pass
         os._exit(code)
 
 
 def serve(path: Path, root: Path) -> NoReturn:
     """Preload, then fork a flow-run process per request until stopped; restart to reload when a project file changed."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an exec'd restart inherits SIG_IGN: the imports may run subprocesses
+    signal.signal(
+        signal.SIGCHLD, signal.SIG_DFL
+    )  # an exec'd restart inherits SIG_IGN: the imports may run subprocesses
     loaded = _preload(root)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel; their exit goes to the client
     print(f"warm start: {len(loaded)} project files and the engine loaded; serving on {path}", flush=True)
@@ -219,7 +226,9 @@ def serve(path: Path, root: Path) -> NoReturn:
                 conn.close()
                 listener.close()
                 print(f"warm start: {stale} changed: restarting", flush=True)
-                os.execv(sys.executable, [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(path), str(root)])
+                os.execv(
+                    sys.executable, [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(path), str(root)]
+                )
             conn.settimeout(None)
             sys.stdout.flush()
             sys.stderr.flush()

@@ -24,7 +24,9 @@ AUTOMATION_FILE = Path(__file__).resolve().parents[2] / "deployments" / "automat
 AUTOMATION_NAME = "crash-zombie-flow-runs"
 
 
-def load_automation(path: Path = AUTOMATION_FILE, name: str = AUTOMATION_NAME, within: float | None = None) -> dict[str, Any]:
+def load_automation(
+    path: Path = AUTOMATION_FILE, name: str = AUTOMATION_NAME, within: float | None = None
+) -> dict[str, Any]:
     """The automation `name` from `path` (a file `prefect automation create --from-file` accepts), as plain data.
 
     `within` (seconds) overrides the trigger's window, e.g. a shorter one for a test; it must exceed

@@ -18,6 +18,7 @@ results of the same length, in the same order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
@@ -103,10 +104,8 @@ class MicroBatcher(Generic[T, R]):
         """Stop collecting, fail whatever is still queued with BatcherClosed."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         while not self._queue.empty():
             self._fail([self._queue.get_nowait()], BatcherClosed("the service is shutting down"))

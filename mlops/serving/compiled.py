@@ -84,9 +84,11 @@ class CompiledPredictor:
         n = sum(rows.n_rows for rows in batch)
         X = np.empty((n, len(self.features)), dtype=np.float64)
         for j, feature in enumerate(self.features):
-            values = batch[0].values[feature.name] if len(batch) == 1 else [
-                v for rows in batch for v in rows.values[feature.name]
-            ]
+            values = (
+                batch[0].values[feature.name]
+                if len(batch) == 1
+                else [v for rows in batch for v in rows.values[feature.name]]
+            )
             X[:, j] = feature.encode(values)
         return X
 
@@ -185,8 +187,9 @@ def native_library(forest: Any, optimize: str = OPTIMIZE, *, cached: bool = True
         # name before (a hit that failed verification) would otherwise be handed the old one again.
         with tempfile.TemporaryDirectory(prefix="mlops-tl2cgen-", dir=directory) as tmp:
             library = Path(tmp) / "forest.so"
-            tl2cgen.export_lib(forest, toolchain=compiler, libpath=library, params={"parallel_comp": 0}, nthread=1,
-                               options=[optimize])
+            tl2cgen.export_lib(
+                forest, toolchain=compiler, libpath=library, params={"parallel_comp": 0}, nthread=1, options=[optimize]
+            )
             predictor = tl2cgen.Predictor(library, nthread=1)
             where = f"cached in {forest_cache.store(directory, entry, library).parent}" if directory else why_not
     except Exception as exc:  # any failure leaves GTIL to serve
@@ -240,8 +243,13 @@ class Verification:
     reason: str = ""
 
 
-def verify(compiled: CompiledPredictor, predict_fn: Callable[[pd.DataFrame], Any], frame: pd.DataFrame,
-           columns: Sequence[Column], source: str) -> Verification:
+def verify(
+    compiled: CompiledPredictor,
+    predict_fn: Callable[[pd.DataFrame], Any],
+    frame: pd.DataFrame,
+    columns: Sequence[Column],
+    source: str,
+) -> Verification:
     """Compiled vs sklearn predictions on `frame` (typed as the service types requests)."""
     from mlops.serving.schema import to_frame
 
@@ -258,8 +266,15 @@ def verify(compiled: CompiledPredictor, predict_fn: Callable[[pd.DataFrame], Any
     return Verification(len(frame), source, None, same, "" if same else f"{int((expected != got).sum())} labels differ")
 
 
-def compile_for_serving(model: Any, output: str, columns: Sequence[Column], predict_fn: Callable[[pd.DataFrame], Any],
-                        rows: pd.DataFrame, source: str, native: bool = True) -> tuple[CompiledPredictor | None, str]:
+def compile_for_serving(
+    model: Any,
+    output: str,
+    columns: Sequence[Column],
+    predict_fn: Callable[[pd.DataFrame], Any],
+    rows: pd.DataFrame,
+    source: str,
+    native: bool = True,
+) -> tuple[CompiledPredictor | None, str]:
     """The compiled predictor when it reproduces `predict_fn` on `rows`, else None; and what was found.
 
     With `native`, the forest is compiled to C first (native_library) and that library serves when

@@ -27,16 +27,34 @@ class ServiceMetrics:
 
     def __init__(self, model_name: str | None, model_version: str | None, path: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("mlops_requests", "Requests answered, by route and HTTP status.", ["route", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("mlops_request_seconds", "Time from the request's arrival to its answer.", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_requests = Histogram("mlops_batch_requests", "Requests scored by one model call.",
-                                        buckets=BATCH_BUCKETS, registry=self.registry)
-        self.batch_rows = Histogram("mlops_batch_rows", "Rows scored by one model call.",
-                                    buckets=(*BATCH_BUCKETS, 1024, 2048, 4096), registry=self.registry)
-        self.model = Gauge("mlops_model_info", "The model version served (always 1), and the prediction path.",
-                           ["model_name", "model_version", "path"], registry=self.registry)
+        self.requests = Counter(
+            "mlops_requests",
+            "Requests answered, by route and HTTP status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mlops_request_seconds",
+            "Time from the request's arrival to its answer.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "mlops_batch_requests", "Requests scored by one model call.", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.batch_rows = Histogram(
+            "mlops_batch_rows",
+            "Rows scored by one model call.",
+            buckets=(*BATCH_BUCKETS, 1024, 2048, 4096),
+            registry=self.registry,
+        )
+        self.model = Gauge(
+            "mlops_model_info",
+            "The model version served (always 1), and the prediction path.",
+            ["model_name", "model_version", "path"],
+            registry=self.registry,
+        )
         self.model.labels(model_name=model_name or "", model_version=model_version or "", path=path).set(1)
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
@@ -45,12 +63,16 @@ class ServiceMetrics:
         key = (route, status)
         children = self._children.get(key)
         if children is None:  # prometheus-client's labels() costs a lock and a lookup: once per route and status
-            children = self._children[key] = (self.requests.labels(route=route, status=str(status)),
-                                              self.latency.labels(route=route))
+            children = self._children[key] = (
+                self.requests.labels(route=route, status=str(status)),
+                self.latency.labels(route=route),
+            )
         children[0].inc()
         children[1].observe(time.perf_counter() - started)
 
-    def counting_batches(self, process: Callable[[list[T]], Sequence[R]], rows: Callable[[T], int]) -> Callable[[list[T]], Sequence[R]]:
+    def counting_batches(
+        self, process: Callable[[list[T]], Sequence[R]], rows: Callable[[T], int]
+    ) -> Callable[[list[T]], Sequence[R]]:
         """`process` that also records the size of each batch it is handed."""
 
         def counted(batch: list[T]) -> Sequence[R]:

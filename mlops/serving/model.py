@@ -204,8 +204,9 @@ def fast_predict_fn(pyfunc_model: Any) -> PredictFn:
     return pyfunc_model.predict
 
 
-def load_served_model(model: str | ModelRef, compiled: bool = True, native: bool = True,
-                      predict_in: str = "auto") -> ServedModel:
+def load_served_model(
+    model: str | ModelRef, compiled: bool = True, native: bool = True, predict_in: str = "auto"
+) -> ServedModel:
     """Load a model from MLflow (MLFLOW_TRACKING_URI is honoured) and get it ready to serve.
 
     With `compiled`, a pipeline mlops.serving.compiled supports is served by the compiled path
@@ -225,11 +226,20 @@ def load_served_model(model: str | ModelRef, compiled: bool = True, native: bool
     elif pyfunc_model.loader_module == "mlflow.sklearn":
         source, rows = verification_rows(pyfunc_model)
         output = pyfunc_model.metadata.flavors["python_function"].get("predict_fn", "predict")
-        fast, note = compile_for_serving(pyfunc_model.get_raw_model(), output, columns, predict_fn, rows, source,
-                                         native=native)
+        fast, note = compile_for_serving(
+            pyfunc_model.get_raw_model(), output, columns, predict_fn, rows, source, native=native
+        )
         path = "sklearn" if fast is None else "compiled"
-    served = ServedModel(ref, columns, predict_fn, run_id=pyfunc_model.metadata.run_id, path=path, path_note=note,
-                         compiled=fast, predict_in=predict_in)
+    served = ServedModel(
+        ref,
+        columns,
+        predict_fn,
+        run_id=pyfunc_model.metadata.run_id,
+        path=path,
+        path_note=note,
+        compiled=fast,
+        predict_in=predict_in,
+    )
     logger.info(
         "serving %s (%s) on the %s path%s, scored %s, %d input columns, null accepted in %s",
         ref.resolved_uri,

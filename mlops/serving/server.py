@@ -70,8 +70,9 @@ class ByteBudget:
 
     def take(self, n: int) -> None:
         if self.used + n > self.limit:
-            raise BatcherFull(f"the service already holds {self.used:,} request bytes (serving.max_inflight_bytes "
-                              f"{self.limit:,})")
+            raise BatcherFull(
+                f"the service already holds {self.used:,} request bytes (serving.max_inflight_bytes {self.limit:,})"
+            )
         self.used += n
 
     def give(self, n: int) -> None:
@@ -121,7 +122,12 @@ def freeze_startup_heap() -> None:
 
 
 def create_app(
-    model: ServedModel, *, max_batch_size: int, max_wait_ms: float, max_body_bytes: int, max_queue: int | None = None,
+    model: ServedModel,
+    *,
+    max_batch_size: int,
+    max_wait_ms: float,
+    max_body_bytes: int,
+    max_queue: int | None = None,
     max_inflight_bytes: int | None = None,
 ) -> Starlette:
     """A Starlette app serving `model`, batching concurrent /invocations requests.
@@ -209,8 +215,12 @@ def app_from_env() -> Starlette:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = json.loads(os.environ[_SPEC_ENV])
-    model = load_served_model(ModelRef(**spec["model"]), compiled=spec.get("compiled", True),
-                              native=spec.get("native", True), predict_in=spec.get("predict_in", "auto"))
+    model = load_served_model(
+        ModelRef(**spec["model"]),
+        compiled=spec.get("compiled", True),
+        native=spec.get("native", True),
+        predict_in=spec.get("predict_in", "auto"),
+    )
     return create_app(
         model,
         max_batch_size=spec["max_batch_size"],

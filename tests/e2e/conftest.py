@@ -102,15 +102,19 @@ def notification_receiver() -> Iterator[WebhookReceiver]:
 
 def stack_test_config(directory: Path, changes: dict[str, Any] | None = None) -> Path:
     """The default use case on one month, with a short load test, loose SLOs and free service ports, in `directory`."""
-    return write_config(PROJECT_ROOT / "mlops.yaml", directory, {
-        "window": {"as_of": "2013-02-01", "months": 1},
-        "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
-        "delivery.watch_seconds": 2,
-        "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
-        "serving.staging_port": processes.free_port(),
-        "serving.production_port": processes.free_port(),
-        **(changes or {}),
-    })
+    return write_config(
+        PROJECT_ROOT / "mlops.yaml",
+        directory,
+        {
+            "window": {"as_of": "2013-02-01", "months": 1},
+            "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+            "delivery.watch_seconds": 2,
+            "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
+            "serving.staging_port": processes.free_port(),
+            "serving.production_port": processes.free_port(),
+            **(changes or {}),
+        },
+    )
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +124,9 @@ def e2e_config(tmp_path_factory: pytest.TempPathFactory, notification_receiver: 
 
     Set as MLOPS_CONFIG before the stack starts, so the worker's flow runs read it too.
     """
-    path = stack_test_config(tmp_path_factory.mktemp("config"), {"notifications.webhook_url": notification_receiver.url})
+    path = stack_test_config(
+        tmp_path_factory.mktemp("config"), {"notifications.webhook_url": notification_receiver.url}
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CONFIG_ENV, str(path))
         yield path
@@ -163,9 +169,8 @@ def prefect_client(stack: StackSettings) -> Iterator[SyncPrefectClient]:
     """A Prefect client on the test stack; the whole test talks to that stack, not the user's."""
     from prefect.client.orchestration import get_client
 
-    with stack.prefect_settings():
-        with get_client(sync_client=True) as client:
-            yield client
+    with stack.prefect_settings(), get_client(sync_client=True) as client:
+        yield client
 
 
 @pytest.fixture
@@ -198,19 +203,31 @@ def mlflow_client(stack: StackSettings) -> Iterator[Any]:
     mlflow.set_tracking_uri(None)  # process-wide in MLflow (it also sets MLFLOW_TRACKING_URI): undo it
 
 
-def flow_runs(prefect_client: SyncPrefectClient, deployment: str, where: Callable[[Any], bool] | None = None,
-              **parameters: Any) -> list[Any]:
+def flow_runs(
+    prefect_client: SyncPrefectClient, deployment: str, where: Callable[[Any], bool] | None = None, **parameters: Any
+) -> list[Any]:
     """The runs of `deployment` whose parameters equal `parameters` (compared as text) and match `where`."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     deployment_id = prefect_client.read_deployment_by_name(deployment).id
-    runs = prefect_client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
-    return [r for r in runs if all(str(r.parameters.get(k)) == str(v) for k, v in parameters.items())
-            and (where is None or where(r))]
+    runs = prefect_client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
+    return [
+        r
+        for r in runs
+        if all(str(r.parameters.get(k)) == str(v) for k, v in parameters.items()) and (where is None or where(r))
+    ]
 
 
-def one_flow_run(prefect_client: SyncPrefectClient, deployment: str, what: str, timeout: float = 120.0,
-                 where: Callable[[Any], bool] | None = None, **parameters: Any) -> Any:
+def one_flow_run(
+    prefect_client: SyncPrefectClient,
+    deployment: str,
+    what: str,
+    timeout: float = 120.0,
+    where: Callable[[Any], bool] | None = None,
+    **parameters: Any,
+) -> Any:
     """The single matching run of `deployment`, polled for: an automation creates it asynchronously."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -27,12 +27,17 @@ pytestmark = pytest.mark.e2e
 
 CI_DEPLOYMENT = "continuous-integration/on-commit"
 FAST_CHECKS = ["data", "model", "infra"]
-HOOK_CHECKS = ["data", "infra"]  # the failing commit's: the check it breaks and one more (the passing commit runs the model's)
+HOOK_CHECKS = [
+    "data",
+    "infra",
+]  # the failing commit's: the check it breaks and one more (the passing commit runs the model's)
 
 
 def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
     command = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@example.com", *args]
-    return subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    return subprocess.run(
+        command, cwd=repo, env=env, check=True, capture_output=True, text=True, timeout=60
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -42,19 +47,27 @@ def clone(tmp_path: Path) -> Path:
     return path
 
 
-def _commit(repo: Path, relative: str, edit: Callable[[str], str], message: str, env: dict[str, str] | None = None) -> str:
+def _commit(
+    repo: Path, relative: str, edit: Callable[[str], str], message: str, env: dict[str, str] | None = None
+) -> str:
     target = repo / relative
     target.write_text(edit(target.read_text()))
     _git(repo, "commit", "--quiet", "--all", "--message", message, env=env)
     return _git(repo, "rev-parse", "HEAD")
 
 
-def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, prefect_client, wait_for_flow_run, mlflow_client, clone):
+def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(
+    stack, prefect_client, wait_for_flow_run, mlflow_client, clone
+):
     from prefect.deployments import run_deployment
 
-    sha = _commit(clone, "flows/continuous_training.py", lambda text: text + "\n# e2e: a harmless change\n", "A harmless change")
+    sha = _commit(
+        clone, "flows/continuous_training.py", lambda text: text + "\n# e2e: a harmless change\n", "A harmless change"
+    )
 
-    ci_run = run_deployment(CI_DEPLOYMENT, parameters={"sha": sha, "repo_path": str(clone), "checks": FAST_CHECKS}, timeout=0)
+    ci_run = run_deployment(
+        CI_DEPLOYMENT, parameters={"sha": sha, "repo_path": str(clone), "checks": FAST_CHECKS}, timeout=0
+    )
     state = wait_for_flow_run(ci_run.id, timeout=420)
     ci_run = prefect_client.read_flow_run(ci_run.id)
     print(f"CI ({', '.join(FAST_CHECKS)}): {ci_run.total_run_time.total_seconds():.1f} s")
@@ -73,7 +86,9 @@ def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, 
     experiment = mlflow_client.get_experiment_by_name(config.tracking.experiment)
     [run] = mlflow_client.search_runs([experiment.experiment_id], f"tags.prefect_flow_run_id = '{ct.id}'")
     assert run.data.tags["git_commit"] == sha and run.data.tags["trigger_reason"] == "ci"
-    [version] = mlflow_client.search_model_versions(f"name = '{config.tracking.model_name}' and tags.prefect_flow_run_id = '{ct.id}'")
+    [version] = mlflow_client.search_model_versions(
+        f"name = '{config.tracking.model_name}' and tags.prefect_flow_run_id = '{ct.id}'"
+    )
     assert version.tags["git_commit"] == sha
 
     # The registration starts a delivery; let it finish here rather than run on into other tests.
@@ -81,12 +96,16 @@ def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(stack, 
     assert wait_for_flow_run(cd.id, timeout=420).is_final()
 
 
-def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_nothing(stack, prefect_client, wait_for_flow_run, clone):
+def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_nothing(
+    stack, prefect_client, wait_for_flow_run, clone
+):
     # The developer's side: `mlops hooks`, and the stack's env file (here with a quick set of checks).
     hooks.install(clone, bin_dir=Path(sys.executable).parent)
     (clone / ".mlops").mkdir()
     checks = ",".join(HOOK_CHECKS)
-    (clone / ".mlops" / "env").write_text(f"export PREFECT_API_URL={stack.prefect_api_url}\nexport {CI_CHECKS_ENV}={checks}\n")
+    (clone / ".mlops" / "env").write_text(
+        f"export PREFECT_API_URL={stack.prefect_api_url}\nexport {CI_CHECKS_ENV}={checks}\n"
+    )
     shell = {k: v for k, v in os.environ.items() if k not in (STATE_DIR_ENV, "PREFECT_API_URL", CI_CHECKS_ENV)}
 
     def forbid_missing_temperatures(text: str) -> str:
@@ -95,7 +114,9 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
         temp.update(nullable=False, max_missing_share=0.0)  # the data has a few missing temperatures
         return json.dumps(contract, indent=2) + "\n"
 
-    sha = _commit(clone, "contracts/nycflights13.json", forbid_missing_temperatures, "Temperatures are never missing", env=shell)
+    sha = _commit(
+        clone, "contracts/nycflights13.json", forbid_missing_temperatures, "Temperatures are never missing", env=shell
+    )
     # The commit returned before the CI it started finished: the hook does not wait for CI.
     started = flow_runs(prefect_client, CI_DEPLOYMENT, sha=sha)
     assert not started or not started[0].state or not started[0].state.is_final(), "the commit waited for CI to end"
@@ -106,7 +127,9 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
     assert state.is_failed(), state
     artifacts = flow_run_artifacts(prefect_client, ci_run.id)
     assert artifacts["ci-summary"].startswith("# CI FAILED: data tests")
-    assert "| infrastructure | pass |" in artifacts["ci-summary"], artifacts["ci-summary"]  # a failing check does not stop the others
+    assert "| infrastructure | pass |" in artifacts["ci-summary"], artifacts[
+        "ci-summary"
+    ]  # a failing check does not stop the others
     assert "test_every_month_of_the_reference_year_meets_the_contract_and_quality_rules" in artifacts["ci-data-tests"]
 
     # No mlops.ci.passed, so no CT run for this sha: watch for a while after CI ended.

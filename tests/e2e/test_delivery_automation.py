@@ -14,13 +14,17 @@ from tests.e2e.conftest import CD_DEPLOYMENT, CT_DEPLOYMENT, one_flow_run, serve
 pytestmark = pytest.mark.e2e
 
 
-def test_a_version_registered_by_ct_is_delivered_by_the_automation(stack, prefect_client, wait_for_flow_run, mlflow_client):
+def test_a_version_registered_by_ct_is_delivered_by_the_automation(
+    stack, prefect_client, wait_for_flow_run, mlflow_client
+):
     from prefect.deployments import run_deployment
 
     config = load_config()
     ct = run_deployment(CT_DEPLOYMENT, parameters={"reason": "e2e"}, timeout=0)
     assert wait_for_flow_run(ct.id, timeout=300).is_completed()
-    [version] = mlflow_client.search_model_versions(f"name = '{config.tracking.model_name}' and tags.prefect_flow_run_id = '{ct.id}'")
+    [version] = mlflow_client.search_model_versions(
+        f"name = '{config.tracking.model_name}' and tags.prefect_flow_run_id = '{ct.id}'"
+    )
 
     registered_at = version.creation_timestamp / 1000
     cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {version.version}", version=version.version)
@@ -28,12 +32,15 @@ def test_a_version_registered_by_ct_is_delivered_by_the_automation(stack, prefec
     cd = prefect_client.read_flow_run(cd.id)
     print(f"registration → CD flow run start: {cd.start_time.timestamp() - registered_at:.1f} s")
     assert state.is_completed() and state.name == "Completed", state
-    assert str(mlflow_client.get_model_version_by_alias(config.tracking.model_name, "champion").version) == str(version.version)
+    assert str(mlflow_client.get_model_version_by_alias(config.tracking.model_name, "champion").version) == str(
+        version.version
+    )
     assert served_version(config.serving.production_port) == str(version.version)
 
 
-def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(stack, prefect_client, wait_for_flow_run, mlflow_client,
-                                                                        champion, notification_receiver):
+def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(
+    stack, prefect_client, wait_for_flow_run, mlflow_client, champion, notification_receiver
+):
     """A notebook user logs a useless model and registers it: CD runs, rejects it, production keeps the champion,
     and the webhook gets one message saying so."""
     config = load_config()

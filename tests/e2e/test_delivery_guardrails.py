@@ -53,8 +53,12 @@ def _paused(prefect_client, name: str, version: str, timeout: float = 300.0):
 def _deliver_with(config_path: Path, version: str):
     from prefect.deployments import run_deployment
 
-    return run_deployment(CD_DEPLOYMENT, parameters={"version": version}, timeout=0,
-                          job_variables={"env": {"MLOPS_CONFIG": str(config_path)}})
+    return run_deployment(
+        CD_DEPLOYMENT,
+        parameters={"version": version},
+        timeout=0,
+        job_variables={"env": {"MLOPS_CONFIG": str(config_path)}},
+    )
 
 
 def _copy(mlflow_client, name: str, version: str) -> str:
@@ -64,7 +68,8 @@ def _copy(mlflow_client, name: str, version: str) -> str:
 
 
 def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_rejects_when_nobody_answers(
-        stack, prefect_client, wait_for_flow_run, mlflow_client, champion, cd_trigger_paused, e2e_config, tmp_path):
+    stack, prefect_client, wait_for_flow_run, mlflow_client, champion, cd_trigger_paused, e2e_config, tmp_path
+):
     config = load_config()
     name, port = config.tracking.model_name, config.serving.production_port
 
@@ -84,7 +89,11 @@ def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_reject
     assert state.is_completed() and state.name == "Completed", state
     tags = mlflow_client.get_model_version(name, approved).tags
     assert (tags["deployment"], tags["approval"], tags["approval_by"], tags["approval_comment"]) == (
-        "promoted", "approved", "alice", "e2e"), tags
+        "promoted",
+        "approved",
+        "alice",
+        "e2e",
+    ), tags
     assert "T" in tags["approval_at"]
     assert "| approval | pass | approved by alice" in flow_run_artifacts(prefect_client, run.id)["cd-decision"]
     assert served_version(port) == approved
@@ -106,8 +115,16 @@ def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_reject
 
 
 def test_a_production_service_that_dies_after_the_promotion_is_rolled_back_by_the_watch(
-        stack, prefect_client, wait_for_flow_run, mlflow_client, champion, cd_trigger_paused, e2e_config, tmp_path,
-        notification_receiver):
+    stack,
+    prefect_client,
+    wait_for_flow_run,
+    mlflow_client,
+    champion,
+    cd_trigger_paused,
+    e2e_config,
+    tmp_path,
+    notification_receiver,
+):
     config = load_config()
     name, port = config.tracking.model_name, config.serving.production_port
     watched = write_config(e2e_config, tmp_path, {"delivery.watch_seconds": 15})

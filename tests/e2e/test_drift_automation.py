@@ -25,8 +25,9 @@ def _stays_empty(query, seconds: float) -> bool:
     return True
 
 
-def test_no_drift_starts_nothing_and_a_burst_of_drift_retrains_once_then_delivers(stack, prefect_client, wait_for_flow_run,
-                                                                                 champion):
+def test_no_drift_starts_nothing_and_a_burst_of_drift_retrains_once_then_delivers(
+    stack, prefect_client, wait_for_flow_run, champion
+):
     from prefect.deployments import run_deployment
 
     client = MlflowClient(stack.mlflow_uri)
@@ -50,8 +51,13 @@ def test_no_drift_starts_nothing_and_a_burst_of_drift_retrains_once_then_deliver
 
     [version] = client.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{retrain.id}'")
     assert version.tags["trigger_reason"] == "drift" and version.tags["data_window"].endswith("2013-08-01")
-    cd = one_flow_run(prefect_client, CD, "the retrained version", version=version.version,
-                      where=lambda run: run.created > retrain.created)  # not an earlier test's run of that number
+    cd = one_flow_run(
+        prefect_client,
+        CD,
+        "the retrained version",
+        version=version.version,
+        where=lambda run: run.created > retrain.created,
+    )  # not an earlier test's run of that number
     state = wait_for_flow_run(cd.id, timeout=300)
     assert state.name == "Completed", state
     assert str(client.get_model_version_by_alias(name, "champion").version) == str(version.version)

@@ -20,9 +20,12 @@ def _present(prefect_client) -> dict[str, int]:
 
 
 def test_without_a_url_nothing_is_left_to_send_and_with_one_each_event_has_one_automation(
-        stack, prefect_client, notification_receiver, monkeypatch):
+    stack, prefect_client, notification_receiver, monkeypatch
+):
     assert _present(prefect_client) == dict.fromkeys(NAMES, 1)  # `up` applied them: the e2e config names the receiver
-    block = prefect_client.read_block_document_by_name(notifications.BLOCK_NAME, "custom-webhook", include_secrets=False)
+    block = prefect_client.read_block_document_by_name(
+        notifications.BLOCK_NAME, "custom-webhook", include_secrets=False
+    )
     assert notification_receiver.url not in str(block.data), "the webhook URL is a secret: the API must not show it"
 
     monkeypatch.delenv(WEBHOOK_URL_ENV, raising=False)

@@ -28,16 +28,29 @@ def readme_commands() -> list[str]:
 
 def test_the_readme_shows_the_commands_this_test_runs():
     deployments = {shlex.split(c)[3] for c in readme_commands()}
-    assert {"continuous-training/retrain", "continuous-delivery/deploy-model", "drift-monitoring/scheduled",
-            "batch-scoring/score", "production-rollback/rollback"} <= deployments
+    assert {
+        "continuous-training/retrain",
+        "continuous-delivery/deploy-model",
+        "drift-monitoring/scheduled",
+        "batch-scoring/score",
+        "production-rollback/rollback",
+    } <= deployments
 
 
 def _run(command: str, env_file: Path) -> str:
     """Run a README command as the README says (in a shell that sourced the stack's env file); return its flow run id."""
     shell = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MLOPS_"))}
-    shell["PATH"] = os.pathsep.join(p for p in shell.get("PATH", "").split(os.pathsep) if ".venv" not in p)  # not activated
-    done = subprocess.run(["bash", "-c", f"source {shlex.quote(str(env_file))} && {command}"], env=shell, cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    shell["PATH"] = os.pathsep.join(
+        p for p in shell.get("PATH", "").split(os.pathsep) if ".venv" not in p
+    )  # not activated
+    done = subprocess.run(
+        ["bash", "-c", f"source {shlex.quote(str(env_file))} && {command}"],
+        env=shell,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, f"`{command}` failed:\n{done.stdout}\n{done.stderr}"
     found = re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout)
     assert found, done.stdout
@@ -59,7 +72,10 @@ def test_each_deployment_run_command_is_accepted_as_written(stack, prefect_clien
             while not (found := prefect_client.read_flow_run(run_id)).state.is_final() and not found.state.is_running():
                 assert time.monotonic() < deadline, f"the CD run stayed {found.state.name}"
                 time.sleep(0.5)
-            while not (name := prefect_client.read_flow_run(run_id).name).startswith("cd-") and time.monotonic() < deadline:
+            while (
+                not (name := prefect_client.read_flow_run(run_id).name).startswith("cd-")
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.5)  # the engine names the run as it starts it
             assert name == f"cd-{load_config().tracking.model_name}-v3", name
         _cancel(prefect_client, run_id)  # accepted is what this test checks

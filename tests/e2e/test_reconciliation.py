@@ -34,13 +34,17 @@ def _artifact(prefect_client, flow_run_id, key: str) -> str:
         ArtifactFilterKey,
     )
 
-    [found] = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(
-        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])))
+    [found] = prefect_client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])
+        )
+    )
     return str(found.data)
 
 
 def test_a_version_registered_while_the_receiver_and_prefect_are_down_is_delivered_once_after_up(
-        stack, prefect_client, wait_for_flow_run, mlflow_client, champion):
+    stack, prefect_client, wait_for_flow_run, mlflow_client, champion
+):
     import mlflow
     from prefect.deployments import run_deployment
 
@@ -58,10 +62,11 @@ def test_a_version_registered_while_the_receiver_and_prefect_are_down_is_deliver
         version = str(mlflow.register_model(original.source, name, tags=tags).version)
         time.sleep(WEBHOOK_GIVES_UP_S)  # a negative (no delivery) cannot be polled for
     finally:
-        assert up(stack) == 0, "mlops up could not restart the receiver and the Prefect server"  # starts what is missing
+        assert up(stack) == 0, (
+            "mlops up could not restart the receiver and the Prefect server"
+        )  # starts what is missing
     assert processes.http_ok(server.health_url) and processes.http_ok(receiver.health_url)
     assert flow_runs(prefect_client, CD_DEPLOYMENT, version=version) == [], "the webhook delivered after all"
-
 
     # `up` started a reconciliation too; it leaves a version younger than min_age_seconds (120 s) to
     # the webhook, but under load `up` itself can take that long, and then it is that run which
@@ -76,7 +81,9 @@ def test_a_version_registered_while_the_receiver_and_prefect_are_down_is_deliver
     assert "reconciled" in cd.tags
     state = wait_for_flow_run(cd.id, timeout=300)
     decision = mlflow_client.get_model_version(name, version).tags.get("deployment")
-    assert decision in {"promoted", "rejected", "rolled_back"}, f"CD {state.name}: {state.message}; deployment tag {decision!r}"
+    assert decision in {"promoted", "rejected", "rolled_back"}, (
+        f"CD {state.name}: {state.message}; deployment tag {decision!r}"
+    )
 
     # Decided now: a reconciliation run later starts nothing for it.
     again = run_deployment(RECONCILE_DEPLOYMENT, parameters={"min_age_seconds": 0}, timeout=0)

@@ -73,8 +73,13 @@ def test_mlflow_refuses_registry_and_artifact_calls_without_the_stack_credential
 
     created = httpx.post(create, json={"name": "security-e2e"}, auth=_mlflow_auth(stack), timeout=10)
     assert created.status_code == 200, created.text
-    deleted = httpx.request("DELETE", f"{stack.mlflow_uri}{REGISTRY}/delete", json={"name": "security-e2e"},
-                            auth=_mlflow_auth(stack), timeout=10)  # later e2e tests share this registry
+    deleted = httpx.request(
+        "DELETE",
+        f"{stack.mlflow_uri}{REGISTRY}/delete",
+        json={"name": "security-e2e"},
+        auth=_mlflow_auth(stack),
+        timeout=10,
+    )  # later e2e tests share this registry
     assert deleted.status_code == 200, deleted.text
 
 
@@ -82,7 +87,9 @@ def test_credentials_are_private_files(stack: StackSettings) -> None:
     assert stat.S_IMODE(stack.secrets_dir.stat().st_mode) == 0o700
     secret_files = sorted(p for p in stack.secrets_dir.iterdir())
     assert {p.name for p in secret_files} >= {
-        stack.prefect_password_file.name, stack.mlflow_password_file.name, stack.mlflow_auth_config.name,
+        stack.prefect_password_file.name,
+        stack.mlflow_password_file.name,
+        stack.mlflow_auth_config.name,
         stack.webhook_secret_file.name,
     }
     for path in [*secret_files, stack.env_file]:
@@ -104,20 +111,26 @@ def _flow_run_logs(client: SyncPrefectClient) -> Iterator[str]:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     offset = 0
-    while page := client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(is_null_=False)),
-                                   limit=200, offset=offset):
+    while page := client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(is_null_=False)), limit=200, offset=offset
+    ):
         yield from (log.message for log in page)
         offset += len(page)
 
 
 def _stack_files(stack: StackSettings) -> list[Path]:
     """The stack's own logs, the model services' logs and every environment's Terraform state."""
-    found = [*stack.log_dir.rglob("*"), *(stack.state_dir / "services").glob("*.log"),
-             *(stack.state_dir / "terraform").glob("*/terraform.tfstate*")]
+    found = [
+        *stack.log_dir.rglob("*"),
+        *(stack.state_dir / "services").glob("*.log"),
+        *(stack.state_dir / "terraform").glob("*/terraform.tfstate*"),
+    ]
     return [path for path in found if path.is_file()]
 
 
-def test_no_secret_in_the_logs_or_terraform_state(stack: StackSettings, champion: str, prefect_client: SyncPrefectClient) -> None:
+def test_no_secret_in_the_logs_or_terraform_state(
+    stack: StackSettings, champion: str, prefect_client: SyncPrefectClient
+) -> None:
     """After a full CT → CD delivery (`champion`), so the flow runs and the model services have logged."""
     secrets = _secret_values(stack)
     files = _stack_files(stack)

@@ -21,8 +21,8 @@ from mlops.adapters import environments
 from mlops.config import PROJECT_ROOT, load_config
 from mlops.platform import processes
 from mlops.platform import stack as local_stack
-from mlops.platform.settings import StackSettings
 from mlops.platform.parts import warm_command
+from mlops.platform.settings import StackSettings
 from mlops.platform.stack import part_pids
 from tests.e2e.conftest import WebhookReceiver, served_version
 
@@ -35,8 +35,10 @@ def stack_smoke(expected_cwd: str, expected_tracking_uri: str, expected_parent: 
     forked by the warm starter (not a fresh interpreter)."""
     seen = (os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI"), os.getppid())
     if seen != (expected_cwd, expected_tracking_uri, expected_parent):
-        raise RuntimeError(f"flow run saw cwd/tracking URI/parent {seen}, expected "
-                           f"{(expected_cwd, expected_tracking_uri, expected_parent)}")
+        raise RuntimeError(
+            f"flow run saw cwd/tracking URI/parent {seen}, expected "
+            f"{(expected_cwd, expected_tracking_uri, expected_parent)}"
+        )
     return "ok"
 
 
@@ -44,7 +46,13 @@ def test_status_reports_every_part_up(stack: StackSettings, capsys: pytest.Captu
     assert local_stack.status(stack) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("  ")[0] for line in lines] == [
-        "prefect server", "mlflow server", "warm starter", "worker", "webhook receiver", "staging", "production"
+        "prefect server",
+        "mlflow server",
+        "warm starter",
+        "worker",
+        "webhook receiver",
+        "staging",
+        "production",
     ]
 
 
@@ -122,9 +130,13 @@ def _schedule(prefect_client: SyncPrefectClient, deployment: str, slug: str) -> 
 
 
 def test_up_again_leaves_running_parts_alone_and_the_schedules_as_the_user_set_them(
-        stack: StackSettings, prefect_client: SyncPrefectClient) -> None:
-    retrain, score, drift = ("continuous-training/retrain", "monthly"), ("batch-scoring/score", "daily"), (
-        "drift-monitoring/scheduled", "monthly")
+    stack: StackSettings, prefect_client: SyncPrefectClient
+) -> None:
+    retrain, score, drift = (
+        ("continuous-training/retrain", "monthly"),
+        ("batch-scoring/score", "daily"),
+        ("drift-monitoring/scheduled", "monthly"),
+    )
     # As prefect.yaml has them: retraining and scoring off (the user turns them on), drift monitoring on.
     assert [_schedule(prefect_client, *d).active for d in (retrain, score, drift)] == [False, False, True]
     assert _schedule(prefect_client, *retrain).parameters == {"as_of": "latest", "reason": "schedule"}
@@ -134,16 +146,22 @@ def test_up_again_leaves_running_parts_alone_and_the_schedules_as_the_user_set_t
     leaders = {key: part.running() for key, part in local_stack.parts(stack).items()}
     assert all(leaders.values())
     for (deployment, slug), active in [(retrain, True), (drift, False)]:  # as a user would in the UI
-        prefect_client.update_deployment_schedule(prefect_client.read_deployment_by_name(deployment).id,
-                                                  _schedule(prefect_client, deployment, slug).id, active=active)
+        prefect_client.update_deployment_schedule(
+            prefect_client.read_deployment_by_name(deployment).id,
+            _schedule(prefect_client, deployment, slug).id,
+            active=active,
+        )
     try:
         assert local_stack.up(stack) == 0
         assert {key: part.running() for key, part in local_stack.parts(stack).items()} == leaders
         assert [_schedule(prefect_client, *d).active for d in (retrain, score, drift)] == [True, False, False]
     finally:  # later tests share this stack
         for (deployment, slug), active in [(retrain, False), (drift, True)]:
-            prefect_client.update_deployment_schedule(prefect_client.read_deployment_by_name(deployment).id,
-                                                      _schedule(prefect_client, deployment, slug).id, active=active)
+            prefect_client.update_deployment_schedule(
+                prefect_client.read_deployment_by_name(deployment).id,
+                _schedule(prefect_client, deployment, slug).id,
+                active=active,
+            )
 
 
 def test_worker_runs_a_flow_from_the_repo(
@@ -155,8 +173,11 @@ def test_worker_runs_a_flow_from_the_repo(
     smoke.deploy(name="smoke", work_pool_name="local", build=False, push=False, print_next_steps=False)
     run = run_deployment(
         "stack-smoke/smoke",
-        parameters={"expected_cwd": str(PROJECT_ROOT), "expected_tracking_uri": stack.mlflow_uri,
-                    "expected_parent": local_stack.parts(stack)["warm"].running().pid},
+        parameters={
+            "expected_cwd": str(PROJECT_ROOT),
+            "expected_tracking_uri": stack.mlflow_uri,
+            "expected_parent": local_stack.parts(stack)["warm"].running().pid,
+        },
         timeout=0,
     )
     state = wait_for_flow_run(run.id, timeout=90)
@@ -165,7 +186,9 @@ def test_worker_runs_a_flow_from_the_repo(
 
 def _services(stack: StackSettings) -> dict[str, dict]:
     """What each environment's state says it serves."""
-    return {env: environments.current_service(load_config(), env, state_dir=stack.state_dir) for env in environments.NAMES}
+    return {
+        env: environments.current_service(load_config(), env, state_dir=stack.state_dir) for env in environments.NAMES
+    }
 
 
 def _service_pid(outputs: dict) -> int:
@@ -181,9 +204,13 @@ def test_down_keeps_the_model_services_and_up_brings_production_back_on_the_cham
     config = load_config()
     port = config.serving.production_port
     before = _services(stack)
-    assert before["production"]["model_version"] == champion and before["staging"], "CD applied staging, then production"
+    assert before["production"]["model_version"] == champion and before["staging"], (
+        "CD applied staging, then production"
+    )
     leaders = {env: _service_pid(outputs) for env, outputs in before.items()}
-    service_pids = set(leaders.values()) | {c.pid for pid in leaders.values() for c in psutil.Process(pid).children(recursive=True)}
+    service_pids = set(leaders.values()) | {
+        c.pid for pid in leaders.values() for c in psutil.Process(pid).children(recursive=True)
+    }
     restarted = False
     try:
         assert local_stack.down(stack) == 0
@@ -202,13 +229,17 @@ def test_down_keeps_the_model_services_and_up_brings_production_back_on_the_cham
 
     assert served_version(port) == champion
     after = _services(stack)
-    assert {env: out["model_version"] for env, out in after.items()} == {env: out["model_version"] for env, out in before.items()}
+    assert {env: out["model_version"] for env, out in after.items()} == {
+        env: out["model_version"] for env, out in before.items()
+    }
     restored = {env: _service_pid(outputs) for env, outputs in after.items()}
     assert not set(restored.values()) & service_pids
 
     assert local_stack.status(stack) == 0
     lines = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert f"version {champion} " in lines["production"] and f"health ok   http://127.0.0.1:{port}" in lines["production"]
+    assert (
+        f"version {champion} " in lines["production"] and f"health ok   http://127.0.0.1:{port}" in lines["production"]
+    )
     assert f"version {before['staging']['model_version']} " in lines["staging"] and "health ok" in lines["staging"]
 
     assert local_stack.up(stack) == 0  # twice: the services that answer are left alone
@@ -216,7 +247,10 @@ def test_down_keeps_the_model_services_and_up_brings_production_back_on_the_cham
 
 
 def test_up_leaves_an_environment_whose_lock_a_delivery_holds_to_that_delivery(
-    stack: StackSettings, champion: str, prefect_client: SyncPrefectClient, capsys: pytest.CaptureFixture[str],
+    stack: StackSettings,
+    champion: str,
+    prefect_client: SyncPrefectClient,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Production and staging applied (`champion`), production's lock held as a delivery would hold it."""
@@ -232,7 +266,9 @@ def test_up_leaves_an_environment_whose_lock_a_delivery_holds_to_that_delivery(
         prefect_client.release_concurrency_slots_with_lease(lease)
     shown = capsys.readouterr().out
     assert f"production model service: left to the run holding {lock}" in shown, shown
-    assert "staging model service: " in shown and "healthy" in shown.split("staging model service: ")[1].splitlines()[0], shown
+    assert (
+        "staging model service: " in shown and "healthy" in shown.split("staging model service: ")[1].splitlines()[0]
+    ), shown
 
     staging = locks.lock_name("staging")  # `up` released the lease it took on staging: free at once
     lease = prefect_client.increment_concurrency_slots_with_lease([staging], 1, "concurrency", 60).json()["lease_id"]

@@ -8,6 +8,7 @@ crash it once its heartbeats stop. `up` then restarts the worker and the same de
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from uuid import UUID
@@ -77,10 +78,12 @@ def _wait_until_worker_idle(stack, prefect_client, what: str) -> None:
     """Wait (bounded) until no flow run executes under the worker; runs the server lists as active but
     that no process runs (another test's zombies) do not matter here, so they are named, not awaited."""
     deadline = time.monotonic() + 600
-    while (busy := _runs_under_worker(stack)):
+    while busy := _runs_under_worker(stack):
         if time.monotonic() > deadline:
             active = [f"{r.name} ({r.state.name})" for r in _active_runs(prefect_client)]
-            pytest.fail(f"{what}: flow runs {busy} still under the worker after 600 s; server lists as active: {active}")
+            pytest.fail(
+                f"{what}: flow runs {busy} still under the worker after 600 s; server lists as active: {active}"
+            )
         time.sleep(2.0)
 
 
@@ -93,10 +96,13 @@ def _worker_env(stack) -> dict[str, str]:
 def _heartbeats(prefect_client, flow_run_id: UUID) -> int:
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    page = prefect_client.read_events(filter=EventFilter(
-        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
-        resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-    ), limit=50)  # the client's default, 100, is over the server's maximum
+    page = prefect_client.read_events(
+        filter=EventFilter(
+            event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+        ),
+        limit=50,
+    )  # the client's default, 100, is over the server's maximum
     return len(page.events)
 
 
@@ -127,7 +133,8 @@ def heartbeating_worker(stack, prefect_client, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_a_run_whose_worker_died_is_crashed_by_its_missing_heartbeats_and_the_next_run_completes(
-        stack, prefect_client, wait_for_flow_run, zombie_automation, heartbeating_worker):
+    stack, prefect_client, wait_for_flow_run, zombie_automation, heartbeating_worker
+):
     from prefect.deployments import run_deployment
 
     started = time.monotonic()
@@ -137,24 +144,27 @@ def test_a_run_whose_worker_died_is_crashed_by_its_missing_heartbeats_and_the_ne
     _log(f"runs the server lists as active but no process runs: {others or 'none'}", started)
 
     # A long-ish CT run (six months of data), Running on the worker and heartbeating.
-    run = run_deployment(CT_DEPLOYMENT, parameters={"as_of": "2013-07-01", "window_months": 6, "reason": "e2e-zombie"},
-                         timeout=0)
+    run = run_deployment(
+        CT_DEPLOYMENT, parameters={"as_of": "2013-07-01", "window_months": 6, "reason": "e2e-zombie"}, timeout=0
+    )
     _poll("the CT run Running", 120, lambda: prefect_client.read_flow_run(run.id).state.is_running(), 0.5)
     _log(f"flow run {run.id} Running", started)
     worker = processes.read_pid_file(stack.run_dir / "worker.pid")
     assert worker is not None
-    flow_process = _poll("the flow run's process under the worker", 30, lambda: _flow_run_processes(worker.pid).get(str(run.id)))
-    assert flow_process.environ().get(zombies.HEARTBEAT_ENV) == HEARTBEAT, "the flow run did not inherit the worker's heartbeat setting"
+    flow_process = _poll(
+        "the flow run's process under the worker", 30, lambda: _flow_run_processes(worker.pid).get(str(run.id))
+    )
+    assert flow_process.environ().get(zombies.HEARTBEAT_ENV) == HEARTBEAT, (
+        "the flow run did not inherit the worker's heartbeat setting"
+    )
     _poll("a first heartbeat of the run on the server", 45, lambda: _heartbeats(prefect_client, run.id), 0.5)
     _log(f"first heartbeat received; flow-run process pid {flow_process.pid}", started)
 
     # The worker dies with its flow run: SIGKILL, the worker first so it reports nothing.
     victims = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
     for victim in victims:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             victim.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(victims, timeout=10)
     processes.running(stack.run_dir / "worker.pid")  # reaps the worker (a child of this process)
     killed = time.monotonic()
@@ -163,8 +173,12 @@ def test_a_run_whose_worker_died_is_crashed_by_its_missing_heartbeats_and_the_ne
     _log(f"worker {worker.pid} and {len(victims) - 1} descendant(s) SIGKILLed", started)
 
     # Nothing reports the run's end: only the automation can. Bounded poll, no fixed sleep.
-    crashed = _poll("the zombie run Crashed by the automation", CRASH_TIMEOUT_S,
-                    lambda: (s := prefect_client.read_flow_run(run.id).state).is_final() and s, 1.0)
+    crashed = _poll(
+        "the zombie run Crashed by the automation",
+        CRASH_TIMEOUT_S,
+        lambda: (s := prefect_client.read_flow_run(run.id).state).is_final() and s,
+        1.0,
+    )
     _log(f"run {crashed.name} {time.monotonic() - killed:.1f} s after the kill: {crashed.message}", started)
     assert crashed.is_crashed(), f"{crashed.name}: {crashed.message}"
     assert time.monotonic() - killed >= WITHIN_S - 5, "crashed before its window passed: not by missing heartbeats?"

@@ -21,6 +21,7 @@ def prefect_backend():
 
 def read_artifacts(flow_run_id) -> dict[str, str]:
     """The artifacts a flow run published, by key."""
+
     async def read():
         async with get_client() as client:
             found = await client.read_artifacts(
@@ -59,10 +60,13 @@ class MlflowServer:
             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
             "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts", "--workers", "1",
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"
+        }
         processes.start_detached(command, pid_file=self.pid_file, log_file=self.log, env=env, cwd=self.root)
-        if not processes.wait_for_http(f"{self.uri}/health", timeout=timeout,
-                                       still_alive=lambda: processes.running(self.pid_file) is not None):
+        if not processes.wait_for_http(
+            f"{self.uri}/health", timeout=timeout, still_alive=lambda: processes.running(self.pid_file) is not None
+        ):
             raise RuntimeError(f"mlflow server did not come up at {self.uri}:\n{processes.tail(self.log)}")
 
     def stop(self) -> None:

@@ -37,7 +37,10 @@ def _truncated(path: Path) -> None:
 BATCHES: dict[str, tuple[Callable[[Path], None], set[tuple[str, str]]]] = {
     "missing column": (_frame(lambda df: df.drop(columns=["s6"])), {("s6", "missing_column")}),
     "wrong type": (_frame(_decimal_commas), {("bmi", "wrong_type")}),
-    "flood of unknown categories": (_frame(lambda df: df.assign(sex=df["sex"].where(df.index % 3 > 0, "X"))), {("sex", "unknown_category")}),
+    "flood of unknown categories": (
+        _frame(lambda df: df.assign(sex=df["sex"].where(df.index % 3 > 0, "X"))),
+        {("sex", "unknown_category")},
+    ),
     "all-null target": (_frame(lambda df: df.assign(progression=float("nan"))), {("progression", "target_missing")}),
     "empty file": (lambda path: path.write_bytes(b""), {("*", "empty_file")}),
     "truncated file": (_truncated, {("*", "truncated_file")}),
@@ -50,7 +53,9 @@ BATCHES: dict[str, tuple[Callable[[Path], None], set[tuple[str, str]]]] = {
 def test_a_bad_batch_stops_at_validation_naming_columns_and_rules(kind, isolated, monkeypatch):
     write, expected = BATCHES[kind]
     write(isolated / "batch.csv")
-    config = write_config(DIABETES_CONFIG, isolated, {"dataset.source": {"kind": "csv", "path": str(isolated / "batch.csv")}})
+    config = write_config(
+        DIABETES_CONFIG, isolated, {"dataset.source": {"kind": "csv", "path": str(isolated / "batch.csv")}}
+    )
     monkeypatch.setenv("MLOPS_CONFIG", str(config))
 
     state = continuous_training(return_state=True)
@@ -68,7 +73,11 @@ def test_a_time_column_that_does_not_parse_is_a_violation_not_a_crash(isolated, 
     month = sources.load_window(load_config(PROJECT_ROOT / "mlops.yaml"), as_of="2013-02-01", months=1).frame.head(2000)
     month = month.assign(time_hour=month["time_hour"].astype(str).where(month.index % 50 > 0, "the 5th, after lunch"))
     month.to_csv(isolated / "flights.csv", index=False)
-    config = write_config(PROJECT_ROOT / "mlops.yaml", isolated, {"dataset.source": {"kind": "csv", "path": str(isolated / "flights.csv")}})
+    config = write_config(
+        PROJECT_ROOT / "mlops.yaml",
+        isolated,
+        {"dataset.source": {"kind": "csv", "path": str(isolated / "flights.csv")}},
+    )
     monkeypatch.setenv("MLOPS_CONFIG", str(config))
 
     state = continuous_training(return_state=True)

@@ -80,13 +80,15 @@ def test_scores_a_window_of_the_source_with_the_champion(champion, february, iso
     assert f"| rows scored | {len(february):,} |" in report and "version **1**" in report and "| rows/s |" in report
 
 
-def test_the_champion_moving_mid_run_changes_nothing_for_the_run(champion, february, isolated, flights_config, months,
-                                                                 monkeypatch):
+def test_the_champion_moving_mid_run_changes_nothing_for_the_run(
+    champion, february, isolated, flights_config, months, monkeypatch
+):
     # CD promotes v2 while the run scores: every row is still scored by the version the run pinned, once.
     X, y = modeling.features_and_target(months["january"], flights_config)
     preprocessor = modeling.build_preprocessor(flights_config).fit(X)
-    other = modeling.assemble_model(preprocessor, modeling.fit_estimator(flights_config, {"max_iter": 3},
-                                                                         preprocessor.transform(X), y.to_numpy()))
+    other = modeling.assemble_model(
+        preprocessor, modeling.fit_estimator(flights_config, {"max_iter": 3}, preprocessor.transform(X), y.to_numpy())
+    )
     client = registry.connect(flights_config)
     with mlflow.start_run() as run:
         uri = registry.log_model(other, X.head(200), other.predict_proba(X.head(200)), flights_config)
@@ -100,6 +102,7 @@ def test_the_champion_moving_mid_run_changes_nothing_for_the_run(champion, febru
                 client.set_registered_model_alias("flights-delay", registry.CHAMPION, v2)  # as CD's promote does
                 moved.append(chunk.number)
             progress(chunk)
+
         return real_score_file(*args, progress=then_promote, **kwargs)
 
     monkeypatch.setattr(batch_io, "score_file", promote_during_the_first_chunk)
@@ -110,7 +113,9 @@ def test_the_champion_moving_mid_run_changes_nothing_for_the_run(champion, febru
     scores = pd.read_parquet(result["output_path"])
     assert result["version"] == "1" and "-v1-" in Path(result["output_path"]).name
     assert len(scores) == len(february) and set(scores["model_version"]) == {"1"}
-    np.testing.assert_allclose(scores["probability"], champion.predict_proba(february[champion.feature_names_in_])[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(
+        scores["probability"], champion.predict_proba(february[champion.feature_names_in_])[:, 1], rtol=1e-12
+    )
 
 
 def test_scores_a_csv_rejecting_the_rows_it_cannot_score(champion, february, isolated):
@@ -125,10 +130,20 @@ def test_scores_a_csv_rejecting_the_rows_it_cannot_score(champion, february, iso
     broken.to_csv(isolated / "flights.csv", index=False)
     output = isolated / "out" / "february.parquet"
 
-    state = batch_scoring(input_path=str(isolated / "flights.csv"), version="1", output_path=str(output), chunk_rows=500,
-                          return_state=True)
+    state = batch_scoring(
+        input_path=str(isolated / "flights.csv"),
+        version="1",
+        output_path=str(output),
+        chunk_rows=500,
+        return_state=True,
+    )
     result = state.result()
-    assert (result["rows_read"], result["rows_scored"], result["rows_rejected"], result["chunks"]) == (2_000, 1_994, 6, 4)
+    assert (result["rows_read"], result["rows_scored"], result["rows_rejected"], result["chunks"]) == (
+        2_000,
+        1_994,
+        6,
+        4,
+    )
     assert result["rejected_by_reason"] == {
         "non_finite: temp": 1,
         "non_numeric: distance": 3,
@@ -162,7 +177,9 @@ def test_scores_a_csv_rejecting_the_rows_it_cannot_score(champion, february, iso
 
     # The same rows as Parquet without the `flight` key: the row number identifies each prediction.
     clean.drop(columns=["flight"]).to_parquet(isolated / "flights.parquet")
-    again = batch_scoring(input_path=str(isolated / "flights.parquet"), chunk_rows=300, output_path=str(isolated / "p.parquet"))
+    again = batch_scoring(
+        input_path=str(isolated / "flights.parquet"), chunk_rows=300, output_path=str(isolated / "p.parquet")
+    )
     by_row = pd.read_parquet(again["output_path"])
     assert list(by_row.columns) == ["time_hour", "carrier", "origin", "row_number", *OUTPUTS]
     assert again["rows_rejected"] == 0 and by_row["row_number"].tolist() == list(range(2_000))
@@ -220,18 +237,23 @@ def small_disk(tmp_path):
     """A 128 KiB tmpfs (this suite runs as root, as CI does); unmounted afterwards."""
     mount = tmp_path / "small-disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.fail(f"cannot mount a tmpfs to fill a disk (needs root): {done.stderr.strip()}")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_disk_that_fills_up_fails_cleanly_and_leaves_no_output_that_looks_complete(champion, february, isolated, small_disk):
+def test_a_disk_that_fills_up_fails_cleanly_and_leaves_no_output_that_looks_complete(
+    champion, february, isolated, small_disk
+):
     february.to_parquet(isolated / "february.parquet")  # its predictions need more than the 128 KiB disk holds
     output = small_disk / "scores.parquet"
-    state = batch_scoring(input_path=str(isolated / "february.parquet"), output_path=str(output), chunk_rows=2_000,
-                          return_state=True)
+    state = batch_scoring(
+        input_path=str(isolated / "february.parquet"), output_path=str(output), chunk_rows=2_000, return_state=True
+    )
     assert state.is_failed()
     with pytest.raises(OSError, match="No space left"):
         state.result()

@@ -41,11 +41,16 @@ def clone(tmp_path: Path) -> Path:
 
 def _task_runs_and_events(flow_run_id, sha: str) -> tuple[list[str], list[str]]:
     """The task runs the CI run made, and the `mlops.ci.passed` events the server holds for `sha`."""
+
     async def read():
         async with get_client() as client:
             tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            events = await client.read_events(filter=EventFilter(
-                event=EventNameFilter(name=[CI_PASSED]), resource=EventResourceFilter(id=[f"mlops.commit.{sha}"])), limit=50)
+            events = await client.read_events(
+                filter=EventFilter(
+                    event=EventNameFilter(name=[CI_PASSED]), resource=EventResourceFilter(id=[f"mlops.commit.{sha}"])
+                ),
+                limit=50,
+            )
             return [t.name for t in tasks], [e.event for e in events.events]
 
     return asyncio.run(read())
@@ -70,10 +75,14 @@ def _failed_run(state, failing: str, sha: str) -> str:
 
 
 def test_a_model_below_the_floors_fails_ci_naming_the_model_check(isolated, monkeypatch, clone):
-    unreachable = write_config(PROJECT_ROOT / "mlops.yaml", isolated, {
-        "window": {"as_of": "2013-02-01", "months": 1},  # no champion: a small model on January
-        "gates.floors": {"roc_auc": 0.99},
-    })
+    unreachable = write_config(
+        PROJECT_ROOT / "mlops.yaml",
+        isolated,
+        {
+            "window": {"as_of": "2013-02-01", "months": 1},  # no champion: a small model on January
+            "gates.floors": {"roc_auc": 0.99},
+        },
+    )
     monkeypatch.setenv("MLOPS_CONFIG", str(unreachable))
     sha = _git(clone, "rev-parse", "HEAD")
 

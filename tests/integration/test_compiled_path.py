@@ -47,7 +47,7 @@ def served_columns(model, X):
 
     from mlops.serving.model import columns_from_signature, probe_nullable
 
-    example = X.head(100).astype({c: "float64" for c in X.select_dtypes("number").columns})  # as registry.log_model
+    example = X.head(100).astype(dict.fromkeys(X.select_dtypes("number").columns, "float64"))  # as registry.log_model
     schema = infer_signature(example, model.predict_proba(example)).inputs
     return probe_nullable(columns_from_signature(schema), model.predict_proba)
 
@@ -55,14 +55,16 @@ def served_columns(model, X):
 def test_the_default_pipeline_compiles_and_equals_predict_proba_on_the_holdout(booster, flights):
     _, _, holdout = flights
     columns = served_columns(booster, holdout)
-    predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, booster.predict_proba,
-                                                        holdout, "holdout")
+    predictor, note = compiled_path.compile_for_serving(
+        booster, "predict_proba", columns, booster.predict_proba, holdout, "holdout"
+    )
     assert predictor is not None, note
     # This machine has gcc (CI's image too): the trees run as a C library, or the note says why not.
     assert predictor.engine == "tl2cgen", note
     assert note.startswith(f"verified on {len(holdout)} holdout rows") and "tl2cgen C library (" in note
-    interpreted, gtil_note = compiled_path.compile_for_serving(booster, "predict_proba", columns,
-                                                               booster.predict_proba, holdout, "holdout", native=False)
+    interpreted, gtil_note = compiled_path.compile_for_serving(
+        booster, "predict_proba", columns, booster.predict_proba, holdout, "holdout", native=False
+    )
     assert interpreted is not None and interpreted.engine == "gtil", gtil_note
     assert "native off" in gtil_note
     expected = booster.predict_proba(holdout)
@@ -77,8 +79,9 @@ def test_the_default_pipeline_compiles_and_equals_predict_proba_on_the_holdout(b
         assert np.abs(got - booster.predict_proba(odd)).max() <= compiled_path.TOLERANCE, engine.engine
 
 
-def test_a_c_library_that_differs_from_the_model_is_not_used_and_gtil_serves(booster, flights, flights_config,
-                                                                               monkeypatch):
+def test_a_c_library_that_differs_from_the_model_is_not_used_and_gtil_serves(
+    booster, flights, flights_config, monkeypatch
+):
     """The C library is checked like the rest: one built from another model is refused, GTIL serves."""
     X, y, holdout = flights
     columns = served_columns(booster, holdout)
@@ -86,8 +89,9 @@ def test_a_c_library_that_differs_from_the_model_is_not_used_and_gtil_serves(boo
     wrong, _ = compiled_path.native_library(other.forest)
     assert wrong is not None
     monkeypatch.setattr(compiled_path, "native_library", lambda forest: (wrong, "built from another model"))
-    predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, booster.predict_proba,
-                                                        holdout, "holdout")
+    predictor, note = compiled_path.compile_for_serving(
+        booster, "predict_proba", columns, booster.predict_proba, holdout, "holdout"
+    )
     assert predictor is not None and predictor.engine == "gtil", note
     assert "not tl2cgen: its C library differs: max |difference|" in note
     got = predictor.predict([compiled_path.rows_of(holdout, columns)])
@@ -95,15 +99,17 @@ def test_a_c_library_that_differs_from_the_model_is_not_used_and_gtil_serves(boo
 
 
 def test_a_forest_is_built_once_per_machine_and_a_cached_library_is_verified_like_a_new_one(
-        booster, flights, flights_config, tmp_path, monkeypatch):
+    booster, flights, flights_config, tmp_path, monkeypatch
+):
     """The per-user cache: a hit loads without a build; a truncated entry and one of another model are built again."""
     _, _, holdout = flights
     columns = served_columns(booster, holdout)
     monkeypatch.setenv(forest_cache.CACHE_DIR_ENV, str(tmp_path / "cache"))
 
     def serve() -> str:
-        predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, booster.predict_proba,
-                                                            holdout, "holdout")
+        predictor, note = compiled_path.compile_for_serving(
+            booster, "predict_proba", columns, booster.predict_proba, holdout, "holdout"
+        )
         assert predictor is not None and predictor.engine == "tl2cgen", note
         got = predictor.predict([compiled_path.rows_of(holdout, columns)])
         assert np.abs(got - booster.predict_proba(holdout)).max() <= compiled_path.TOLERANCE
@@ -146,8 +152,9 @@ def test_a_cache_directory_others_can_write_is_not_used(booster, flights, tmp_pa
     forest_cache.cache_dir().mkdir(parents=True)
     forest_cache.cache_dir().chmod(0o777)
     columns = served_columns(booster, holdout)
-    predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, booster.predict_proba,
-                                                        holdout, "holdout")
+    predictor, note = compiled_path.compile_for_serving(
+        booster, "predict_proba", columns, booster.predict_proba, holdout, "holdout"
+    )
     assert predictor is not None and predictor.engine == "tl2cgen", note
     assert "not a 0700 directory of this user" in note, note
     assert list(forest_cache.cache_dir().iterdir()) == []  # nothing written where others could swap it
@@ -159,8 +166,10 @@ def test_requests_parsed_from_json_score_as_the_model_does(booster, flights):
     predictor = compiled_path.compile_pipeline(booster, "predict_proba", columns)
     sample = holdout.sample(40, random_state=1)
     rows = sample.astype(object).where(sample.notna(), None).values.tolist()
-    bodies = [json.dumps({"dataframe_split": {"columns": list(sample.columns), "data": rows[i : i + 4]}})
-              for i in range(0, 40, 4)]
+    bodies = [
+        json.dumps({"dataframe_split": {"columns": list(sample.columns), "data": rows[i : i + 4]}})
+        for i in range(0, 40, 4)
+    ]
     batch = [parse_request(body, columns) for body in bodies]
     answers = [json.loads(b)["predictions"] for b in split_predictions(predictor.predict(batch), [4] * 10)]
     expected = booster.predict_proba(sample)
@@ -169,12 +178,16 @@ def test_requests_parsed_from_json_score_as_the_model_does(booster, flights):
 
 def test_a_pipeline_it_cannot_compile_is_served_by_sklearn(flights, flights_config):
     X, y, holdout = flights
-    linear = flights_config.model_copy(update={"training": flights_config.training.model_copy(
-        update={"estimator": "linear", "params": {"max_iter": 200}})})
+    linear = flights_config.model_copy(
+        update={
+            "training": flights_config.training.model_copy(update={"estimator": "linear", "params": {"max_iter": 200}})
+        }
+    )
     model = fit(linear, X, y, max_iter=200)
     columns = served_columns(model, holdout)
-    predictor, note = compiled_path.compile_for_serving(model, "predict_proba", columns, model.predict_proba,
-                                                        holdout, "holdout")
+    predictor, note = compiled_path.compile_for_serving(
+        model, "predict_proba", columns, model.predict_proba, holdout, "holdout"
+    )
     assert predictor is None
     assert note.startswith("not compiled:") and "LogisticRegression" in note
 
@@ -184,8 +197,9 @@ def test_a_compiled_predictor_that_differs_from_the_model_is_not_used(booster, f
     X, y, holdout = flights
     other = fit(flights_config, X, y, max_iter=41)
     columns = served_columns(booster, holdout)
-    predictor, note = compiled_path.compile_for_serving(booster, "predict_proba", columns, other.predict_proba,
-                                                        holdout, "holdout")
+    predictor, note = compiled_path.compile_for_serving(
+        booster, "predict_proba", columns, other.predict_proba, holdout, "holdout"
+    )
     assert predictor is None
     assert note.startswith(f"compiled but not used: on {len(holdout)} holdout rows, max |difference|")
 
@@ -219,9 +233,13 @@ def test_verification_rows_fall_back_to_the_input_example(booster, flights, flig
     _, _, holdout = flights
     registry.connect(flights_config)
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(booster, name="model", serialization_format="skops",
-                                        skops_trusted_types=registry.TRUSTED_TYPES, input_example=holdout.head(20).astype(
-            {c: "float64" for c in holdout.select_dtypes("number").columns}))
+        info = mlflow.sklearn.log_model(
+            booster,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=registry.TRUSTED_TYPES,
+            input_example=holdout.head(20).astype(dict.fromkeys(holdout.select_dtypes("number").columns, "float64")),
+        )
     source, rows = verification_rows(mlflow.pyfunc.load_model(info.model_uri))
     assert source == "input-example" and len(rows) == 20
     assert isinstance(rows, pd.DataFrame)

@@ -25,14 +25,18 @@ MODEL = "flights-delay"
 @pytest.fixture
 def delivery_config(isolated, monkeypatch):
     """January data, a short load test with SLOs this shared 2-core machine meets, free ports."""
-    path = write_config(PROJECT_ROOT / "mlops.yaml", isolated, {
-        "window": {"as_of": "2013-02-01", "months": 1},
-        "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
-        "delivery.watch_seconds": 2,
-        "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
-        "serving.staging_port": free_port(),
-        "serving.production_port": free_port(),
-    })
+    path = write_config(
+        PROJECT_ROOT / "mlops.yaml",
+        isolated,
+        {
+            "window": {"as_of": "2013-02-01", "months": 1},
+            "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+            "delivery.watch_seconds": 2,
+            "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
+            "serving.staging_port": free_port(),
+            "serving.production_port": free_port(),
+        },
+    )
     monkeypatch.setenv("MLOPS_CONFIG", str(path))
     yield path
     config = load_config(path)
@@ -69,8 +73,12 @@ def test_promotes_a_good_version_rejects_a_worse_one_and_rolls_back_a_failed_pro
     assert continuous_delivery(version="1")["status"] == "noop"
 
     # A second version that the live gates refuse: floors no model reaches.
-    client.create_model_version(MODEL, client.get_model_version(MODEL, "1").source, run_id=run.info.run_id,
-                                tags=_lineage(client.get_model_version(MODEL, "1").tags))
+    client.create_model_version(
+        MODEL,
+        client.get_model_version(MODEL, "1").source,
+        run_id=run.info.run_id,
+        tags=_lineage(client.get_model_version(MODEL, "1").tags),
+    )
     strict = write_config(delivery_config, delivery_config.parent, {"gates.floors": {"roc_auc": 0.99}})
     monkeypatch.setenv("MLOPS_CONFIG", str(strict))
     rejected = continuous_delivery(version="2")
@@ -84,8 +92,12 @@ def test_promotes_a_good_version_rejects_a_worse_one_and_rolls_back_a_failed_pro
     # A third version passes every gate, then the alias move fails after the production apply: the
     # delivery transaction rolls back, so production never serves a version `champion` does not name.
     monkeypatch.setenv("MLOPS_CONFIG", str(delivery_config))
-    client.create_model_version(MODEL, client.get_model_version(MODEL, "1").source, run_id=run.info.run_id,
-                                tags=_lineage(client.get_model_version(MODEL, "1").tags))
+    client.create_model_version(
+        MODEL,
+        client.get_model_version(MODEL, "1").source,
+        run_id=run.info.run_id,
+        tags=_lineage(client.get_model_version(MODEL, "1").tags),
+    )
     real_promote = registry.promote
 
     def promote_then_fail(mlflow_client, name, number):

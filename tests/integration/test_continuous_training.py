@@ -87,7 +87,9 @@ def test_a_batch_that_breaks_the_contract_stops_at_validation_and_registers_noth
     bad = good.assign(bmi=good["bmi"] * 100, sex=good["sex"].where(good.index % 5 > 0, "unknown")).drop(columns=["s6"])
     bad.loc[3, "age"] = None
     bad.to_csv(isolated / "bad.csv", index=False)
-    config = write_config(DIABETES_CONFIG, isolated, {"dataset.source": {"kind": "csv", "path": str(isolated / "bad.csv")}})
+    config = write_config(
+        DIABETES_CONFIG, isolated, {"dataset.source": {"kind": "csv", "path": str(isolated / "bad.csv")}}
+    )
     monkeypatch.setenv("MLOPS_CONFIG", str(config))
 
     state = continuous_training(return_state=True)
@@ -95,7 +97,12 @@ def test_a_batch_that_breaks_the_contract_stops_at_validation_and_registers_noth
     with pytest.raises(DataValidationError) as err:
         state.result()
     broken = {(v.column, v.rule) for v in err.value.violations}
-    assert {("s6", "missing_column"), ("bmi", "out_of_range"), ("sex", "unknown_category"), ("age", "not_nullable")} <= broken
+    assert {
+        ("s6", "missing_column"),
+        ("bmi", "out_of_range"),
+        ("sex", "unknown_category"),
+        ("age", "not_nullable"),
+    } <= broken
     report = read_artifacts(state.state_details.flow_run_id)["data-validation"]
     assert "out_of_range" in report and "`bmi`" in report
     client = MlflowClient()
@@ -108,15 +115,26 @@ def test_a_classification_table_sorted_by_its_target_trains_and_the_search_sees_
     # Exported tables often come sorted by the label. Without a time column the search's validation part
     # follows the holdout's policy (seeded, stratified), so every candidate is scored on both classes.
     table = pd.read_csv(DIABETES_CONFIG.parent / "diabetes.csv")
-    table = table.assign(high=(table["progression"] > table["progression"].median()).astype(int)).drop(columns="progression")
+    table = table.assign(high=(table["progression"] > table["progression"].median()).astype(int)).drop(
+        columns="progression"
+    )
     table.sort_values("high", kind="stable").to_csv(isolated / "sorted.csv", index=False)
-    config = write_config(DIABETES_CONFIG, isolated, {
-        "dataset.source": {"kind": "csv", "path": str(isolated / "sorted.csv")}, "dataset.target": "high",
-        "dataset.contract": None, "task": "binary", "gates": {"metric": "roc_auc", "floors": {"roc_auc": 0.6}},
-    })
+    config = write_config(
+        DIABETES_CONFIG,
+        isolated,
+        {
+            "dataset.source": {"kind": "csv", "path": str(isolated / "sorted.csv")},
+            "dataset.target": "high",
+            "dataset.contract": None,
+            "task": "binary",
+            "gates": {"metric": "roc_auc", "floors": {"roc_auc": 0.6}},
+        },
+    )
     monkeypatch.setenv("MLOPS_CONFIG", str(config))
     result = continuous_training()
     assert result["registered"], result["reasons"]
     client = MlflowClient()
-    candidates = mlflow.artifacts.load_dict(f"{client.get_run(result['run_id']).info.artifact_uri}/search/candidates.json")
+    candidates = mlflow.artifacts.load_dict(
+        f"{client.get_run(result['run_id']).info.artifact_uri}/search/candidates.json"
+    )
     assert len(candidates) == 4 and all(0.5 < c["score"] <= 1.0 for c in candidates)  # a one-class part scores NaN

@@ -27,11 +27,18 @@ def test_the_search_on_a_dask_local_cluster_equals_the_search_in_threads(isolate
     features = engineer_features(config, split)
 
     in_threads = _search(config.model_copy(update={"compute": Compute(search_runner="threads")}), features)
-    on_dask = _search(config.model_copy(update={"compute": Compute(search_runner="dask", dask_workers=2)}), features,
-                      return_state=True)
+    on_dask = _search(
+        config.model_copy(update={"compute": Compute(search_runner="dask", dask_workers=2)}),
+        features,
+        return_state=True,
+    )
 
     assert len(in_threads) == 4 and on_dask.result() == in_threads  # same params, same scores, same order
     with get_client(sync_client=True) as client:  # only the Dask path runs the candidate-search subflow
         searches = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["candidate-search"])))
-        mine = [s for s in searches if client.read_task_run(s.parent_task_run_id).flow_run_id == on_dask.state_details.flow_run_id]
+        mine = [
+            s
+            for s in searches
+            if client.read_task_run(s.parent_task_run_id).flow_run_id == on_dask.state_details.flow_run_id
+        ]
     assert len(mine) == 1 and mine[0].state.is_completed(), searches

@@ -63,14 +63,18 @@ def champion(prefect_backend, tmp_path_factory) -> Iterator[Champion]:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("MLOPS_STATE_DIR", str(tmp / "state"))
         mlflow.set_tracking_uri(uri)
-        path = write_config(PROJECT_ROOT / "mlops.yaml", tmp, {  # delivery_config's settings
-            "window": {"as_of": "2013-02-01", "months": 1},
-            "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
-            "delivery.watch_seconds": 2,
-            "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
-            "serving.staging_port": free_port(),
-            "serving.production_port": free_port(),
-        })
+        path = write_config(
+            PROJECT_ROOT / "mlops.yaml",
+            tmp,
+            {  # delivery_config's settings
+                "window": {"as_of": "2013-02-01", "months": 1},
+                "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
+                "delivery.watch_seconds": 2,
+                "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
+                "serving.staging_port": free_port(),
+                "serving.production_port": free_port(),
+            },
+        )
         patch.setenv("MLOPS_CONFIG", str(path))
         config = load_config(path)
         try:
@@ -152,10 +156,15 @@ def _log_with_float32_inputs(model: Any, example: pd.DataFrame, outputs: Any, co
     values where the model was trained (and is evaluated offline) on float64 ones: a train/serve
     skew of the real kind, invisible to the contract and to the floors.
     """
-    example = example.astype({c: "float32" for c in config.dataset.numeric})
+    example = example.astype(dict.fromkeys(config.dataset.numeric, "float32"))
     info = mlflow.sklearn.log_model(
-        model, name="model", signature=infer_signature(example, outputs), input_example=example.head(5),
-        serialization_format="skops", skops_trusted_types=registry.TRUSTED_TYPES, pyfunc_predict_fn="predict_proba",
+        model,
+        name="model",
+        signature=infer_signature(example, outputs),
+        input_example=example.head(5),
+        serialization_format="skops",
+        skops_trusted_types=registry.TRUSTED_TYPES,
+        pyfunc_predict_fn="predict_proba",
     )
     return info.model_uri
 
@@ -202,8 +211,10 @@ def test_a_staging_apply_that_fails_rejects_the_version_and_fails_the_run(champi
     version = _copy_of_champion(champion)
     # The real Terraform for every command but `apply`, which fails as a broken provider or a full disk would.
     wrapper = tmp_path / "terraform"
-    wrapper.write_text(f'#!/bin/sh\nif [ "$1" = apply ]; then echo "injected: apply refused" >&2; exit 1; fi\n'
-                       f'exec "{tf.terraform_bin()}" "$@"\n')
+    wrapper.write_text(
+        f'#!/bin/sh\nif [ "$1" = apply ]; then echo "injected: apply refused" >&2; exit 1; fi\n'
+        f'exec "{tf.terraform_bin()}" "$@"\n'
+    )
     wrapper.chmod(0o755)
     monkeypatch.setenv(tf.TERRAFORM_ENV, str(wrapper))
 
@@ -222,7 +233,9 @@ def test_a_candidate_above_the_floors_that_loses_to_the_champion_is_rejected(cha
     config = champion.config
     train = _january_fitted_part(config)
     weak = _fit(config, train, max_iter=3, max_leaf_nodes=3, learning_rate=0.5)  # ≈ 0.63 roc_auc: above the 0.6 floor
-    lineage = _lineage(MlflowClient().get_model_version(MODEL, champion.version).tags)  # compared on the champion's holdout
+    lineage = _lineage(
+        MlflowClient().get_model_version(MODEL, champion.version).tags
+    )  # compared on the champion's holdout
     version = _register(config, weak, modeling.features_and_target(train.head(200), config)[0], lineage)
 
     state, decision, tags = _deliver(version)
@@ -238,10 +251,14 @@ def test_a_candidate_above_the_floors_that_loses_to_the_champion_is_rejected(cha
 
 def _log_with_mlflow_defaults(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -> str:
     """The champion's pipeline logged by hand with MLflow's default `pyfunc_predict_fn`: the service answers class labels."""
-    example = example.astype({c: "float64" for c in config.dataset.numeric})
+    example = example.astype(dict.fromkeys(config.dataset.numeric, "float64"))
     info = mlflow.sklearn.log_model(
-        model, name="model", signature=infer_signature(example, model.predict(example)), input_example=example.head(5),
-        serialization_format="skops", skops_trusted_types=registry.TRUSTED_TYPES,
+        model,
+        name="model",
+        signature=infer_signature(example, model.predict(example)),
+        input_example=example.head(5),
+        serialization_format="skops",
+        skops_trusted_types=registry.TRUSTED_TYPES,
     )
     return info.model_uri
 
@@ -258,7 +275,9 @@ def test_a_service_that_breaks_the_output_contract_is_rejected(champion):
     # Labels where class probabilities are declared: the contract's valid-row cases fail, and the live
     # predictions' shape differs from the offline model's (skew, not a crash): a clean rejection.
     assert state.is_completed() and state.name == "Rejected", state
-    assert "| contract | **FAIL** |" in decision and f"rejected; staging back to v{champion.version}" in decision, decision
+    assert "| contract | **FAIL** |" in decision and f"rejected; staging back to v{champion.version}" in decision, (
+        decision
+    )
     cases = read_artifacts(state.state_details.flow_run_id)["contract-tests"]
     assert "valid rows (dataframe_split)" in cases and "valid rows (dataframe_records)" in cases
     assert tags["deployment"] == "rejected" and tags["rejected"].startswith("contract: ")
@@ -272,7 +291,9 @@ def _service_pid(champion: Champion, environment: str = "staging") -> int:
     return int(Path(environments.current_service(champion.config, environment)["pid_file"]).read_text())
 
 
-def test_a_staging_service_killed_during_the_load_test_rejects_and_staging_comes_back_on_the_champion(champion, monkeypatch):
+def test_a_staging_service_killed_during_the_load_test_rejects_and_staging_comes_back_on_the_champion(
+    champion, monkeypatch
+):
     version = _copy_of_champion(champion)
     real_run_locust = loadtest.run_locust
     killed: list[int] = []
@@ -295,7 +316,9 @@ def test_a_staging_service_killed_during_the_load_test_rejects_and_staging_comes
     assert f"rejected; staging back to v{champion.version}" in decision
     assert tags["deployment"] == "rejected" and "load test" in tags["rejected"]
     _production_untouched(champion)
-    assert _served_version(champion.config.serving.staging_port) == champion.version  # a new process: the dead one was replaced
+    assert (
+        _served_version(champion.config.serving.staging_port) == champion.version
+    )  # a new process: the dead one was replaced
     assert _service_pid(champion) != killed[0]
 
 

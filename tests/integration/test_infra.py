@@ -79,11 +79,11 @@ def is_running(pid: int) -> bool:
 
 def processes_with(marker: str) -> list[psutil.Process]:
     """Running processes whose command line contains `marker`."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if marker in " ".join(process.info["cmdline"] or []) and is_running(process.pid):
-            found.append(process)
-    return found
+    return [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if marker in " ".join(process.info["cmdline"] or []) and is_running(process.pid)
+    ]
 
 
 def ping(endpoint: str) -> str | None:
@@ -107,8 +107,9 @@ def read_pid(pid_file: str) -> int:
 
 def planned_outputs(root_dir: Path, plan_file: str) -> dict[str, object]:
     """The root module's output values in a saved plan (`terraform show -json`), by output name."""
-    shown = subprocess.run([infra.terraform_bin(), "show", "-json", plan_file], cwd=root_dir,
-                           capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [infra.terraform_bin(), "show", "-json", plan_file], cwd=root_dir, capture_output=True, text=True, check=True
+    )
     return {name: output["value"] for name, output in json.loads(shown.stdout)["planned_values"]["outputs"].items()}
 
 
@@ -189,8 +190,12 @@ def test_each_environment_is_the_root_with_its_var_file(infra_copy: Path, tmp_pa
     root_dir = infra_copy / environments.ROOT_MODULE
     infra.init(root_dir, tmp_path / "state" / environment / "terraform.tfstate")
 
-    summary = infra.plan(root_dir, version_variables(tmp_path, "true"), tmp_path / f"{environment}.tfplan",
-                         var_file=environments.var_file(root_dir, environment))
+    summary = infra.plan(
+        root_dir,
+        version_variables(tmp_path, "true"),
+        tmp_path / f"{environment}.tfplan",
+        var_file=environments.var_file(root_dir, environment),
+    )
 
     planned = planned_outputs(root_dir, summary.plan_file)
     serving = load_config(PROJECT_ROOT / "mlops.yaml").serving
@@ -222,7 +227,7 @@ def test_the_roots_tests_pass_and_stop_their_service(
     run_dir = tmp_path / "tftest-run"
     # tests/terraform.tfvars wins over -var in `terraform test`, so the copy's is rewritten.
     (root_dir / "tests" / "terraform.tfvars").write_text(
-        f"serve_command = \"sh -c 'sleep {marker}' mlops-tftest\"\nrun_dir = \"{run_dir}\"\n"
+        f'serve_command = "sh -c \'sleep {marker}\' mlops-tftest"\nrun_dir = "{run_dir}"\n'
     )
 
     # Not initialised, and its `backend "local" {}` unconfigured: test runs keep state in memory.
@@ -236,18 +241,31 @@ def test_the_roots_tests_pass_and_stop_their_service(
 
 def legacy_root(infra_copy: Path, tmp_path: Path) -> Path:
     """The layout before the module was folded into the root: a root calling the module, six outputs."""
-    module = shutil.copytree(infra_copy / environments.ROOT_MODULE, tmp_path / "legacy" / "modules" / "model-service",
-                             ignore=shutil.ignore_patterns("env", "tests"))
+    module = shutil.copytree(
+        infra_copy / environments.ROOT_MODULE,
+        tmp_path / "legacy" / "modules" / "model-service",
+        ignore=shutil.ignore_patterns("env", "tests"),
+    )
     main = (module / "main.tf").read_text()
-    (module / "main.tf").write_text(main[main.index("locals {"):])  # no backend, no moved block
-    names = ["environment", "port", "model_name", "model_version", "model_uri", "serve_command", "tracking_uri",
-             "run_dir", "workers"]
+    (module / "main.tf").write_text(main[main.index("locals {") :])  # no backend, no moved block
+    names = [
+        "environment",
+        "port",
+        "model_name",
+        "model_version",
+        "model_uri",
+        "serve_command",
+        "tracking_uri",
+        "run_dir",
+        "workers",
+    ]
     root = tmp_path / "legacy" / "envs" / "staging"
     root.mkdir(parents=True)
     (root / "main.tf").write_text(
         'terraform {\n  backend "local" {}\n}\n'
         + 'module "model_service" {\n  source = "../../modules/model-service"\n'
-        + "".join(f"  {name} = var.{name}\n" for name in names) + "}\n"
+        + "".join(f"  {name} = var.{name}\n" for name in names)
+        + "}\n"
         + "".join(f'variable "{name}" {{}}\n' for name in names)
         + "".join(f'output "{key}" {{\n  value = module.model_service.service.{key}\n}}\n' for key in SERVICE_KEYS)
     )
@@ -334,4 +352,3 @@ def test_full_delivery_cycle(infra_copy: Path, tmp_path: Path, stand_in: Path) -
     infra.destroy(root_dir, variables, var_file=var_file)
     assert not is_running(new_pid), "destroy must stop the service before it returns"
     assert infra.outputs(root_dir) == {} and environments.service_outputs(root_dir) == {}
-

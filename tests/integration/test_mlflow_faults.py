@@ -96,7 +96,7 @@ def test_two_ct_runs_at_once_register_one_version_each_and_leave_the_champion(fl
     def train(reason: str) -> None:
         try:
             results[reason] = continuous_training(**JANUARY, reason=reason)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=train, args=(reason,)) for reason in ("left", "right")]

@@ -6,6 +6,7 @@ second dataset, a seeded regression whose regime changes in a known month, throu
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -33,10 +34,16 @@ def flights_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     months = full[full["time_hour"] < pd.Timestamp("2013-05-01", tz="UTC")]
     data = directory / "flights.parquet"
     months.sample(frac=0.15, random_state=7).sort_values("time_hour").to_parquet(data)
-    return write_config(PROJECT_ROOT / "mlops.yaml", directory, {
-        "dataset.source": {"kind": "parquet", "path": str(data)},
-        "window.months": 1, "training.params.max_iter": 60, "gates.min_segment_rows": 100,
-    })
+    return write_config(
+        PROJECT_ROOT / "mlops.yaml",
+        directory,
+        {
+            "dataset.source": {"kind": "parquet", "path": str(data)},
+            "window.months": 1,
+            "training.params.max_iter": 60,
+            "gates.min_segment_rows": 100,
+        },
+    )
 
 
 def _rows(result: dict, policy: str) -> list[dict]:
@@ -50,9 +57,11 @@ def check_invariants(result: ReplayResult, months: list[str]) -> None:
     for policy in result.policies:
         rows = [r for r in result.rows if r.policy == policy.name]
         assert [r.month for r in rows] == months
-        assert all(r.trained_before is not None and r.version is not None and r.metric is not None for r in rows), policy.name
+        assert all(r.trained_before is not None and r.version is not None and r.metric is not None for r in rows), (
+            policy.name
+        )
         assert not rows[-1].retrained  # nothing after the last month to serve
-        for row, after in zip(rows, rows[1:]):
+        for row, after in itertools.pairwise(rows):
             assert row.gate != "" if row.retrained else row.gate == ""
             assert row.deployed <= row.retrained
             assert after.version == row.version + row.deployed  # a deployed candidate serves from the next month
@@ -67,8 +76,9 @@ def check_invariants(result: ReplayResult, months: list[str]) -> None:
             assert [r.retrained for r in decided] == [r.drift_share >= policy.drift_share for r in decided]
         elif policy.kind == "metric":
             higher = result.higher_is_better
-            assert [r.retrained for r in decided] == [(r.metric < policy.metric_floor) if higher else (r.metric > policy.metric_floor)
-                                                     for r in decided]
+            assert [r.retrained for r in decided] == [
+                (r.metric < policy.metric_floor) if higher else (r.metric > policy.metric_floor) for r in decided
+            ]
         summary = next(s for s in result.summary if s.policy == policy.name)
         assert summary.retrains == sum(r.retrained for r in rows) and summary.deployed == sum(r.deployed for r in rows)
         assert math.isclose(summary.mean, np.mean([r.metric for r in rows]))
@@ -83,12 +93,16 @@ def check_invariants(result: ReplayResult, months: list[str]) -> None:
 
 def check_files(result: ReplayResult, directory: Path) -> None:
     table = replay_report.read_table(directory / "replay.csv")
-    assert [(r["month"], r["policy"], r["retrained"]) for r in table] == [(r.month, r.policy, str(r.retrained)) for r in result.rows]
+    assert [(r["month"], r["policy"], r["retrained"]) for r in table] == [
+        (r.month, r.policy, str(r.retrained)) for r in result.rows
+    ]
     assert json.loads((directory / "summary.json").read_text())["cheapest"] == result.cheapest
     assert (directory / "metric.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_flow_replays_three_months_of_flights_with_every_policy(mlflow_server, prefect_backend, flights_sample, monkeypatch):
+def test_the_flow_replays_three_months_of_flights_with_every_policy(
+    mlflow_server, prefect_backend, flights_sample, monkeypatch
+):
     from flows.policy_replay import policy_replay
 
     monkeypatch.setenv("MLOPS_CONFIG", str(flights_sample))
@@ -102,7 +116,9 @@ def test_the_flow_replays_three_months_of_flights_with_every_policy(mlflow_serve
     assert directory.parent == mlflow_server.root / "state" / "replay"
     monthly = [r for r in result.rows if r.policy == "monthly"]
     assert sum(r.retrained for r in monthly) == len(MONTHS) - 1
-    assert result.cpu_s < sum(s.cpu_s for s in result.summary)  # a window trained once serves every policy that trains on it
+    assert result.cpu_s < sum(
+        s.cpu_s for s in result.summary
+    )  # a window trained once serves every policy that trains on it
     artifacts = read_artifacts(state.state_details.flow_run_id)
     assert {"policy-replay", "policy-replay-summary", "policy-replay-plot"} <= set(artifacts)
     assert f"Cheapest within 0.005 of it:** {result.cheapest}" in artifacts["policy-replay-summary"]
@@ -110,7 +126,9 @@ def test_the_flow_replays_three_months_of_flights_with_every_policy(mlflow_serve
 
     runs = mlflow.search_runs(experiment_names=["flights-delay-replay"], output_format="list")
     assert len(runs) == 1 and runs[0].data.tags["cheapest"] == result.cheapest
-    assert outcome["mlflow_run"].startswith(mlflow_server.uri) and runs[0].info.run_id in artifacts["policy-replay-plot"]
+    assert (
+        outcome["mlflow_run"].startswith(mlflow_server.uri) and runs[0].info.run_id in artifacts["policy-replay-plot"]
+    )
     artifacts_logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "replay")}
     assert artifacts_logged == {"replay/replay.csv", "replay/summary.json", "replay/metric.png"}
 
@@ -130,15 +148,29 @@ def demand_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     frame["hour"] = frame["time"].dt.hour
     frame["temp"] = rng.normal(12, 4, len(frame)) + 8 * shifted
     slope = np.where(shifted, 6.0, 3.0)
-    frame["demand"] = (100 + slope * frame["temp"] + 15 * (frame["region"] == "south") + 10 * np.sin(frame["hour"] / 24 * 2 * np.pi)
-                       + rng.normal(0, 3, len(frame)))
+    frame["demand"] = (
+        100
+        + slope * frame["temp"]
+        + 15 * (frame["region"] == "south")
+        + 10 * np.sin(frame["hour"] / 24 * 2 * np.pi)
+        + rng.normal(0, 3, len(frame))
+    )
     frame["time"] = frame["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     frame.to_csv(directory / "demand.csv", index=False)
     config = {
-        "dataset": {"name": "demand", "source": {"kind": "csv", "path": str(directory / "demand.csv")}, "target": "demand",
-                    "time_column": "time", "numeric": ["hour", "temp"], "categorical": ["region"], "segments": ["region"],
-                    "key_columns": ["time", "region"]},
-        "task": "regression", "window": {"months": 1}, "quality": {"min_rows": 500},
+        "dataset": {
+            "name": "demand",
+            "source": {"kind": "csv", "path": str(directory / "demand.csv")},
+            "target": "demand",
+            "time_column": "time",
+            "numeric": ["hour", "temp"],
+            "categorical": ["region"],
+            "segments": ["region"],
+            "key_columns": ["time", "region"],
+        },
+        "task": "regression",
+        "window": {"months": 1},
+        "quality": {"min_rows": 500},
         "training": {"params": {"max_iter": 40, "random_state": 3}, "search": {"learning_rate": [0.1, 0.2]}},
         "gates": {"metric": "rmse", "floors": {"rmse": 60.0}, "max_segment_drop": 5.0, "min_segment_rows": 200},
         "tracking": {"experiment": "demand", "model_name": "demand"},
@@ -148,8 +180,9 @@ def demand_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_mlops_replay_on_another_dataset_retrains_on_drift_exactly_where_the_regime_changed(isolated, demand_config, monkeypatch,
-                                                                                          capsys):
+def test_mlops_replay_on_another_dataset_retrains_on_drift_exactly_where_the_regime_changed(
+    isolated, demand_config, monkeypatch, capsys
+):
     from mlops.platform.cli import main
 
     monkeypatch.setenv("MLOPS_CONFIG", str(demand_config))

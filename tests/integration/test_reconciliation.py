@@ -67,11 +67,15 @@ def test_lost_versions_get_one_cd_run_each_and_none_while_it_is_in_flight(isolat
 
     # The CD runs have not run yet (no worker): a second reconciliation starts nothing more.
     second = delivery_reconciliation(model_name=name, min_age_seconds=0)
-    assert second["started"] == {} and second["skipped"] == {"1": "superseded", "4": "in flight", "5": "in flight"}, second
+    assert second["started"] == {} and second["skipped"] == {"1": "superseded", "4": "in flight", "5": "in flight"}, (
+        second
+    )
     assert len(_cd_runs(name, "4")) == len(_cd_runs(name, "5")) == 1
 
 
-def test_a_failed_delivery_is_retried_up_to_max_attempts_a_cancelled_one_is_left_alone_a_new_one_waits(isolated, cd_deployment):
+def test_a_failed_delivery_is_retried_up_to_max_attempts_a_cancelled_one_is_left_alone_a_new_one_waits(
+    isolated, cd_deployment
+):
     name = f"retry-{uuid4().hex[:8]}"
     _register(name, 2)
     first = delivery_reconciliation(model_name=name, min_age_seconds=0)

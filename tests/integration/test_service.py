@@ -215,7 +215,14 @@ def test_version_names_the_registered_model(url: str) -> None:
         split([800.0, 12, "ZZ", "SFO"]),  # unknown categories
         split([800.0, 12, None, "JFK"]),  # missing category
     ],
-    ids=["one-row", "rows-with-null", "reordered-with-index", "records-extra-column", "unknown-category", "null-category"],
+    ids=[
+        "one-row",
+        "rows-with-null",
+        "reordered-with-index",
+        "records-extra-column",
+        "unknown-category",
+        "null-category",
+    ],
 )
 def test_predictions_are_what_mlflow_models_serve_answers(url: str, offline: Any, body: dict[str, Any]) -> None:
     answer = score(url, body)
@@ -240,8 +247,19 @@ def test_predictions_are_what_mlflow_models_serve_answers(url: str, offline: Any
         (split([1.0, 5, 42, "JFK"]), "application/json", 422, "carrier"),
         ("distance,hour\n1,2\n", "text/csv", 415, "application/json"),
     ],
-    ids=["malformed", "inputs", "unknown-format", "empty-split", "empty-records", "missing-column", "str-for-double",
-         "fraction-for-long", "null-long", "int-for-string", "csv"],  # fmt: skip
+    ids=[
+        "malformed",
+        "inputs",
+        "unknown-format",
+        "empty-split",
+        "empty-records",
+        "missing-column",
+        "str-for-double",
+        "fraction-for-long",
+        "null-long",
+        "int-for-string",
+        "csv",
+    ],
 )
 def test_bad_requests_get_an_mlflow_style_error_and_the_service_goes_on(
     url: str, body: Any, content_type: str, status: int, names: str

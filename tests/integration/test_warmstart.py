@@ -29,11 +29,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A warm server on a socket in a temp dir, stopped by pid at the end."""
     root = tmp_path_factory.mktemp("warm")
     socket_path, pid_file = root / "warm.sock", root / "warm.pid"
-    processes.start_detached([sys.executable, "-m", "mlops.platform.warmstart", "serve", str(socket_path), str(PROJECT_ROOT)],
-                             pid_file=pid_file, log_file=root / "warm.log", env=dict(os.environ), cwd=PROJECT_ROOT)
+    processes.start_detached(
+        [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(socket_path), str(PROJECT_ROOT)],
+        pid_file=pid_file,
+        log_file=root / "warm.log",
+        env=dict(os.environ),
+        cwd=PROJECT_ROOT,
+    )
     try:
-        assert processes.wait_until(lambda: warmstart.ping(socket_path), timeout=120,
-                                    still_alive=lambda: processes.running(pid_file) is not None), processes.tail(root / "warm.log")
+        assert processes.wait_until(
+            lambda: warmstart.ping(socket_path),
+            timeout=120,
+            still_alive=lambda: processes.running(pid_file) is not None,
+        ), processes.tail(root / "warm.log")
         assert oct(socket_path.stat().st_mode & 0o777) == "0o600"  # only this user may start runs through it
         yield socket_path
     finally:
@@ -41,10 +49,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _client(socket_path: Path | str, cwd: Path, *args: str) -> subprocess.Popen:
-    env = os.environ | {warmstart.SOCKET_ENV: str(socket_path), "WARM_MARKER": "from-the-client",
-                        "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "mlops.platform.warmstart", *TARGET, *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = os.environ | {
+        warmstart.SOCKET_ENV: str(socket_path),
+        "WARM_MARKER": "from-the-client",
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlops.platform.warmstart", *TARGET, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _server_pid(socket_path: Path) -> int:

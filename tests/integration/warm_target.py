@@ -7,8 +7,18 @@ import sys
 import time
 
 if __name__ == "__main__":
-    print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "marker": os.environ.get("WARM_MARKER"),
-                      "argv": sys.argv[1:]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "cwd": os.getcwd(),
+                "marker": os.environ.get("WARM_MARKER"),
+                "argv": sys.argv[1:],
+            }
+        ),
+        flush=True,
+    )
     if sys.argv[1] == "exit":
         sys.exit(int(sys.argv[2]))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(42))  # a run that stops politely when asked

@@ -18,7 +18,9 @@ def trained(flights_month, flights_config):
     X, y = modeling.features_and_target(train, flights_config)
     preprocessor = modeling.build_preprocessor(flights_config).fit(X)
     params = modeling.candidate_grid(flights_config)[0]
-    model = modeling.assemble_model(preprocessor, modeling.fit_estimator(flights_config, params, preprocessor.transform(X), y))
+    model = modeling.assemble_model(
+        preprocessor, modeling.fit_estimator(flights_config, params, preprocessor.transform(X), y)
+    )
     return model, modeling.features_and_target(test, flights_config), (X, y)
 
 
@@ -39,8 +41,15 @@ def test_outputs_are_probabilities_of_the_declared_shape(trained):
 
 def test_predictions_are_deterministic(trained, flights_config):
     model, (X_test, _), (X, y) = trained
-    again = modeling.assemble_model(modeling.build_preprocessor(flights_config).fit(X), modeling.fit_estimator(
-        flights_config, modeling.candidate_grid(flights_config)[0], modeling.build_preprocessor(flights_config).fit(X).transform(X), y))
+    again = modeling.assemble_model(
+        modeling.build_preprocessor(flights_config).fit(X),
+        modeling.fit_estimator(
+            flights_config,
+            modeling.candidate_grid(flights_config)[0],
+            modeling.build_preprocessor(flights_config).fit(X).transform(X),
+            y,
+        ),
+    )
     np.testing.assert_array_equal(model.predict_proba(X_test), again.predict_proba(X_test))
 
 

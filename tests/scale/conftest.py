@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlops.platform.settings import CONFIG_ENV, StackSettings
-from tests.e2e.conftest import (  # noqa: F401 - fixtures, used by name
+from tests.e2e.conftest import (
     _free_ports,
     mlflow_client,
     prefect_client,
@@ -34,9 +34,15 @@ def stack() -> Iterator[StackSettings]:
     root.chmod(0o711)  # searchable (not readable) by the server's user
     prefect_port, mlflow_port, worker_port, receiver_port, postgres_port = _free_ports(5)
     config = stack_test_config(root)
-    settings = StackSettings(state_dir=root / "state", prefect_port=prefect_port, mlflow_port=mlflow_port,
-                             worker_port=worker_port, receiver_port=receiver_port, postgres_port=postgres_port,
-                             profile="scale")
+    settings = StackSettings(
+        state_dir=root / "state",
+        prefect_port=prefect_port,
+        mlflow_port=mlflow_port,
+        worker_port=worker_port,
+        receiver_port=receiver_port,
+        postgres_port=postgres_port,
+        profile="scale",
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CONFIG_ENV, str(config))
         try:

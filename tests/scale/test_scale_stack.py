@@ -25,7 +25,8 @@ def _rows(stack, database: str, query: str, *params: object) -> list[tuple]:
 
 
 def test_ct_then_cd_through_the_automations_on_postgresql_with_the_search_on_dask(
-        stack, prefect_client, wait_for_flow_run, mlflow_client, capsys):
+    stack, prefect_client, wait_for_flow_run, mlflow_client, capsys
+):
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId
     from prefect.deployments import run_deployment
 
@@ -54,13 +55,21 @@ def test_ct_then_cd_through_the_automations_on_postgresql_with_the_search_on_das
 
     # What the servers wrote is in PostgreSQL.
     assert _rows(stack, "prefect", "SELECT state_name FROM flow_run WHERE id = %s", cd.id) == [("Completed",)]
-    assert _rows(stack, "mlflow", "SELECT count(*) FROM model_versions WHERE name = %s AND version = %s",
-                 name, int(version.version)) == [(1,)]
+    assert _rows(
+        stack,
+        "mlflow",
+        "SELECT count(*) FROM model_versions WHERE name = %s AND version = %s",
+        name,
+        int(version.version),
+    ) == [(1,)]
 
 
 def test_up_again_leaves_the_running_postgresql_and_servers_alone(stack, capsys):
     before = {key: part.running().pid for key, part in parts(stack).items()}
     assert up(stack) == 0
     shown = capsys.readouterr().out
-    assert f"postgres: already running (pid {before['postgres']})" in shown and "databases prefect, mlflow, mlflow_auth\n" in shown
+    assert (
+        f"postgres: already running (pid {before['postgres']})" in shown
+        and "databases prefect, mlflow, mlflow_auth\n" in shown
+    )
     assert {key: part.running().pid for key, part in parts(stack).items()} == before

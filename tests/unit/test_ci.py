@@ -79,8 +79,10 @@ def test_report_rows_list_failures_first_then_the_slowest_others():
     rows = render.suite_rows(ci.parse_junit(JUNIT, slowest=2))
 
     assert [(r["test"].split("::")[1], r["outcome"]) for r in rows] == [
-        ("test_contract[7]", "failed"), ("test_setup", "error"),
-        ("test_join", "passed (slowest)"), ("test_disjoint", "passed (slowest)"),
+        ("test_contract[7]", "failed"),
+        ("test_setup", "error"),
+        ("test_join", "passed (slowest)"),
+        ("test_disjoint", "passed (slowest)"),
     ]
     assert rows[0]["message"].startswith("AssertionError")
 
@@ -89,7 +91,12 @@ def test_report_rows_list_failures_first_then_the_slowest_others():
     ("returncode", "xml", "passed", "says"),
     [
         (0, '<testsuite><testcase classname="m" name="t"/></testsuite>', True, "1 passed, 0 failed"),
-        (1, JUNIT, False, "failing: tests.data.test_flights_data::test_contract[7], tests.data.test_flights_data::test_setup"),
+        (
+            1,
+            JUNIT,
+            False,
+            "failing: tests.data.test_flights_data::test_contract[7], tests.data.test_flights_data::test_setup",
+        ),
         (5, "<testsuite/>", False, "no tests selected by marker 'data'"),
         (3, '<testsuite><testcase classname="m" name="t"/></testsuite>', False, "pytest exited 3"),
         (2, None, False, "pytest exited 2 without a report: ERROR collecting"),
@@ -119,8 +126,14 @@ def test_the_e2e_suite_cannot_run_inside_ci(tmp_path):
 
 
 def test_suite_env_imports_the_checkout_and_forgets_the_stack(tmp_path):
-    base = {"PATH": "/bin", "PREFECT_API_URL": "http://127.0.0.1:4200/api", "MLOPS_CONFIG": "/x.yaml",
-            "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "PYTHONPATH": "/elsewhere", "MLOPS_STATE_DIR": "/s"}
+    base = {
+        "PATH": "/bin",
+        "PREFECT_API_URL": "http://127.0.0.1:4200/api",
+        "MLOPS_CONFIG": "/x.yaml",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "PYTHONPATH": "/elsewhere",
+        "MLOPS_STATE_DIR": "/s",
+    }
 
     env = ci.suite_env(base, tmp_path / "repo", tmp_path / "sandbox")
 
@@ -133,7 +146,11 @@ def test_suite_env_imports_the_checkout_and_forgets_the_stack(tmp_path):
 
 @pytest.mark.parametrize(
     ("asked", "selected"),
-    [(None, ["unit", "integration", "data", "model", "infra"]), (["infra", "data"], ["data", "infra"]), (["model"], ["model"])],
+    [
+        (None, ["unit", "integration", "data", "model", "infra"]),
+        (["infra", "data"], ["data", "infra"]),
+        (["model"], ["model"]),
+    ],
 )
 def test_checks_run_in_ci_order(asked, selected):
     assert ci.select_checks(asked) == selected
@@ -159,7 +176,9 @@ def test_the_summary_passes_only_when_every_check_passed():
 
 
 def test_summary_markdown_lists_each_check_result_and_duration():
-    markdown = render.ci_summary_markdown(ci.summarize("abc123", [_check("data tests", False, 9.87), _check("infrastructure", True)]))
+    markdown = render.ci_summary_markdown(
+        ci.summarize("abc123", [_check("data tests", False, 9.87), _check("infrastructure", True)])
+    )
 
     assert markdown.startswith("# CI FAILED: data tests")
     assert "| data tests | **FAIL** | 9.9 s | 1 failed / x |" in markdown
@@ -172,13 +191,25 @@ def test_the_event_payload_carries_the_sha_and_the_summary():
 
     assert payload["sha"] == "abc123"
     assert payload["summary"]["passed"] is True
-    assert payload["summary"]["checks"][0] == {"name": "data tests", "passed": True, "seconds": 1.0, "summary": "3 passed"}
-    assert payload["summary"] == {"sha": "abc123", "passed": True, "seconds": 1.0, "checks": payload["summary"]["checks"]}
+    assert payload["summary"]["checks"][0] == {
+        "name": "data tests",
+        "passed": True,
+        "seconds": 1.0,
+        "summary": "3 passed",
+    }
+    assert payload["summary"] == {
+        "sha": "abc123",
+        "passed": True,
+        "seconds": 1.0,
+        "checks": payload["summary"]["checks"],
+    }
 
 
 def test_steps_result_names_the_failing_steps():
-    steps = [Check(name="fmt -check", passed=True, detail="formatted"),
-             Check(name="validate service", passed=False, detail="Error: Unsupported argument")]
+    steps = [
+        Check(name="fmt -check", passed=True, detail="formatted"),
+        Check(name="validate service", passed=False, detail="Error: Unsupported argument"),
+    ]
 
     result = ci.steps_result("infrastructure", steps, 1.2)
 
@@ -192,7 +223,10 @@ def test_a_failing_measured_step_shows_what_was_observed_and_required():
 
     result = ci.steps_result("model check", steps, 3.0, subject="champion v2")
 
-    assert result.detail == "champion v2: 0/1 passed; failing: floor roc_auc: 0.61 vs required 0.7; >= gates.floors.roc_auc"
+    assert (
+        result.detail
+        == "champion v2: 0/1 passed; failing: floor roc_auc: 0.61 vs required 0.7; >= gates.floors.roc_auc"
+    )
 
 
 def test_terraform_tests_get_a_private_run_dir(tmp_path):
@@ -232,9 +266,15 @@ def test_terraform_checks_validate_every_configuration_and_test_those_with_tests
         ("test service", True, "8 passed, 0 failed"),
     ]
     copy = workdir / "infra"
-    assert calls == [("validate", copy / "modules" / "helper"), ("validate", copy / "service"), ("test", copy / "service")]
+    assert calls == [
+        ("validate", copy / "modules" / "helper"),
+        ("validate", copy / "service"),
+        ("test", copy / "service"),
+    ]
     # The copy's run_dir is this run's; the repository's file is left as it is.
-    assert (copy / "service" / "tests" / "terraform.tfvars").read_text() == f'run_dir = "{workdir / "tftest-run" / "service"}"\n'
+    assert (
+        copy / "service" / "tests" / "terraform.tfvars"
+    ).read_text() == f'run_dir = "{workdir / "tftest-run" / "service"}"\n'
     assert (infra_dir / "service" / "tests" / "terraform.tfvars").read_text() == 'run_dir = "/tmp/shared"\n'
 
 
@@ -329,7 +369,9 @@ def test_a_suite_runs_by_marker_into_a_junit_report_and_a_log(suite_repo: Path, 
 
 
 def test_a_suite_past_its_timeout_is_stopped(suite_repo: Path, tmp_path: Path):
-    returncode, output = ci.run_suite(suite_repo, "slow", tmp_path / "slow.xml", ci.suite_env(os.environ, suite_repo, tmp_path), timeout_s=3)
+    returncode, output = ci.run_suite(
+        suite_repo, "slow", tmp_path / "slow.xml", ci.suite_env(os.environ, suite_repo, tmp_path), timeout_s=3
+    )
 
     # Stopped, not finished: the 60 s test never reported (a suite that ran out its sleep would pass it).
     assert returncode == -1 and output.startswith("timed out after 3 s")
@@ -340,8 +382,13 @@ def test_a_suite_past_its_timeout_is_stopped(suite_repo: Path, tmp_path: Path):
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo,
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -385,7 +432,7 @@ def test_checkout_refuses_what_is_not_a_commit(repo: Path, tmp_path: Path):
         ("#!/bin/sh\necho hi\n", True),
         ("#!/usr/bin/env bash\n# nothing yet\n", True),
         ("#!/bin/sh\nrun-linters\nexit 0\n", False),
-        ("#!/bin/sh\nexec other-hook \"$@\"\n# done\n", False),
+        ('#!/bin/sh\nexec other-hook "$@"\n# done\n', False),
         ("#!/usr/bin/env python3\nprint('hi')\n", False),
         ("echo no shebang\n", False),
     ],
@@ -437,8 +484,12 @@ def test_the_hook_never_blocks_and_logs_when_the_stack_is_down(repo: Path, tmp_p
     (state / "env").write_text("export PREFECT_API_URL=http://127.0.0.1:9/api\n")  # discard port: nothing answers
 
     (repo / "a.txt").write_text("changed\n")
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "change"],
-                   cwd=repo, check=True, env={**_env_without_state(), "MLOPS_STATE_DIR": str(state)})
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "change"],
+        cwd=repo,
+        check=True,
+        env={**_env_without_state(), "MLOPS_STATE_DIR": str(state)},
+    )
 
     sha = _git(repo, "rev-parse", "HEAD")
     log = state / "logs" / "post-commit.log"

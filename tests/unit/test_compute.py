@@ -11,14 +11,22 @@ from tasks.compute import DASK_ADDRESS_ENV, search_compute
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize(("setting", "env", "runner", "address"), [
-    ("auto", {}, "threads", None),
-    ("auto", {PROFILE_ENV: "embedded"}, "threads", None),
-    ("auto", {PROFILE_ENV: "scale"}, "dask", None),  # a LocalCluster per run
-    ("auto", {DASK_ADDRESS_ENV: "tcp://10.0.0.5:8786"}, "dask", "tcp://10.0.0.5:8786"),
-    ("threads", {PROFILE_ENV: "scale", DASK_ADDRESS_ENV: "tcp://10.0.0.5:8786"}, "threads", None),  # the config wins
-    ("dask", {}, "dask", None),
-])
+@pytest.mark.parametrize(
+    ("setting", "env", "runner", "address"),
+    [
+        ("auto", {}, "threads", None),
+        ("auto", {PROFILE_ENV: "embedded"}, "threads", None),
+        ("auto", {PROFILE_ENV: "scale"}, "dask", None),  # a LocalCluster per run
+        ("auto", {DASK_ADDRESS_ENV: "tcp://10.0.0.5:8786"}, "dask", "tcp://10.0.0.5:8786"),
+        (
+            "threads",
+            {PROFILE_ENV: "scale", DASK_ADDRESS_ENV: "tcp://10.0.0.5:8786"},
+            "threads",
+            None,
+        ),  # the config wins
+        ("dask", {}, "dask", None),
+    ],
+)
 def test_the_search_runner_follows_config_profile_and_address(flights_config, setting, env, runner, address):
     config = flights_config.model_copy(update={"compute": Compute(search_runner=setting, dask_workers=3)})
     chosen = search_compute(config, env)

@@ -21,8 +21,14 @@ NAME = "flights-delay"
 
 def served(version: str, name: str = NAME) -> dict[str, str]:
     """An environment's `service_outputs` serving `name` v`version`."""
-    return {"endpoint": "http://127.0.0.1:5102", "model_version": version, "model_uri": f"models:/{name}/{version}",
-            "pid_file": "/tmp/x.pid", "log_file": "/tmp/x.log", "environment": "production"}
+    return {
+        "endpoint": "http://127.0.0.1:5102",
+        "model_version": version,
+        "model_uri": f"models:/{name}/{version}",
+        "pid_file": "/tmp/x.pid",
+        "log_file": "/tmp/x.log",
+        "environment": "production",
+    }
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,9 @@ def _evaluation(overall: float, segment: float, rows: int = 1000) -> Evaluation:
 
 
 def _versus(candidate: Evaluation, champion: Evaluation, version: str = "3") -> ChampionComparison:
-    return ChampionComparison(version=version, rows=candidate.rows, excluded=0, note="test", candidate=candidate, champion=champion)
+    return ChampionComparison(
+        version=version, rows=candidate.rows, excluded=0, note="test", candidate=candidate, champion=champion
+    )
 
 
 def test_floors_alone_without_champion(flights_config):
@@ -48,8 +50,14 @@ def test_large_segment_may_not_drop_more_than_allowed(flights_config):
 
 
 def _holdout(days: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"time_hour": pd.to_datetime(days, utc=True), "arr_delayed": [0, 1] * (len(days) // 2),
-                         "carrier": "AA", "origin": "JFK"})
+    return pd.DataFrame(
+        {
+            "time_hour": pd.to_datetime(days, utc=True),
+            "arr_delayed": [0, 1] * (len(days) // 2),
+            "carrier": "AA",
+            "origin": "JFK",
+        }
+    )
 
 
 def test_champion_rows_inside_its_training_window_are_never_compared(flights_config):

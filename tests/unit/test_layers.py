@@ -19,9 +19,26 @@ ORCHESTRATION = ("prefect", "tasks", "flows", "deployments")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the one wait helper, under every layer (serving included) and the tests: it imports nothing of the project
     "mlops/waiting.py": ("mlops", "mlflow", "httpx", "pandas", *ORCHESTRATION),
-    "mlops/config.py": ("mlops.domain", "mlops.adapters", "mlops.platform", "mlops.serving", "mlflow", "httpx", *ORCHESTRATION),
-    "mlops/domain": ("mlops.adapters", "mlops.platform", "mlops.serving", "mlops.render", "mlflow", "httpx", "python_terraform",
-                     "starlette", *ORCHESTRATION),
+    "mlops/config.py": (
+        "mlops.domain",
+        "mlops.adapters",
+        "mlops.platform",
+        "mlops.serving",
+        "mlflow",
+        "httpx",
+        *ORCHESTRATION,
+    ),
+    "mlops/domain": (
+        "mlops.adapters",
+        "mlops.platform",
+        "mlops.serving",
+        "mlops.render",
+        "mlflow",
+        "httpx",
+        "python_terraform",
+        "starlette",
+        *ORCHESTRATION,
+    ),
     "mlops/render.py": ("mlops.adapters", "mlops.platform", "mlops.serving", "mlflow", "httpx", *ORCHESTRATION),
     "mlops/adapters": ("mlops.platform", "mlops.serving", "mlops.render", *ORCHESTRATION),
     "mlops/serving": ("mlops.platform", "mlops.domain", "mlops.render", *ORCHESTRATION),
@@ -48,11 +65,12 @@ def _modules(where: str) -> list[Path]:
 
 @pytest.mark.parametrize("where", sorted(FORBIDDEN))
 def test_imports_point_one_way(where):
-    broken = []
-    for module in _modules(where):
-        for name in sorted(_imports(module)):
-            if any(name == bad or name.startswith(f"{bad}.") for bad in FORBIDDEN[where]):
-                broken.append(f"{module.relative_to(PROJECT_ROOT)} imports {name}")
+    broken = [
+        f"{module.relative_to(PROJECT_ROOT)} imports {name}"
+        for module in _modules(where)
+        for name in sorted(_imports(module))
+        if any(name == bad or name.startswith(f"{bad}.") for bad in FORBIDDEN[where])
+    ]
     assert not broken, "\n".join(broken)
 
 

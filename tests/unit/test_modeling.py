@@ -13,7 +13,9 @@ def test_candidate_grid_is_the_product_capped(flights_config):
     grid = modeling.candidate_grid(flights_config)
     assert len(grid) == 4
     assert {"learning_rate", "max_leaf_nodes"} == set(grid[0])
-    capped = flights_config.model_copy(update={"training": flights_config.training.model_copy(update={"max_candidates": 3})})
+    capped = flights_config.model_copy(
+        update={"training": flights_config.training.model_copy(update={"max_candidates": 3})}
+    )
     assert len(modeling.candidate_grid(capped)) == 3
 
 
@@ -32,7 +34,9 @@ def _frame(config, n=300) -> pd.DataFrame:
 @pytest.mark.parametrize("which", ["flights_config", "diabetes_config"])
 def test_every_estimator_fits_handles_unknowns_and_saves_with_the_trusted_types(which, estimator, request, tmp_path):
     config = request.getfixturevalue(which)
-    config = config.model_copy(update={"training": config.training.model_copy(update={"estimator": estimator, "params": {}})})
+    config = config.model_copy(
+        update={"training": config.training.model_copy(update={"estimator": estimator, "params": {}})}
+    )
     df = _frame(config)
     X, y = modeling.features_and_target(df, config)
     preprocessor = modeling.build_preprocessor(config).fit(X)

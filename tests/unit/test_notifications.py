@@ -66,9 +66,16 @@ def test_a_rejection_names_the_model_version_reason_and_links() -> None:
 def test_a_drift_message_gives_the_share_and_columns() -> None:
     [raw] = notifications.load_notifications(BLOCK, "http://127.0.0.1:5000", ["drift_detected"])
     [action] = raw["actions"]
-    event = SimpleNamespace(payload={"dataset": "flights", "window": "2013-07-01..2013-08-01", "drift_share": 0.5263,
-                                     "drifted_columns": ["temp", "dewp"], "report": "runs:/abc/drift.html",
-                                     "champion_version": "1"})
+    event = SimpleNamespace(
+        payload={
+            "dataset": "flights",
+            "window": "2013-07-01..2013-08-01",
+            "drift_share": 0.5263,
+            "drifted_columns": ["temp", "dewp"],
+            "report": "runs:/abc/drift.html",
+            "champion_version": "1",
+        }
+    )
     context = {"event": event, "flow_run": _flow_run(name="drift-2013-08")}
     assert _render(action["subject"], context) == "Drift in flights: 52.6% of columns"
     body = _render(action["body"], context)
@@ -80,8 +87,11 @@ def test_a_failed_ct_run_says_why() -> None:
 
     [raw] = notifications.load_notifications(BLOCK, "http://127.0.0.1:5000", ["ct_failed"])
     [action] = raw["actions"]
-    run = _flow_run(name="ct-2013-08", state=Failed(message="validation: 2 rules broken (dep_delay: not null)"),
-                    parameters={"as_of": "2013-08-01"})
+    run = _flow_run(
+        name="ct-2013-08",
+        state=Failed(message="validation: 2 rules broken (dep_delay: not null)"),
+        parameters={"as_of": "2013-08-01"},
+    )
     assert _render(action["subject"], {"flow_run": run}) == "CT failed: ct-2013-08"
     assert "Why: validation: 2 rules broken (dep_delay: not null)" in _render(action["body"], {"flow_run": run})
 

@@ -30,7 +30,12 @@ def test_defaults_come_from_the_config(clean_env: pytest.MonkeyPatch) -> None:
 
 
 def test_the_config_sets_every_port_and_the_environment_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    ports = {"stack.prefect_port": 6200, "stack.mlflow_port": 6300, "stack.worker_port": 6201, "stack.receiver_port": 6202}
+    ports = {
+        "stack.prefect_port": 6200,
+        "stack.mlflow_port": 6300,
+        "stack.worker_port": 6201,
+        "stack.receiver_port": 6202,
+    }
     config = load_config(write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, ports))
     assert (stack_settings(config).worker_port, stack_settings(config).receiver_port) == (6201, 6202)
 
@@ -42,8 +47,9 @@ def test_the_config_sets_every_port_and_the_environment_wins(clean_env: pytest.M
 
 
 def test_a_shell_with_the_client_env_finds_the_same_stack(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    stack = StackSettings(state_dir=tmp_path / "state", prefect_port=6200, mlflow_port=6300, worker_port=6201,
-                          receiver_port=6202)
+    stack = StackSettings(
+        state_dir=tmp_path / "state", prefect_port=6200, mlflow_port=6300, worker_port=6201, receiver_port=6202
+    )
     for name, value in stack.client_env().items():
         clean_env.setenv(name, value)
     assert stack_settings() == stack
@@ -61,12 +67,13 @@ def test_ports_must_differ(tmp_path: Path) -> None:
 
 
 def test_an_invalid_stack_port_names_the_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="stack.receiver_port"):
+    with pytest.raises(ConfigError, match=r"stack\.receiver_port"):
         load_config(write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, {"stack.receiver_port": 70000}))
 
 
 def test_the_profile_comes_from_the_environment_else_from_what_the_state_dir_was_made_with(
-        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     clean_env.setenv(settings.STATE_DIR_ENV, str(tmp_path))
     assert stack_settings().profile == "embedded"  # a new state dir
     (tmp_path / settings.PROFILE_FILE).write_text("scale\n")
@@ -79,9 +86,17 @@ def test_the_profile_comes_from_the_environment_else_from_what_the_state_dir_was
 
 
 def test_a_scale_stack_hands_its_profile_and_database_port_to_every_process_but_never_the_database_password(
-        tmp_path: Path) -> None:
-    s = StackSettings(state_dir=tmp_path, prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4, postgres_port=5,
-                      profile="scale")
+    tmp_path: Path,
+) -> None:
+    s = StackSettings(
+        state_dir=tmp_path,
+        prefect_port=1,
+        mlflow_port=2,
+        worker_port=3,
+        receiver_port=4,
+        postgres_port=5,
+        profile="scale",
+    )
     env = s.client_env()
     assert env[settings.PROFILE_ENV] == "scale" and env[settings.POSTGRES_PORT_ENV] == "5"
     assert s.postgres_url("prefect").startswith("postgresql://mlops:@")  # a reader before `up`: no password, none made
@@ -93,15 +108,24 @@ def test_a_scale_stack_hands_its_profile_and_database_port_to_every_process_but_
     assert oct(s.postgres_password_file.stat().st_mode & 0o777) == "0o600"
     assert password not in " ".join(env.values())
     with pytest.raises(ValueError, match="must differ"):
-        StackSettings(state_dir=tmp_path, prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4, postgres_port=1,
-                      profile="scale")
+        StackSettings(
+            state_dir=tmp_path,
+            prefect_port=1,
+            mlflow_port=2,
+            worker_port=3,
+            receiver_port=4,
+            postgres_port=1,
+            profile="scale",
+        )
 
 
 def test_up_refuses_a_state_dir_made_with_the_other_profile(tmp_path: Path) -> None:
     from mlops.platform.parts import StackError
     from mlops.platform.stack import _keep_profile
 
-    scale = StackSettings(state_dir=tmp_path, prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4, profile="scale")
+    scale = StackSettings(
+        state_dir=tmp_path, prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4, profile="scale"
+    )
     _keep_profile(scale)
     assert (tmp_path / settings.PROFILE_FILE).read_text() == "scale\n"
     with pytest.raises(StackError, match="holds a stack of the 'scale' profile"):
@@ -112,9 +136,13 @@ def test_up_refuses_a_state_dir_made_with_the_other_profile(tmp_path: Path) -> N
 def test_the_warm_socket_stays_in_the_run_dir_unless_its_path_is_too_long_for_a_socket(tmp_path: Path) -> None:
     short = StackSettings(state_dir=tmp_path / "s", prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4)
     assert short.warm_socket == short.run_dir / "warmstart.sock"
-    deep = StackSettings(state_dir=tmp_path / ("d" * 120), prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4)
+    deep = StackSettings(
+        state_dir=tmp_path / ("d" * 120), prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4
+    )
     assert len(str(deep.warm_socket).encode()) < 100 and deep.warm_socket.parent != deep.run_dir
     assert oct(deep.warm_socket.parent.stat().st_mode & 0o777) == "0o700"
-    again = StackSettings(state_dir=tmp_path / ("d" * 120), prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4)
+    again = StackSettings(
+        state_dir=tmp_path / ("d" * 120), prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4
+    )
     assert again.warm_socket == deep.warm_socket  # named after the state dir: `up` and the worker agree
     deep.warm_socket.parent.rmdir()

@@ -45,7 +45,9 @@ def test_the_months_start_after_a_training_window_and_end_with_the_newest_comple
     months = replay_months(source, flights_config, None, None)
     assert [m.label() for m in months] == ["2013-04-01..2013-05-01", "2013-05-01..2013-06-01", "2013-06-01..2013-07-01"]
     assert [m.label() for m in replay_months(source, flights_config, "2013-05-20", "2013-07-01")] == [
-        "2013-05-01..2013-06-01", "2013-06-01..2013-07-01"]  # a date means its month
+        "2013-05-01..2013-06-01",
+        "2013-06-01..2013-07-01",
+    ]  # a date means its month
 
 
 def test_no_time_column_or_no_whole_month_is_a_clear_error(flights_config, diabetes_config):
@@ -55,36 +57,67 @@ def test_no_time_column_or_no_whole_month_is_a_clear_error(flights_config, diabe
         replay_months(_times("2013-01-01 00:00", "2013-03-31 23:00"), flights_config, None, None)
 
 
-@pytest.mark.parametrize(("policy", "metric", "share", "higher", "expected"), [
-    (Policy(name="never", kind="never"), 0.1, 0.9, True, False),
-    (Policy(name="monthly", kind="monthly"), 0.9, 0.0, True, True),
-    (Policy(name="drift", kind="drift", drift_share=0.5), 0.9, 0.5, True, True),  # reaching the share is drift
-    (Policy(name="drift", kind="drift", drift_share=0.5), 0.9, 0.49, True, False),
-    (Policy(name="m", kind="metric", metric_floor=0.7), 0.69, None, True, True),
-    (Policy(name="m", kind="metric", metric_floor=0.7), 0.71, None, True, False),
-    (Policy(name="m", kind="metric", metric_floor=10.0), 11.0, None, False, True),  # a loss: past the floor is above it
-    (Policy(name="m", kind="metric", metric_floor=10.0), 9.0, None, False, False),
-    (Policy(name="m", kind="metric", metric_floor=0.7), math.nan, None, True, False),  # no score: no signal
-])
+@pytest.mark.parametrize(
+    ("policy", "metric", "share", "higher", "expected"),
+    [
+        (Policy(name="never", kind="never"), 0.1, 0.9, True, False),
+        (Policy(name="monthly", kind="monthly"), 0.9, 0.0, True, True),
+        (Policy(name="drift", kind="drift", drift_share=0.5), 0.9, 0.5, True, True),  # reaching the share is drift
+        (Policy(name="drift", kind="drift", drift_share=0.5), 0.9, 0.49, True, False),
+        (Policy(name="m", kind="metric", metric_floor=0.7), 0.69, None, True, True),
+        (Policy(name="m", kind="metric", metric_floor=0.7), 0.71, None, True, False),
+        (
+            Policy(name="m", kind="metric", metric_floor=10.0),
+            11.0,
+            None,
+            False,
+            True,
+        ),  # a loss: past the floor is above it
+        (Policy(name="m", kind="metric", metric_floor=10.0), 9.0, None, False, False),
+        (Policy(name="m", kind="metric", metric_floor=0.7), math.nan, None, True, False),  # no score: no signal
+    ],
+)
 def test_when_each_policy_retrains(policy, metric, share, higher, expected):
     assert retrains(policy, metric, share, higher) is expected
 
 
 def _row(policy: str, metric: float | None, retrained: bool = False, cpu: float = 1.0) -> ReplayRow:
-    return ReplayRow(month="2013-04", policy=policy, metric=metric, version=1, trained_before="2013-04-01", drift_share=None,
-                     retrained=retrained, gate="passed" if retrained else "", deployed=retrained, cpu_s=cpu)
+    return ReplayRow(
+        month="2013-04",
+        policy=policy,
+        metric=metric,
+        version=1,
+        trained_before="2013-04-01",
+        drift_share=None,
+        retrained=retrained,
+        gate="passed" if retrained else "",
+        deployed=retrained,
+        cpu_s=cpu,
+    )
 
 
 def test_the_summary_is_per_policy_and_the_choice_is_the_cheapest_close_to_the_best():
-    rows = [_row("a", 0.70), _row("a", 0.60), _row("b", 0.71, True, 30.0), _row("b", 0.71), _row("c", None), _row("c", 0.68)]
+    rows = [
+        _row("a", 0.70),
+        _row("a", 0.60),
+        _row("b", 0.71, True, 30.0),
+        _row("b", 0.71),
+        _row("c", None),
+        _row("c", 0.68),
+    ]
     summary = summarize(rows, [Policy(name=n, kind="never") for n in "abc"], higher=True)
     assert [(s.policy, s.months, round(s.mean, 3), s.worst, s.retrains, s.cpu_s) for s in summary] == [
-        ("a", 2, 0.65, 0.60, 0, 2.0), ("b", 2, 0.71, 0.71, 1, 31.0), ("c", 1, 0.68, 0.68, 0, 2.0)]
+        ("a", 2, 0.65, 0.60, 0, 2.0),
+        ("b", 2, 0.71, 0.71, 1, 31.0),
+        ("c", 1, 0.68, 0.68, 0, 2.0),
+    ]
     assert choose(summary, higher=True, tolerance=0.005) == ("b", "b")
     assert choose(summary, higher=True, tolerance=0.05) == ("b", "c")  # a is further than 0.05 from b's mean
 
 
 def test_for_a_loss_the_best_is_the_lowest():
-    summary = [PolicySummary(policy=p, months=3, mean=m, worst=m, retrains=r, deployed=r, cpu_s=c)
-               for p, m, r, c in [("never", 40.0, 0, 1.0), ("monthly", 15.0, 4, 9.0), ("drift", 15.2, 1, 5.0)]]
+    summary = [
+        PolicySummary(policy=p, months=3, mean=m, worst=m, retrains=r, deployed=r, cpu_s=c)
+        for p, m, r, c in [("never", 40.0, 0, 1.0), ("monthly", 15.0, 4, 9.0), ("drift", 15.2, 1, 5.0)]
+    ]
     assert choose(summary, higher=False, tolerance=0.5) == ("monthly", "drift")

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -19,27 +19,41 @@ pytestmark = pytest.mark.unit
 
 def _config(task: str = "binary", keys: list[str] | None = None) -> Config:
     metric = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "rmse"}[task]
-    return Config.model_validate({
-        "dataset": {"name": "tiny", "source": {"kind": "csv", "path": "tiny.csv"}, "target": "y",
-                    "numeric": ["a", "b"], "categorical": ["c"], "key_columns": ["id"] if keys is None else keys},
-        "task": task,
-        "gates": {"metric": metric},
-        "tracking": {"experiment": "tiny", "model_name": "tiny"},
-    })
+    return Config.model_validate(
+        {
+            "dataset": {
+                "name": "tiny",
+                "source": {"kind": "csv", "path": "tiny.csv"},
+                "target": "y",
+                "numeric": ["a", "b"],
+                "categorical": ["c"],
+                "key_columns": ["id"] if keys is None else keys,
+            },
+            "task": task,
+            "gates": {"metric": metric},
+            "tracking": {"experiment": "tiny", "model_name": "tiny"},
+        }
+    )
 
 
 def _contract(nullable: dict[str, bool]) -> Contract:
-    columns = [ColumnContract(name=n, kind="numeric" if n != "c" else "categorical", nullable=v, max_missing_share=0.0)
-               for n, v in nullable.items()]
+    columns = [
+        ColumnContract(name=n, kind="numeric" if n != "c" else "categorical", nullable=v, max_missing_share=0.0)
+        for n, v in nullable.items()
+    ]
     return Contract(dataset="tiny", inferred_from="test", rows=3, columns=columns)
 
 
 @pytest.fixture
 def frame() -> pd.DataFrame:
-    return pd.DataFrame({"id": [10, 11, 12], "a": [1.0, 2.0, 3.0], "b": [4, 5, 6], "c": ["x", "y", "x"], "y": [0, 1, 0]})
+    return pd.DataFrame(
+        {"id": [10, 11, 12], "a": [1.0, 2.0, 3.0], "b": [4, 5, 6], "c": ["x", "y", "x"], "y": [0, 1, 0]}
+    )
 
 
-@pytest.mark.parametrize(("name", "kind"), [("s.csv", "csv"), ("s.CSV.gz", "csv"), ("s.parquet", "parquet"), ("s.pq", "parquet")])
+@pytest.mark.parametrize(
+    ("name", "kind"), [("s.csv", "csv"), ("s.CSV.gz", "csv"), ("s.parquet", "parquet"), ("s.pq", "parquet")]
+)
 def test_input_format_from_the_suffix(name, kind):
     assert scoring.input_format(name) == kind
 
@@ -76,10 +90,17 @@ def test_screen_keeps_clean_rows_and_casts_numeric_inputs(frame):
 
 def test_screen_rejects_unparsable_infinite_and_forbidden_null_values_with_reasons():
     chunk = pd.DataFrame(
-        {"id": [1, 2, 3, 4, 5], "a": ["1.5", "oops", "inf", None, " 2 "], "b": [1.0, 2.0, 3.0, None, np.nan], "c": ["x", None, "y", "x", "y"]},
+        {
+            "id": [1, 2, 3, 4, 5],
+            "a": ["1.5", "oops", "inf", None, " 2 "],
+            "b": [1.0, 2.0, 3.0, None, np.nan],
+            "c": ["x", None, "y", "x", "y"],
+        },
         index=pd.RangeIndex(100, 105),
     )
-    screened = scoring.screen_chunk(chunk, _config(), scoring.non_nullable_columns(_config(), _contract({"a": True, "b": False, "c": False})))
+    screened = scoring.screen_chunk(
+        chunk, _config(), scoring.non_nullable_columns(_config(), _contract({"a": True, "b": False, "c": False}))
+    )
     assert screened.keep.tolist() == [True, False, False, False, False]
     assert screened.reasons.to_dict() == {
         101: "non_numeric: a; not_nullable: c",
@@ -110,9 +131,15 @@ def test_the_model_is_probed_for_the_columns_it_cannot_take_a_null_in():
 
 
 def test_tally_adds_chunks_and_reasons():
-    first = scoring.Screened(pd.DataFrame(), np.array([True, False]), pd.Series(["r"], index=[1]), {"non_numeric: a": 1})
-    second = scoring.Screened(pd.DataFrame(), np.array([False, False, True]), pd.Series(["r", "r"], index=[0, 1]),
-                              {"non_numeric: a": 1, "not_nullable: b": 2})
+    first = scoring.Screened(
+        pd.DataFrame(), np.array([True, False]), pd.Series(["r"], index=[1]), {"non_numeric: a": 1}
+    )
+    second = scoring.Screened(
+        pd.DataFrame(),
+        np.array([False, False, True]),
+        pd.Series(["r", "r"], index=[0, 1]),
+        {"non_numeric: a": 1, "not_nullable: b": 2},
+    )
     tally = scoring.Tally().plus(first).plus(second)
     assert (tally.rows_read, tally.rows_scored, tally.rows_rejected) == (5, 2, 3)
     assert tally.rejected_by_reason == {"non_numeric: a": 2, "not_nullable: b": 2}
@@ -127,38 +154,57 @@ def test_output_keys_fall_back_to_the_row_number():
 
 def test_key_frame_takes_the_row_number_from_the_position_in_the_input(frame):
     chunk = frame.set_axis(pd.RangeIndex(50, 53))
-    assert scoring.key_frame(chunk, ["id", "row_number"]).to_dict("list") == {"id": [10, 11, 12], "row_number": [50, 51, 52]}
+    assert scoring.key_frame(chunk, ["id", "row_number"]).to_dict("list") == {
+        "id": [10, 11, 12],
+        "row_number": [50, 51, 52],
+    }
 
 
 def test_binary_predictions_carry_the_positive_probability_and_the_label():
     keys = pd.DataFrame({"id": [7, 8]}, index=[3, 9])
     out = scoring.prediction_frame(keys, np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1]), "binary", "4")
     assert list(out.columns) == ["id", "model_version", "prediction", "probability"]
-    assert out.to_dict("list") == {"id": [7, 8], "model_version": ["4", "4"], "prediction": [0, 1], "probability": [0.2, 0.7]}
+    assert out.to_dict("list") == {
+        "id": [7, 8],
+        "model_version": ["4", "4"],
+        "prediction": [0, 1],
+        "probability": [0.2, 0.7],
+    }
     assert keys.index.tolist() == [3, 9] and list(keys.columns) == ["id"]
 
 
 def test_multiclass_and_regression_predictions():
     keys = pd.DataFrame({"id": [1, 2]})
-    multi = scoring.prediction_frame(keys, np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]), np.array(["a", "b", "c"]), "multiclass", "2")
+    multi = scoring.prediction_frame(
+        keys, np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]), np.array(["a", "b", "c"]), "multiclass", "2"
+    )
     assert multi["prediction"].tolist() == ["b", "a"] and multi["probability"].tolist() == [0.6, 0.5]
     reg = scoring.prediction_frame(keys, np.array([1.5, 2.5]), None, "regression", "2")
     assert list(reg.columns) == ["id", "model_version", "prediction"] and reg["prediction"].tolist() == [1.5, 2.5]
 
 
 def test_an_empty_chunk_gives_an_empty_frame_with_the_same_columns():
-    out = scoring.prediction_frame(pd.DataFrame({"id": pd.Series([], dtype="int64")}), np.empty((0, 2)), np.array([0, 1]), "binary", "1")
+    out = scoring.prediction_frame(
+        pd.DataFrame({"id": pd.Series([], dtype="int64")}), np.empty((0, 2)), np.array([0, 1]), "binary", "1"
+    )
     assert list(out.columns) == ["id", "model_version", "prediction", "probability"] and out.empty
 
 
 def test_reject_frame_keeps_the_row_number_and_the_values_as_read():
     chunk = pd.DataFrame({"id": [1, 2], "a": ["oops", "1"], "b": [1.0, None], "c": ["x", "y"]}, index=[40, 41])
     out = scoring.reject_frame(chunk.loc[[40]], pd.Series(["non_numeric: a"], index=[40]), ["id"], _config())
-    assert out.to_dict("list") == {"id": [1], "row_number": [40], "reason": ["non_numeric: a"], "a": ["oops"], "b": ["1.0"], "c": ["x"]}
+    assert out.to_dict("list") == {
+        "id": [1],
+        "row_number": [40],
+        "reason": ["non_numeric: a"],
+        "a": ["oops"],
+        "b": ["1.0"],
+        "c": ["x"],
+    }
 
 
 def test_default_output_path_names_model_version_and_time(tmp_path):
-    when = datetime(2013, 2, 3, 4, 5, 6, 789000, tzinfo=timezone.utc)
+    when = datetime(2013, 2, 3, 4, 5, 6, 789000, tzinfo=UTC)
     path = scoring.default_output_path(tmp_path, "flights-delay", "3", when)
     assert path == tmp_path / "scores" / "flights-delay-v3-20130203T040506.789Z.parquet"
     assert scoring.rejects_path_for(path).name == "flights-delay-v3-20130203T040506.789Z.rejects.parquet"
@@ -183,14 +229,22 @@ def _model(config: Config) -> Pipeline:
     rng = np.random.default_rng(0)
     train = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60), "c": rng.choice(["x", "y"], 60)})
     y = (train["a"] + rng.normal(scale=0.5, size=60) > 0).astype(int)
-    features = ColumnTransformer([("n", "passthrough", ["a", "b"]), ("c", OneHotEncoder(handle_unknown="ignore"), ["c"])])
+    features = ColumnTransformer(
+        [("n", "passthrough", ["a", "b"]), ("c", OneHotEncoder(handle_unknown="ignore"), ["c"])]
+    )
     return Pipeline([("features", features), ("estimator", LogisticRegression())]).fit(train, y)
 
 
 def _input(n: int = 7) -> pd.DataFrame:
     rng = np.random.default_rng(1)
-    return pd.DataFrame({"id": np.arange(100, 100 + n), "a": rng.normal(size=n).round(3), "b": rng.normal(size=n).round(3),
-                         "c": rng.choice(["x", "y"], n)})
+    return pd.DataFrame(
+        {
+            "id": np.arange(100, 100 + n),
+            "a": rng.normal(size=n).round(3),
+            "b": rng.normal(size=n).round(3),
+            "c": rng.choice(["x", "y"], n),
+        }
+    )
 
 
 def test_score_file_scores_in_chunks_and_writes_rejects_beside_the_output(tmp_path):
@@ -201,8 +255,15 @@ def test_score_file_scores_in_chunks_and_writes_rejects_beside_the_output(tmp_pa
     df.loc[5, "b"] = None  # a linear model without an imputer cannot take a null: probed, rejected
     df.to_csv(tmp_path / "in.csv", index=False)
     reports = []
-    result = batch_io.score_file(tmp_path / "in.csv", model, config, version="5", output=tmp_path / "out" / "p.parquet",
-                                chunk_rows=3, progress=reports.append)
+    result = batch_io.score_file(
+        tmp_path / "in.csv",
+        model,
+        config,
+        version="5",
+        output=tmp_path / "out" / "p.parquet",
+        chunk_rows=3,
+        progress=reports.append,
+    )
     out, rejects = pd.read_parquet(result.output_path), pd.read_parquet(result.rejects_path)
     assert [r.rows for r in reports] == [3, 3, 1] and reports[-1].total == result.tally
     assert (result.tally.rows_read, result.tally.rows_scored, result.tally.rows_rejected) == (7, 5, 2)
@@ -213,14 +274,20 @@ def test_score_file_scores_in_chunks_and_writes_rejects_beside_the_output(tmp_pa
     np.testing.assert_allclose(out["probability"], model.predict_proba(good[["a", "b", "c"]])[:, 1])
     assert out["prediction"].tolist() == model.predict(good[["a", "b", "c"]]).tolist()
     assert rejects[["id", "row_number", "reason", "a"]].to_dict("list") == {
-        "id": [102, 105], "row_number": [2, 5], "reason": ["non_numeric: a", "not_nullable: b"], "a": ["abc", str(df.loc[5, "a"])]}
+        "id": [102, 105],
+        "row_number": [2, 5],
+        "reason": ["non_numeric: a", "not_nullable: b"],
+        "a": ["abc", str(df.loc[5, "a"])],
+    }
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p.parquet", "p.rejects.parquet"]
 
 
 def test_score_file_writes_empty_files_when_every_row_is_rejected(tmp_path):
     config = _config()
     _input(3).assign(a="bad").to_parquet(tmp_path / "in.parquet")
-    result = batch_io.score_file(tmp_path / "in.parquet", _model(config), config, version="1", output=tmp_path / "p.parquet")
+    result = batch_io.score_file(
+        tmp_path / "in.parquet", _model(config), config, version="1", output=tmp_path / "p.parquet"
+    )
     assert result.tally.rows_scored == 0 and result.tally.rows_rejected == 3
     assert pd.read_parquet(result.output_path).empty
     assert list(pd.read_parquet(result.output_path).columns) == ["id", "model_version", "prediction", "probability"]
@@ -247,7 +314,9 @@ def test_a_failure_mid_file_leaves_no_output(tmp_path):
             return np.full((len(X), 2), 0.5)
 
     with pytest.raises(RuntimeError):
-        batch_io.score_file(tmp_path / "in.csv", Flaky(), config, version="1", output=tmp_path / "p.parquet", chunk_rows=3)
+        batch_io.score_file(
+            tmp_path / "in.csv", Flaky(), config, version="1", output=tmp_path / "p.parquet", chunk_rows=3
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
@@ -278,5 +347,7 @@ def test_native_threads_are_capped_while_scoring_and_restored_after(tmp_path):
 
     before = openmp_threads()
     assert before, "scikit-learn's OpenMP runtime should be loaded: HistGradientBoosting needs it"
-    batch_io.score_file(tmp_path / "in.csv", Recording(), config, version="1", output=tmp_path / "p.parquet", native_threads=1)
+    batch_io.score_file(
+        tmp_path / "in.csv", Recording(), config, version="1", output=tmp_path / "p.parquet", native_threads=1
+    )
     assert seen[-1] == {1} and openmp_threads() == before

@@ -38,8 +38,9 @@ PATTERNS = {
 CONFIG_SUFFIXES = {".ini", ".cfg", ".conf", ".env", ".tfvars", ".yaml", ".yml", ".toml", ".properties", ""}
 
 # Values that are not secrets: references to one, placeholders, and the test fixtures named below.
-NOT_A_VALUE = re.compile(r"^(?:[${<%(]|\*+$|x+$|changeme$|example|dummy|your[-_]|user(?:name)?:pass(?:word)?$)",
-                         re.IGNORECASE)
+NOT_A_VALUE = re.compile(
+    r"^(?:[${<%(]|\*+$|x+$|changeme$|example|dummy|your[-_]|user(?:name)?:pass(?:word)?$)", re.IGNORECASE
+)
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # `PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"` names a variable
 KNOWN_FIXTURES = {
     ("tests/unit/test_webhooks.py", "s3cret"),  # the unit receiver's HMAC secret
@@ -51,8 +52,12 @@ KNOWN_FIXTURES = {
 
 def _repo_files() -> list[str]:
     """The tracked files, and new ones not ignored (so a credential is caught before its first commit)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=PROJECT_ROOT,
-                            capture_output=True, check=True).stdout.decode()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return sorted({name for name in listed.split("\0") if name})
 
 
@@ -74,7 +79,9 @@ def find_credentials(name: str, text: str) -> list[str]:
             continue
         for match in pattern.finditer(text):
             value = match.group(1) if pattern.groups else match.group(0)
-            if pattern.groups and (NOT_A_VALUE.match(value) or ENV_NAME.match(value) or (name, value) in KNOWN_FIXTURES):
+            if pattern.groups and (
+                NOT_A_VALUE.match(value) or ENV_NAME.match(value) or (name, value) in KNOWN_FIXTURES
+            ):
                 continue
             found.append(f"{name}:{text.count(chr(10), 0, match.start()) + 1}: {kind}")
     return found
@@ -103,7 +110,7 @@ def test_the_scan_finds_what_looks_like_a_credential(text: str) -> None:
     [
         'password = os.environ["MLFLOW_TRACKING_PASSWORD"]',
         'f"admin_password = {password}"',
-        'secret = read_or_create_secret(args.secret_file)',
+        "secret = read_or_create_secret(args.secret_file)",
         'token = "${{ secrets.GITHUB_TOKEN }}"',
         '"--secret-file", str(s.webhook_secret_file)',
         "PREFECT_API_AUTH_STRING: <user:password>",
@@ -119,14 +126,21 @@ def test_no_credential_in_the_repository() -> None:
     files = _repo_files()
     assert "mlops/platform/stack.py" in files, "not the repository's file list"
     scanned = [name for name in files if name != THIS_FILE]
-    leaks = [hit for name in scanned if (text := _text(PROJECT_ROOT / name)) is not None for hit in find_credentials(name, text)]
+    leaks = [
+        hit
+        for name in scanned
+        if (text := _text(PROJECT_ROOT / name)) is not None
+        for hit in find_credentials(name, text)
+    ]
     assert not leaks, "credentials in the repository (allow a test fixture in KNOWN_FIXTURES):\n" + "\n".join(leaks)
 
 
 def test_known_fixtures_are_still_there() -> None:
     """An allowance outlives its reason unnoticed; each must still be needed."""
     for name, value in KNOWN_FIXTURES:
-        assert value in (PROJECT_ROOT / name).read_text(), f"{name} no longer holds {value!r}: drop it from KNOWN_FIXTURES"
+        assert value in (PROJECT_ROOT / name).read_text(), (
+            f"{name} no longer holds {value!r}: drop it from KNOWN_FIXTURES"
+        )
 
 
 def _stack(tmp_path: Path) -> StackSettings:
@@ -143,7 +157,9 @@ def test_stack_credentials_are_generated_private_and_kept(tmp_path: Path) -> Non
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     user, _, password = first[settings.PREFECT_AUTH_ENV].partition(":")
     assert user == settings.PREFECT_USER and len(password) >= 32
-    assert first[settings.MLFLOW_USERNAME_ENV] == settings.MLFLOW_ADMIN and len(first[settings.MLFLOW_PASSWORD_ENV]) >= 32
+    assert (
+        first[settings.MLFLOW_USERNAME_ENV] == settings.MLFLOW_ADMIN and len(first[settings.MLFLOW_PASSWORD_ENV]) >= 32
+    )
     stack.ensure_credentials()
     assert stack.credential_env() == first, "made once, then reused"
     assert _stack(tmp_path / "other").credential_env() == {}

@@ -55,7 +55,7 @@ def test_index_and_extra_columns_are_accepted_and_extras_dropped() -> None:
     ],
 )
 def test_safe_conversions(column: str, value: object, expected: object) -> None:
-    row = dict(zip(NAMES, [1.0, 5, "AA", "JFK"]))
+    row = dict(zip(NAMES, [1.0, 5, "AA", "JFK"], strict=True))
     row[column] = value
     got = parse_request(json.dumps({"dataframe_records": [row]}), COLUMNS).values[column][0]
     if expected == "nan":
@@ -91,7 +91,11 @@ GOOD = [1.0, 5, "AA", "JFK"]
         (json.dumps({"dataframe_split": {"columns": NAMES, "data": []}}), 422, "no rows"),
         (json.dumps({"dataframe_records": []}), 422, "no rows"),
         (split([1.0, 5, "AA"], columns=["distance", "hour", "carrier"]), 422, "'origin'"),
-        (json.dumps({"dataframe_records": [dict(zip(NAMES, GOOD)), {"hour": 1, "carrier": "AA"}]}), 422, "'distance'"),
+        (
+            json.dumps({"dataframe_records": [dict(zip(NAMES, GOOD, strict=True)), {"hour": 1, "carrier": "AA"}]}),
+            422,
+            "'distance'",
+        ),
         (split(["far", 5, "AA", "JFK"]), 422, "'distance' expects double, got str"),
         (split([True, 5, "AA", "JFK"]), 422, "'distance' expects double, got bool"),
         (split([1.0, 5.5, "AA", "JFK"]), 422, "'hour' expects long"),
@@ -133,7 +137,15 @@ def test_many_duplicate_column_names_are_refused_without_quadratic_work() -> Non
 def test_to_frame_concatenates_requests_in_order_with_mlflow_dtypes() -> None:
     columns = (*COLUMNS, Column("day", "integer"), Column("ratio", "float"), Column("flag", "boolean"))
     first = Rows(
-        {"distance": [1.0], "hour": [5], "carrier": ["AA"], "origin": ["JFK"], "day": [1], "ratio": [0.5], "flag": [True]},
+        {
+            "distance": [1.0],
+            "hour": [5],
+            "carrier": ["AA"],
+            "origin": ["JFK"],
+            "day": [1],
+            "ratio": [0.5],
+            "flag": [True],
+        },
         1,
     )
     second = Rows(

@@ -60,7 +60,9 @@ def model() -> ServedModel:
     )
     booster = HistGradientBoostingClassifier(max_iter=5, min_samples_leaf=1, categorical_features=[2, 3])
     pipeline = Pipeline([("features", features), ("estimator", booster)]).fit(FRAME, TARGET)
-    columns = tuple(Column(name, kind) for name, kind in zip(NAMES, ["double", "long", "string", "string"]))
+    columns = tuple(
+        Column(name, kind) for name, kind in zip(NAMES, ["double", "long", "string", "string"], strict=True)
+    )
     predict = pipeline.predict_proba
     return ServedModel(ModelRef("test:/tiny", "test:/tiny"), probe_nullable(columns, predict), predict)
 
@@ -85,9 +87,7 @@ def padded(body: dict[str, Any], size: int) -> bytes:
     return raw + b" " * (size - len(raw))
 
 
-async def post_raw(
-    app: Starlette, chunks: Iterator[bytes | None], headers: dict[str, str]
-) -> tuple[int, Any, int]:
+async def post_raw(app: Starlette, chunks: Iterator[bytes | None], headers: dict[str, str]) -> tuple[int, Any, int]:
     """POST /invocations straight through ASGI (a None chunk: the client goes away); returns status,
     JSON answer and how many body bytes the app pulled."""
     pulled = 0
@@ -275,10 +275,18 @@ def in_split(*cells: str) -> str:
         (in_split("1.0", "NaN", '"AA"', '"JFK"'), "application/json", 422, "'hour'"),
         (in_split("NaN", "18", '"AA"', "NaN"), "application/json", 200, None),  # nullable where the model copes
         (in_split("1.0", "18", '"\\ud800"', '"JFK"'), "application/json", 200, None),  # an unknown category
-        (in_split("1.0", "18", '"AA"', '"\\udfff\\ud800"').replace('"origin"', '"\\ud800"'), "application/json",
-         422, "'origin'"),
-        (in_split("1.0", "18", '"AA"', '"JFK"').encode() + "\ud800".encode("utf-8", "surrogatepass"),
-         "application/json", 400, "valid JSON"),
+        (
+            in_split("1.0", "18", '"AA"', '"\\udfff\\ud800"').replace('"origin"', '"\\ud800"'),
+            "application/json",
+            422,
+            "'origin'",
+        ),
+        (
+            in_split("1.0", "18", '"AA"', '"JFK"').encode() + "\ud800".encode("utf-8", "surrogatepass"),
+            "application/json",
+            400,
+            "valid JSON",
+        ),
         (b"", "application/json", 400, "valid JSON"),
         (b"\xef\xbb\xbf" + json.dumps(GOOD).encode(), "application/json", 200, None),  # a UTF-8 BOM
         (json.dumps(GOOD).encode("utf-16"), "application/json; charset=utf-16", 200, None),
@@ -287,10 +295,30 @@ def in_split(*cells: str) -> str:
         (json.dumps(GOOD), "multipart/form-data; boundary=x", 415, "application/json"),
         (json.dumps(GOOD), None, 415, "none"),
     ],
-    ids=["nested-arrays", "nested-in-data", "nested-objects", "1e400", "-1e400", "10**400", "10**400-long",
-         "1e400-long", "int-past-4300-digits", "infinity", "nan-long", "nan-nullable", "lone-surrogate-value",
-         "lone-surrogate-name", "surrogate-bytes", "empty", "bom", "utf-16", "text-plain", "near-json",
-         "multipart", "no-content-type"],  # fmt: skip
+    ids=[
+        "nested-arrays",
+        "nested-in-data",
+        "nested-objects",
+        "1e400",
+        "-1e400",
+        "10**400",
+        "10**400-long",
+        "1e400-long",
+        "int-past-4300-digits",
+        "infinity",
+        "nan-long",
+        "nan-nullable",
+        "lone-surrogate-value",
+        "lone-surrogate-name",
+        "surrogate-bytes",
+        "empty",
+        "bom",
+        "utf-16",
+        "text-plain",
+        "near-json",
+        "multipart",
+        "no-content-type",
+    ],
 )
 def test_hostile_requests_get_a_4xx_naming_the_problem(
     model: ServedModel, body: str | bytes, content_type: str | None, status: int, names: str | None
@@ -329,7 +357,7 @@ def _split(names: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 
 
 SPLITS = COLUMNS.flatmap(_split).map(lambda split: {"dataframe_split": split})
-RECORD = st.fixed_dictionaries({name: SCALARS for name in NAMES}, optional={"extra": VALUES})
+RECORD = st.fixed_dictionaries(dict.fromkeys(NAMES, SCALARS), optional={"extra": VALUES})
 RECORDS = st.lists(
     RECORD | st.dictionaries(st.sampled_from(NAMES) | TEXT, SCALARS, max_size=5) | VALUES, max_size=3
 ).map(lambda records: {"dataframe_records": records})
@@ -391,10 +419,14 @@ def test_fuzzed_requests_get_an_answer_never_a_server_error(
 
 def test_metrics_count_requests_by_status_batch_sizes_and_name_the_model(model: ServedModel) -> None:
     async def main() -> str:
-        async with running(app_for(replace(model, ref=ModelRef("models:/m@champion", "models:/m/7", "m", "7")))) as client:
+        async with running(
+            app_for(replace(model, ref=ModelRef("models:/m@champion", "models:/m/7", "m", "7")))
+        ) as client:
             for _ in range(3):
                 assert (await client.post("/invocations", json=GOOD)).status_code == 200
-            assert (await client.post("/invocations", content=b"{", headers={"Content-Type": "application/json"})).status_code == 400
+            assert (
+                await client.post("/invocations", content=b"{", headers={"Content-Type": "application/json"})
+            ).status_code == 400
             answer = await client.get("/metrics")
             assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
             return answer.text

@@ -24,7 +24,7 @@ def test_random_split_is_seeded_and_stratified(diabetes_config):
     classification = diabetes_config.model_copy(update={"task": "binary"})
     df = pd.DataFrame({"progression": [0] * 300 + [1] * 100, "sex": ["F"] * 400})
     train_a, test_a = split_frame(df, classification)
-    train_b, test_b = split_frame(df, classification)
+    _train_b, test_b = split_frame(df, classification)
     assert test_a.index.equals(test_b.index)
     assert test_a["progression"].mean() == pytest.approx(0.25, abs=0.01)
     assert check_split(train_a, test_a, classification) == []

@@ -42,8 +42,14 @@ def test_no_credential_is_written_into_a_deployment():
 
 
 def test_the_command_prints_a_file_prefect_can_read():
-    done = subprocess.run([sys.executable, "-m", "deployments.targets", "docker", "--image", IMAGE], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments.targets", "docker", "--image", IMAGE],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     rendered = yaml.safe_load(done.stdout)
     assert {d["work_pool"]["name"] for d in rendered["deployments"]} == {"docker"}
     PrefectYamlModel.model_validate(rendered)

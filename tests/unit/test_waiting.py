@@ -18,9 +18,16 @@ def test_returns_the_first_truthy_answer():
 
 def test_a_timeout_names_what_it_waited_for_and_the_state_it_saw():
     calls = itertools.count()
-    with pytest.raises(waiting.TimedOut, match=r"CD of v3 finishing: not within 0 s .*last seen: Running after \d+ reads"):
-        waiting.wait_for(lambda: next(calls) < 0, timeout=0.05, what="CD of v3 finishing", interval=0.01,
-                         seen=lambda: f"Running after {next(calls)} reads")
+    with pytest.raises(
+        waiting.TimedOut, match=r"CD of v3 finishing: not within 0 s .*last seen: Running after \d+ reads"
+    ):
+        waiting.wait_for(
+            lambda: next(calls) < 0,
+            timeout=0.05,
+            what="CD of v3 finishing",
+            interval=0.01,
+            seen=lambda: f"Running after {next(calls)} reads",
+        )
 
 
 def test_a_dead_process_ends_the_wait_at_once_after_one_last_check():

@@ -12,19 +12,29 @@ from deployments.mlflow_events import create_app, read_or_create_secret, registe
 pytestmark = pytest.mark.unit
 
 SECRET = "s3cret"
-BODY = {"entity": "model_version", "action": "created", "timestamp": "2026-11-26T00:00:00Z",
-        "data": {"name": "flights-delay", "version": "3", "run_id": "abc", "source": "models:/m-1", "tags": {}}}
+BODY = {
+    "entity": "model_version",
+    "action": "created",
+    "timestamp": "2026-11-26T00:00:00Z",
+    "data": {"name": "flights-delay", "version": "3", "run_id": "abc", "source": "models:/m-1", "tags": {}},
+}
 
 
 def _headers(body: bytes, delivery_id: str = "d-1", secret: str = SECRET, timestamp: int | str | None = None) -> dict:
     ts = str(timestamp or int(time.time()))
-    return {"X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": ts,
-            "X-MLflow-Signature": signature(secret, delivery_id, ts, body), "Content-Type": "application/json"}
+    return {
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": signature(secret, delivery_id, ts, body),
+        "Content-Type": "application/json",
+    }
 
 
 def test_signature_matches_mlflows_own():
     payload = json.dumps(BODY)
-    assert signature(SECRET, "d-1", "1700000000", payload.encode()) == _generate_hmac_signature(SECRET, "d-1", "1700000000", payload)
+    assert signature(SECRET, "d-1", "1700000000", payload.encode()) == _generate_hmac_signature(
+        SECRET, "d-1", "1700000000", payload
+    )
 
 
 @pytest.mark.parametrize(
@@ -61,7 +71,9 @@ def test_receiver_emits_once_per_delivery_and_refuses_forgeries():
     body = json.dumps(BODY).encode()
     assert client.post("/mlflow/webhook", content=body, headers=_headers(body)).json()["status"] == "emitted"
     assert client.post("/mlflow/webhook", content=body, headers=_headers(body)).json()["status"] == "duplicate"
-    assert client.post("/mlflow/webhook", content=body, headers=_headers(body, "d-2", secret="forged")).status_code == 401
+    assert (
+        client.post("/mlflow/webhook", content=body, headers=_headers(body, "d-2", secret="forged")).status_code == 401
+    )
     assert client.post("/mlflow/webhook", content=b"{", headers=_headers(b"{", "d-3")).status_code == 400
     assert len(emitted) == 1 and emitted[0][0]["payload"]["name"] == "flights-delay"
 

@@ -18,8 +18,13 @@ def test_the_file_is_prefects_documented_zombie_automation() -> None:
     trigger = automation.trigger
     assert isinstance(trigger, EventTrigger) and trigger.posture == Posture.Proactive
     assert trigger.after == {"prefect.flow-run.heartbeat"}
-    assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
-            "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"} <= trigger.expect
+    assert {
+        "prefect.flow-run.heartbeat",
+        "prefect.flow-run.Completed",
+        "prefect.flow-run.Failed",
+        "prefect.flow-run.Cancelled",
+        "prefect.flow-run.Crashed",
+    } <= trigger.expect
     assert trigger.for_each == {"prefect.resource.id"}
     assert trigger.within == timedelta(seconds=90)
     assert trigger.within > timedelta(seconds=2 * zombies.HEARTBEAT_SECONDS)  # a late heartbeat is no zombie
@@ -31,7 +36,8 @@ def test_within_overrides_the_window_only() -> None:
     base, short = zombies.load_automation(), zombies.load_automation(within=45)
     assert short["trigger"]["within"] == 45 and base["trigger"]["within"] == 90
     assert {k: v for k, v in short["trigger"].items() if k != "within"} == {
-        k: v for k, v in base["trigger"].items() if k != "within"}
+        k: v for k, v in base["trigger"].items() if k != "within"
+    }
     with pytest.raises(ValueError, match="at least 10 s"):
         zombies.load_automation(within=5)
 

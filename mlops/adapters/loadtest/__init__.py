@@ -53,10 +53,27 @@ def run_locust(endpoint: str, payloads: Path, settings: LoadTest, out_dir: Path)
     prefix = out_dir / "locust"
     locust = Path(sys.executable).parent / "locust"
     command = [
-        str(locust), "--headless", "-f", str(LOCUSTFILE), "--host", endpoint,
-        "--users", str(settings.users), "--spawn-rate", str(settings.spawn_rate),
-        "--run-time", f"{settings.seconds}s", "--stop-timeout", "5", "--only-summary",
-        "--csv", str(prefix), "--exit-code-on-error", "0", "--loglevel", "WARNING",
+        str(locust),
+        "--headless",
+        "-f",
+        str(LOCUSTFILE),
+        "--host",
+        endpoint,
+        "--users",
+        str(settings.users),
+        "--spawn-rate",
+        str(settings.spawn_rate),
+        "--run-time",
+        f"{settings.seconds}s",
+        "--stop-timeout",
+        "5",
+        "--only-summary",
+        "--csv",
+        str(prefix),
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "WARNING",
     ]
     env = {**os.environ, PAYLOADS_ENV: str(payloads)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=settings.seconds + 120)

@@ -11,9 +11,10 @@ with open(os.environ["MLOPS_LOADTEST_PAYLOADS"]) as handle:
 
 class ModelClient(FastHttpUser):
     def on_start(self) -> None:
-        self.bodies = itertools.cycle(PAYLOADS[hash(id(self)) % len(PAYLOADS):] + PAYLOADS)
+        self.bodies = itertools.cycle(PAYLOADS[hash(id(self)) % len(PAYLOADS) :] + PAYLOADS)
 
     @task
     def invoke(self) -> None:
-        self.client.post("/invocations", data=next(self.bodies), headers={"Content-Type": "application/json"},
-                         name="/invocations")
+        self.client.post(
+            "/invocations", data=next(self.bodies), headers={"Content-Type": "application/json"}, name="/invocations"
+        )

@@ -104,7 +104,9 @@ def import_root(repo: Path, env: Mapping[str, str], package: str = "mlops", pyth
     return Path(proc.stdout.strip())
 
 
-def run_suite(repo: Path, marker: str, junit_xml: Path, env: Mapping[str, str], timeout_s: float = SUITE_TIMEOUT_S) -> tuple[int, str]:
+def run_suite(
+    repo: Path, marker: str, junit_xml: Path, env: Mapping[str, str], timeout_s: float = SUITE_TIMEOUT_S
+) -> tuple[int, str]:
     """Run one suite in `repo`; returns pytest's exit code (-1 on timeout) and the tail of its output.
 
     The whole output goes to `<junit_xml>.log`. The suite runs in its own session, so a timeout
@@ -115,8 +117,15 @@ def run_suite(repo: Path, marker: str, junit_xml: Path, env: Mapping[str, str], 
     log_path = junit_xml.with_suffix(".log")
     command = pytest_command(marker, junit_xml, extra=["--rootdir", str(repo)])
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, cwd=repo, env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            cwd=repo,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             returncode = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -48,8 +48,10 @@ def _configurations(infra_dir: Path) -> list[Path]:
 def _unformatted(directory: Path) -> str:
     files = infra.fmt_check(directory)
     if files:
-        raise ValueError("not formatted (run `mlops-terraform fmt -recursive infra`): "
-                         + ", ".join(str(f.relative_to(directory)) for f in files))
+        raise ValueError(
+            "not formatted (run `mlops-terraform fmt -recursive infra`): "
+            + ", ".join(str(f.relative_to(directory)) for f in files)
+        )
     return "formatted"
 
 
@@ -61,7 +63,7 @@ def _test_report(output: str) -> str:
 def _private_run_dir(tfvars: Path, run_dir: Path) -> None:
     """Point a test's `run_dir` at this run's directory, so two CI runs never share a pid file."""
     if tfvars.exists() and re.search(r"(?m)^run_dir\s*=", tfvars.read_text()):
-        tfvars.write_text(re.sub(r'(?m)^run_dir\s*=.*$', f'run_dir = "{run_dir}"', tfvars.read_text()))
+        tfvars.write_text(re.sub(r"(?m)^run_dir\s*=.*$", f'run_dir = "{run_dir}"', tfvars.read_text()))
 
 
 def _step(name: str, action: Callable[[], str]) -> Check:

@@ -48,7 +48,11 @@ def parse_junit(xml: str | bytes, slowest: int = 5) -> TestReport:
     """Read a pytest JUnit XML report (a <testsuites> or a single <testsuite> root) by element, never by position."""
     root = ET.fromstring(xml)
     cases = [_case(element) for element in root.iter("testcase")]
-    seconds = sum(_seconds(s.get("time")) for s in root.iter("testsuite")) if root.tag == "testsuites" else _seconds(root.get("time"))
+    seconds = (
+        sum(_seconds(s.get("time")) for s in root.iter("testsuite"))
+        if root.tag == "testsuites"
+        else _seconds(root.get("time"))
+    )
     by_outcome = {o: sum(1 for c in cases if c.outcome == o) for o in ("passed", "failed", "error", "skipped")}
     ran = [c for c in cases if c.outcome != "skipped"]
     return TestReport(
@@ -86,7 +90,9 @@ def suite_result(marker: str, returncode: int, report: TestReport | None, output
     """A suite's verdict: passed only when pytest exited 0 and the report shows tests and no failure."""
     if report is None:
         reason = "no tests selected" if returncode == 5 else f"pytest exited {returncode} without a report"
-        return Check(name=f"{marker} tests", passed=False, seconds=seconds, detail=f"{reason}: {one_line(output[-600:], 600)}")
+        return Check(
+            name=f"{marker} tests", passed=False, seconds=seconds, detail=f"{reason}: {one_line(output[-600:], 600)}"
+        )
     detail = report.counts()
     if report.failures:
         detail += "; failing: " + ", ".join(c.name for c in report.failures[:10])

@@ -40,7 +40,7 @@ def fit_small_model(train: pd.DataFrame, config: Config) -> Any:
 def measure_latency(predict: Callable[[pd.DataFrame], Any], X: pd.DataFrame, rows: int, repeats: int) -> Latency:
     """Time `predict` on `rows`-row batches taken in turn from `X` (one warm-up call first)."""
     rows = min(rows, len(X))
-    batches = [X.iloc[(i * rows) % max(1, len(X) - rows + 1):][:rows] for i in range(repeats + 1)]
+    batches = [X.iloc[(i * rows) % max(1, len(X) - rows + 1) :][:rows] for i in range(repeats + 1)]
     predict(batches[0])
     times = []
     for batch in batches[1:]:
@@ -48,8 +48,13 @@ def measure_latency(predict: Callable[[pd.DataFrame], Any], X: pd.DataFrame, row
         predict(batch)
         times.append(time.perf_counter() - started)
     median = statistics.median(times)
-    return Latency(rows=rows, repeats=repeats, median_ms=round(median * 1000, 3),
-                   p95_ms=round(float(np.percentile(times, 95)) * 1000, 3), rows_per_s=round(rows / median, 1))
+    return Latency(
+        rows=rows,
+        repeats=repeats,
+        median_ms=round(median * 1000, 3),
+        p95_ms=round(float(np.percentile(times, 95)) * 1000, 3),
+        rows_per_s=round(rows / median, 1),
+    )
 
 
 def schema_problems(X: pd.DataFrame, outputs: np.ndarray, config: Config, signature: Any | None) -> list[str]:
@@ -57,14 +62,17 @@ def schema_problems(X: pd.DataFrame, outputs: np.ndarray, config: Config, signat
     problems = []
     if signature is not None and signature.inputs is not None:
         declared = signature.inputs.input_names()
-        missing, extra = sorted(set(config.dataset.features) - set(declared)), sorted(set(declared) - set(config.dataset.features))
+        missing, extra = (
+            sorted(set(config.dataset.features) - set(declared)),
+            sorted(set(declared) - set(config.dataset.features)),
+        )
         if missing or extra:
             problems.append(f"signature inputs differ from the config's features: missing {missing}, extra {extra}")
         else:
             from mlflow.models import validate_schema
 
             try:  # as the service sees a request: numeric columns arrive as doubles
-                validate_schema(X.astype({c: "float64" for c in config.dataset.numeric}), signature.inputs)
+                validate_schema(X.astype(dict.fromkeys(config.dataset.numeric, "float64")), signature.inputs)
             except Exception as exc:  # MlflowException names the column and the type
                 problems.append(f"inputs break the signature: {one_line(str(exc))}")
     if signature is not None and signature.outputs is not None:
@@ -77,7 +85,9 @@ def _output_problems(outputs: np.ndarray, schema: Any) -> list[str]:
     if schema.is_tensor_spec():
         spec = schema.inputs[0]
         shape = tuple(spec.shape)
-        if len(shape) != outputs.ndim or any(want not in (-1, got) for want, got in zip(shape, outputs.shape)):
+        if len(shape) != outputs.ndim or any(
+            want not in (-1, got) for want, got in zip(shape, outputs.shape, strict=True)
+        ):
             return [f"output shape {outputs.shape} does not match the signature's {shape}"]
         if spec.type.kind != outputs.dtype.kind:
             return [f"output dtype {outputs.dtype} does not match the signature's {spec.type}"]
@@ -130,7 +140,9 @@ def model_checks(
 
     started = time.perf_counter()
     outputs = predict_outputs(model, X, config.task)
-    decision = decide(evaluate(test, outputs, getattr(model, "classes_", None), config), config)  # no comparison: floors only
+    decision = decide(
+        evaluate(test, outputs, getattr(model, "classes_", None), config), config
+    )  # no comparison: floors only
     seconds = _since(started)
     checks: list[Check] = []
     for floor in decision.checks:  # named "floor <metric>"
@@ -138,19 +150,34 @@ def model_checks(
         bound = ">=" if directions[metric] else "<="
         checks.append(floor.model_copy(update={"seconds": seconds, "detail": f"{bound} gates.floors.{metric}"}))
     if not checks:
-        checks.append(Check(name="floors", passed=True, required="gates.floors", detail="no floors configured", seconds=seconds))
+        checks.append(
+            Check(name="floors", passed=True, required="gates.floors", detail="no floors configured", seconds=seconds)
+        )
 
     started = time.perf_counter()
     problems = schema_problems(X, outputs, config, signature)
-    checks.append(Check(name="output schema", passed=not problems, seconds=_since(started),
-                        required="MLflow signature" if signature is not None else f"{config.task} output shape",
-                        detail="; ".join(problems) or f"{outputs.shape} matches"))
+    checks.append(
+        Check(
+            name="output schema",
+            passed=not problems,
+            seconds=_since(started),
+            required="MLflow signature" if signature is not None else f"{config.task} output shape",
+            detail="; ".join(problems) or f"{outputs.shape} matches",
+        )
+    )
 
     started = time.perf_counter()
     again = predict_outputs(model, X, config.task)
     same = again.shape == outputs.shape and bool(np.array_equal(again, outputs))
-    checks.append(Check(name="deterministic predictions", passed=same, required="identical on the same input",
-                        detail=f"{len(X)} rows " + ("identical" if same else "DIFFER"), seconds=_since(started)))
+    checks.append(
+        Check(
+            name="deterministic predictions",
+            passed=same,
+            required="identical on the same input",
+            detail=f"{len(X)} rows " + ("identical" if same else "DIFFER"),
+            seconds=_since(started),
+        )
+    )
 
     predict = lambda frame: predict_outputs(model, frame, config.task)  # noqa: E731
     started = time.perf_counter()
@@ -162,10 +189,21 @@ def model_checks(
     # The median, not the tail, is compared: in-process timing on a shared machine has a noisy tail,
     # and a model whose typical single prediction already exceeds the p95 budget cannot meet it served.
     one = latency["1 row"]
-    median = at_most("latency 1 row (median)", one.median_ms, config.slo.p95_ms,
-                     detail=f"ms, vs slo.p95_ms; p95 {one.p95_ms:.2f} ms over {one.repeats} calls")
+    median = at_most(
+        "latency 1 row (median)",
+        one.median_ms,
+        config.slo.p95_ms,
+        detail=f"ms, vs slo.p95_ms; p95 {one.p95_ms:.2f} ms over {one.repeats} calls",
+    )
     checks.append(median.model_copy(update={"seconds": seconds}))
     for label, found in latency.items():
-        checks.append(Check(name=f"throughput {label}", passed=True, observed=found.rows_per_s, seconds=seconds,
-                            detail=f"rows/s, reported (slo.min_rps {config.slo.min_rps:g} req/s applies to the service)"))
+        checks.append(
+            Check(
+                name=f"throughput {label}",
+                passed=True,
+                observed=found.rows_per_s,
+                seconds=seconds,
+                detail=f"rows/s, reported (slo.min_rps {config.slo.min_rps:g} req/s applies to the service)",
+            )
+        )
     return checks, latency

@@ -60,13 +60,19 @@ def steps_result(name: str, steps: Sequence[Check], seconds: float, subject: str
 def summarize(sha: str, checks: Iterable[Check]) -> Summary:
     """The CI verdict: passed when at least one check ran and every one passed."""
     checks = list(checks)
-    return Summary(sha=sha, passed=bool(checks) and all(c.passed for c in checks),
-                   seconds=round(sum(c.seconds or 0.0 for c in checks), 1), checks=checks)
+    return Summary(
+        sha=sha,
+        passed=bool(checks) and all(c.passed for c in checks),
+        seconds=round(sum(c.seconds or 0.0 for c in checks), 1),
+        checks=checks,
+    )
 
 
 def summary_json(summary: Summary) -> dict[str, Any]:
     """The summary as the event and the flow's result carry it: each check's name, passed, seconds and summary."""
-    checks = [{"name": c.name, "passed": c.passed, "seconds": c.seconds or 0.0, "summary": c.detail} for c in summary.checks]
+    checks = [
+        {"name": c.name, "passed": c.passed, "seconds": c.seconds or 0.0, "summary": c.detail} for c in summary.checks
+    ]
     return {"sha": summary.sha, "passed": summary.passed, "seconds": summary.seconds, "checks": checks}
 
 
