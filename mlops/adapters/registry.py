@@ -133,6 +133,7 @@ def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -
         serialization_format="skops",
         skops_trusted_types=TRUSTED_TYPES,
         pyfunc_predict_fn="predict_proba" if config.task != "regression" else "predict",
+        pip_requirements=model_requirements(model),
     )
     # The rows the model service checks its compiled prediction path on (mlops/serving/compiled.py).
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,6 +141,26 @@ def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -
         example.to_parquet(rows, index=False)
         mlflow.log_artifact(str(rows), VERIFICATION_ROWS.rsplit("/", 1)[0])
     return info.model_uri
+
+
+def model_requirements(model: Any) -> list[str]:
+    """The pinned distributions the fitted model's own classes come from, and skops (its format).
+
+    Named from the model rather than left to MLflow, whose inference loads the model again in a
+    subprocess (4 s of every CT run here) and lists whatever that process had imported (pytest,
+    dask, rich for this project's models).
+    """
+    from importlib.metadata import packages_distributions, version
+
+    roots = {"skops"}
+    pending = [model]
+    while pending:
+        step = pending.pop()
+        roots.add(type(step).__module__.split(".")[0])
+        pending += [s for _, s, *_ in getattr(step, "steps", None) or getattr(step, "transformers_", None) or []]
+    found = packages_distributions()
+    names = sorted({name for root in roots for name in found.get(root, [])})
+    return [f"{name}=={version(name)}" for name in names]
 
 
 def _is(exc: MlflowException, code: str) -> bool:
