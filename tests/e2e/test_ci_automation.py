@@ -2,104 +2,80 @@
 
 Commits are made in a clone of this repository (its committed state) under tmp_path: the working
 tree is never touched. The worker runs the CI flow from the repo root, and the flow tests the
-clone's commit. CI runs the fast checks only (data, model, infra): the unit and integration suites
-have their own runs in `make test`, and integration inside e2e would take minutes.
+clone's commit. The passing commit is the session's own loop (`delivered`), run with a quick set of
+checks: what this proves is the wiring, commit → checks → event → CT; the checks themselves are the
+rest of `make test`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mlops.config import PROJECT_ROOT, load_config
+from mlops import waiting
+from mlops.config import load_config
 from mlops.platform import hooks
 from mlops.platform.settings import CI_CHECKS_ENV, STATE_DIR_ENV
-from tests.e2e.conftest import CD_DEPLOYMENT, CT_DEPLOYMENT, flow_run_artifacts, flow_runs, one_flow_run
+from tasks.ci import CI_PASSED
+from tests.e2e.conftest import (
+    CI_DEPLOYMENT,
+    CT_DEPLOYMENT,
+    QUICK_CHECKS,
+    clone_of_this_repo,
+    commit,
+    finished,
+    flow_run_artifacts,
+    flow_runs,
+    one_flow_run,
+)
 
 pytestmark = pytest.mark.e2e
 
-CI_DEPLOYMENT = "continuous-integration/on-commit"
-FAST_CHECKS = ["data", "model", "infra"]
-HOOK_CHECKS = [
-    "data",
-    "infra",
-]  # the failing commit's: the check it breaks and one more (the passing commit runs the model's)
+HOOK_CHECKS = ["data", "infra"]  # the failing commit's: the check it breaks and one more that still runs
 
 
-def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    command = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@example.com", *args]
-    return subprocess.run(
-        command, cwd=repo, env=env, check=True, capture_output=True, text=True, timeout=60
-    ).stdout.strip()
-
-
-@pytest.fixture
-def clone(tmp_path: Path) -> Path:
-    path = tmp_path / "clone"
-    _git(tmp_path, "clone", "--quiet", str(PROJECT_ROOT), str(path))
-    return path
-
-
-def _commit(
-    repo: Path, relative: str, edit: Callable[[str], str], message: str, env: dict[str, str] | None = None
-) -> str:
-    target = repo / relative
-    target.write_text(edit(target.read_text()))
-    _git(repo, "commit", "--quiet", "--all", "--message", message, env=env)
-    return _git(repo, "rev-parse", "HEAD")
-
-
-def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(
-    stack, prefect_client, wait_for_flow_run, mlflow_client, clone
-):
-    from prefect.deployments import run_deployment
-
-    sha = _commit(
-        clone, "flows/continuous_training.py", lambda text: text + "\n# e2e: a harmless change\n", "A harmless change"
-    )
-
-    ci_run = run_deployment(
-        CI_DEPLOYMENT, parameters={"sha": sha, "repo_path": str(clone), "checks": FAST_CHECKS}, timeout=0
-    )
-    state = wait_for_flow_run(ci_run.id, timeout=420)
-    ci_run = prefect_client.read_flow_run(ci_run.id)
-    print(f"CI ({', '.join(FAST_CHECKS)}): {ci_run.total_run_time.total_seconds():.1f} s")
-    assert state.is_completed(), state
-    artifacts = flow_run_artifacts(prefect_client, ci_run.id)
+def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(delivered, prefect_client):
+    sha, ci, ct = delivered.sha, delivered.ci, delivered.ct
+    print(f"CI ({', '.join(QUICK_CHECKS)}): {ci.total_run_time.total_seconds():.1f} s")
+    artifacts = flow_run_artifacts(prefect_client, ci.id)
     assert artifacts["ci-summary"].startswith("# CI PASSED") and sha in artifacts["ci-summary"]
-    assert {"ci-data-tests", "ci-model-tests", "ci-model-check", "ci-model-latency", "ci-infra"} <= set(artifacts)
+    assert "ci-infra" in artifacts
 
-    # The automation on continuous-training/retrain turns mlops.ci.passed into a CT run for this sha.
-    ct = one_flow_run(prefect_client, CT_DEPLOYMENT, f"commit {sha}", where=lambda r: r.parameters.get("commit") == sha)
-    print(f"CI end → CT flow run created: {(ct.created - ci_run.end_time).total_seconds():+.1f} s")
-    assert ct.parameters["reason"] == "ci"
-    assert wait_for_flow_run(ct.id, timeout=420).is_completed()
-    assert f"commit:{sha}" in prefect_client.read_flow_run(ct.id).tags
+    # The automation on continuous-training/retrain turned mlops.ci.passed into this CT run.
+    print(f"CI end → CT flow run created: {(ct.created - ci.end_time).total_seconds():+.1f} s")
+    assert ct.parameters["reason"] == "ci" and ct.parameters["commit"] == sha
+    assert f"commit:{sha}" in ct.tags
+    assert delivered.version_tags["git_commit"] == sha and delivered.version_tags["trigger_reason"] == "ci"
+
+
+def test_the_training_run_records_the_commit_in_mlflow(delivered, mlflow_client):
     config = load_config()
     experiment = mlflow_client.get_experiment_by_name(config.tracking.experiment)
-    [run] = mlflow_client.search_runs([experiment.experiment_id], f"tags.prefect_flow_run_id = '{ct.id}'")
-    assert run.data.tags["git_commit"] == sha and run.data.tags["trigger_reason"] == "ci"
-    [version] = mlflow_client.search_model_versions(
-        f"name = '{config.tracking.model_name}' and tags.prefect_flow_run_id = '{ct.id}'"
-    )
-    assert version.tags["git_commit"] == sha
+    [run] = mlflow_client.search_runs([experiment.experiment_id], f"tags.prefect_flow_run_id = '{delivered.ct.id}'")
+    assert run.data.tags["git_commit"] == delivered.sha and run.data.tags["trigger_reason"] == "ci"
 
-    # The registration starts a delivery; let it finish here rather than run on into other tests.
-    cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {version.version}", version=version.version)
-    assert wait_for_flow_run(cd.id, timeout=420).is_final()
+
+def _ci_passed_events(prefect_client, sha: str) -> list:
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    page = prefect_client.read_events(
+        filter=EventFilter(
+            event=EventNameFilter(name=[CI_PASSED]), resource=EventResourceFilter(id=[f"mlops.commit.{sha}"])
+        ),
+        limit=50,
+    )
+    return page.events
 
 
 def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_nothing(
-    stack, prefect_client, wait_for_flow_run, clone
+    stack, prefect_client, delivered, tmp_path
 ):
     # The developer's side: `mlops hooks`, and the stack's env file (here with a quick set of checks).
+    clone = clone_of_this_repo(tmp_path)
     hooks.install(clone, bin_dir=Path(sys.executable).parent)
     (clone / ".mlops").mkdir()
     checks = ",".join(HOOK_CHECKS)
@@ -114,7 +90,7 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
         temp.update(nullable=False, max_missing_share=0.0)  # the data has a few missing temperatures
         return json.dumps(contract, indent=2) + "\n"
 
-    sha = _commit(
+    sha = commit(
         clone, "contracts/nycflights13.json", forbid_missing_temperatures, "Temperatures are never missing", env=shell
     )
     # The commit returned before the CI it started finished: the hook does not wait for CI.
@@ -123,24 +99,33 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
 
     ci_run = one_flow_run(prefect_client, CI_DEPLOYMENT, f"commit {sha}", timeout=60, sha=sha)
     assert ci_run.parameters["repo_path"] == str(clone) and ci_run.parameters["checks"] == HOOK_CHECKS
-    state = wait_for_flow_run(ci_run.id, timeout=300)
+    state = finished(stack, ci_run.id, f"CI of {sha} from the hook").state
     assert state.is_failed(), state
     artifacts = flow_run_artifacts(prefect_client, ci_run.id)
     assert artifacts["ci-summary"].startswith("# CI FAILED: data tests")
-    assert "| infrastructure | pass |" in artifacts["ci-summary"], artifacts[
-        "ci-summary"
-    ]  # a failing check does not stop the others
+    assert "| infrastructure | pass |" in artifacts["ci-summary"], artifacts["ci-summary"]  # the others still ran
     assert "test_every_month_of_the_reference_year_meets_the_contract_and_quality_rules" in artifacts["ci-data-tests"]
 
-    # No mlops.ci.passed, so no CT run for this sha: watch for a while after CI ended.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert not flow_runs(prefect_client, CT_DEPLOYMENT, commit=sha), "CI failed, yet CT ran"
-        time.sleep(1)
+    # CT starts only from mlops.ci.passed, which a failed CI run never emits (its task did not run):
+    # none exists for this sha, while the passing commit's did reach the server.
+    tasks = [t.name for t in prefect_client.read_task_runs(flow_run_filter=_of_run(ci_run.id))]
+    assert not any(name.startswith("emit_ci_passed") for name in tasks), tasks
+    assert _ci_passed_events(prefect_client, sha) == []
+    assert len(_ci_passed_events(prefect_client, delivered.sha)) == 1
+    assert not flow_runs(prefect_client, CT_DEPLOYMENT, commit=sha), "CI failed, yet CT ran"
 
     # The hook's background request has ended: it exits right after creating the run.
     log = clone / ".mlops" / "logs" / "post-commit.log"
-    deadline = time.monotonic() + 30
-    while f"{sha}: prefect exited" not in log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    waiting.wait_for(
+        lambda: f"{sha}: prefect exited" in log.read_text(),
+        timeout=30,
+        what="the hook's `prefect deployment run` exiting",
+        seen=log.read_text,
+    )
     assert f"{sha}: prefect exited 0" in log.read_text(), log.read_text()
+
+
+def _of_run(flow_run_id):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    return FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))

@@ -9,37 +9,25 @@ from sklearn.dummy import DummyClassifier
 from mlops.adapters import registry, sources
 from mlops.config import load_config
 from mlops.domain import modeling
-from tests.e2e.conftest import CD_DEPLOYMENT, CT_DEPLOYMENT, one_flow_run, served_version
+from tests.e2e.conftest import CD_DEPLOYMENT, finished, one_flow_run, served_version
 
 pytestmark = pytest.mark.e2e
 
 
-def test_a_version_registered_by_ct_is_delivered_by_the_automation(
-    stack, prefect_client, wait_for_flow_run, mlflow_client
-):
-    from prefect.deployments import run_deployment
-
-    config = load_config()
-    ct = run_deployment(CT_DEPLOYMENT, parameters={"reason": "e2e"}, timeout=0)
-    assert wait_for_flow_run(ct.id, timeout=300).is_completed()
-    [version] = mlflow_client.search_model_versions(
-        f"name = '{config.tracking.model_name}' and tags.prefect_flow_run_id = '{ct.id}'"
+def test_a_version_registered_by_ct_is_delivered_by_the_automation(delivered, mlflow_client):
+    """The session's loop: the registration's webhook → mlops.model.registered → this CD run → production."""
+    version, cd = delivered.version, delivered.cd
+    registered_at = (
+        mlflow_client.get_model_version(load_config().tracking.model_name, version).creation_timestamp / 1000
     )
-
-    registered_at = version.creation_timestamp / 1000
-    cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {version.version}", version=version.version)
-    state = wait_for_flow_run(cd.id, timeout=300)
-    cd = prefect_client.read_flow_run(cd.id)
     print(f"registration → CD flow run start: {cd.start_time.timestamp() - registered_at:.1f} s")
-    assert state.is_completed() and state.name == "Completed", state
-    assert str(mlflow_client.get_model_version_by_alias(config.tracking.model_name, "champion").version) == str(
-        version.version
-    )
-    assert served_version(config.serving.production_port) == str(version.version)
+    assert str(cd.parameters["version"]) == version and cd.state.name == "Completed", cd.state
+    assert cd.created.timestamp() >= registered_at  # started by the registration, not before it
+    assert (delivered.champion, delivered.served) == (version, version), "CD promoted it and production served it"
 
 
 def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(
-    stack, prefect_client, wait_for_flow_run, mlflow_client, champion, notification_receiver
+    stack, prefect_client, mlflow_client, champion, notification_receiver
 ):
     """A notebook user logs a useless model and registers it: CD runs, rejects it, production keeps the champion,
     and the webhook gets one message saying so."""
@@ -56,7 +44,7 @@ def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(
     version = mlflow.register_model(model_uri, name)  # by hand: no lineage tags, no CT
 
     cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {version.version}", version=version.version)
-    state = wait_for_flow_run(cd.id, timeout=300)
+    state = finished(stack, cd.id, f"CD of the useless v{version.version}").state
     assert state.name == "Rejected", state
     tags = mlflow_client.get_model_version(name, version.version).tags
     assert tags["deployment"] == "rejected" and "floor roc_auc" in tags["rejected"]

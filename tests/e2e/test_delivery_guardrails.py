@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from mlops import waiting
 from mlops.adapters import environments
 from mlops.config import load_config
 from mlops.platform import approvals
 from mlops.platform.stack import service_record
 from tests.conftest import write_config
-from tests.e2e.conftest import CD_DEPLOYMENT, flow_run_artifacts, served_version
+from tests.e2e.conftest import CD_DEPLOYMENT, RUN_TIMEOUT_S, explain, flow_run_artifacts, served_version
 from tests.integration.test_continuous_delivery import _lineage
 
 pytestmark = pytest.mark.e2e
+
+SILENCE_S = 10  # no approval within this: rejected (the config's minimum)
+WATCH_S = 8  # the watch after the promotion, long enough to kill production inside it
 
 
 @pytest.fixture
@@ -40,14 +43,20 @@ def cd_trigger_paused(prefect_client) -> Iterator[None]:
         prefect_client.resume_automation(trigger.id)
 
 
-def _paused(prefect_client, name: str, version: str, timeout: float = 300.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _paused(stack, prefect_client, name: str, version: str, timeout: float = RUN_TIMEOUT_S):
+    def paused():
         try:
             return approvals.paused_delivery(prefect_client, name, version, name)
         except approvals.NoPendingApproval:
-            time.sleep(1)
-    pytest.fail(f"no CD run of v{version} paused for approval within {timeout:.0f} s")
+            return None
+
+    return waiting.wait_for(
+        paused,
+        timeout=timeout,
+        what=f"a CD run of v{version} paused for approval",
+        interval=1.0,
+        seen=lambda: explain(stack, prefect_client),
+    )
 
 
 def _deliver_with(config_path: Path, version: str):
@@ -80,13 +89,15 @@ def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_reject
     manual = write_config(e2e_config, tmp_path, {"delivery": {"approval": "manual", "approval_timeout_s": 600}})
     approved = copy()
     run = _deliver_with(manual, approved)
-    paused = _paused(prefect_client, name, approved)
+    paused = _paused(stack, prefect_client, name, approved)
     assert paused.id == run.id and served_version(port) == champion
     assert mlflow_client.get_model_version(name, approved).tags.get("deployment") is None
     with stack.prefect_settings():
         approvals.answer(name, approved, approve=True, approver="alice", comment="e2e", default_model=name)
-    state = wait_for_flow_run(run.id, timeout=300)
+    state = wait_for_flow_run(run.id)
     assert state.is_completed() and state.name == "Completed", state
+    # Started with the version alone (as the README's command does): the run is named from the config's model.
+    assert prefect_client.read_flow_run(run.id).name == f"cd-{name}-v{approved}"
     tags = mlflow_client.get_model_version(name, approved).tags
     assert (tags["deployment"], tags["approval"], tags["approval_by"], tags["approval_comment"]) == (
         "promoted",
@@ -99,11 +110,11 @@ def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_reject
     assert served_version(port) == approved
 
     # Nobody answers within approval_timeout_s: rejected, production keeps the version just approved.
-    silent = write_config(e2e_config, tmp_path, {"delivery": {"approval": "manual", "approval_timeout_s": 10}})
+    silent = write_config(e2e_config, tmp_path, {"delivery": {"approval": "manual", "approval_timeout_s": SILENCE_S}})
     unanswered = copy()
     run = _deliver_with(silent, unanswered)
-    state = wait_for_flow_run(run.id, timeout=300)
-    assert state.name == "Rejected" and "approval: no answer within 10 s" in str(state.message), state
+    state = wait_for_flow_run(run.id)
+    assert state.name == "Rejected" and f"approval: no answer within {SILENCE_S} s" in str(state.message), state
     tags = mlflow_client.get_model_version(name, unanswered).tags
     assert (tags["deployment"], tags["approval"], tags["approval_by"]) == ("rejected", "timed_out", "nobody"), tags
     assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == approved
@@ -111,7 +122,7 @@ def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_reject
     assert served_version(config.serving.staging_port) == approved  # staging rolled back to the champion
     history = flow_run_artifacts(prefect_client, run.id)["production-history"]  # kept up to date by each CD run
     assert history.index(f'"v{unanswered}"') < history.index(f'"v{approved} (serving)"'), history  # newest first
-    assert "approval: no answer within 10 s" in history and "approved by alice" in history, history
+    assert f"approval: no answer within {SILENCE_S} s" in history and "approved by alice" in history, history
 
 
 def test_a_production_service_that_dies_after_the_promotion_is_rolled_back_by_the_watch(
@@ -127,22 +138,28 @@ def test_a_production_service_that_dies_after_the_promotion_is_rolled_back_by_th
 ):
     config = load_config()
     name, port = config.tracking.model_name, config.serving.production_port
-    watched = write_config(e2e_config, tmp_path, {"delivery.watch_seconds": 15})
+    watched = write_config(e2e_config, tmp_path, {"delivery.watch_seconds": WATCH_S})
     version = _copy(mlflow_client, name, champion)
     run = _deliver_with(watched, version)
 
-    # Promoted (the alias names it) and watched for 15 s: production dies as an OOM kill would, with SIGKILL.
-    deadline = time.monotonic() + 300
-    while str(mlflow_client.get_model_version_by_alias(name, "champion").version) != version:
+    # Promoted (the alias names it) and watched for WATCH_S: production dies as an OOM kill would, with SIGKILL.
+    def promoted() -> bool:
         assert not prefect_client.read_flow_run(run.id).state.is_final(), "CD ended before promoting"
-        assert time.monotonic() < deadline, f"v{version} not promoted within 300 s"
-        time.sleep(0.2)
+        return str(mlflow_client.get_model_version_by_alias(name, "champion").version) == version
+
+    waiting.wait_for(
+        promoted,
+        timeout=RUN_TIMEOUT_S,
+        what=f"v{version} promoted",
+        interval=0.2,
+        seen=lambda: explain(stack, prefect_client, run.id),
+    )
     pid_file = Path(environments.current_service(config, "production", state_dir=stack.state_dir)["pid_file"])
     record = service_record(pid_file)
     assert record is not None and served_version(port) == version
     os.killpg(record.pid, signal.SIGKILL)
 
-    state = wait_for_flow_run(run.id, timeout=300)
+    state = wait_for_flow_run(run.id)
     assert state.is_failed() and "production watch" in str(state.message), state
     tags = mlflow_client.get_model_version(name, version).tags
     assert tags["deployment"] == "rolled_back" and "error rate" in tags["rolled_back"], tags

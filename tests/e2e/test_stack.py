@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient
 
+from mlops import waiting
 from mlops.adapters import environments
 from mlops.config import PROJECT_ROOT, load_config
 from mlops.platform import processes
@@ -98,10 +98,7 @@ def test_mlflow_delivers_registry_webhooks_to_a_local_http_receiver(stack: Stack
     )
     try:
         client.create_registered_model("stack-e2e-model")
-        deadline = time.monotonic() + 30
-        while not receiver.posts and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert receiver.posts, "MLflow sent no webhook within 30 s"
+        waiting.wait_for(lambda: receiver.posts, timeout=30, what="MLflow's webhook for a new registered model")
         headers, body = receiver.posts[0]
     finally:  # later e2e tests share this stack and its registry
         client.delete_webhook(webhook.webhook_id)
@@ -180,7 +177,7 @@ def test_worker_runs_a_flow_from_the_repo(
         },
         timeout=0,
     )
-    state = wait_for_flow_run(run.id, timeout=90)
+    state = wait_for_flow_run(run.id, timeout=120)
     assert state.is_completed(), f"{state.name}: {state.message}"
 
 
@@ -197,12 +194,13 @@ def _service_pid(outputs: dict) -> int:
     return record.pid
 
 
-def test_down_keeps_the_model_services_and_up_brings_production_back_on_the_champion(
-    stack: StackSettings, champion: str, capsys: pytest.CaptureFixture[str]
+def test_down_stops_every_process_and_keeps_the_data_and_up_brings_it_all_back_on_the_champion(
+    stack: StackSettings, champion: str, prefect_client: SyncPrefectClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Leaves the stack up again, its services on what they served, for later e2e tests."""
+    """One down and one up (each costs a restart of every server): leaves the stack up again, as it was."""
     config = load_config()
     port = config.serving.production_port
+    deployment_id = prefect_client.read_deployment_by_name("continuous-training/retrain").id
     before = _services(stack)
     assert before["production"]["model_version"] == champion and before["staging"], (
         "CD applied staging, then production"
@@ -211,11 +209,17 @@ def test_down_keeps_the_model_services_and_up_brings_production_back_on_the_cham
     service_pids = set(leaders.values()) | {
         c.pid for pid in leaders.values() for c in psutil.Process(pid).children(recursive=True)
     }
+    pids = part_pids(stack)
+    assert all(pids.values())
     restarted = False
     try:
         assert local_stack.down(stack) == 0
+        assert processes.alive_pids(set().union(*pids.values())) == set(), "down stops every part by pid"
         assert processes.alive_pids(service_pids) == set(), "down stops each service with its children, by pid"
         assert served_version(port) is None
+        assert local_stack.status(stack) == 1
+        assert local_stack.down(stack) == 0  # harmless when nothing runs
+        assert (stack.prefect_home / "prefect.db").exists() and (stack.mlflow_dir / "mlflow.db").exists()
         assert _services(stack) == before, "down keeps the Terraform state"
         capsys.readouterr()
 
@@ -226,6 +230,7 @@ def test_down_keeps_the_model_services_and_up_brings_production_back_on_the_cham
             local_stack.up(stack)  # later e2e tests share this stack
     shown = capsys.readouterr().out
     assert f"production model service: {config.tracking.model_name} v{champion} healthy" in shown, shown
+    assert prefect_client.read_deployment_by_name("continuous-training/retrain").id == deployment_id
 
     assert served_version(port) == champion
     after = _services(stack)
@@ -273,22 +278,3 @@ def test_up_leaves_an_environment_whose_lock_a_delivery_holds_to_that_delivery(
     staging = locks.lock_name("staging")  # `up` released the lease it took on staging: free at once
     lease = prefect_client.increment_concurrency_slots_with_lease([staging], 1, "concurrency", 60).json()["lease_id"]
     prefect_client.release_concurrency_slots_with_lease(lease)
-
-
-def test_down_stops_every_process_and_up_restarts_on_the_same_data(
-    stack: StackSettings, prefect_client: SyncPrefectClient
-) -> None:
-    """Runs last in this file: it leaves the stack up again for later e2e tests."""
-    deployment_id = prefect_client.read_deployment_by_name("continuous-training/retrain").id
-    pids = part_pids(stack)
-    assert all(pids.values())
-
-    assert local_stack.down(stack) == 0
-
-    assert processes.alive_pids(set().union(*pids.values())) == set()
-    assert local_stack.status(stack) == 1
-    assert local_stack.down(stack) == 0  # harmless when nothing runs
-    assert (stack.prefect_home / "prefect.db").exists() and (stack.mlflow_dir / "mlflow.db").exists()
-
-    assert local_stack.up(stack) == 0
-    assert prefect_client.read_deployment_by_name("continuous-training/retrain").id == deployment_id

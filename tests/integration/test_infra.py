@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from mlops import waiting
 from mlops.adapters import environments
 from mlops.adapters import terraform as infra
 from mlops.config import PROJECT_ROOT, load_config
@@ -61,12 +61,7 @@ HTTPServer(("127.0.0.1", args.port), Ping).serve_forever()
 
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
     """Poll `condition` until it holds or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+    return waiting.holds(condition, timeout=timeout, interval=0.1)
 
 
 def is_running(pid: int) -> bool:

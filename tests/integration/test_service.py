@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,8 @@ import psutil
 import pytest
 import yaml
 
+from mlops import waiting
+from mlops.adapters.service_checks import is_healthy
 from mlops.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
@@ -145,16 +146,14 @@ def service(store: str, tmp_path: Path, workers: int = 1, timeout_s: float = 90)
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            assert process.poll() is None, f"the service exited with {process.returncode}:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no answer on /ping within {timeout_s} s:\n{log.read_text()}"
-            time.sleep(0.1)
+        waiting.wait_for(
+            lambda: is_healthy(url),
+            timeout=timeout_s,
+            interval=0.1,
+            what=f"the service answering {url}/ping",
+            still_alive=lambda: process.poll() is None,
+            seen=log.read_text,
+        )
         yield url, process.pid
     finally:
         if process.poll() is None:

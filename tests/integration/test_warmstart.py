@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops import waiting
 from mlops.config import PROJECT_ROOT
 from mlops.platform import processes, warmstart
 
@@ -37,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         cwd=PROJECT_ROOT,
     )
     try:
-        assert processes.wait_until(
+        assert waiting.holds(
             lambda: warmstart.ping(socket_path),
             timeout=120,
             still_alive=lambda: processes.running(pid_file) is not None,
@@ -96,7 +97,7 @@ def test_the_run_dies_with_its_client(server, tmp_path):
     run = _started(client)["pid"]
     client.kill()  # the worker's hard kill, or the worker and its children killed together
     client.wait(timeout=30)
-    assert processes.wait_until(lambda: not processes.alive_pids({run}), timeout=30), f"run {run} outlived its client"
+    assert waiting.holds(lambda: not processes.alive_pids({run}), timeout=30), f"run {run} outlived its client"
 
 
 def test_without_a_server_the_client_runs_the_module_in_a_fresh_interpreter(tmp_path):

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import sys
-import time
 
 if __name__ == "__main__":
     print(
@@ -24,4 +23,4 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(42))  # a run that stops politely when asked
     print("waiting", flush=True)
     while True:
-        time.sleep(0.1)
+        signal.pause()

@@ -14,7 +14,7 @@ import pytest
 from mlflow.models.signature import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from mlops import render
+from mlops import render, waiting
 from mlops.domain.checks import Check
 from mlops.platform import ci, hooks
 from mlops.platform.ci import infra_check, model_check
@@ -312,9 +312,11 @@ def test_outputs_are_checked_against_a_tensor_signature(outputs, problem):
 def test_latency_is_the_median_of_timed_calls_after_a_warm_up():
     calls = []
 
-    def predict(frame):
+    def predict(frame):  # 2 ms of work
         calls.append(len(frame))
-        time.sleep(0.002)
+        until = time.perf_counter() + 0.002
+        while time.perf_counter() < until:
+            pass
 
     latency = ci.measure_latency(predict, pd.DataFrame({"a": range(10)}), rows=4, repeats=5)
 
@@ -325,7 +327,7 @@ def test_latency_is_the_median_of_timed_calls_after_a_warm_up():
 
 
 SUITE = """
-import time
+import signal
 
 import pytest
 
@@ -341,8 +343,8 @@ def test_bad():
 
 
 @pytest.mark.slow
-def test_sleeps():
-    time.sleep(60)
+def test_hangs():
+    signal.pause()  # until the suite's timeout stops the process
 """
 
 
@@ -350,7 +352,7 @@ def test_sleeps():
 def suite_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "suite"
     repo.mkdir()
-    (repo / "pytest.ini").write_text("[pytest]\nmarkers =\n    smoke: a tiny suite\n    slow: sleeps\n")
+    (repo / "pytest.ini").write_text("[pytest]\nmarkers =\n    smoke: a tiny suite\n    slow: hangs\n")
     (repo / "test_suite.py").write_text(SUITE)
     return repo
 
@@ -502,9 +504,4 @@ def _env_without_state() -> dict[str, str]:
 
 
 def _wait_for(condition, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+    return waiting.holds(condition, timeout=timeout, interval=0.1)

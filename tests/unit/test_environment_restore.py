@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mlops import waiting
 from mlops.adapters.environments import Restore, restore_target
 from mlops.platform.stack import service_record
 
@@ -70,9 +71,7 @@ def service(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     # /proc/<pid>/cmdline can read empty for a moment after Popen returns on a busy machine (seen under
     # xdist): wait, bounded, until the stand-in shows its command line, as a real service long has.
-    deadline = time.monotonic() + 10
-    while psutil.Process(proc.pid).cmdline() != ["sleep", "60"] and time.monotonic() < deadline:
-        time.sleep(0.01)
+    waiting.holds(lambda: psutil.Process(proc.pid).cmdline() == ["sleep", "60"], timeout=10, interval=0.01)
     pid_file = tmp_path / "model-service-staging.pid"
     pid_file.write_text(f"{proc.pid}\n")
     try:

@@ -73,7 +73,10 @@ async def _guarded(loop: FakeClockLoop, work: Awaitable[T]) -> T:
 
 async def one_pass() -> None:
     """Let every ready task take one step (each new `submit` queues its item); no time passes."""
-    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    stepped = loop.create_future()
+    loop.call_soon(stepped.set_result, None)  # after the tasks ready now, as one turn of the loop
+    await stepped
 
 
 def submit_all(batcher: MicroBatcher[int, int], items: Iterable[int]) -> asyncio.Future[list[Any]]:
