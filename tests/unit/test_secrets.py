@@ -175,6 +175,8 @@ def test_mlflow_auth_config_denies_users_without_grants(tmp_path: Path) -> None:
     assert parsed["mlflow"]["default_permission"] == "NO_PERMISSIONS"
     assert parsed["mlflow"]["admin_password"] == stack.credential_env()[settings.MLFLOW_PASSWORD_ENV]
     assert parsed["mlflow"]["database_uri"].startswith(f"sqlite:///{stack.mlflow_dir}")
+    # A request's scrypt check is verified once per TTL, not per request (MLflow's own cache, off by default).
+    assert parsed["mlflow"].getint("auth_cache_ttl_seconds") == settings.MLFLOW_AUTH_CACHE_TTL_S > 0
 
 
 def test_client_env_carries_the_credentials_and_a_private_file_stays_private(tmp_path: Path) -> None:
