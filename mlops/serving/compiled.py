@@ -180,9 +180,9 @@ def native_library(forest: Any, optimize: str = OPTIMIZE, *, cached: bool = True
             try:
                 predictor = tl2cgen.Predictor(hit, nthread=1)
                 return predictor, f"{CACHED} {hit.parent} in {time.perf_counter() - started:.2f} s"
-            except Exception:  # a truncated or foreign file: build it again
+            except Exception:  # intact, yet it does not load here (a missing symbol, another libc): build it again
                 logger.warning("the cached library %s did not load; building it again", hit, exc_info=True)
-                forest_cache.discard(directory, entry)
+                forest_cache.discard(hit.parent, entry)
         # Loaded from the unique temp path, not the cache's: a process that loaded a library of that
         # name before (a hit that failed verification) would otherwise be handed the old one again.
         with tempfile.TemporaryDirectory(prefix="mlops-tl2cgen-", dir=directory) as tmp:
