@@ -188,7 +188,9 @@ def score_file(
     keys = output_keys(columns, config)
     non_nullable = non_nullable_columns(config, contract) | null_intolerant_columns(model, config)
     classes = getattr(model, "classes_", None)
-    n_outputs = 0 if config.task == "regression" else len(classes)
+    if config.task != "regression" and classes is None:
+        raise ValueError(f"a {config.task} model needs its classes (`classes_`) to be scored")
+    n_outputs = 0 if classes is None or config.task == "regression" else len(classes)
     predictions, rejects = _ParquetSink(output), _ParquetSink(rejects_path_for(output))
     tally, chunks, empty = Tally(), 0, None
     started = time.perf_counter()

@@ -96,6 +96,8 @@ def run_url(config: Config, run_id: str) -> str | None:
     if not uri.startswith("http"):
         return None
     experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
+    if experiment is None:
+        raise ValueError(f"no MLflow experiment named {config.tracking.experiment!r} at {uri}")
     return f"{uri.rstrip('/')}/#/experiments/{experiment.experiment_id}/runs/{run_id}"
 
 

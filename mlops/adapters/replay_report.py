@@ -52,16 +52,16 @@ def read(directory: Path) -> ReplayResult:
 
     rows = [
         ReplayRow(
-            **{
-                **row,
-                "metric": number(row["metric"]),
-                "drift_share": number(row["drift_share"]),
-                "cpu_s": float(row["cpu_s"]),
-                "version": None if row["version"] == "" else int(row["version"]),
-                "trained_before": row["trained_before"] or None,
-                "retrained": row["retrained"] == "True",
-                "deployed": row["deployed"] == "True",
-            }
+            month=row["month"],
+            policy=row["policy"],
+            metric=number(row["metric"]),
+            version=None if row["version"] == "" else int(row["version"]),
+            trained_before=row["trained_before"] or None,
+            drift_share=number(row["drift_share"]),
+            retrained=row["retrained"] == "True",
+            gate=row["gate"],
+            deployed=row["deployed"] == "True",
+            cpu_s=float(row["cpu_s"]),
         )
         for row in read_table(directory / "replay.csv")
     ]

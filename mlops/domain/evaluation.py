@@ -29,6 +29,8 @@ def compute_metrics(
             "mae": float(skm.mean_absolute_error(y_true, outputs)),
             "r2": float(skm.r2_score(y_true, outputs)) if len(y_true) > 1 else math.nan,
         }
+    if classes is None:
+        raise ValueError(f"{task} metrics need the classifier's classes (its `classes_`)")
     predicted = classes[np.argmax(outputs, axis=1)]
     both_classes = len(np.unique(y_true)) > 1
     if task == "binary":

@@ -70,17 +70,21 @@ def compare_with_champion(
 ) -> ChampionComparison:
     """Both models' metrics on the `rows` of the holdout; `champion_outputs` are for those rows only."""
     compared = int(rows.sum())
-    base = {"version": version, "rows": compared, "excluded": len(holdout) - compared}
+    excluded = len(holdout) - compared
     if compared < config.gates.min_segment_rows or champion_outputs is None:
         why = (
             f"{compared} comparable row(s) < gates.min_segment_rows {config.gates.min_segment_rows}"
             if compared
             else "no comparable rows"
         )
-        return ChampionComparison(**base, note=f"{note}; {why}: the floors alone decide")
+        return ChampionComparison(
+            version=version, rows=compared, excluded=excluded, note=f"{note}; {why}: the floors alone decide"
+        )
     subset = holdout.loc[rows]
     return ChampionComparison(
-        **base,
+        version=version,
+        rows=compared,
+        excluded=excluded,
         note=note,
         candidate=evaluate(subset, np.asarray(candidate_outputs)[rows], classes, config),
         champion=evaluate(subset, champion_outputs, classes, config),

@@ -55,11 +55,11 @@ def production_history(versions: Iterable[tuple[str, Mapping[str, str]]], champi
     latest restoration only (its tags hold one `restored_at`).
     """
     changes: list[tuple[str, int, str, Mapping[str, str]]] = []  # (at, version, decision, tags)
-    for number, tags in versions:
+    for version, tags in versions:
         if tags.get("deployment") in DECISIONS:
-            changes.append((tags.get("deployment_at") or "", int(number), tags["deployment"], tags))
+            changes.append((tags.get("deployment_at") or "", int(version), tags["deployment"], tags))
         if tags.get(RESTORED_AT):
-            changes.append((tags[RESTORED_AT], int(number), RESTORED, tags))
+            changes.append((tags[RESTORED_AT], int(version), RESTORED, tags))
     changes.sort(key=lambda item: (item[0], item[1]))
     starts = [at for at, _, decision, _ in changes if decision in SERVED]
     result = []

@@ -129,9 +129,17 @@ def retrains(policy: Policy, metric: float, drift_share: float | None, higher: b
     if policy.kind == "monthly":
         return True
     if policy.kind == "drift":
-        return drift_share is not None and drift_share >= policy.drift_share
+        if drift_share is None:
+            return False
+        if policy.drift_share is None:
+            raise ReplayError(f"the drift policy {policy.name!r} needs a drift_share")
+        return drift_share >= policy.drift_share
     if policy.kind == "metric":
-        return not math.isnan(metric) and not bound("metric", metric, policy.metric_floor, higher).passed
+        if math.isnan(metric):
+            return False
+        if policy.metric_floor is None:
+            raise ReplayError(f"the metric policy {policy.name!r} needs a metric_floor")
+        return not bound("metric", metric, policy.metric_floor, higher).passed
     return False
 
 

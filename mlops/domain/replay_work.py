@@ -111,6 +111,7 @@ class Replay:
                         self.config,
                     )
                 )
+                assert candidate.evaluation is not None, "CT evaluates every model it fits (Replay._train)"
                 decision = decide(candidate.evaluation, self.config, comparison)
             self._gates[key] = (decision, time.process_time() - started)
         return self._gates[key]

@@ -204,6 +204,8 @@ def prediction_frame(
     if task == "regression":
         out[PREDICTION] = np.asarray(outputs, dtype="float64").reshape(-1)
         return out
+    if classes is None:
+        raise ValueError(f"{task} predictions need the classifier's classes (its `classes_`)")
     outputs = np.asarray(outputs, dtype="float64").reshape(len(out), len(classes))
     out[PREDICTION] = np.asarray(classes)[np.argmax(outputs, axis=1)]
     out[PROBABILITY] = outputs[:, 1] if task == "binary" else outputs.max(axis=1)

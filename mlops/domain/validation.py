@@ -33,11 +33,14 @@ class DataValidationError(ValueError):
         return self.__class__, (self.violations,)
 
 
+ColumnKind = Literal["numeric", "categorical", "datetime"]
+
+
 class ColumnContract(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["numeric", "categorical", "datetime"]
+    kind: ColumnKind
     nullable: bool
     max_missing_share: float
     min: float | None = None
@@ -67,10 +70,11 @@ class Contract(BaseModel):
         return cls.model_validate_json(path.read_text())
 
 
-def column_kinds(config: Config) -> dict[str, str]:
+def column_kinds(config: Config) -> dict[str, ColumnKind]:
     """Each declared column and the kind the config gives it."""
     ds = config.dataset
-    kinds = dict.fromkeys(ds.numeric, "numeric") | dict.fromkeys(ds.categorical, "categorical")
+    kinds: dict[str, ColumnKind] = dict.fromkeys(ds.numeric, "numeric")
+    kinds.update(dict.fromkeys(ds.categorical, "categorical"))
     kinds[ds.target] = "numeric" if config.task == "regression" else "categorical"
     if ds.time_column:
         kinds[ds.time_column] = "datetime"
@@ -126,6 +130,8 @@ def check_contract(df: pd.DataFrame, contract: Contract) -> list[Violation]:
                 )
             )
         if spec.kind == "numeric" and spec.min is not None and pd.api.types.is_numeric_dtype(col):
+            if spec.max is None:
+                raise ValueError(f"contract column {spec.name!r} has a min but no max: give both or neither")
             slack = contract.range_tolerance * max(spec.max - spec.min, abs(spec.max), 1e-9)
             low, high = spec.min - slack, spec.max + slack
             outside = col[(col < low) | (col > high)]

@@ -95,6 +95,8 @@ class Window:
         """True when the two windows share any instant (an unbounded window overlaps everything)."""
         if not self.bounded or not other.bounded:
             return True
+        assert self.start is not None and self.end is not None, "a bounded window has both bounds"
+        assert other.start is not None and other.end is not None, "a bounded window has both bounds"
         return self.start < other.end and other.start < self.end
 
 

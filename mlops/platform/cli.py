@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from mlops.config import DRIFT_SWEEP, POLICY_KINDS
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -106,6 +110,8 @@ def _rollback(args: argparse.Namespace) -> int:
     import asyncio
     import getpass
 
+    from prefect.exceptions import FlowRunWaitTimeout
+
     from mlops.config import load_config
     from mlops.platform import processes
     from mlops.platform.settings import StackNotSetUp, stack_settings
@@ -129,13 +135,24 @@ def _rollback(args: argparse.Namespace) -> int:
             from prefect.deployments import run_deployment
             from prefect.flow_runs import wait_for_flow_run
 
-            run = run_deployment(
-                ROLLBACK_DEPLOYMENT, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0
+            run = cast(  # run_deployment is typed for its async call as well (async_dispatch): here it is sync
+                "FlowRun",
+                run_deployment(
+                    ROLLBACK_DEPLOYMENT, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0
+                ),
             )
             print(f"started the rollback: {stack.prefect_url}/runs/flow-run/{run.id}", flush=True)
-            state = asyncio.run(wait_for_flow_run(run.id, timeout=ROLLBACK_TIMEOUT_S)).state
+            # Prefect's `inject_client` decorator leaves the return type unresolved (R?) for mypy
+            finished = cast("FlowRun", asyncio.run(wait_for_flow_run(run.id, timeout=ROLLBACK_TIMEOUT_S)))
+            state = finished.state
+            assert state is not None, "wait_for_flow_run returns the run once its state is final"
     except StackNotSetUp as exc:
         print(f"mlops rollback: {exc}", file=sys.stderr)
+        return 1
+    except FlowRunWaitTimeout:
+        print(
+            f"mlops rollback: not finished within {ROLLBACK_TIMEOUT_S} s; follow it in the Prefect UI", file=sys.stderr
+        )
         return 1
     print(f"{state.name}: {state.message or ''}".strip())
     return 0 if state.is_completed() else 1

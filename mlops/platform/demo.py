@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlops import waiting
 from mlops.config import Config, load_config
 from mlops.platform import stack
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 CT, CD, DRIFT = "continuous-training/retrain", "continuous-delivery/deploy-model", "drift-monitoring/scheduled"
 SUMMER = "2013-08-01"  # the drift check looks at the month before this: July
@@ -126,9 +129,15 @@ def _run_loop(settings: stack.StackSettings, config: Config) -> int:
 
         timeline.say(f"new data: July 2013 arrives; {DRIFT} compares it with v{first}'s training window")
         known = {r.id for r in loop.runs(CT, reason="drift")}  # before the check: its event may start CT before it ends
-        drift = loop.finished(run_deployment(DRIFT, parameters={"as_of": SUMMER, "window_months": 1}, timeout=0).id)
+        # run_deployment is typed for its async call as well (async_dispatch): here it is sync and returns the run
+        started = cast("FlowRun", run_deployment(DRIFT, parameters={"as_of": SUMMER, "window_months": 1}, timeout=0))
+        drift = loop.finished(started.id)
+        experiment = f"{config.tracking.experiment}-monitoring"
+        found = loop.mlflow.get_experiment_by_name(experiment)
+        if found is None:  # the drift run ended without logging to MLflow
+            raise DemoError(f"no MLflow experiment {experiment!r} after {drift.name} ended {drift.state.name}")
         monitoring = loop.mlflow.search_runs(
-            [loop.mlflow.get_experiment_by_name(f"{config.tracking.experiment}-monitoring").experiment_id],
+            [found.experiment_id],
             filter_string="tags.current_window = '2013-07-01..2013-08-01'",
             max_results=1,
         )[0]

@@ -29,9 +29,12 @@ class HookError(RuntimeError):
     """The hook could not be installed without touching a hook that is not ours; says what to do instead."""
 
 
+Action = Literal["installed", "updated", "unchanged", "appended"]
+
+
 @dataclass(frozen=True)
 class Installed:
-    action: Literal["installed", "updated", "unchanged", "appended"]
+    action: Action
     path: Path
     message: str
 
@@ -84,6 +87,7 @@ def install(repo: Path = PROJECT_ROOT, bin_dir: Path | None = None) -> Installed
     script = render(bin_dir or Path(sys.executable).parent)
     hook = directory / "post-commit"
     existing = hook.read_text() if hook.exists() else None
+    action: Action
     if existing is None or MARKER in existing:
         action = "installed" if existing is None else ("unchanged" if existing == script else "updated")
         _write_executable(hook, script)

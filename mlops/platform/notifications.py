@@ -77,5 +77,7 @@ def _save_block(url: str) -> str:
         json_data=SLACK_JSON,
         secrets=SecretDict({"url": url}),
         timeout=10,
+        headers=None,  # the block's defaults, given: mypy does not see a positional Field(None) as a default
+        cookies=None,
     )
     return str(block.save(BLOCK_NAME, overwrite=True))

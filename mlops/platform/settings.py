@@ -320,14 +320,17 @@ def stack_settings(config: Config | None = None) -> StackSettings:
     cfg = config or load_config()
     env = os.environ
     state_dir = cfg.state_dir  # honours MLOPS_STATE_DIR
-    return StackSettings(
-        state_dir=state_dir,
-        prefect_port=env.get(PREFECT_PORT_ENV) or cfg.stack.prefect_port,
-        mlflow_port=env.get(MLFLOW_PORT_ENV) or cfg.stack.mlflow_port,
-        worker_port=env.get(WORKER_PORT_ENV) or cfg.stack.worker_port,
-        receiver_port=env.get(RECEIVER_PORT_ENV) or cfg.stack.receiver_port,
-        postgres_port=env.get(POSTGRES_PORT_ENV) or cfg.stack.postgres_port,
-        profile=env.get(PROFILE_ENV) or recorded_profile(state_dir) or "embedded",
+    # The variables are text: pydantic validates them into the ports and the profile, as for mlops.yaml.
+    return StackSettings.model_validate(
+        {
+            "state_dir": state_dir,
+            "prefect_port": env.get(PREFECT_PORT_ENV) or cfg.stack.prefect_port,
+            "mlflow_port": env.get(MLFLOW_PORT_ENV) or cfg.stack.mlflow_port,
+            "worker_port": env.get(WORKER_PORT_ENV) or cfg.stack.worker_port,
+            "receiver_port": env.get(RECEIVER_PORT_ENV) or cfg.stack.receiver_port,
+            "postgres_port": env.get(POSTGRES_PORT_ENV) or cfg.stack.postgres_port,
+            "profile": env.get(PROFILE_ENV) or recorded_profile(state_dir) or "embedded",
+        }
     )
 
 

@@ -6,6 +6,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from mlops.adapters import terraform as infra
@@ -27,10 +28,10 @@ def terraform_checks(infra_dir: Path, workdir: Path) -> list[Check]:
     steps = [_step("fmt -check", lambda: _unformatted(copy))]
     for config in _configurations(copy):
         name = config.relative_to(copy).as_posix()
-        steps.append(_step(f"validate {name}", lambda c=config: infra.validate(c) or "valid"))
+        steps.append(_step(f"validate {name}", partial(_validated, config)))
         if any(config.glob("tests/*.tftest.hcl")):
             _private_run_dir(config / "tests" / "terraform.tfvars", Path(workdir) / "tftest-run" / name)
-            steps.append(_step(f"test {name}", lambda c=config: _test_report(infra.test(c))))
+            steps.append(_step(f"test {name}", partial(_tested, config)))
     return steps
 
 
@@ -53,6 +54,15 @@ def _unformatted(directory: Path) -> str:
             + ", ".join(str(f.relative_to(directory)) for f in files)
         )
     return "formatted"
+
+
+def _validated(config: Path) -> str:
+    infra.validate(config)  # raises when the configuration is invalid
+    return "valid"
+
+
+def _tested(config: Path) -> str:
+    return _test_report(infra.test(config))
 
 
 def _test_report(output: str) -> str:

@@ -9,12 +9,16 @@ from mlops.domain.checks import Check
 from mlops.domain.record import Record
 from mlops.platform.ci.verdict import one_line
 
+Outcome = Literal["passed", "failed", "error", "skipped"]
+# The child elements that mark a test case as not passed, in the order they outrank each other.
+_MARKS: tuple[tuple[str, Outcome], ...] = (("failure", "failed"), ("error", "error"), ("skipped", "skipped"))
+
 
 class TestCase(Record):
     __test__ = False  # not a pytest test class
 
     name: str  # <module path>[.<class>]::<test>[params]
-    outcome: Literal["passed", "failed", "error", "skipped"]
+    outcome: Outcome
     seconds: float
     message: str = ""
 
@@ -77,7 +81,7 @@ def _case(element: ET.Element) -> TestCase:
     classname, name = element.get("classname", ""), element.get("name", "?")
     full_name, seconds = (f"{classname}::{name}" if classname else name), _seconds(element.get("time"))
     # A failure outranks a later teardown error on the same test; a skip is only a skip.
-    for tag, outcome in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+    for tag, outcome in _MARKS:
         found = element.find(tag)
         if found is not None:
             lines = (found.text or "").strip().splitlines()
