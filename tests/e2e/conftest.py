@@ -35,7 +35,7 @@ from mlops.config import PROJECT_ROOT, load_config
 from mlops.platform import processes
 from mlops.platform.settings import CONFIG_ENV, StackSettings
 from mlops.platform.stack import down, part_pids, parts, up
-from tests.conftest import write_config
+from tests.conftest import quick_delivery_config
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -114,31 +114,9 @@ def notification_receiver() -> Iterator[WebhookReceiver]:
     receiver.stop()
 
 
-# The e2e stack's use case: the default one on one month, trained and delivered quickly. What the
-# e2e tests check is the loop's wiring, not the model: a small search and short load, watch and
-# approval settings keep each CT and CD run to seconds of work.
-QUICK = {
-    "window": {"as_of": "2013-02-01", "months": 1},
-    "training.params.max_iter": 60,
-    "training.max_candidates": 2,
-    "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
-    "delivery.watch_seconds": 2,
-    "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
-}
-
-
 def stack_test_config(directory: Path, changes: dict[str, Any] | None = None) -> Path:
-    """The default use case on one month, quick to train and deliver, with free service ports, in `directory`."""
-    return write_config(
-        PROJECT_ROOT / "mlops.yaml",
-        directory,
-        {
-            **QUICK,
-            "serving.staging_port": processes.free_port(),
-            "serving.production_port": processes.free_port(),
-            **(changes or {}),
-        },
-    )
+    """The default use case on one month, quick to deliver, with free service ports, in `directory`."""
+    return quick_delivery_config(directory, changes)
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,8 @@ from mlflow.tracking import MlflowClient
 from flows.continuous_delivery import continuous_delivery
 from flows.continuous_training import continuous_training
 from mlops.adapters import environments, registry
-from mlops.config import PROJECT_ROOT, load_config
-from mlops.platform.processes import free_port
-from tests.conftest import write_config
+from mlops.config import load_config
+from tests.conftest import quick_delivery_config, write_config
 from tests.integration.conftest import read_artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
@@ -25,18 +24,7 @@ MODEL = "flights-delay"
 @pytest.fixture
 def delivery_config(isolated, monkeypatch):
     """January data, a short load test with SLOs this shared 2-core machine meets, free ports."""
-    path = write_config(
-        PROJECT_ROOT / "mlops.yaml",
-        isolated,
-        {
-            "window": {"as_of": "2013-02-01", "months": 1},
-            "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
-            "delivery.watch_seconds": 2,
-            "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
-            "serving.staging_port": free_port(),
-            "serving.production_port": free_port(),
-        },
-    )
+    path = quick_delivery_config(isolated)
     monkeypatch.setenv("MLOPS_CONFIG", str(path))
     yield path
     config = load_config(path)

@@ -28,12 +28,11 @@ from flows.continuous_delivery import continuous_delivery
 from flows.continuous_training import continuous_training
 from mlops.adapters import environments, loadtest, registry, service_checks, sources
 from mlops.adapters import terraform as tf
-from mlops.config import PROJECT_ROOT, Config, load_config
+from mlops.config import Config, load_config
 from mlops.domain import modeling
 from mlops.domain.evaluation import predict_outputs
 from mlops.domain.split import split_frame
-from mlops.platform.processes import free_port
-from tests.conftest import write_config
+from tests.conftest import quick_delivery_config, write_config
 from tests.integration.conftest import read_artifacts
 from tests.integration.test_continuous_delivery import (  # noqa: F401
     MODEL,
@@ -63,18 +62,7 @@ def champion(prefect_backend, tmp_path_factory) -> Iterator[Champion]:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("MLOPS_STATE_DIR", str(tmp / "state"))
         mlflow.set_tracking_uri(uri)
-        path = write_config(
-            PROJECT_ROOT / "mlops.yaml",
-            tmp,
-            {  # delivery_config's settings
-                "window": {"as_of": "2013-02-01", "months": 1},
-                "load_test": {"users": 4, "spawn_rate": 4, "seconds": 3},
-                "delivery.watch_seconds": 2,
-                "slo": {"p95_ms": 2000, "p99_ms": 5000, "max_error_rate": 0.01, "min_rps": 5},
-                "serving.staging_port": free_port(),
-                "serving.production_port": free_port(),
-            },
-        )
+        path = quick_delivery_config(tmp)
         patch.setenv("MLOPS_CONFIG", str(path))
         config = load_config(path)
         try:
