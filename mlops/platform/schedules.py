@@ -1,16 +1,21 @@
-"""Schedules a user switched on or off in the Prefect UI stay so when `mlops up` deploys prefect.yaml again.
+"""What `mlops up` does around `prefect deploy`: nothing when nothing changed, and the UI's schedule switches kept.
 
 `prefect deploy` replaces a deployment's schedules with the file's, `active` flags included, so a
 schedule turned on in the UI would be off again after the next `mlops up` (after a reboot, say).
 `up` reads the flags of the schedules that have a `slug` before it deploys and sets them back after;
-a schedule new in the file, or without a slug, takes the file's `active`.
+a schedule new in the file, or without a slug, takes the file's `active`. It deploys at all only
+when what it would apply changed since the last `up` (`deployed_digest`) or a deployment is missing.
 
 Prefect is imported by the callers' client: importing this module costs nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 Flags = dict[tuple[str, str], bool]  # (deployment id, schedule slug) -> active
 
@@ -30,3 +35,20 @@ def restore(client: Any, flags: Flags) -> list[str]:
                 client.update_deployment_schedule(deployment.id, schedule.id, active=wanted)
                 restored.append(f"{deployment.name}/{schedule.slug} {'on' if wanted else 'off'}")
     return restored
+
+
+def deployed_digest(project_root: Path) -> str:
+    """What `prefect deploy --all` turns into deployments: prefect.yaml, the flows' source (each deployment's
+    parameter form comes from its flow's signature), and the checkout's path (the runs' working directory)."""
+    digest = hashlib.sha256(str(project_root).encode())
+    for path in [project_root / "prefect.yaml", *sorted((project_root / "flows").glob("*.py"))]:
+        digest.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def all_deployed(project_root: Path, client: Any) -> bool:
+    """Every deployment prefect.yaml names exists on the server (its database may be new)."""
+    deployments = yaml.safe_load((project_root / "prefect.yaml").read_text())["deployments"]
+    return {(d["entrypoint"], d["name"]) for d in deployments} <= {
+        (d.entrypoint, d.name) for d in client.read_deployments()
+    }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -174,8 +173,7 @@ def _up(s: StackSettings) -> int:
         print(f"  work pool {WORK_POOL!r}: {_ensure_work_pool(s, client_env)}", flush=True)
         print(f"  {worker.name}: {stack_parts.start(worker)}, log {worker.log_file}", flush=True)
         step = time.monotonic()
-        kept = _deploy(s, client_env)
-        print(f"  deployments: applied from prefect.yaml ({time.monotonic() - step:.1f} s){kept}", flush=True)
+        print(f"  deployments: {_deploy(s, client_env)} ({time.monotonic() - step:.1f} s)", flush=True)
         print(f"  {receiver.name}: {stack_parts.start(receiver)}, log {receiver.log_file}", flush=True)
         stack_parts.await_healthy(worker, WORKER_START_TIMEOUT)
         stack_parts.await_healthy(warm, WORKER_START_TIMEOUT)
@@ -263,11 +261,19 @@ def _postgres_up(s: StackSettings) -> dict[str, Part]:
 
 
 def _deploy(s: StackSettings, env: dict[str, str]) -> str:
-    """`prefect deploy --all`, keeping each schedule on or off as the user left it in the UI (mlops.platform.schedules)."""
+    """`prefect deploy --all`, keeping each schedule on or off as the user left it in the UI (mlops.platform.schedules).
+
+    Skipped when what it would apply is what the last `up` applied (prefect.yaml, the flows' code
+    that gives each deployment its parameter form, this checkout's path) and every deployment is
+    still on the server: `prefect deploy` costs ≈ 8 s of CPU, and `up` runs after every restart.
+    """
     from mlops.platform import automations, schedules
 
+    applied, digest = s.prefect_home / "deployed.sha256", schedules.deployed_digest(s.project_root)
     try:
         with automations.stack_client(s.prefect_api_url, env) as client:
+            if applied.exists() and applied.read_text() == digest and schedules.all_deployed(s.project_root, client):
+                return "unchanged since the last `up`"
             flags = schedules.remember(client)
             _prefect_cli(s, env, "deploy", "--all", "--prefect-file", str(s.project_root / "prefect.yaml"))
             kept = schedules.restore(client, flags)
@@ -275,7 +281,8 @@ def _deploy(s: StackSettings, env: dict[str, str]) -> str:
         raise
     except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
         raise StackError(f"cannot read or restore the deployments' schedules at {s.prefect_api_url}: {exc}") from None
-    return f"; kept as set in the UI: {', '.join(kept)}" if kept else ""
+    applied.write_text(digest)
+    return "applied from prefect.yaml" + (f"; kept as set in the UI: {', '.join(kept)}" if kept else "")
 
 
 def _ensure_zombie_automation(s: StackSettings, env: dict[str, str]) -> str:
@@ -300,9 +307,14 @@ def _ensure_notifications(s: StackSettings, env: dict[str, str]) -> str:
 
 def _reconcile_now(s: StackSettings, env: dict[str, str]) -> str:
     """Start one delivery reconciliation: versions registered while the stack was down get their CD run."""
-    output = _prefect_cli(s, env, "deployment", "run", RECONCILE_DEPLOYMENT)
-    found = re.search(r"UUID:\s*([0-9a-f-]{36})", output)
-    return f"started (flow run {found.group(1)})" if found else "started"
+    from mlops.platform import automations
+
+    try:
+        with automations.stack_client(s.prefect_api_url, env) as client:  # the API: the CLI costs seconds to start
+            run = client.create_flow_run_from_deployment(client.read_deployment_by_name(RECONCILE_DEPLOYMENT).id)
+    except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
+        raise StackError(f"cannot start {RECONCILE_DEPLOYMENT} at {s.prefect_api_url}: {exc}") from None
+    return f"started (flow run {run.id})"
 
 
 def _ensure_webhook(s: StackSettings) -> str:

@@ -127,7 +127,7 @@ def _schedule(prefect_client: SyncPrefectClient, deployment: str, slug: str) -> 
 
 
 def test_up_again_leaves_running_parts_alone_and_the_schedules_as_the_user_set_them(
-    stack: StackSettings, prefect_client: SyncPrefectClient
+    stack: StackSettings, prefect_client: SyncPrefectClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     retrain, score, drift = (
         ("continuous-training/retrain", "monthly"),
@@ -149,8 +149,16 @@ def test_up_again_leaves_running_parts_alone_and_the_schedules_as_the_user_set_t
             active=active,
         )
     try:
-        assert local_stack.up(stack) == 0
+        capsys.readouterr()
+        assert local_stack.up(stack) == 0  # nothing changed: nothing deployed again
+        assert "deployments: unchanged since the last `up`" in capsys.readouterr().out
         assert {key: part.running() for key, part in local_stack.parts(stack).items()} == leaders
+        assert [_schedule(prefect_client, *d).active for d in (retrain, score, drift)] == [True, False, False]
+
+        (stack.prefect_home / "deployed.sha256").write_text("another prefect.yaml")  # as after a `git pull`
+        assert local_stack.up(stack) == 0  # deployed again: the file's flags, then the user's put back
+        shown = capsys.readouterr().out
+        assert "deployments: applied from prefect.yaml; kept as set in the UI: " in shown, shown
         assert [_schedule(prefect_client, *d).active for d in (retrain, score, drift)] == [True, False, False]
     finally:  # later tests share this stack
         for (deployment, slug), active in [(retrain, False), (drift, True)]:
