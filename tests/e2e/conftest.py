@@ -355,8 +355,8 @@ def clone_of_this_repo(directory: Path) -> Path:
     return path
 
 
-# The passing commit's CI checks: the model check (no champion yet: a small model on one month, its floors,
-# outputs, determinism and latency) and the Terraform checks. The unit, integration, data and model test
+# The passing commit's CI checks: `model` (its test suite, and the model check: no champion yet, so a small
+# model on one month, its floors, outputs, determinism and latency) and the Terraform checks. The unit, integration, data and model test
 # suites are the rest of this session already; CI's failing paths are tested in-process
 # (tests/integration/test_ci_failures.py) and from the git hook (test_ci_automation.py).
 QUICK_CHECKS = ["model", "infra"]
