@@ -11,13 +11,14 @@ endif
 
 .PHONY: install demo test up down status hooks clean
 
-# uv installs the pinned set in seconds where pip took ≈ 100 s (the same packages and versions: constraints.txt).
+# uv installs the pinned set (constraints.txt: the same packages and versions as pip) in ≈ 30 s where pip took ≈ 100 s;
+# its bytecode compiled now, as pip does, not by the first processes of the test suite at once.
 UV_VERSION := 0.13.8
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
