@@ -1,16 +1,17 @@
-"""CD's guardrails on the real stack: manual approval on the worker, and the watch that rolls production back.
+"""CD's guardrails on the real stack: manual approval on the worker, and a rollback by hand from the command line.
 
-The session's stack delivers automatically with a short watch; these runs read their own config
-(`delivery.approval: manual`, a longer watch) through the deployment's job variables (MLOPS_CONFIG
-in the flow run's environment), as a team would give one deployment its own settings. While a test
-registers its versions, the deploy-model trigger is paused, so the only CD run of each version is
-the one the test starts.
+The session's stack delivers automatically; the approval runs read their own config
+(`delivery.approval: manual`) through the deployment's job variables (MLOPS_CONFIG in the flow
+run's environment), as a team would give one deployment its own settings. While a test registers
+its versions, the deploy-model trigger is paused, so the only CD run of each version is the one
+the test starts.
 """
 
 from __future__ import annotations
 
 import os
-import signal
+import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,18 +19,15 @@ import mlflow
 import pytest
 
 from mlops import waiting
-from mlops.adapters import environments
 from mlops.config import load_config
 from mlops.platform import approvals
-from mlops.platform.stack import service_record
 from tests.conftest import write_config
-from tests.e2e.conftest import CD_DEPLOYMENT, RUN_TIMEOUT_S, explain, flow_run_artifacts, served_version
+from tests.e2e.conftest import CD_DEPLOYMENT, RUN_TIMEOUT_S, explain, finished, flow_run_artifacts, served_version
 from tests.integration.test_continuous_delivery import _lineage
 
 pytestmark = pytest.mark.e2e
 
 SILENCE_S = 10  # no approval within this: rejected (the config's minimum)
-WATCH_S = 8  # the watch after the promotion, long enough to kill production inside it
 
 
 @pytest.fixture
@@ -125,46 +123,41 @@ def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_reject
     assert f"approval: no answer within {SILENCE_S} s" in history and "approved by alice" in history, history
 
 
-def test_a_production_service_that_dies_after_the_promotion_is_rolled_back_by_the_watch(
-    stack,
-    prefect_client,
-    wait_for_flow_run,
-    mlflow_client,
-    champion,
-    cd_trigger_paused,
-    e2e_config,
-    tmp_path,
-    notification_receiver,
+def _previous_champion(stack, mlflow_client, name: str, champion: str, config_path: Path) -> str:
+    """The `previous_champion`; when there is none, a copy of the champion is delivered over it first."""
+    from mlops.adapters import registry
+
+    found = registry.aliased(mlflow_client, name, registry.PREVIOUS_CHAMPION)
+    if found is not None:
+        return found.version
+    run = _deliver_with(config_path, _copy(mlflow_client, name, champion))
+    state = finished(stack, run.id, "CD of a copy of the champion, for a previous_champion").state
+    assert state.name == "Completed", state
+    return champion
+
+
+def test_mlops_rollback_puts_production_back_on_the_previous_champion_and_notifies(
+    stack, mlflow_client, champion, cd_trigger_paused, e2e_config, notification_receiver
 ):
+    """`mlops rollback` from a shell that sourced the stack's env: the rollback deployment on the worker,
+    then the CLI's own wait for it. (The watch that rolls a promotion back by itself is tested
+    in-process with real services: tests/integration/test_delivery_failures.py.)"""
     config = load_config()
     name, port = config.tracking.model_name, config.serving.production_port
-    watched = write_config(e2e_config, tmp_path, {"delivery.watch_seconds": WATCH_S})
-    version = _copy(mlflow_client, name, champion)
-    run = _deliver_with(watched, version)
+    previous = _previous_champion(stack, mlflow_client, name, champion, e2e_config)
+    current = str(mlflow_client.get_model_version_by_alias(name, "champion").version)
+    assert served_version(port) == current != previous
 
-    # Promoted (the alias names it) and watched for WATCH_S: production dies as an OOM kill would, with SIGKILL.
-    def promoted() -> bool:
-        assert not prefect_client.read_flow_run(run.id).state.is_final(), "CD ended before promoting"
-        return str(mlflow_client.get_model_version_by_alias(name, "champion").version) == version
+    shell = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MLOPS_STATE"))}
+    command = f"source {shlex.quote(str(stack.env_file))} && mlops rollback --reason 'e2e: complaints' --by alice"
+    done = subprocess.run(["bash", "-c", command], env=shell, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert f"production back on v{previous}" in done.stdout, done.stdout
 
-    waiting.wait_for(
-        promoted,
-        timeout=RUN_TIMEOUT_S,
-        what=f"v{version} promoted",
-        interval=0.2,
-        seen=lambda: explain(stack, prefect_client, run.id),
-    )
-    pid_file = Path(environments.current_service(config, "production", state_dir=stack.state_dir)["pid_file"])
-    record = service_record(pid_file)
-    assert record is not None and served_version(port) == version
-    os.killpg(record.pid, signal.SIGKILL)
-
-    state = wait_for_flow_run(run.id)
-    assert state.is_failed() and "production watch" in str(state.message), state
-    tags = mlflow_client.get_model_version(name, version).tags
-    assert tags["deployment"] == "rolled_back" and "error rate" in tags["rolled_back"], tags
-    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == champion
-    assert served_version(port) == champion  # production applied again with the champion, in a new process
-    about = f"CD rolled back {name} v{version}"
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == previous
+    assert served_version(port) == previous
+    tags = mlflow_client.get_model_version(name, current).tags
+    assert tags["rolled_back"] == "by alice: e2e: complaints", tags
+    about = f"CD rolled back {name} v{current}"
     [text] = notification_receiver.wait_for(about)
-    assert "production watch" in text and f"/runs/flow-run/{run.id}" in text, text
+    assert "by alice: e2e: complaints" in text, text
