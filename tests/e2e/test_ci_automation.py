@@ -43,7 +43,7 @@ def test_a_commit_that_passes_ci_starts_continuous_training_with_its_sha(deliver
     print(f"CI ({', '.join(QUICK_CHECKS)}): {ci.total_run_time.total_seconds():.1f} s")
     artifacts = flow_run_artifacts(prefect_client, ci.id)
     assert artifacts["ci-summary"].startswith("# CI PASSED") and sha in artifacts["ci-summary"]
-    assert {"ci-model-tests", "ci-model-check", "ci-model-latency", "ci-infra"} <= set(artifacts)
+    assert "ci-infra" in artifacts and "| infrastructure | pass |" in artifacts["ci-summary"]
 
     # The automation on continuous-training/retrain turned mlops.ci.passed into this CT run.
     print(f"CI end → CT flow run created: {(ct.created - ci.end_time).total_seconds():+.1f} s")
