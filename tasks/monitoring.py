@@ -109,9 +109,7 @@ def log_drift_report(
 ) -> str:
     """Keep the Evidently HTML report and the numbers in an MLflow monitoring run; returns the report's URI."""
     client = registry.connect(config)
-    experiment = f"{config.tracking.experiment}-monitoring"
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = registry.ensure_experiment(client, f"{config.tracking.experiment}-monitoring")
     run = client.create_run(
         experiment_id,
         run_name=f"drift-{windows.current_window}",

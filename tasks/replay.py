@@ -27,9 +27,7 @@ def replay_policies(
 def log_replay(config: Config, result: ReplayResult, files: ReplayFiles, run_name: str) -> str | None:
     """The table, the summary and the plot as an MLflow run of `<experiment>-replay`; returns the run's URL."""
     client = registry.connect(config)
-    experiment = f"{config.tracking.experiment}-replay"
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = registry.ensure_experiment(client, f"{config.tracking.experiment}-replay")
     run = client.create_run(
         experiment_id,
         run_name=run_name,

@@ -15,9 +15,14 @@ DIABETES_CONFIG = PROJECT_ROOT / "examples" / "diabetes" / "mlops.yaml"
 
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """MLflow on a SQLite file and the state dir under tmp_path, so no test touches .mlops/ or a server."""
+    """MLflow on a SQLite file and the state dir under tmp_path, so no test touches .mlops/ or a server.
+
+    The test runs in tmp_path too: MLflow puts an experiment made with its own API (`mlflow.set_experiment`)
+    in `./mlruns`, which would otherwise be this checkout's.
+    """
     import mlflow
 
+    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "state"))

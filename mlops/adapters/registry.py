@@ -86,8 +86,34 @@ def connect(config: Config) -> MlflowClient:
         os.environ.setdefault(name, value)
     require_server(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(config.tracking.experiment)
-    return MlflowClient(uri, registry_uri=uri)
+    client = MlflowClient(uri, registry_uri=uri)
+    mlflow.set_experiment(experiment_id=ensure_experiment(client, config.tracking.experiment))
+    return client
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id, created when missing.
+
+    With a local SQL store (`sqlite:///<file>`) its artifacts go into `mlruns/` beside the database;
+    MLflow's default is `./mlruns` of whatever directory the process runs in.
+    """
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    uri = client.tracking_uri
+    location = (
+        (Path(uri.removeprefix("sqlite:///")).absolute().parent / "mlruns").as_uri()
+        if uri.startswith("sqlite:///")
+        else None
+    )
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:  # another process created it meanwhile
+        if not _is(exc, "RESOURCE_ALREADY_EXISTS"):
+            raise
+        created = client.get_experiment_by_name(name)
+        assert created is not None, f"experiment {name!r} exists and cannot be read"
+        return created.experiment_id
 
 
 def run_url(config: Config, run_id: str) -> str | None:

@@ -61,3 +61,11 @@ def test_promotion_moves_champion_keeps_the_previous_and_clears_challenger(isola
     assert registry.champion(client, NAME).version == "1"
     registry.restore_champion(client, NAME, None)
     assert registry.champion(client, NAME) is None
+
+
+def test_an_experiment_on_a_local_database_keeps_its_artifacts_beside_it_not_in_the_working_directory(tmp_path):
+    (tmp_path / "store").mkdir()
+    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+    made = registry.ensure_experiment(client, "beside")
+    assert client.get_experiment(made).artifact_location == (tmp_path / "store" / "mlruns").as_uri()
+    assert registry.ensure_experiment(client, "beside") == made  # found, not made twice
