@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from mlops.usercode import USECASES, UserCodeError, import_root, is_import_path, resolve_callable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "mlops.yaml"
+
+
+# `package.module:name` or `package.module.name` (mlops/usercode.py)
+IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*([:.][A-Za-z_][A-Za-z0-9_]*)$"
+BUILTIN_ESTIMATORS = ("hist_gradient_boosting", "random_forest", "linear")
 
 
 class ConfigError(ValueError):
@@ -38,7 +45,14 @@ class SqlSource(Strict):
     table: str
 
 
-Source = Annotated[Nycflights13Source | FileSource | SqlSource, Field(discriminator="kind")]
+class PythonSource(Strict):
+    """Data no built-in kind reads: `loader` (`module:function`) takes no arguments and returns a DataFrame."""
+
+    kind: Literal["python"]
+    loader: str = Field(pattern=IMPORT_PATH)
+
+
+Source = Annotated[Nycflights13Source | FileSource | SqlSource | PythonSource, Field(discriminator="kind")]
 
 
 class Dataset(Strict):
@@ -97,10 +111,22 @@ class Quality(Strict):
 
 
 class Training(Strict):
-    estimator: Literal["hist_gradient_boosting", "random_forest", "linear"] = "hist_gradient_boosting"
+    # A built-in name, or the import path of a scikit-learn-compatible class: `lightgbm.LGBMClassifier`,
+    # `xgboost.XGBRegressor`, `usecases.fraud.model:Estimator` (constructed with `params`, then the candidate's).
+    estimator: str = Field(
+        default="hist_gradient_boosting", pattern=f"^({'|'.join(BUILTIN_ESTIMATORS)})$|{IMPORT_PATH}"
+    )
     params: dict[str, Any] = {}
     search: dict[str, list[Any]] = {}  # grid over estimator params
     max_candidates: int = Field(default=4, ge=1, le=64)
+
+
+class Features(Strict):
+    """What the estimator sees. Default: the built-in per-column preprocessing (mlops/domain/modeling.py)."""
+
+    # `module:function` returning an unfitted scikit-learn transformer over the frame of the declared
+    # input columns; fitted on training rows only and saved inside the served model.
+    transform: str | None = Field(default=None, pattern=IMPORT_PATH)
 
 
 class Compute(Strict):
@@ -114,12 +140,23 @@ class Compute(Strict):
     dask_workers: int = Field(default=2, ge=1, le=256)  # the LocalCluster's worker processes, one thread each
 
 
+class CustomMetric(Strict):
+    """A metric of the team's own: `function(y_true, y) -> float`, y being predicted labels or values,
+    or with `uses: probabilities` the positive class's probability (binary) or the probability matrix."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    function: str = Field(pattern=IMPORT_PATH)
+    greater_is_better: bool
+    uses: Literal["predictions", "probabilities"] = "predictions"
+
+
 class Gates(Strict):
-    metric: str  # the metric that decides, e.g. roc_auc, rmse
+    metric: str  # the metric that decides, e.g. roc_auc, rmse, or a custom metric's name
     floors: dict[str, float] = {}  # absolute bounds; lower bound, or upper bound for loss metrics
     min_gain: float = 0.0  # over the champion on the same holdout, in the gate metric
     max_segment_drop: float = 0.05  # no large segment worse than the champion by more than this
     min_segment_rows: int = Field(default=200, ge=1)  # segments smaller than this are reported, not gated
+    custom_metrics: list[CustomMetric] = []  # computed beside the task's metrics, usable as any of them
 
 
 class Drift(Strict):
@@ -238,6 +275,7 @@ class Config(Strict):
     window: Window = Window()
     split: Split = Split()
     quality: Quality = Quality()
+    features: Features = Features()
     training: Training = Training()
     compute: Compute = Compute()
     gates: Gates
@@ -251,24 +289,79 @@ class Config(Strict):
     stack: Stack = Stack()
     model_card: ModelCard = ModelCard()
 
+    _import_root: Path | None = PrivateAttr(default=None)  # where its import paths are imported from
+    _use_case: str | None = PrivateAttr(default=None)  # set by load_config for usecases/<name>/mlops.yaml
+
     @model_validator(mode="after")
     def _gate_metric_fits_task(self) -> Config:
-        known = METRICS[self.task]
+        clashes = [m.name for m in self.gates.custom_metrics if m.name in METRICS[self.task]]
+        if clashes:
+            raise ValueError(f"gates.custom_metrics: {clashes} already name built-in {self.task} metrics")
+        names = [m.name for m in self.gates.custom_metrics]
+        if len(set(names)) < len(names):
+            raise ValueError(f"gates.custom_metrics: a name is listed twice in {names}")
+        known = self.metric_directions()
         for name in [self.gates.metric, *self.gates.floors]:
             if name not in known:
                 raise ValueError(f"gates: metric {name!r} is not one of {sorted(known)} for task {self.task!r}")
         return self
+
+    def metric_directions(self) -> dict[str, bool]:
+        """Every metric this use case computes -> True when higher is better (the task's and its own)."""
+        return {**METRICS[self.task], **{m.name: m.greater_is_better for m in self.gates.custom_metrics}}
+
+    def import_paths(self) -> dict[str, str]:
+        """Each key that names user code -> its import path."""
+        paths = {}
+        if is_import_path(self.training.estimator):
+            paths["training.estimator"] = self.training.estimator
+        if self.features.transform:
+            paths["features.transform"] = self.features.transform
+        for i, metric in enumerate(self.gates.custom_metrics):
+            paths[f"gates.custom_metrics[{i}].function"] = metric.function
+        if isinstance(self.dataset.source, PythonSource):
+            paths["dataset.source.loader"] = self.dataset.source.loader
+        return paths
+
+    @property
+    def import_root(self) -> Path:
+        """Where the config's import paths are imported from (mlops/usercode.py); the project for a
+        config made in code."""
+        return self._import_root or PROJECT_ROOT
+
+    @property
+    def use_case(self) -> str | None:
+        """The use case's name when its config lives in `usecases/<name>/`, else None."""
+        return self._use_case
+
+    def resolve(self, key: str) -> Any:
+        """The object the import path at `key` names (see import_paths), imported from import_root."""
+        return resolve_callable(self.import_paths()[key], key, self.import_root)
 
     @property
     def state_dir(self) -> Path:
         """Where the local stack and the flows keep their files; MLOPS_STATE_DIR overrides it."""
         return _resolve(Path(os.environ.get("MLOPS_STATE_DIR") or self.stack.state_dir))
 
+    def with_operations_of(self, current: Config) -> Config:
+        """This config (a version's snapshot: what defines its data, split and features) with the
+        OPERATIONAL_SECTIONS of `current` (ports, SLOs, timeouts, gates) and its import root."""
+        merged = self.model_copy(update={name: getattr(current, name) for name in OPERATIONAL_SECTIONS})
+        merged._import_root, merged._use_case = current._import_root, current._use_case
+        return merged
+
     def fingerprint(self) -> str:
         """A short hash of the effective config, recorded as lineage on every model."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+
+# What the file as it is now decides for every version: how and where things run, and the bar a version
+# must clear (a raised floor applies to the next delivery at once). What a version's data is (source,
+# columns, window, split, quality rules, features, estimator) comes from its own snapshot.
+OPERATIONAL_SECTIONS = (
+    "compute", "drift", "gates", "slo", "load_test", "serving", "delivery", "notifications", "stack", "tracking",
+)  # fmt: skip
 
 # Metric name -> True when higher is better.
 # Policy replay (mlops/domain/replay.py): when a policy retrains, and the drift thresholds swept by default.
@@ -309,7 +402,24 @@ def load_config(path: str | Path | None = None) -> Config:
             f"  - {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{path}: invalid config\n{problems}") from None
-    return _anchor_paths(config, path.resolve().parent)
+    config = _anchor_paths(config, path.resolve().parent)
+    config._import_root = import_root(path)
+    folder = path.resolve().parent
+    config._use_case = folder.name if folder.parent.name == USECASES else None
+    check_user_code(config, path)
+    return config
+
+
+def check_user_code(config: Config, path: Path | str = "config") -> None:
+    """Import every path the config names; a ConfigError lists each key and path that fails."""
+    problems = []
+    for key in config.import_paths():
+        try:
+            config.resolve(key)
+        except UserCodeError as exc:
+            problems.append(f"  - {exc}")
+    if problems:
+        raise ConfigError(f"{path}: user code that cannot be used\n" + "\n".join(problems))
 
 
 def _anchor_paths(config: Config, base: Path) -> Config:

@@ -38,25 +38,31 @@ class Features(Record):
 
 @task
 def engineer_features(config: Config, split: Split) -> Features:
-    """Fit the ColumnTransformer on the training rows only, transform them once, cut them for the search."""
+    """Fit the feature transforms on the training rows only, transform them once, cut them for the search."""
     preprocessor, matrix, y, search_mask = modeling.fit_features(pd.read_parquet(split.train_path), config)
     out = split.train_path.parent
     paths = {
         "preprocessor_path": out / "preprocessor.joblib",
-        "X_path": out / "train_X.npy",
+        # An array is memory-mapped by each candidate; a user transform's frame or sparse matrix is pickled.
+        "X_path": out / ("train_X.npy" if isinstance(matrix, np.ndarray) else "train_X.joblib"),
         "y_path": out / "train_y.npy",
         "search_mask_path": out / "search_mask.npy",
     }
     joblib.dump(preprocessor, paths["preprocessor_path"])
-    np.save(paths["X_path"], matrix)
+    if isinstance(matrix, np.ndarray):
+        np.save(paths["X_path"], matrix)
+    else:
+        joblib.dump(matrix, paths["X_path"])
     np.save(paths["y_path"], y, allow_pickle=True)
     np.save(paths["search_mask_path"], search_mask)
     get_run_logger().info("features: %d rows x %d columns from %d inputs", *matrix.shape, len(config.dataset.features))
     return Features(**paths, rows=matrix.shape[0], width=matrix.shape[1])
 
 
-def _load_matrix(features: Features) -> tuple[np.ndarray, np.ndarray]:
-    return np.load(features.X_path, mmap_mode="r"), np.load(features.y_path, allow_pickle=True)
+def _load_matrix(features: Features) -> tuple[Any, np.ndarray]:
+    X_path = features.X_path
+    X = np.load(X_path, mmap_mode="r") if X_path.suffix == ".npy" else joblib.load(X_path)
+    return X, np.load(features.y_path, allow_pickle=True)
 
 
 @task

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlops.config import Config, FileSource, Nycflights13Source, SqlSource
+from mlops.config import Config, FileSource, Nycflights13Source, PythonSource, SqlSource
 from mlops.domain.data import join_nycflights13, order_by_time, select_columns
 from mlops.domain.validation import DataValidationError, Violation
 from mlops.domain.window import Window, window_for
@@ -30,9 +30,31 @@ def load_source(config: Config) -> pd.DataFrame:
             df = pd.read_sql_table(source.table, engine)
         finally:
             engine.dispose()
+    elif isinstance(source, PythonSource):
+        df = load_with(config)
     else:  # pragma: no cover - the config model admits no other kind
         raise TypeError(f"unknown source {source!r}")
     return _ordered(df, config.dataset.time_column)
+
+
+def load_with(config: Config) -> pd.DataFrame:
+    """The frame the use case's own `dataset.source.loader` returns; anything else is a clear error."""
+    path = config.import_paths()["dataset.source.loader"]
+    try:
+        df = config.resolve("dataset.source.loader")()
+    except Exception as exc:
+        raise DataValidationError(
+            [Violation(column="*", rule="loader_failed", detail=f"{path}() raised {type(exc).__name__}: {exc}"[:500])]
+        ) from exc
+    if not isinstance(df, pd.DataFrame):
+        raise DataValidationError(
+            [
+                Violation(
+                    column="*", rule="loader_failed", detail=f"{path}() returned a {type(df).__name__}, not a DataFrame"
+                )
+            ]
+        )
+    return df
 
 
 def file_problems(path: Path, kind: str) -> list[Violation]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from mlops.config import Config
+from mlops.config import Config, CustomMetric
 from mlops.domain.record import Record
 
 
@@ -18,11 +19,41 @@ def predict_outputs(model: Any, X: pd.DataFrame, task: str) -> np.ndarray:
     return model.predict_proba(X) if task != "regression" else model.predict(X)
 
 
+UserMetric = tuple[CustomMetric, Callable[..., Any]]
+
+
+def user_metrics(config: Config) -> list[UserMetric]:
+    """The config's custom metrics with their functions (imported from the use case's code)."""
+    return [
+        (m, config.resolve(f"gates.custom_metrics[{i}].function")) for i, m in enumerate(config.gates.custom_metrics)
+    ]
+
+
 def compute_metrics(
-    task: str, y_true: pd.Series | np.ndarray, outputs: np.ndarray, classes: np.ndarray | None
+    task: str,
+    y_true: pd.Series | np.ndarray,
+    outputs: np.ndarray,
+    classes: np.ndarray | None,
+    custom: Sequence[UserMetric] = (),
 ) -> dict[str, float]:
-    """The usual metrics for the task; NaN where a metric is undefined (e.g. one class present)."""
-    y_true = np.asarray(y_true)
+    """The usual metrics for the task and the `custom` ones; NaN where a metric is undefined (one class present)."""
+    found = _task_metrics(task, np.asarray(y_true), outputs, classes)
+    for metric, function in custom:
+        if task == "regression" or metric.uses == "probabilities":
+            y = outputs if task == "regression" or task == "multiclass" else outputs[:, 1]
+        else:
+            assert classes is not None  # _task_metrics raised otherwise
+            y = classes[np.argmax(outputs, axis=1)]
+        try:
+            found[metric.name] = float(function(np.asarray(y_true), y))
+        except Exception as exc:
+            raise ValueError(
+                f"gates.custom_metrics {metric.name!r} ({metric.function}) raised {type(exc).__name__}: {exc}"
+            ) from exc
+    return found
+
+
+def _task_metrics(task: str, y_true: np.ndarray, outputs: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
     if task == "regression":
         return {
             "rmse": float(np.sqrt(skm.mean_squared_error(y_true, outputs))),
@@ -72,14 +103,16 @@ class Evaluation(Record):
 def evaluate(df: pd.DataFrame, outputs: np.ndarray, classes: np.ndarray | None, config: Config) -> Evaluation:
     """Metrics of `outputs` (aligned with the rows of `df`) overall and per segment."""
     y = df[config.dataset.target].to_numpy()
+    custom = user_metrics(config)
     segments = []
     for column in config.dataset.segments:
         keys = df[column].astype(str).to_numpy()
         for value in sorted(set(keys)):
             mask = keys == value
-            metrics = compute_metrics(config.task, y[mask], outputs[mask], classes)
+            metrics = compute_metrics(config.task, y[mask], outputs[mask], classes, custom)
             segments.append(SegmentMetrics(column=column, value=value, rows=int(mask.sum()), metrics=metrics))
-    return Evaluation(rows=len(df), overall=compute_metrics(config.task, y, outputs, classes), segments=segments)
+    overall = compute_metrics(config.task, y, outputs, classes, custom)
+    return Evaluation(rows=len(df), overall=overall, segments=segments)
 
 
 def evaluate_on(model: Any, df: pd.DataFrame, config: Config) -> Evaluation:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.config import METRICS, Config
+from mlops.config import Config
 from mlops.domain.checks import Check, bound, failures
 from mlops.domain.evaluation import Evaluation, evaluate, predict_outputs
 from mlops.domain.record import Record
@@ -136,7 +136,7 @@ class GateDecision(Record):
 def decide(candidate: Evaluation, config: Config, comparison: ChampionComparison | None = None) -> GateDecision:
     """Absolute floors on the whole holdout, then (when compared) the minimum gain overall and the
     allowed drop per large segment, candidate and champion on the same rows."""
-    gates, directions = config.gates, METRICS[config.task]
+    gates, directions = config.gates, config.metric_directions()
     checks = [
         bound(f"floor {name}", candidate.overall[name], floor, directions[name]) for name, floor in gates.floors.items()
     ]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from mlops.config import METRICS, Config, PolicyKind
+from mlops.config import Config, PolicyKind
 from mlops.domain.checks import bound
 from mlops.domain.gates import GateDecision
 from mlops.domain.record import Record
@@ -151,7 +151,7 @@ def _gate_text(candidate: Trained, decision: GateDecision | None) -> str:
 
 def replay_policy(replay: Replay, policy: Policy, months: list[Window]) -> list[ReplayRow]:
     """One policy over the months: a row per month."""
-    higher = METRICS[replay.config.task][replay.config.gates.metric]
+    higher = replay.config.metric_directions()[replay.config.gates.metric]
     first = replay.train(months[0].start)
     decision, gate_cpu = replay.gate(first, None)
     serving, version = (first, 1) if decision is not None and decision.passed else (None, 0)
@@ -233,7 +233,7 @@ def run(
 ) -> ReplayResult:
     """Replay every policy over the months from `start` to `end` on `source` (the whole configured data)."""
     months = replay_months(source, config, start, end)
-    higher = METRICS[config.task][config.gates.metric]
+    higher = config.metric_directions()[config.gates.metric]
     replay, started = Replay(config, source, contract, log), time.process_time()
     log(
         f"replaying {len(policies)} policies over {len(months)} months, {months[0].label()} to {months[-1].end:%Y-%m-%d}"

@@ -19,7 +19,7 @@ import pandas as pd
 from mlops.config import Config
 from mlops.domain import drift, modeling
 from mlops.domain.data import select_columns
-from mlops.domain.evaluation import Evaluation, compute_metrics, evaluate_on, predict_outputs
+from mlops.domain.evaluation import Evaluation, compute_metrics, evaluate_on, predict_outputs, user_metrics
 from mlops.domain.gates import GateDecision, champion_comparison, decide
 from mlops.domain.split import check_split, split_frame
 from mlops.domain.validation import Contract, validate_frame
@@ -125,7 +125,11 @@ class Replay:
             outputs = predict_outputs(serving.model, rows[config.dataset.features], config.task)
             value = (
                 compute_metrics(
-                    config.task, rows[config.dataset.target], outputs, getattr(serving.model, "classes_", None)
+                    config.task,
+                    rows[config.dataset.target],
+                    outputs,
+                    getattr(serving.model, "classes_", None),
+                    user_metrics(config),
                 )[config.gates.metric]
                 if len(rows)
                 else math.nan

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.config import METRICS, Config
+from mlops.config import Config
 from mlops.domain import modeling
 from mlops.domain.checks import Check, at_most
 from mlops.domain.evaluation import evaluate, predict_outputs
@@ -31,9 +31,8 @@ class Latency(Record):
 
 def fit_small_model(train: pd.DataFrame, config: Config) -> Any:
     """A model trained the way CT trains it (first candidate of the grid), for when there is no champion."""
-    X, y = modeling.features_and_target(train, config)
-    preprocessor = modeling.build_preprocessor(config).fit(X)
-    estimator = modeling.fit_estimator(config, modeling.candidate_grid(config)[0], preprocessor.transform(X), y)
+    preprocessor, X, y, _ = modeling.fit_features(train, config)
+    estimator = modeling.fit_estimator(config, modeling.candidate_grid(config)[0], X, y)
     return modeling.assemble_model(preprocessor, estimator)
 
 
@@ -136,7 +135,7 @@ def model_checks(
         The checks (each with what was observed and what was required) and the latency per batch size.
     """
     X, _ = modeling.features_and_target(test, config)
-    directions = METRICS[config.task]
+    directions = config.metric_directions()
 
     started = time.perf_counter()
     outputs = predict_outputs(model, X, config.task)
