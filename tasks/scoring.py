@@ -102,10 +102,9 @@ def score_input(
     config: Config, model: FetchedModel, source: ScoringInput, output: Path, chunk_rows: int, native_threads: int | None
 ) -> scoring.ScoreResult:
     """Load the model once and score the input chunk by chunk into `output` and its rejects file."""
-    import mlflow.sklearn
 
     logger = get_run_logger()
-    loaded = mlflow.sklearn.load_model(str(model.local_path))
+    loaded = registry.load_local_model(model.local_path)
     contract = validation.load_contract(config)
 
     def progress(chunk: batch_io.ChunkReport) -> None:

@@ -11,10 +11,12 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from mlops import usercode
 from mlops.config import PROJECT_ROOT, Config
 
 CHALLENGER = "challenger"
@@ -143,6 +145,7 @@ def git_commit() -> str:
 
 
 VERIFICATION_ROWS = "serving/verification_rows.parquet"  # in a version's run: `example` as logged with the model
+CONFIG_SNAPSHOT = "config/mlops.yaml"  # in a version's run: the effective config CT trained it with
 
 
 def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -> str:
@@ -153,22 +156,44 @@ def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -
     """
     # Numeric inputs are declared double so a request may carry a missing value (the booster handles NaN).
     example = example.astype(dict.fromkeys(config.dataset.numeric, "float64"))
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=infer_signature(example, outputs),
-        input_example=example.head(5),
-        serialization_format="skops",
-        skops_trusted_types=TRUSTED_TYPES,
-        pyfunc_predict_fn="predict_proba" if config.task != "regression" else "predict",
-        pip_requirements=model_requirements(model),
-    )
-    # The rows the model service checks its compiled prediction path on (mlops/serving/compiled.py).
     with tempfile.TemporaryDirectory() as tmp:
+        paths = config.import_paths().values()
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, outputs),
+            input_example=example.head(5),
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(model, config),
+            pyfunc_predict_fn="predict_proba" if config.task != "regression" else "predict",
+            pip_requirements=model_requirements(model),
+            # The use case's code as it is now: a later edit cannot change what this version runs.
+            code_paths=usercode.stage_code(paths, config.import_root, config.use_case, Path(tmp, "code")) or None,
+        )
+        # The config it was trained with: CD, drift and batch scoring read what defines its data from it.
+        mlflow.log_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), CONFIG_SNAPSHOT)
+        # The rows the model service checks its compiled prediction path on (mlops/serving/compiled.py).
         rows = Path(tmp) / VERIFICATION_ROWS.rsplit("/", 1)[1]
         example.to_parquet(rows, index=False)
         mlflow.log_artifact(str(rows), VERIFICATION_ROWS.rsplit("/", 1)[0])
     return info.model_uri
+
+
+def trusted_types(model: Any, config: Config) -> list[str]:
+    """What skops may load for this model: TRUSTED_TYPES, and the types of the use case's own modules
+    and of the packages its config names (`lightgbm`, `xgboost`); anything else is refused here,
+    before a version exists, rather than when it is served."""
+    import skops.io
+
+    owned = usercode.owned_prefixes(config.import_paths().values(), config.import_root, config.use_case)
+    found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    refused = [t for t in found if t not in TRUSTED_TYPES and not any(t.startswith(f"{p}.") for p in owned)]
+    if refused:
+        raise usercode.UserCodeError(
+            f"the model holds {refused}, which loading it would have to trust; only the built-in types, the use "
+            f"case's own modules and the packages its config names ({owned or 'none'}) are trusted"
+        )
+    return sorted({*TRUSTED_TYPES, *found})
 
 
 def model_requirements(model: Any) -> list[str]:
@@ -296,8 +321,19 @@ def version(client: MlflowClient, name: str, number: str) -> VersionRef | None:
 
 
 def load_model(ref: VersionRef) -> Any:
-    """The version's sklearn model (skops, trusting only TRUSTED_TYPES as it was logged)."""
-    return mlflow.sklearn.load_model(ref.uri)
+    """The version's sklearn model (skops, trusting only the types it was logged with), its code the
+    version's own copy (see load_local_model)."""
+    return load_local_model(mlflow.artifacts.download_artifacts(ref.uri))
+
+
+def load_local_model(path: str | Path) -> Any:
+    """A downloaded sklearn-flavour model whose use-case code (`code_paths`) is imported from its own
+    copy: modules of those names imported earlier (the working tree's, another version's) are
+    forgotten first, so this version's are read; objects already loaded keep theirs."""
+    code = Path(path) / "code"
+    if code.is_dir():
+        usercode.forget(entry.stem for entry in code.iterdir())
+    return mlflow.sklearn.load_model(str(path))
 
 
 def promote(client: MlflowClient, name: str, number: str) -> VersionRef | None:
@@ -345,6 +381,15 @@ def reinstate(client: MlflowClient, name: str, number: str) -> None:
     except MlflowException as exc:
         if not _missing(exc):
             raise
+
+
+def version_config(client: MlflowClient, run_id: str | None, current: Config) -> Config:
+    """The config that defines a version's data (the snapshot in its run `run_id`) with `current`'s
+    operational settings; `current` alone for a version without one (registered by hand, or older)."""
+    raw = read_run_artifact(client, run_id, CONFIG_SNAPSHOT) if run_id else None
+    if raw is None:
+        return current
+    return Config.model_validate(yaml.safe_load(raw)).with_operations_of(current)
 
 
 def read_run_artifact(client: MlflowClient, run_id: str, path: str) -> bytes | None:
