@@ -1,5 +1,9 @@
 """The compiled prediction path: numpy feature encoding, and the trees as C (tl2cgen) or treelite's GTIL.
 
+Boosters read: scikit-learn's HistGradientBoosting, LightGBM and XGBoost (treelite's frontend for
+each). Behind the built-in preprocessing the features are encoded here; behind a use case's own
+feature transform, that transform runs in Python on the request's frame and the trees stay compiled.
+
 For a fitted `Pipeline(ColumnTransformer(passthrough | OrdinalEncoder), HistGradientBoosting*)`
 (the default `mlops.yaml` model), one request row costs the sklearn path a DataFrame, the
 ColumnTransformer and one Python call per tree (about 10 ms for 150–200 trees on this machine);
@@ -75,12 +79,20 @@ class CompiledPredictor:
     output: str  # "predict_proba", "predict" (classes) or "predict" (values, regression)
     classes: np.ndarray | None  # a classifier's classes_, else None
     native: Any = None  # a tl2cgen.Predictor of `forest` (native_library), else GTIL scores
+    # A feature step the numpy encoding does not cover (a use case's own transform): run by Python on
+    # the request's frame, the trees after it still compiled. None: `features` encode the matrix.
+    transform: Any = None
+    columns: tuple[Column, ...] = ()  # the signature's columns, to build that frame
 
     @property
     def engine(self) -> str:
         return "gtil" if self.native is None else "tl2cgen"
 
     def matrix(self, batch: Sequence[Rows]) -> np.ndarray:
+        if self.transform is not None:
+            from mlops.serving.schema import to_frame
+
+            return np.asarray(self.transform.transform(to_frame(batch, self.columns)), dtype=np.float64)
         n = sum(rows.n_rows for rows in batch)
         X = np.empty((n, len(self.features)), dtype=np.float64)
         for j, feature in enumerate(self.features):
@@ -116,19 +128,25 @@ class CompiledPredictor:
 def compile_pipeline(model: Any, output: str, columns: Sequence[Column]) -> CompiledPredictor:
     """A CompiledPredictor for `model`, or NotImplementedError naming what is not supported."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
     if not (isinstance(model, Pipeline) and len(model.steps) == 2):
         raise NotImplementedError(f"a {type(model).__name__}, not a two-step Pipeline (features, booster)")
     transform, booster = model.steps[0][1], model.steps[1][1]
-    if not isinstance(booster, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
-        raise NotImplementedError(f"the estimator is a {type(booster).__name__}, not HistGradientBoosting")
+    family = booster_family(booster)
+    if family is None:
+        raise NotImplementedError(
+            f"the estimator is a {type(booster).__name__}, not a HistGradientBoosting, LightGBM or XGBoost booster"
+        )
     if output not in ("predict", "predict_proba"):
         raise NotImplementedError(f"the model is served through {output}")
-    if not isinstance(transform, ColumnTransformer):
-        raise NotImplementedError(f"the feature step is a {type(transform).__name__}, not a ColumnTransformer")
+    classes = getattr(booster, "classes_", None)
+    classes = None if classes is None else np.asarray(classes)
+    if not isinstance(transform, ColumnTransformer):  # the use case's own: Python runs it, the trees stay compiled
+        return CompiledPredictor(
+            (), forest_of(booster, family), output, classes, transform=transform, columns=tuple(columns)
+        )
     kinds = {c.name: c.kind for c in columns}
     features: list[Feature] = []
     for name, step, selected in transform.transformers_:
@@ -146,11 +164,49 @@ def compile_pipeline(model: Any, output: str, columns: Sequence[Column]) -> Comp
             raise NotImplementedError(f"transformer {name!r} is a {type(step).__name__}")
     if len(features) != booster.n_features_in_:
         raise NotImplementedError(f"{len(features)} encoded features for a booster of {booster.n_features_in_}")
+    return CompiledPredictor(tuple(features), forest_of(booster, family), output, classes)
+
+
+def booster_family(booster: Any) -> str | None:
+    """ "sklearn" (HistGradientBoosting), "lightgbm" or "xgboost" for a fitted booster treelite reads, else None."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    if isinstance(booster, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+        return "sklearn"
+    kind = type(booster)
+    root = kind.__module__.split(".")[0]
+    # Ranking objectives and random-forest modes aside, the sklearn wrappers of both hold one booster.
+    if root == "lightgbm" and hasattr(booster, "booster_") and "Rank" not in kind.__name__:
+        return "lightgbm"
+    if root == "xgboost" and hasattr(booster, "get_booster") and "Rank" not in kind.__name__:
+        return "xgboost"
+    return None
+
+
+def forest_of(booster: Any, family: str) -> Any:
+    """The fitted booster's trees as a treelite model, read by treelite's own frontend for its library."""
     import treelite
 
-    forest = treelite.sklearn.import_model(booster)
-    classes = getattr(booster, "classes_", None)
-    return CompiledPredictor(tuple(features), forest, output, None if classes is None else np.asarray(classes))
+    if family == "lightgbm":
+        return treelite.frontend.from_lightgbm(booster.booster_)
+    if family == "xgboost":
+        return treelite.frontend.from_xgboost(booster.get_booster())
+    return treelite.sklearn.import_model(booster)
+
+
+def tolerance(expected: np.ndarray) -> tuple[np.ndarray | float, str]:
+    """The largest |compiled - model| accepted for each of the model's own outputs, and its statement.
+
+    Float64 outputs (scikit-learn's and LightGBM's boosters): TOLERANCE. A float32 model (XGBoost sums
+    its margins in float32) cannot be reproduced closer than its own rounding, so its bound is a few
+    float32 ulps of each value: 8 * eps32 * max(1, |value|) (≈ 1e-6 for a probability).
+    """
+    if expected.dtype == np.float32:
+        return FLOAT32_ULPS * np.finfo(np.float32).eps * np.maximum(1.0, np.abs(expected)), "float32 model: 8 ulps"
+    return TOLERANCE, f"{TOLERANCE}"
+
+
+FLOAT32_ULPS = 8
 
 
 # gcc/clang flag for the forest's C, after tl2cgen's own -O3: builds 3-4x faster, predicts a batch as fast here
@@ -259,9 +315,13 @@ def verify(
     if expected.shape != got.shape:
         return Verification(len(frame), source, None, False, f"shape {got.shape} instead of {expected.shape}")
     if expected.dtype.kind in "fc":
-        diff = float(np.max(np.abs(expected - got), initial=0.0))
-        ok = diff <= TOLERANCE and bool((np.isnan(expected) == np.isnan(got)).all())
-        return Verification(len(frame), source, diff, ok, "" if ok else f"max |difference| {diff:.3g} > {TOLERANCE}")
+        differences = np.abs(expected.astype(np.float64) - got)
+        bound, stated = tolerance(expected)
+        diff = float(np.max(differences, initial=0.0))
+        ok = bool((differences <= bound).all()) and bool((np.isnan(expected) == np.isnan(got)).all())
+        return Verification(
+            len(frame), source, diff, ok, f"bound {stated}" if ok else f"max |difference| {diff:.3g} > {stated}"
+        )
     same = bool((expected == got).all())
     return Verification(len(frame), source, None, same, "" if same else f"{int((expected != got).sum())} labels differ")
 
@@ -296,7 +356,7 @@ def compile_for_serving(
             in_c = replace(compiled, native=library)
             check = verify(in_c, predict_fn, rows, columns, source)
             if check.passed:
-                return in_c, _verified(check, f"tl2cgen C library ({how})")
+                return in_c, _verified(check, f"tl2cgen C library ({how})", in_c)
             if how.startswith(CACHED):  # a cached library is checked like a new one: on a difference, built again
                 logger.warning("the cached C library differs from the model (%s); building it again", check.reason)
                 library, how = native_library(compiled.forest, cached=False)
@@ -306,9 +366,13 @@ def compile_for_serving(
     check = verify(compiled, predict_fn, rows, columns, source)
     if not check.passed:
         return None, f"compiled but not used: on {check.rows} {source} rows, {check.reason}"
-    return compiled, _verified(check, engine)
+    return compiled, _verified(check, engine, compiled)
 
 
-def _verified(check: Verification, engine: str) -> str:
-    shown = "equal labels" if check.max_abs_diff is None else f"max |difference| {check.max_abs_diff:.1e}"
+def _verified(check: Verification, engine: str, compiled: CompiledPredictor) -> str:
+    if compiled.transform is not None:
+        engine += f"; features by the model's own {type(compiled.transform).__name__} in Python"
+    shown = (
+        "equal labels" if check.max_abs_diff is None else f"max |difference| {check.max_abs_diff:.1e} ({check.reason})"
+    )
     return f"verified on {check.rows} {check.source} rows: {shown}; trees by {engine}"

@@ -243,3 +243,44 @@ def test_verification_rows_fall_back_to_the_input_example(booster, flights, flig
     source, rows = verification_rows(mlflow.pyfunc.load_model(info.model_uri))
     assert source == "input-example" and len(rows) == 20
     assert isinstance(rows, pd.DataFrame)
+
+
+def splits_on_categories(booster) -> bool:
+    """Whether any tree of a LightGBM or XGBoost booster splits on category sets (not on code order)."""
+    if hasattr(booster, "booster_"):
+        return '"decision_type": "=="' in json.dumps(booster.booster_.dump_model())
+    trees = json.loads(booster.get_booster().save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
+    return any(tree["categories_nodes"] for tree in trees)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "params"),
+    [
+        ("lightgbm.LGBMClassifier", {"n_estimators": 40, "random_state": 1}),
+        ("xgboost.XGBClassifier", {"n_estimators": 40, "max_depth": 4}),
+    ],
+)
+def test_lightgbm_and_xgboost_split_on_categories_and_serve_compiled(estimator, params, flights, flights_config):
+    config = flights_config.model_copy(
+        update={"training": flights_config.training.model_copy(update={"estimator": estimator, "params": {}})}
+    )
+    X, y, holdout = flights
+    preprocessor = modeling.build_preprocessor(config).fit(X)
+    booster = modeling.fit_estimator(config, params, preprocessor.transform(X), y.to_numpy())
+    model = modeling.assemble_model(preprocessor, booster)
+    assert splits_on_categories(booster)  # told which columns hold category codes, not one-hot columns
+
+    columns = served_columns(model, holdout)
+    predictor, note = compiled_path.compile_for_serving(
+        model, "predict_proba", columns, model.predict_proba, holdout, "holdout"
+    )
+    assert predictor is not None and predictor.engine == "tl2cgen", note
+    expected = model.predict_proba(holdout)
+    got = predictor.predict([compiled_path.rows_of(holdout, columns)])
+    # LightGBM computes in float64: the 1e-9 bound; XGBoost in float32: within a few of its ulps, as the note says.
+    if expected.dtype == np.float32:
+        assert "float32 model: 8 ulps" in note
+        np.testing.assert_allclose(got, expected, rtol=0, atol=8 * np.finfo(np.float32).eps)
+    else:
+        assert "bound 1e-09" in note
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
