@@ -90,3 +90,25 @@ def write_config(base: Path, directory: Path, changes: dict) -> Path:
     path = directory / f"{base.stem}-{len(list(directory.glob('*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+SAMPLE_USE_CASE = PROJECT_ROOT / "usecases" / "returns"
+
+
+def write_use_case(root: Path) -> Path:
+    """The returns use case as its team wrote it, copied to `root/usecases/returns/` with its data as a CSV
+    (a time column, as a file a team exports); returns the folder. Nothing under mlops/, flows/ or tasks/
+    knows of it."""
+    import shutil
+
+    from mlops import usercode
+
+    folder = root / usercode.USECASES / SAMPLE_USE_CASE.name
+    shutil.copytree(SAMPLE_USE_CASE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder.parent / "__init__.py").write_text("")
+    orders = usercode.resolve("usecases.returns.model:orders", "test data", root)
+    orders().to_csv(folder / "returns.csv", index=False)
+    config = yaml.safe_load((folder / "mlops.yaml").read_text())
+    config["dataset"]["source"] = {"kind": "csv", "path": "returns.csv"}
+    (folder / "mlops.yaml").write_text(yaml.safe_dump(config))
+    return folder

@@ -35,7 +35,7 @@ RUNS: dict[str, list[str]] = {
     "rest": [
         *("-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"),
         *SLOWEST_FIRST,
-        *("tests/integration", "tests/unit", "tests/data", "tests/model"),
+        *("tests/integration", "tests/unit", "tests/data", "tests/model", "usecases"),
     ],
 }
 STATIC = [  # first: a lint or type error is reported in seconds, not after the suite

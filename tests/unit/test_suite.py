@@ -28,6 +28,6 @@ def test_the_runs_cover_every_test_path_of_pyproject() -> None:
     import tomllib
 
     paths = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["testpaths"]
-    given = {arg.rstrip("/") for args in suite.RUNS.values() for arg in args if arg.startswith("tests/")}
+    given = {arg.rstrip("/") for args in suite.RUNS.values() for arg in args if arg.startswith(("tests/", "usecases"))}
     assert set(paths) <= given, f"testpaths no run of `mlops test` collects whole: {set(paths) - given}"
     assert all((PROJECT_ROOT / g).exists() for g in given), "a run names a path that does not exist"
