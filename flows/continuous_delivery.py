@@ -34,6 +34,7 @@ from tasks.delivery import (
     watch_production,
 )
 from tasks.infra import deploy_environment, serving_version
+from tasks.registry import config_of_version
 from tasks.runs import ensure_locks, environment_locks, require_servers
 
 
@@ -79,6 +80,7 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
     """Everything after the version is READY, holding both environments."""
     logger = get_run_logger()
     candidate = wait_for_version(config, name, version)  # again, now that no other delivery runs: its decision tags
+    config = config_of_version(config, candidate)  # its holdout as it was trained, not as the file is now
     champion = find_champion(config, name)
     previous = champion.version if champion else None
     if previous == version and serving_version(config, "production") == version:

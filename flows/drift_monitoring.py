@@ -19,6 +19,7 @@ from tasks.monitoring import (
     find_champion,
     log_drift_report,
 )
+from tasks.registry import config_of_version
 from tasks.runs import require_servers
 
 
@@ -55,6 +56,7 @@ def drift_monitoring(
             key="drift-summary", markdown="# Drift monitoring\n\nNo champion yet: nothing to compare with."
         )
         return {"drifted": False, "reason": "no champion"}
+    config = config_of_version(config, champion)  # the champion's features and data, as it was trained
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
     windows = extract_windows(config, champion, as_of.isoformat() if as_of else None, months, input_path, workdir)
     if windows.reference_rows == 0:

@@ -108,3 +108,17 @@ def finish_training_run(config: Config, run_id: str, status: str, note: dict[str
     if note:
         client.log_text(run_id, json.dumps(note, indent=2, default=str), "failure.json")
     client.set_terminated(run_id, status=status)
+
+
+@task(**IO_RETRIES)
+def config_of_version(config: Config, ref: registry.VersionRef) -> Config:
+    """The version's own config for what defines its data, split and features (the snapshot CT logged
+    with it); this file's for how things run and the gates (config.OPERATIONAL_SECTIONS)."""
+    found = registry.version_config(registry.connect(config), ref.run_id, config)
+    get_run_logger().info(
+        "%s v%s: data, split and features %s",
+        ref.name,
+        ref.version,
+        "from its training snapshot" if found is not config else "from the current config (it has no snapshot)",
+    )
+    return found
