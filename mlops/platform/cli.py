@@ -57,6 +57,24 @@ def _contract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new(args: argparse.Namespace) -> int:
+    from mlops.config import ConfigError
+    from mlops.domain.validation import DataValidationError
+    from mlops.platform import scaffold
+
+    try:
+        config = scaffold.new_use_case(args.name, args.data, args.target, args.time_column, args.into)
+    except (scaffold.ScaffoldError, ConfigError, DataValidationError) as exc:
+        print(f"mlops new: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {config.parent}: review mlops.yaml and contract.json, edit model.py, then\n"
+        f'  MLOPS_CONFIG={config} .venv/bin/python -c "from flows.continuous_training import continuous_training; '
+        'print(continuous_training())"'
+    )
+    return 0
+
+
 def _hooks(args: argparse.Namespace) -> int:
     from mlops.platform import hooks
 
@@ -224,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     contract.add_argument("--months", type=int, default=None, help="reference window length; default: all rows")
     contract.add_argument("--output", type=Path, default=None, help="default: the config's contract path")
     contract.set_defaults(func=_contract)
+    new = sub.add_parser("new", help="scaffold a use case folder from a data file (config, contract, model.py, test)")
+    new.add_argument("name", help="the use case, a Python name: usecases/<name>/")
+    new.add_argument("--data", type=Path, required=True, help="a CSV or Parquet file")
+    new.add_argument("--target", required=True, help="the column to predict")
+    new.add_argument("--time-column", default=None, help="training and monitoring windows by this column")
+    new.add_argument("--into", type=Path, default=None, help="default: usecases/ of this project")
+    new.set_defaults(func=_new)
     serve = sub.add_parser("serve", help="serve one model version over the MLflow scoring protocol")
     serve.add_argument("--model-uri", required=True, help="e.g. models:/flights-delay@champion")
     serve.add_argument("--port", type=int, required=True)
