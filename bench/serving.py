@@ -19,6 +19,7 @@ wrk is installed from Debian's packages when missing (needs root; says so otherw
     .venv/bin/python bench/serving.py                               # 1, 8, 32, 128 connections, 15 s each
     .venv/bin/python bench/serving.py --connections 32 --seconds 10 --only mlops-compiled
     .venv/bin/python bench/serving.py --connections 1 32 --only mlops-compiled mlops-gtil --predict-in loop thread
+    .venv/bin/python bench/serving.py --connections 32 --only mlops-compiled --boosters lightgbm.LGBMClassifier xgboost.XGBClassifier
 
 Prints a markdown table for docs/benchmarks.md and writes the raw figures as JSON.
 """
@@ -78,8 +79,17 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or "wrk"
 
 
-def register_model(tracking_uri: str, artifacts: Path) -> tuple[str, Any, Any]:
-    """Train and register the default model; returns its champion URI, the model, and March's features."""
+# Boosters by import path, trained with as many trees of as many leaves as the default's first candidate
+# (150 trees, 7 leaves, learning rate 0.03) so the compiled forests are of a size.
+BOOSTERS = {
+    "lightgbm.LGBMClassifier": {"n_estimators": 150, "num_leaves": 7, "learning_rate": 0.03, "random_state": 42},
+    "xgboost.XGBClassifier": {"n_estimators": 150, "max_leaves": 7, "learning_rate": 0.03, "grow_policy": "lossguide"},
+}
+
+
+def register_model(tracking_uri: str, artifacts: Path, estimator: str | None = None) -> tuple[str, Any, Any]:
+    """Train and register the default model (or `estimator`, a BOOSTERS key, on the same features);
+    returns its champion URI, the model, and March's features."""
     import mlflow
 
     from mlops.adapters import registry, sources
@@ -87,22 +97,29 @@ def register_model(tracking_uri: str, artifacts: Path) -> tuple[str, Any, Any]:
     from mlops.domain import modeling
 
     config = load_config(ROOT / "mlops.yaml")
+    params = modeling.candidate_grid(config)[0]
+    if estimator is not None:
+        name = f"{config.tracking.model_name}-{estimator.split('.')[0]}"
+        training = config.training.model_copy(update={"estimator": estimator, "params": {}, "search": {}})
+        config = config.model_copy(
+            update={"training": training, "tracking": config.tracking.model_copy(update={"model_name": name})}
+        )
+        params = BOOSTERS[estimator]
     X, y = modeling.features_and_target(sources.load_window(config, as_of="2013-03-01", months=2).frame, config)
     march, _ = modeling.features_and_target(sources.load_window(config, as_of="2013-04-01", months=1).frame, config)
-    params = modeling.candidate_grid(config)[0]
     preprocessor = modeling.build_preprocessor(config).fit(X)
     model = modeling.assemble_model(
         preprocessor, modeling.fit_estimator(config, params, preprocessor.transform(X), y.to_numpy())
     )
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient()
-    experiment = client.create_experiment(config.tracking.experiment, artifact_location=artifacts.as_uri())
+    experiment = registry.ensure_experiment(client, config.tracking.experiment)
     holdout = march.sample(n=1000, random_state=0)
     with mlflow.start_run(experiment_id=experiment) as run:
         uri = registry.log_model(model, holdout, model.predict_proba(holdout), config)
     version = registry.register(client, uri, run.info.run_id, config, {"trigger_reason": "benchmark"})
     client.set_registered_model_alias(config.tracking.model_name, registry.CHAMPION, version)
-    print(f"trained on {len(X):,} flights (Jan-Feb 2013, {params}), registered v{version}")
+    print(f"trained {config.training.estimator} on {len(X):,} flights (Jan-Feb 2013, {params}), registered v{version}")
     return f"models:/{config.tracking.model_name}@{registry.CHAMPION}", model, march
 
 
@@ -131,14 +148,15 @@ def run_wrk(wrk: str, url: str, script: Path, connections: int, seconds: int) ->
 
 
 def check_answers(url: str, bodies: list[str], expected: np.ndarray) -> None:
-    """The server's answers equal the offline model's predictions (also warms it up)."""
+    """The server's answers equal the offline model's predictions (also warms it up): within 1e-9, or
+    8 float32 ulps for a model that computes in float32 (XGBoost), as the compiled path's check."""
     got = [
         httpx.post(f"{url}/invocations", content=b, headers={"Content-Type": "application/json"}, timeout=30)
         for b in bodies
     ]
     answers = np.array([r.json()["predictions"][0] for r in got])
     diff = float(np.abs(answers - expected).max())
-    if diff > 1e-9:
+    if diff > (8 * np.finfo(np.float32).eps if expected.dtype == np.float32 else 1e-9):
         raise AssertionError(f"{url} answers differ from the offline model by {diff:.3g}")
 
 
@@ -181,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run the compiled service once per serving.predict_in given (default: the config's)",
     )
+    parser.add_argument(
+        "--boosters",
+        nargs="*",
+        choices=sorted(BOOSTERS),
+        default=[],
+        help="also serve these, trained on the same rows, on the compiled path (beside the default's)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".mlops" / "bench" / "serving.json")
     args = parser.parse_args(argv)
 
@@ -194,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = sample.astype(object).where(sample.notna(), None).values.tolist()
     bodies = [json.dumps({"dataframe_split": {"columns": list(sample.columns), "data": [row]}}) for row in rows]
     expected = model.predict_proba(sample)
+    boosters = {b: register_model(tracking_uri, workdir / "artifacts", b) for b in args.boosters}
     script = workdir / "invocations.lua"
     script.write_text(INVOCATIONS.replace("{BODIES}", lua_bodies(bodies)))
     ping_script = workdir / "ping.lua"
@@ -221,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             variant = workdir / f"mlops-{path}-{wait}-{where}.yaml"
             variant.write_text(yaml.safe_dump({**config, "serving": settings}))
             servers[name] = (serve, {**env, "MLOPS_CONFIG": str(variant)})
+    answers = dict.fromkeys(servers, expected)
+    for booster, (uri, fitted, _) in boosters.items():
+        name = f"mlops serve (compiled, {booster.split('.')[0]})"
+        servers[name] = ([*serve[:5], uri, *serve[6:]], env)
+        answers[name] = fitted.predict_proba(sample)
 
     results: list[dict[str, Any]] = []
     for name, (template, server_env) in servers.items():
@@ -229,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         command = [part.format(port=port) for part in template]
         print(f"{name}: $ {' '.join(command)}")
         with running(command, env=server_env, health_url=f"{url}/ping", log=workdir / f"{name.split()[0]}.log"):
-            check_answers(url, bodies[:200], expected[:200])
+            check_answers(url, bodies[:200], answers[name][:200])
             targets = [(name, url, script)]
             if name.startswith("mlops serve (compiled") and not any(r["server"].endswith("/ping") for r in results):
                 targets.append(("mlops serve GET /ping", f"{url}/ping", ping_script))
