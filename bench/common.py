@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from mlops.config import DEFAULT_CONFIG
 from mlops.platform import processes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return (
         env
         | {
-            "MLOPS_CONFIG": str(ROOT / "mlops.yaml"),
+            "MLOPS_CONFIG": str(DEFAULT_CONFIG),
             "PYTHONUNBUFFERED": "1",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from mlops.config import PROJECT_ROOT
+from mlops.config import DEFAULT_CONFIG
 from mlops.platform import processes
 from mlops.platform.stack import StackSettings, down, up
 
@@ -36,7 +36,7 @@ CT, CD = "continuous-training/retrain", "continuous-delivery/deploy-model"
 
 
 def _bench_config(directory: Path, load_seconds: int) -> Path:
-    raw = yaml.safe_load((PROJECT_ROOT / "mlops.yaml").read_text())
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["serving"].update(staging_port=processes.free_port(), production_port=processes.free_port())
     raw["load_test"]["seconds"] = load_seconds
     path = directory / "mlops.yaml"

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from loop import _bench_config, _runs, _time_triggers  # bench/ is the script's dir, on sys.path
 
-from mlops.config import PROJECT_ROOT
+from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT
 from mlops.platform import processes
 from mlops.platform.stack import StackSettings, down, up
 
@@ -138,7 +138,7 @@ def _search() -> list[dict]:
     from tasks.data import extract_window, split_data
     from tasks.training import engineer_features, train_candidate
 
-    config = load_config(PROJECT_ROOT / "mlops.yaml")
+    config = load_config(DEFAULT_CONFIG)
     work = Path(tempfile.mkdtemp(prefix="bench-search-"))
     rows = []
     with prefect_test_harness(server_startup_timeout=120):

@@ -42,6 +42,7 @@ import numpy as np
 import yaml
 from common import HOST, ROOT, VENV_BIN, machine, running
 
+from mlops.config import DEFAULT_CONFIG
 from mlops.platform.processes import free_port
 
 DONE = """
@@ -96,7 +97,7 @@ def register_model(tracking_uri: str, artifacts: Path, estimator: str | None = N
     from mlops.config import load_config
     from mlops.domain import modeling
 
-    config = load_config(ROOT / "mlops.yaml")
+    config = load_config(DEFAULT_CONFIG)
     params = modeling.candidate_grid(config)[0]
     if estimator is not None:
         name = f"{config.tracking.model_name}-{estimator.split('.')[0]}"
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     # `mlflow models serve` runs `uvicorn` from PATH: put this venv first.
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
 
-    config = yaml.safe_load((ROOT / "mlops.yaml").read_text())
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     servers: dict[str, tuple[list[str], dict[str, str]]] = {}
     serve = [sys.executable, "-m", "mlops.platform.cli", "serve", "--model-uri", model_uri, "--port", "{port}"]
     if args.only is None or "mlflow" in args.only:

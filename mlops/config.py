@@ -11,10 +11,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from mlops.usercode import USECASES, UserCodeError, import_root, is_import_path, resolve_callable
+from mlops.usercode import PROJECT_ROOT, USECASES, UserCodeError, import_root, is_import_path, resolve_callable
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PROJECT_ROOT / "mlops.yaml"
+DEFAULT_CONFIG = PROJECT_ROOT / "usecases" / "flights" / "mlops.yaml"  # the default use case
 
 
 # `package.module:name` or `package.module.name` (mlops/usercode.py)
@@ -28,10 +27,6 @@ class ConfigError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Nycflights13Source(Strict):
-    kind: Literal["nycflights13"] = "nycflights13"
 
 
 class FileSource(Strict):
@@ -52,7 +47,7 @@ class PythonSource(Strict):
     loader: str = Field(pattern=IMPORT_PATH)
 
 
-Source = Annotated[Nycflights13Source | FileSource | SqlSource | PythonSource, Field(discriminator="kind")]
+Source = Annotated[FileSource | SqlSource | PythonSource, Field(discriminator="kind")]
 
 
 class Dataset(Strict):
@@ -385,7 +380,7 @@ def config_path() -> Path:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Load and validate a config; MLOPS_CONFIG, then mlops.yaml at the repo root."""
+    """Load and validate a config; MLOPS_CONFIG, then the default use case's (usecases/flights/mlops.yaml)."""
     path = Path(path) if path else config_path()
     try:
         raw = yaml.safe_load(path.read_text())

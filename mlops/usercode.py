@@ -7,7 +7,8 @@ code is imported from, its *import root*:
 - `<root>/usecases/<name>/mlops.yaml`: `<root>`, so the team's package is `usecases.<name>`;
 - a config file anywhere else (`MLOPS_CONFIG=/some/dir/model.yaml`): its own directory.
 
-The import root is put at the front of `sys.path` when a path is resolved, in whichever process
+The import root is put at the front of `sys.path` when a path is resolved, and this project's root
+at its end (so a copy of a use case's config made elsewhere still finds `usecases.<name>`), in whichever process
 resolves it (a flow run, a Dask worker). A registered version carries the use case's code
 (`code_paths`, staged by `stage_code`), so serving, batch scoring and the replay load it from the
 version, never from the working tree; skops trusts the use case's own modules and nothing else.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 USECASES = "usecases"  # the package every use case folder lives in: usecases/<name>/
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # this checkout, whose usecases/ every config can import
 
 
 class UserCodeError(ValueError):
@@ -52,6 +54,8 @@ def resolve(path: str, key: str, root: Path | None = None) -> Any:
     """The object an import path names, imported with `root` first on sys.path; errors name `key` and `path`."""
     if root is not None and sys.path[:1] != [str(root)]:  # first, ahead of another use case's root
         sys.path[:] = [str(root), *(p for p in sys.path if p != str(root))]
+    if str(PROJECT_ROOT) not in sys.path:  # then this project's own use cases, for a config copied elsewhere
+        sys.path.append(str(PROJECT_ROOT))
     try:
         module_name, attribute = split(path)
     except UserCodeError as exc:

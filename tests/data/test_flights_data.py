@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 from mlops.adapters import sources
 from mlops.domain import data, split, validation
 from mlops.domain.window import Window
+from usecases.flights import data as flights_data
 
 pytestmark = pytest.mark.data
 
@@ -32,7 +33,7 @@ def test_the_join_neither_drops_nor_duplicates_flights(full):
 
 
 def test_target_and_derived_columns_follow_their_definition(full):
-    assert (full["arr_delayed"] == (full["arr_delay"] > data.LATE_MINUTES)).all()
+    assert (full["arr_delayed"] == (full["arr_delay"] > flights_data.LATE_MINUTES)).all()
     assert (full["day_of_week"] == full["time_hour"].dt.dayofweek).all()
 
 

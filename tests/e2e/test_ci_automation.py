@@ -91,7 +91,11 @@ def test_a_commit_that_breaks_a_data_test_fails_ci_from_the_hook_and_trains_noth
         return json.dumps(contract, indent=2) + "\n"
 
     sha = commit(
-        clone, "contracts/nycflights13.json", forbid_missing_temperatures, "Temperatures are never missing", env=shell
+        clone,
+        "usecases/flights/contract.json",
+        forbid_missing_temperatures,
+        "Temperatures are never missing",
+        env=shell,
     )
     # The commit returned before the CI it started finished: the hook does not wait for CI.
     started = flow_runs(prefect_client, CI_DEPLOYMENT, sha=sha)

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.continuous_training import continuous_training
 from mlops.adapters import sources
-from mlops.config import PROJECT_ROOT, load_config
+from mlops.config import DEFAULT_CONFIG, load_config
 from mlops.domain.validation import DataValidationError
 from tests.conftest import DIABETES_CONFIG, write_config
 from tests.integration.conftest import read_artifacts
@@ -70,11 +70,11 @@ def test_a_bad_batch_stops_at_validation_naming_columns_and_rules(kind, isolated
 
 
 def test_a_time_column_that_does_not_parse_is_a_violation_not_a_crash(isolated, monkeypatch):
-    month = sources.load_window(load_config(PROJECT_ROOT / "mlops.yaml"), as_of="2013-02-01", months=1).frame.head(2000)
+    month = sources.load_window(load_config(DEFAULT_CONFIG), as_of="2013-02-01", months=1).frame.head(2000)
     month = month.assign(time_hour=month["time_hour"].astype(str).where(month.index % 50 > 0, "the 5th, after lunch"))
     month.to_csv(isolated / "flights.csv", index=False)
     config = write_config(
-        PROJECT_ROOT / "mlops.yaml",
+        DEFAULT_CONFIG,
         isolated,
         {"dataset.source": {"kind": "csv", "path": str(isolated / "flights.csv")}},
     )

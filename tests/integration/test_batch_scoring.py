@@ -14,7 +14,7 @@ import pytest
 from flows.batch_scoring import batch_scoring
 from mlops.adapters import batch_io, registry, sources
 from mlops.adapters.batch_io import ModelNotFoundError
-from mlops.config import PROJECT_ROOT
+from mlops.config import DEFAULT_CONFIG
 from mlops.domain import data, modeling
 from mlops.domain.scoring import ScoringInputError
 from mlops.domain.window import Window
@@ -44,7 +44,7 @@ def february(months) -> pd.DataFrame:
 @pytest.fixture
 def champion(isolated, monkeypatch, flights_config, months):
     """A small booster trained on January, logged and registered as version 1 with the `champion` alias."""
-    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(DEFAULT_CONFIG))
     X, y = modeling.features_and_target(months["january"], flights_config)
     preprocessor = modeling.build_preprocessor(flights_config).fit(X)
     estimator = modeling.fit_estimator(flights_config, {"max_iter": 30}, preprocessor.transform(X), y.to_numpy())
@@ -198,7 +198,7 @@ def test_an_input_missing_a_model_column_fails_up_front_and_writes_nothing(champ
 
 
 def test_without_a_champion_the_run_fails_at_once_naming_the_alias(isolated, monkeypatch, february):
-    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(DEFAULT_CONFIG))
     february.head(50).to_parquet(isolated / "few.parquet")
     state = batch_scoring(input_path=str(isolated / "few.parquet"), return_state=True)
     with pytest.raises(ModelNotFoundError, match="@champion"):

@@ -16,7 +16,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from flows.continuous_integration import continuous_integration
-from mlops.config import PROJECT_ROOT
+from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT
 from tasks.ci import CI_PASSED
 from tests.conftest import write_config
 from tests.integration.conftest import read_artifacts
@@ -70,7 +70,7 @@ def _failed_run(state, failing: str, sha: str) -> str:
 
 def test_a_model_below_the_floors_fails_ci_naming_the_model_check(isolated, monkeypatch, clone):
     unreachable = write_config(
-        PROJECT_ROOT / "mlops.yaml",
+        DEFAULT_CONFIG,
         isolated,
         {
             "window": {"as_of": "2013-02-01", "months": 1},  # no champion: a small model on January

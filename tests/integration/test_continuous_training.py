@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.continuous_training import continuous_training
-from mlops.config import PROJECT_ROOT
+from mlops.config import DEFAULT_CONFIG
 from mlops.domain.validation import DataValidationError
 from tests.conftest import DIABETES_CONFIG, write_config
 from tests.integration.conftest import read_artifacts, read_flow_run_tags
@@ -22,7 +22,7 @@ JANUARY = {"as_of": date(2013, 2, 1), "window_months": 1}
 
 @pytest.fixture
 def flights(isolated, monkeypatch):
-    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(DEFAULT_CONFIG))
     return MlflowClient()
 
 
@@ -63,7 +63,7 @@ def test_registers_a_challenger_with_lineage_then_compares_with_the_champion(fli
 
 
 def test_a_model_below_the_floors_is_logged_but_not_registered(isolated, monkeypatch):
-    config = write_config(PROJECT_ROOT / "mlops.yaml", isolated, {"gates.floors": {"roc_auc": 0.99}})
+    config = write_config(DEFAULT_CONFIG, isolated, {"gates.floors": {"roc_auc": 0.99}})
     monkeypatch.setenv("MLOPS_CONFIG", str(config))
     result = continuous_training(**JANUARY)
     assert not result["registered"]

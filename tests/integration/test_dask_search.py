@@ -6,7 +6,7 @@ import pytest
 from prefect import flow
 
 from flows.continuous_training import search_candidates
-from mlops.config import PROJECT_ROOT, Compute, load_config
+from mlops.config import DEFAULT_CONFIG, Compute, load_config
 from tasks.data import extract_window, split_data
 from tasks.training import engineer_features
 
@@ -22,7 +22,7 @@ def test_the_search_on_a_dask_local_cluster_equals_the_search_in_threads(isolate
     from prefect import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
-    config = load_config(PROJECT_ROOT / "mlops.yaml")
+    config = load_config(DEFAULT_CONFIG)
     split = split_data(config, extract_window(config, "2013-02-01", 1, tmp_path))
     features = engineer_features(config, split)
 

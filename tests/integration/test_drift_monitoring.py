@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.continuous_training import continuous_training
 from flows.drift_monitoring import drift_monitoring
-from mlops.config import PROJECT_ROOT
+from mlops.config import DEFAULT_CONFIG
 from tests.integration.conftest import read_artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
@@ -17,14 +17,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend"
 
 @pytest.fixture
 def champion(isolated, monkeypatch):
-    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(DEFAULT_CONFIG))
     result = continuous_training(as_of=date(2013, 2, 1), window_months=1)
     MlflowClient().set_registered_model_alias("flights-delay", "champion", result["version"])
     return result["version"]
 
 
 def test_without_a_champion_there_is_nothing_to_compare(isolated, monkeypatch):
-    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(DEFAULT_CONFIG))
     assert drift_monitoring(as_of=date(2013, 8, 1)) == {"drifted": False, "reason": "no champion"}
 
 
@@ -48,7 +48,7 @@ def test_july_drifts_from_january_and_january_is_never_compared_with_itself(cham
 
 def test_reference_rows_inside_the_new_window_are_left_out(isolated, monkeypatch):
     # A champion trained on January-February, then February checked: only January is the reference.
-    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(DEFAULT_CONFIG))
     result = continuous_training(as_of=date(2013, 3, 1), window_months=2)
     MlflowClient().set_registered_model_alias("flights-delay", "champion", result["version"])
     state = drift_monitoring(as_of=date(2013, 3, 1), window_months=1, return_state=True)

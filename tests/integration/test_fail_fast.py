@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mlops.config import PROJECT_ROOT
+from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT
 from mlops.platform.processes import free_port
 from tests.conftest import DIABETES_CONFIG, write_config
 
@@ -63,9 +63,7 @@ def test_mlops_serve_with_the_registry_down_exits_with_the_fix(tmp_path):
 
 
 def test_mlops_approve_with_the_stack_down_exits_with_the_fix(tmp_path):
-    config = write_config(
-        PROJECT_ROOT / "mlops.yaml", tmp_path, {"stack.prefect_port": free_port()}
-    )  # nothing listens there
+    config = write_config(DEFAULT_CONFIG, tmp_path, {"stack.prefect_port": free_port()})  # nothing listens there
     env = _down_env(tmp_path) | {"MLOPS_CONFIG": str(config)}
     done = subprocess.run(
         [sys.executable, "-m", "mlops.platform.cli", "approve", "flights-delay", "3"],

@@ -23,7 +23,7 @@ import pytest
 from mlops import waiting
 from mlops.adapters import environments
 from mlops.adapters import terraform as infra
-from mlops.config import PROJECT_ROOT, load_config
+from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, load_config
 
 pytestmark = pytest.mark.integration
 
@@ -193,7 +193,7 @@ def test_each_environment_is_the_root_with_its_var_file(infra_copy: Path, tmp_pa
     )
 
     planned = planned_outputs(root_dir, summary.plan_file)
-    serving = load_config(PROJECT_ROOT / "mlops.yaml").serving
+    serving = load_config(DEFAULT_CONFIG).serving
     assert summary.to_add == (SERVICE,)
     assert set(planned) == {environments.SERVICE_OUTPUT}  # one object, not an output per value
     planned = planned[environments.SERVICE_OUTPUT]

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.continuous_training import continuous_training
 from mlops.adapters import registry
-from mlops.config import PROJECT_ROOT
+from mlops.config import DEFAULT_CONFIG
 from mlops.domain import modeling
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
@@ -28,7 +28,7 @@ JANUARY = {"as_of": date(2013, 2, 1), "window_months": 1}
 
 @pytest.fixture
 def flights(mlflow_server, monkeypatch):
-    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "mlops.yaml"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(DEFAULT_CONFIG))
     return MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
 
 

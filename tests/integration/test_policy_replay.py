@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from mlops.adapters import replay_report, sources
-from mlops.config import PROJECT_ROOT, load_config
+from mlops.config import DEFAULT_CONFIG, load_config
 from mlops.domain.replay import ReplayResult
 from tests.conftest import write_config
 from tests.integration.conftest import read_artifacts
@@ -30,12 +30,12 @@ MONTHS = ["2013-02", "2013-03", "2013-04"]
 def flights_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded 15% sample of January to April 2013, with a config that trains on one month."""
     directory = tmp_path_factory.mktemp("flights-sample")
-    full = sources.load_source(load_config(PROJECT_ROOT / "mlops.yaml"))
+    full = sources.load_source(load_config(DEFAULT_CONFIG))
     months = full[full["time_hour"] < pd.Timestamp("2013-05-01", tz="UTC")]
     data = directory / "flights.parquet"
     months.sample(frac=0.15, random_state=7).sort_values("time_hour").to_parquet(data)
     return write_config(
-        PROJECT_ROOT / "mlops.yaml",
+        DEFAULT_CONFIG,
         directory,
         {
             "dataset.source": {"kind": "parquet", "path": str(data)},

@@ -24,7 +24,7 @@ import yaml
 
 from mlops import waiting
 from mlops.adapters.service_checks import is_healthy
-from mlops.config import PROJECT_ROOT
+from mlops.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +133,7 @@ def free_port() -> int:
 @contextmanager
 def service(store: str, tmp_path: Path, workers: int = 1, timeout_s: float = 90) -> Iterator[tuple[str, int]]:
     """`mlops serve` in its own process group with a config giving `workers`; stopped by pid afterwards."""
-    config = yaml.safe_load((PROJECT_ROOT / "mlops.yaml").read_text())
+    config = yaml.safe_load((DEFAULT_CONFIG).read_text())
     config["serving"] = {**config.get("serving", {}), "workers": workers, "max_batch_size": 16, "max_wait_ms": 2}
     config_path = tmp_path / f"mlops-{workers}.yaml"
     config_path.write_text(yaml.safe_dump(config))

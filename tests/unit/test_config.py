@@ -2,25 +2,25 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import PROJECT_ROOT, ConfigError, load_config
+from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.unit
 
 
 def _write(tmp_path: Path, changes: dict) -> Path:
-    return write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, changes)
+    return write_config(DEFAULT_CONFIG, tmp_path, changes)
 
 
 def test_default_config_is_valid():
-    config = load_config(PROJECT_ROOT / "mlops.yaml")
+    config = load_config(DEFAULT_CONFIG)
     assert config.task == "binary"
     assert config.dataset.target not in config.dataset.features
     assert len(config.fingerprint()) == 16
 
 
 def test_env_var_points_at_another_config(monkeypatch):
-    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "examples/diabetes/mlops.yaml"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(PROJECT_ROOT / "usecases/diabetes/mlops.yaml"))
     config = load_config()
     assert config.task == "regression"
     assert config.dataset.source.path.is_absolute() and config.dataset.source.path.exists()

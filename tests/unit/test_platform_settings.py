@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import PROJECT_ROOT, ConfigError, load_config
+from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
 from mlops.platform import settings
 from mlops.platform.settings import StackSettings, stack_settings
 from tests.conftest import write_config
@@ -36,7 +36,7 @@ def test_the_config_sets_every_port_and_the_environment_wins(clean_env: pytest.M
         "stack.worker_port": 6201,
         "stack.receiver_port": 6202,
     }
-    config = load_config(write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, ports))
+    config = load_config(write_config(DEFAULT_CONFIG, tmp_path, ports))
     assert (stack_settings(config).worker_port, stack_settings(config).receiver_port) == (6201, 6202)
 
     clean_env.setenv(settings.WORKER_PORT_ENV, "7201")
@@ -68,7 +68,7 @@ def test_ports_must_differ(tmp_path: Path) -> None:
 
 def test_an_invalid_stack_port_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"stack\.receiver_port"):
-        load_config(write_config(PROJECT_ROOT / "mlops.yaml", tmp_path, {"stack.receiver_port": 70000}))
+        load_config(write_config(DEFAULT_CONFIG, tmp_path, {"stack.receiver_port": 70000}))
 
 
 def test_the_profile_comes_from_the_environment_else_from_what_the_state_dir_was_made_with(
