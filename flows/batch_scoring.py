@@ -13,6 +13,7 @@ from pydantic import Field
 from mlops.config import load_config
 from mlops.domain import scoring
 from mlops.domain.window import AsOf, resolve_as_of
+from tasks.registry import config_of_version
 from tasks.runs import require_servers
 from tasks.scoring import (
     check_input,
@@ -79,6 +80,7 @@ def batch_scoring(
             )
         check_input(config, source)
         model = fetch_model(config, None if version is None else str(version), workdir)
+        config = config_of_version(config, model.run_id, f"{model.name} v{model.version}")  # its columns as trained
         output = (
             Path(output_path).expanduser().resolve()
             if output_path

@@ -62,12 +62,20 @@ def continuous_delivery(version: int | str, model_name: str | None = None, force
     Args:
         version: The MLflow model version to deliver, e.g. 3 (a number or its text: the registry's events
             and `prefect deployment run --param version=3` send either).
-        model_name: The registered model; default: `tracking.model_name` in the config.
+        model_name: The registered model; default: `tracking.model_name` in the config. Another use case's
+            model is skipped: this stack's environments serve the configured one.
         force: Deliver again a version that already has a decision (promoted or rejected). Without it such
             a run is a no-op, so a late webhook or a reconciliation never decides twice.
     """
     config = load_config()
     name, version = model_name or config.tracking.model_name, str(version)
+    if name != config.tracking.model_name:  # another use case's registration, seen by this stack's webhook
+        why = (
+            f"{name} v{version} is not delivered here: this stack's staging and production serve "
+            f"{config.tracking.model_name}, the use case its MLOPS_CONFIG names"
+        )
+        create_markdown_artifact(key="cd-decision", markdown=f"# {why}")
+        return Completed(message=why, data={"status": "skipped", "version": version})
     require_servers(config)
     candidate = wait_for_version(config, name, version)
     locks = environment_locks()
@@ -80,7 +88,9 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
     """Everything after the version is READY, holding both environments."""
     logger = get_run_logger()
     candidate = wait_for_version(config, name, version)  # again, now that no other delivery runs: its decision tags
-    config = config_of_version(config, candidate)  # its holdout as it was trained, not as the file is now
+    config = config_of_version(
+        config, candidate.run_id, f"{name} v{version}"
+    )  # its holdout as it was trained, not as the file is now
     champion = find_champion(config, name)
     previous = champion.version if champion else None
     if previous == version and serving_version(config, "production") == version:

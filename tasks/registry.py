@@ -111,14 +111,13 @@ def finish_training_run(config: Config, run_id: str, status: str, note: dict[str
 
 
 @task(**IO_RETRIES)
-def config_of_version(config: Config, ref: registry.VersionRef) -> Config:
+def config_of_version(config: Config, run_id: str | None, label: str) -> Config:
     """The version's own config for what defines its data, split and features (the snapshot CT logged
-    with it); this file's for how things run and the gates (config.OPERATIONAL_SECTIONS)."""
-    found = registry.version_config(registry.connect(config), ref.run_id, config)
+    in its run `run_id`); this file's for how things run and the gates (config.OPERATIONAL_SECTIONS)."""
+    found = registry.version_config(registry.connect(config), run_id, config)
     get_run_logger().info(
-        "%s v%s: data, split and features %s",
-        ref.name,
-        ref.version,
+        "%s: data, split and features %s",
+        label,
         "from its training snapshot" if found is not config else "from the current config (it has no snapshot)",
     )
     return found

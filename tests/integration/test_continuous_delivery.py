@@ -99,3 +99,9 @@ def test_promotes_a_good_version_rejects_a_worse_one_and_rolls_back_a_failed_pro
     assert _served_version(config.serving.production_port) == "1"
     assert _served_version(config.serving.staging_port) == "1"
     assert "rolled back" in read_artifacts(state.state_details.flow_run_id)["cd-decision"]
+
+
+def test_another_use_cases_model_is_not_delivered_to_this_stacks_environments(isolated, monkeypatch):
+    monkeypatch.setenv("MLOPS_CONFIG", str(quick_delivery_config(isolated)))
+    result = continuous_delivery(version="1", model_name="diabetes-progression")  # no server needed to say no
+    assert result["status"] == "skipped"
