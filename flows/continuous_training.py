@@ -110,9 +110,11 @@ def continuous_training(
         "config_hash": config.fingerprint(),
         "prefect_flow_run_id": flow_run_id,
         "trigger_reason": reason,
+        **({"use_case": config.use_case} if config.use_case else {}),
     }
     require_servers(config)
-    tag_this_run([f"reason:{reason}", *([f"commit:{commit}"] if commit else [])])
+    use_case = [f"use-case:{config.use_case}"] if config.use_case else []
+    tag_this_run([f"reason:{reason}", *([f"commit:{commit}"] if commit else []), *use_case])
     run_id = start_training_run(config, runtime.flow_run.name or "ct", lineage)
     try:
         extract = extract_window(config, as_of_text, months, workdir)

@@ -19,6 +19,7 @@ from mlops.config import load_config
 from mlops.platform import cli
 from mlops.serving.model import load_served_model
 from tests.conftest import write_config, write_use_case
+from tests.integration.conftest import read_flow_run_tags
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
 
@@ -37,6 +38,8 @@ def test_ct_trains_a_use_case_folder_and_its_version_runs_its_own_code_after_the
     run = client.get_run(version.run_id)
     assert run.data.metrics["test_top_decile_precision"] == pytest.approx(result["score"])
     assert run.data.params["estimator"] == "lightgbm.LGBMClassifier"
+    assert version.tags["use_case"] == "returns"  # on the version, and the CT run's tag in Prefect
+    assert "use-case:returns" in read_flow_run_tags(version.tags["prefect_flow_run_id"])
     ref = registry.version(client, "returns", version.version)
     assert ref is not None
     model = registry.load_model(ref)
