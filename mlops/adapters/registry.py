@@ -148,14 +148,15 @@ VERIFICATION_ROWS = "serving/verification_rows.parquet"  # in a version's run: `
 CONFIG_SNAPSHOT = "config/mlops.yaml"  # in a version's run: the effective config CT trained it with
 
 
-def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -> str:
+def log_model(model: Any, example: pd.DataFrame, outputs: Any, config: Config, numeric_as: str = "float64") -> str:
     """Log the fitted pipeline (skops format, input signature) into the active run; returns its model URI.
 
     `example` (holdout rows) gives the signature, the input example (its first 5 rows), and
     `VERIFICATION_ROWS`, on which the model service checks its compiled prediction path.
     """
-    # Numeric inputs are declared double so a request may carry a missing value (the booster handles NaN).
-    example = example.astype(dict.fromkeys(config.dataset.numeric, "float64"))
+    # Numeric inputs are declared double so a request may carry a missing value (the booster handles NaN);
+    # `numeric_as` declares another type (a test's train/serve skew).
+    example = example.astype(dict.fromkeys(config.dataset.numeric, numeric_as))
     with tempfile.TemporaryDirectory() as tmp:
         paths = config.import_paths().values()
         info = mlflow.sklearn.log_model(

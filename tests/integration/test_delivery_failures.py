@@ -144,17 +144,7 @@ def _log_with_float32_inputs(model: Any, example: pd.DataFrame, outputs: Any, co
     values where the model was trained (and is evaluated offline) on float64 ones: a train/serve
     skew of the real kind, invisible to the contract and to the floors.
     """
-    example = example.astype(dict.fromkeys(config.dataset.numeric, "float32"))
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=infer_signature(example, outputs),
-        input_example=example.head(5),
-        serialization_format="skops",
-        skops_trusted_types=registry.TRUSTED_TYPES,
-        pyfunc_predict_fn="predict_proba",
-    )
-    return info.model_uri
+    return registry.log_model(model, example, outputs, config, numeric_as="float32")
 
 
 def test_a_skewed_first_version_is_rejected_and_staging_is_destroyed(delivery_config):  # noqa: F811
