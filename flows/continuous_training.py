@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from mlops import render
 from mlops.adapters import registry
-from mlops.config import Config, load_config
+from mlops.config import Config, load_config, use_case_parameter
 from mlops.domain import modeling
 from mlops.domain.modeling import Candidate
 from mlops.domain.window import AsOf, resolve_as_of
@@ -38,9 +38,11 @@ from tasks.training import (
     validate_model,
 )
 
+UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
+
 
 def _run_name() -> str:
-    config = load_config()
+    config = load_config(use_case=runtime.flow_run.parameters.get("use_case"))
     as_of = runtime.flow_run.parameters.get("as_of") or config.window.as_of or "latest"
     return f"ct-{config.dataset.name}-{as_of}"
 
@@ -86,10 +88,11 @@ def continuous_training(
     window_months: int | None = None,
     reason: str = "manual",
     commit: str | None = None,
+    use_case: UseCase | None = None,  # type: ignore[valid-type]
 ) -> dict[str, Any]:
     """Train a candidate on a window of data and register it as `challenger` if it passes the gates.
 
-    The use case comes from mlops.yaml (or the file MLOPS_CONFIG names). A batch that breaks the
+    The use case is `use_case`'s folder, else the file MLOPS_CONFIG names (the stack's). A batch that breaks the
     schema contract or the quality rules fails the run at validation with a report; a model that
     fails the gates is logged in MLflow but not registered, and the champion is never touched.
 
@@ -99,8 +102,10 @@ def continuous_training(
         window_months: Length of the training window in months. Default: the config's `window.months`.
         reason: Why this run started (manual, schedule, drift, ci), recorded as lineage.
         commit: The code commit that asked for this run (CI); default: the working tree's HEAD.
+        use_case: Which use case to train (a folder `usecases/<name>/`); default: the stack's. Another use
+            case's version is registered here; this stack delivers only its own (CD skips the others).
     """
-    config = load_config()
+    config = load_config(use_case=use_case)
     as_of_text = resolve_as_of(as_of, config.window.as_of)
     months = window_months or config.window.months
     flow_run_id = str(runtime.flow_run.id)

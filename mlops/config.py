@@ -379,8 +379,24 @@ def config_path() -> Path:
     return Path(os.environ.get("MLOPS_CONFIG") or DEFAULT_CONFIG)
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Load and validate a config; MLOPS_CONFIG, then the default use case's (usecases/flights/mlops.yaml)."""
+def use_cases(root: Path = PROJECT_ROOT) -> list[str]:
+    """This project's use cases: each folder `usecases/<name>/` that holds an mlops.yaml, by name."""
+    return sorted(p.parent.name for p in (root / USECASES).glob("*/mlops.yaml"))
+
+
+def use_case_parameter() -> Any:
+    """The type of a flow's `use_case` parameter: the discovered names, so Prefect's form offers them."""
+    found = use_cases()
+    return Literal[tuple(found)] if found else str  # type: ignore[valid-type]
+
+
+def load_config(path: str | Path | None = None, *, use_case: str | None = None) -> Config:
+    """Load and validate a config: `usecases/<use_case>/mlops.yaml`, else `path`, else MLOPS_CONFIG, else the
+    default use case's (usecases/flights/mlops.yaml)."""
+    if use_case:
+        if use_case not in use_cases():
+            raise ConfigError(f"use case {use_case!r} is not one of {use_cases()} (folders usecases/<name>/mlops.yaml)")
+        path = PROJECT_ROOT / USECASES / use_case / "mlops.yaml"
     path = Path(path) if path else config_path()
     try:
         raw = yaml.safe_load(path.read_text())

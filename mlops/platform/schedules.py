@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from mlops.config import use_cases
+
 Flags = dict[tuple[str, str], bool]  # (deployment id, schedule slug) -> active
 
 
@@ -39,8 +41,9 @@ def restore(client: Any, flags: Flags) -> list[str]:
 
 def deployed_digest(project_root: Path) -> str:
     """What `prefect deploy --all` turns into deployments: prefect.yaml, the flows' source (each deployment's
-    parameter form comes from its flow's signature), and the checkout's path (the runs' working directory)."""
-    digest = hashlib.sha256(str(project_root).encode())
+    parameter form comes from its flow's signature, the use cases' names included), and the checkout's path
+    (the runs' working directory)."""
+    digest = hashlib.sha256(str(project_root).encode() + b"\0" + " ".join(use_cases(project_root)).encode())
     for path in [project_root / "prefect.yaml", *sorted((project_root / "flows").glob("*.py"))]:
         digest.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()

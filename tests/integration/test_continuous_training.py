@@ -73,11 +73,11 @@ def test_a_model_below_the_floors_is_logged_but_not_registered(isolated, monkeyp
     assert client.get_run(result["run_id"]).data.tags["gate"] == "failed"
 
 
-def test_another_csv_with_a_regression_target_needs_only_a_config(isolated, monkeypatch):
-    monkeypatch.setenv("MLOPS_CONFIG", str(DIABETES_CONFIG))
-    result = continuous_training()
+def test_another_use_case_by_its_folder_name_a_regression_csv_with_only_a_config(isolated):
+    result = continuous_training(use_case="diabetes")  # usecases/diabetes/: no code of its own
     assert result["registered"] and result["metric"] == "rmse"
     assert result["window"] == "all"
+    assert MlflowClient().get_model_version("diabetes-progression", "1").tags["use_case"] == "diabetes"
     version = MlflowClient().get_model_version_by_alias("diabetes-progression", "challenger")
     assert version.tags["dataset"] == "diabetes"
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
+from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config, use_cases
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.unit
@@ -48,3 +48,10 @@ def test_invalid_config_names_the_key(tmp_path, changes, named):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_use_case_is_named_by_its_folder_and_an_unknown_name_lists_the_known_ones():
+    assert {"flights", "diabetes", "returns"} <= set(use_cases())
+    assert load_config(use_case="diabetes").tracking.model_name == "diabetes-progression"
+    with pytest.raises(ConfigError, match=r"use case 'nope' is not one of \['diabetes', 'flights'"):
+        load_config(use_case="nope")
