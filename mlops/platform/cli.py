@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 def _stack(args: argparse.Namespace) -> int:
     from mlops.platform import stack
 
-    return {"up": stack.up, "down": stack.down, "status": stack.status}[args.command]()
+    if args.command == "status":
+        return stack.status(as_json=args.json)
+    return {"up": stack.up, "down": stack.down}[args.command]()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -234,8 +236,11 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in [("up", "start the local stack"), ("down", "stop it"), ("status", "show it")]:
+    for name, text in [("up", "start the local stack"), ("down", "stop it")]:
         sub.add_parser(name, help=text).set_defaults(func=_stack)
+    status = sub.add_parser("status", help="show it: its parts, and each environment's version, URL and health")
+    status.add_argument("--json", action="store_true", help="the same as JSON, per use case")
+    status.set_defaults(func=_stack)
     sub.add_parser("demo", help="bring the stack up and run the loop once").set_defaults(func=_demo)
     contract = sub.add_parser("contract", help="infer the schema contract from reference data, for review")
     contract.add_argument("--as-of", default=None, help="reference window end (default: all the data)")

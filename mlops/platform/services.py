@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -141,25 +142,33 @@ def _holding_locks(s: StackSettings, wanted: list[str]) -> Iterator[set[str]]:
         yield held
 
 
-def environments_status(s: StackSettings) -> bool:
-    """One line per environment (what its state says it serves, and whether it answers); False if an applied one does not."""
+def environments_report(s: StackSettings) -> dict[str, dict[str, Any]]:
+    """Each environment: what its state says it serves (version, URL), whether it answers, or why unknown."""
     from mlops.adapters import environments, service_checks
 
     config = load_config()
-    all_up = True
+    found: dict[str, dict[str, Any]] = {}
     for name in environments.NAMES:
         try:
             served = environments.current_service(config, name, state_dir=s.state_dir)
-        except Exception as exc:  # Terraform raises several types; the line says why
-            print(f"{name:<17} state unreadable: {str(exc).splitlines()[0]}")
-            all_up = False
+        except Exception as exc:  # Terraform raises several types; the report says why
+            found[name] = {"applied": None, "error": f"state unreadable: {str(exc).splitlines()[0]}", "healthy": False}
             continue
         if not served:
-            print(f"{name:<17} not applied")
+            found[name] = {"applied": False, "version": None, "url": None, "healthy": None}
             continue
-        healthy = service_checks.is_healthy(served["endpoint"])
-        all_up &= healthy
-        print(
-            f"{name:<17} version {served['model_version']!s:<4} health {'ok  ' if healthy else 'FAIL'} {served['endpoint']}"
-        )
-    return all_up
+        found[name] = {
+            "applied": True,
+            "version": str(served["model_version"]),
+            "url": served["endpoint"],
+            "healthy": service_checks.is_healthy(served["endpoint"]),
+        }
+    return found
+
+
+def environment_line(name: str, env: dict[str, Any]) -> str:
+    if env["applied"] is None:
+        return f"{name:<17} {env['error']}"
+    if not env["applied"]:
+        return f"{name:<17} not applied"
+    return f"{name:<17} version {env['version']:<4} health {'ok  ' if env['healthy'] else 'FAIL'} {env['url']}"

@@ -37,6 +37,7 @@ from mlops.platform.settings import (
     stack_settings,
     write_private,
 )
+from mlops.platform.status import status  # noqa: F401 - re-exported
 
 RECONCILE_DEPLOYMENT = "delivery-reconciliation/reconcile"  # prefect.yaml
 SERVER_START_TIMEOUT = 180.0  # seconds; each server alone answers in ≈ 20-30 s
@@ -328,23 +329,6 @@ def _ensure_webhook(s: StackSettings) -> str:
         return f"registered (id {ensure_webhook(MlflowClient(s.mlflow_uri, registry_uri=s.mlflow_uri), s.webhook_url, secret)})"
     except Exception as exc:  # MLflow's client raises several types; any of them stops `up`
         raise StackError(f"cannot register the MLflow webhook at {s.mlflow_uri}: {exc}") from None
-
-
-def status(settings: StackSettings | None = None) -> int:
-    """One line per part, then per environment; 0 when all parts and every applied environment are healthy."""
-    s = settings or stack_settings()
-    all_up = True
-    for part in parts(s).values():
-        record = part.running()
-        healthy = part.healthy() if record else False
-        all_up &= healthy
-        pid = record.pid if record else "-"
-        print(
-            f"{part.name:<17} pid {pid!s:<8} alive {'yes' if record else 'no ':<4} "
-            f"health {'ok  ' if healthy else 'FAIL'} {part.health_url}"
-        )
-    all_up &= services.environments_status(s)
-    return 0 if all_up else 1
 
 
 def _shown(path: Path) -> str:

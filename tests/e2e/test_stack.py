@@ -21,7 +21,7 @@ from mlops.adapters import environments
 from mlops.config import PROJECT_ROOT, load_config
 from mlops.platform import processes
 from mlops.platform import stack as local_stack
-from mlops.platform.parts import warm_command
+from mlops.platform.parts import parts, warm_command
 from mlops.platform.settings import StackSettings
 from mlops.platform.stack import part_pids
 from tests.e2e.conftest import WebhookReceiver, served_version
@@ -54,6 +54,17 @@ def test_status_reports_every_part_up(stack: StackSettings, capsys: pytest.Captu
         "staging",
         "production",
     ]
+    # The same as JSON (`mlops status --json`): per use case, each environment's version, URL and health.
+    assert local_stack.status(stack, as_json=True) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["healthy"] is True and set(report["parts"]) == {p.name for p in parts(stack).values()}
+    [found] = report["use_cases"].values()
+    assert found["model"] == load_config().tracking.model_name and set(found["environments"]) == {
+        "staging",
+        "production",
+    }
+    for env in found["environments"].values():
+        assert not env["applied"] or (env["healthy"] is True and env["url"].startswith("http") and env["version"])
 
 
 def test_prefect_has_the_local_pool_and_the_retrain_deployment(prefect_client: SyncPrefectClient) -> None:
