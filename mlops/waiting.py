@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -57,6 +58,15 @@ def holds(
     except TimedOut:
         return False
     return True
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of a log file ('' when it does not exist): what a wait that failed saw there."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _observed(seen: Callable[[], object] | None) -> str:

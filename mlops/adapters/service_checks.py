@@ -6,11 +6,13 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 
 from mlops import waiting
 from mlops.config import Config
@@ -29,8 +31,19 @@ def is_healthy(endpoint: str) -> bool:
         return False
 
 
-def wait_until_healthy(endpoint: str, timeout_s: float = 120.0, interval_s: float = 0.5) -> float:
-    """Poll GET /ping until 200; returns the seconds it took."""
+def wait_until_healthy(
+    endpoint: str,
+    timeout_s: float = 120.0,
+    interval_s: float = 0.5,
+    pid_file: Path | None = None,
+    log_file: Path | None = None,
+) -> float:
+    """Poll GET /ping until 200; returns the seconds it took.
+
+    With the service's `pid_file`, a service that exits (a version whose code or types cannot be
+    loaded) fails the wait at once instead of at the deadline; the error then ends with the last
+    lines of its `log_file`, which say why.
+    """
     start = time.monotonic()
     last = ["no answer"]
 
@@ -43,9 +56,30 @@ def wait_until_healthy(endpoint: str, timeout_s: float = 120.0, interval_s: floa
         last[0] = f"HTTP {response.status_code}"
         return response.status_code == 200
 
+    def running() -> bool:
+        assert pid_file is not None
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):  # not written yet
+            return True
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def seen() -> str:
+        logged = [line for line in waiting.tail(log_file, 60).splitlines() if line.strip()] if log_file else []
+        # The last lines first: an error message must survive a caller's truncation of this text.
+        return last[0] + (f"; its log ends: {' | '.join(reversed(logged[-3:]))}" if logged else "")
+
     try:
         waiting.wait_for(
-            answers, timeout=timeout_s, interval=interval_s, what=f"{endpoint}/ping answering 200", seen=lambda: last[0]
+            answers,
+            timeout=timeout_s,
+            interval=interval_s,
+            what=f"{endpoint}/ping answering 200",
+            seen=seen,
+            still_alive=running if pid_file is not None else None,
         )
     except waiting.TimedOut as exc:
         raise ServiceUnavailable(str(exc)) from None

@@ -17,6 +17,7 @@ import httpx
 import psutil
 
 from mlops import waiting
+from mlops.waiting import tail
 
 
 @dataclass(frozen=True)
@@ -237,12 +238,3 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    """The last `lines` lines of a log file ('' when it does not exist)."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
