@@ -6,6 +6,8 @@ the version it served before (the champion), or destroys it when there was none.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
@@ -45,8 +47,11 @@ def apply_service(config: Config, environment: str, model_name: str, version: st
     )
     if summary.has_changes:
         tf.apply_plan(env_dir, plan_file)
-    endpoint = environments.service_outputs(env_dir)["endpoint"]
-    seconds = service_checks.wait_until_healthy(endpoint)
+    outputs = environments.service_outputs(env_dir)
+    endpoint = outputs["endpoint"]
+    seconds = service_checks.wait_until_healthy(
+        endpoint, pid_file=Path(outputs["pid_file"]), log_file=Path(outputs["log_file"])
+    )
     logger.info(
         "%s serves %s version %s at %s (healthy after %.1f s)", environment, model_name, version, endpoint, seconds
     )
@@ -55,16 +60,27 @@ def apply_service(config: Config, environment: str, model_name: str, version: st
 
 @task
 def deploy_environment(config: Config, environment: str, model_name: str, version: str, restore_to: str | None) -> str:
-    """Apply `version` to the environment; if the delivery rolls back, it returns to `restore_to`."""
+    """Apply `version` to the environment; if the delivery rolls back, it returns to `restore_to`.
+
+    An apply that fails (a service that never answers) puts the environment back itself: the
+    transaction rolls back only the tasks that completed.
+    """
     remember_for_rollback(config=config, environment=environment, model_name=model_name, **{RESTORE_TO: restore_to})
-    return apply_service(config, environment, model_name, version)
+    try:
+        return apply_service(config, environment, model_name, version)
+    except Exception:
+        restore_environment(config, environment, model_name, restore_to)
+        raise
 
 
 @deploy_environment.on_rollback
 def _restore(txn: Transaction) -> None:
     """Rollback hook: the environment goes back to what it served before this delivery."""
-    config, environment, name = txn.get("config"), txn.get("environment"), txn.get("model_name")
-    previous = txn.get(RESTORE_TO)
+    restore_environment(txn.get("config"), txn.get("environment"), txn.get("model_name"), txn.get(RESTORE_TO))
+
+
+def restore_environment(config: Config, environment: str, name: str, previous: str | None) -> None:
+    """The environment back on `previous` (its service answering), or destroyed when there was none."""
     if previous is None:
         destroyed = environments.destroy(config, environment)
         get_run_logger().warning(

@@ -362,3 +362,41 @@ def test_a_rollback_by_hand_serves_the_previous_champion_again_and_records_who_a
         again = production_rollback(reason="again", by="bob", return_state=True, **params)
         assert again.is_failed() and why in str(again.message), again
     assert _served_version(champion.config.serving.production_port) == champion.version
+
+
+def test_a_version_whose_code_cannot_be_loaded_fails_staging_with_the_reason(champion, tmp_path, monkeypatch):
+    # Logged by hand from a notebook: a transform from the notebook's own module, not shipped with the model.
+    import importlib
+
+    import skops.io
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    (tmp_path / "notebook_features.py").write_text("def same(frame):\n    return frame\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    same = importlib.import_module("notebook_features").same
+    served = registry.load_model(registry.version(MlflowClient(), MODEL, champion.version))
+    model = Pipeline([("notebook", FunctionTransformer(same)), ("model", served)])
+
+    def log_without_its_code(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -> str:
+        return mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, outputs),
+            serialization_format="skops",
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+            pyfunc_predict_fn="predict_proba",
+        ).model_uri
+
+    example = modeling.features_and_target(_january_fitted_part(champion.config).head(50), champion.config)[0]
+    version = _register(champion.config, model, example, tags={}, log=log_without_its_code)
+
+    state, decision, tags = _deliver(version)
+
+    assert state.is_failed()
+    # At once (the service exited), not after the health check's 120 s, and saying why.
+    assert "what it waited on exited" in tags["rejected"], tags["rejected"]
+    assert "No module named 'notebook_features'" in tags["rejected"], tags["rejected"]
+    assert f"staging back to v{champion.version}" in decision
+    _production_untouched(champion)
+    assert _served_version(champion.config.serving.staging_port) == champion.version
