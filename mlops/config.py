@@ -11,7 +11,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from mlops.usercode import PROJECT_ROOT, USECASES, UserCodeError, import_root, is_import_path, resolve_callable
+from mlops.usercode import (
+    PROJECT_ROOT,
+    USECASES,
+    UserCodeError,
+    import_root,
+    is_import_path,
+    resolve_callable,
+    use_case_of,
+)
 
 DEFAULT_CONFIG = PROJECT_ROOT / "usecases" / "flights" / "mlops.yaml"  # the default use case
 
@@ -414,9 +422,7 @@ def load_config(path: str | Path | None = None, *, use_case: str | None = None) 
         )
         raise ConfigError(f"{path}: invalid config\n{problems}") from None
     config = _anchor_paths(config, path.resolve().parent)
-    config._import_root = import_root(path)
-    folder = path.resolve().parent
-    config._use_case = folder.name if folder.parent.name == USECASES else None
+    config._import_root, config._use_case = import_root(path), use_case_of(path)
     check_user_code(config, path)
     return config
 

@@ -44,10 +44,16 @@ def is_import_path(text: str) -> bool:
     return "." in text or ":" in text
 
 
+def use_case_of(config_file: Path) -> str | None:
+    """The use case a config file describes: `<name>` for `usecases/<name>/mlops.yaml`, else None."""
+    folder = config_file.resolve().parent
+    return folder.name if folder.parent.name == USECASES else None
+
+
 def import_root(config_file: Path) -> Path:
     """Where a config's import paths are imported from (see the module docstring)."""
     folder = config_file.resolve().parent
-    return folder.parent.parent if folder.parent.name == USECASES else folder
+    return folder.parent.parent if use_case_of(config_file) else folder
 
 
 def resolve(path: str, key: str, root: Path | None = None) -> Any:
