@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.serving import forest_cache
-from mlops.serving.schema import DTYPES, Column, Rows
+from mlops.serving.schema import DTYPES, Column, Rows, to_frame
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,6 @@ class CompiledPredictor:
 
     def matrix(self, batch: Sequence[Rows]) -> np.ndarray:
         if self.transform is not None:
-            from mlops.serving.schema import to_frame
-
             return np.asarray(self.transform.transform(to_frame(batch, self.columns)), dtype=np.float64)
         n = sum(rows.n_rows for rows in batch)
         X = np.empty((n, len(self.features)), dtype=np.float64)
@@ -307,8 +305,6 @@ def verify(
     source: str,
 ) -> Verification:
     """Compiled vs sklearn predictions on `frame` (typed as the service types requests)."""
-    from mlops.serving.schema import to_frame
-
     rows = rows_of(frame, columns)
     expected = np.asarray(predict_fn(to_frame([rows], columns)))
     got = compiled.predict([rows])
