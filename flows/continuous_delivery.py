@@ -88,9 +88,8 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
     """Everything after the version is READY, holding both environments."""
     logger = get_run_logger()
     candidate = wait_for_version(config, name, version)  # again, now that no other delivery runs: its decision tags
-    config = config_of_version(
-        config, candidate.run_id, f"{name} v{version}"
-    )  # its holdout as it was trained, not as the file is now
+    # Its holdout as it was trained, not as the file is now.
+    config = config_of_version(config, candidate.run_id, f"{name} v{version}")
     champion = find_champion(config, name)
     previous = champion.version if champion else None
     if previous == version and serving_version(config, "production") == version:

@@ -56,9 +56,8 @@ def drift_monitoring(
             key="drift-summary", markdown="# Drift monitoring\n\nNo champion yet: nothing to compare with."
         )
         return {"drifted": False, "reason": "no champion"}
-    config = config_of_version(
-        config, champion.run_id, f"champion v{champion.version}"
-    )  # the champion's features and data, as it was trained
+    # The champion's features and data, as it was trained.
+    config = config_of_version(config, champion.run_id, f"champion v{champion.version}")
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
     windows = extract_windows(config, champion, as_of.isoformat() if as_of else None, months, input_path, workdir)
     if windows.reference_rows == 0:
