@@ -22,6 +22,7 @@ from mlops.usercode import (
 )
 
 DEFAULT_CONFIG = PROJECT_ROOT / "usecases" / "flights" / "mlops.yaml"  # the default use case
+USE_CASE_LABEL = "mlops.use-case"  # the resource label naming the use case (Config.name) on every event of the loop
 
 
 # `package.module:name` or `package.module.name` (mlops/usercode.py)
@@ -337,6 +338,12 @@ class Config(Strict):
         """The use case's name when its config lives in `usecases/<name>/`, else None."""
         return self._use_case
 
+    @property
+    def name(self) -> str:
+        """What the stack calls this use case (state dirs, ports, locks, events, status): its folder's name, else
+        its dataset's."""
+        return self._use_case or self.dataset.name
+
     def resolve(self, key: str) -> Any:
         """The object the import path at `key` names (see import_paths), imported from import_root."""
         return resolve_callable(self.import_paths()[key], key, self.import_root)
@@ -396,6 +403,37 @@ def use_case_parameter() -> Any:
     """The type of a flow's `use_case` parameter: the discovered names, so Prefect's form offers them."""
     found = use_cases()
     return Literal[tuple(found)] if found else str  # type: ignore[valid-type]
+
+
+def stack_use_cases() -> list[str]:
+    """The use cases this stack runs: every folder of usecases/, or only the file MLOPS_CONFIG names when that file
+    lives elsewhere (it points the whole system at one file)."""
+    if use_case_of(config_path()) is None:
+        return [load_config().name]
+    return use_cases()
+
+
+def config_named(name: str) -> Config:
+    """The config of the use case the stack calls `name` (Config.name): its folder's, or the default config's."""
+    if name in use_cases():
+        return load_config(use_case=name)
+    default = load_config()
+    if default.name != name:
+        raise ConfigError(f"no use case named {name!r}: not a folder usecases/<name>/ nor the default config's name")
+    return default
+
+
+def config_for_model(model_name: str | None) -> Config | None:
+    """The config of the use case that registers `model_name` (tracking.model_name): the default config's first,
+    then each folder's; the default config when no name is given, None when no use case registers it."""
+    default = load_config()
+    if model_name is None or default.tracking.model_name == model_name:
+        return default
+    for name in use_cases():
+        config = load_config(use_case=name)
+        if config.tracking.model_name == model_name:
+            return config
+    return None
 
 
 def load_config(path: str | Path | None = None, *, use_case: str | None = None) -> Config:

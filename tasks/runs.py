@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import runtime, task
 from prefect.client.orchestration import get_client
 
-from mlops.adapters import environments, registry
+from mlops.adapters import registry
 from mlops.config import Config
 from mlops.platform import locks
 from tasks.retries import IO_RETRIES
@@ -35,9 +35,9 @@ def require_servers(config: Config) -> None:
     registry.require_server(registry.tracking_uri(config))
 
 
-def environment_locks() -> list[str]:
-    """The global concurrency limits (one slot each) that serialise deliveries per environment."""
-    return [locks.lock_name(name) for name in environments.NAMES]
+def environment_locks(config: Config) -> list[str]:
+    """The global concurrency limits (one slot each) that serialise changes to the use case's environments."""
+    return locks.use_case_locks(config.name)
 
 
 @task(**IO_RETRIES)

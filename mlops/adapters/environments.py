@@ -1,14 +1,21 @@
-"""The model-service environments (staging, production) as Terraform sees them. No Prefect here.
+"""The model-service environments (staging, production) of each use case, as Terraform sees them. No Prefect here.
 
-Both are the one root module `infra/service`: an environment is its own state (chosen at init)
-plus its variable file `infra/service/env/<environment>.tfvars` (passed with -var-file).
+All are the one root module `infra/service`: an environment is its own state (chosen at init)
+plus its variable file `infra/service/env/<environment>.tfvars` (passed with -var-file). Each use
+case (`Config.name`) has its own: state and plans under `<state>/terraform/<use case>/<environment>/`,
+service files under `<state>/services/<use case>/`, and ports recorded in `<state>/services/ports.json`.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
+import socket
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +38,104 @@ def _known(environment: str) -> str:
     return environment
 
 
+def _state_file(state_dir: Path, use_case: str, environment: str) -> Path:
+    return state_dir / "terraform" / use_case / _known(environment) / "terraform.tfstate"
+
+
 def work_dir(config: Config, environment: str, state_dir: Path | None = None) -> Path:
-    """Where an environment's state and saved plans live: `<state>/terraform/<env>/`."""
-    path = (state_dir or config.state_dir) / "terraform" / _known(environment)
+    """Where a use case's environment keeps its state and saved plans: `<state>/terraform/<use case>/<env>/`."""
+    path = _state_file(state_dir or config.state_dir, config.name, environment).parent
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def applied_use_cases(state_dir: Path) -> list[str]:
+    """The use cases with an environment state under `state_dir` (what `down`, `up` and `status` look after)."""
+    found = {
+        p.parent.parent.name for env in NAMES for p in (state_dir / "terraform").glob(f"*/{env}/terraform.tfstate")
+    }
+    return sorted(found)
+
+
+def adopt_single_use_case_layout(state_dir: Path, use_case: str) -> list[str]:
+    """Move states of the one-use-case layout (`<state>/terraform/<env>/`) under `use_case`; the environments moved.
+
+    A stack made before use cases had their own environments keeps serving what it served.
+    """
+    moved = []
+    for env in NAMES:
+        old, new = state_dir / "terraform" / env, _state_file(state_dir, use_case, env).parent
+        if (old / "terraform.tfstate").exists() and not new.exists():
+            new.parent.mkdir(parents=True, exist_ok=True)
+            old.rename(new)
+            moved.append(env)
+            state = json.loads((new / "terraform.tfstate").read_text())
+            endpoint = state.get("outputs", {}).get(SERVICE_OUTPUT, {}).get("value", {}).get("endpoint")
+            if endpoint:  # it keeps the port it serves on
+                with _port_records(state_dir) as recorded:
+                    recorded.setdefault(f"{use_case}/{env}", int(endpoint.rsplit(":", 1)[1]))
+    shutil.rmtree(state_dir / "terraform" / "infra" / "staging", ignore_errors=True)  # the old working copies
+    shutil.rmtree(state_dir / "terraform" / "infra" / "production", ignore_errors=True)
+    return moved
+
+
+PORTS_FILE = "ports.json"  # under <state>/services/: "<use case>/<environment>" -> port
+PORT_SEARCH = 200  # ports tried above the configured one before giving up
+
+
+def service_port(config: Config, environment: str, state_dir: Path | None = None) -> int:
+    """The port of a use case's environment: recorded at its first delivery and kept.
+
+    The first use case to ask for a port gets the one its config names (`serving.<env>_port`); another
+    use case asking for a port already recorded, or one something else listens on, gets the next free
+    one above it. Recorded in `<state>/services/ports.json` under a file lock, so concurrent deliveries of
+    different use cases never take the same port.
+    """
+    key = f"{config.name}/{_known(environment)}"
+    wanted = config.serving.staging_port if environment == "staging" else config.serving.production_port
+    with _port_records(state_dir or config.state_dir) as recorded:
+        if key in recorded:
+            return recorded[key]
+        taken = set(recorded.values())
+        for port in range(wanted, min(wanted + PORT_SEARCH, 65536)):
+            if port not in taken and _free(config.serving.host, port):
+                recorded[key] = port
+                return port
+    raise RuntimeError(f"no free port for {key} in {wanted}..{wanted + PORT_SEARCH - 1}")
+
+
+@contextmanager
+def _port_records(state_dir: Path) -> Iterator[dict[str, int]]:
+    """The recorded ports, held under an exclusive file lock; what the block adds is written back atomically."""
+    directory = state_dir / "services"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / PORTS_FILE
+    with open(directory / (PORTS_FILE + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        recorded: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+        before = dict(recorded)
+        yield recorded
+        if recorded != before:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(recorded, indent=1, sort_keys=True))
+            tmp.replace(path)
+
+
+def recorded_ports(state_dir: Path) -> dict[str, int]:
+    """Every port `service_port` recorded, by "<use case>/<environment>"."""
+    path = state_dir / "services" / PORTS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _free(host: str, port: int) -> bool:
+    """Nothing listens on host:port (a bind would succeed)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def var_file(root_dir: Path, environment: str) -> Path:
@@ -65,12 +165,12 @@ def service_variables(
 ) -> dict[str, Any]:
     """The `-var` values for one environment serving one model version; they win over its var file.
 
-    The port comes from the config (`serving.<env>_port`), so mlops.yaml decides, not the var
-    file's default. `environment` repeats the var file's, so a plan made without the var file
+    The port is the use case's (`service_port`: the config's `serving.<env>_port` unless another use
+    case holds it), not the var file's default. `environment` repeats the var file's, so a plan made without the var file
     still describes the right environment. `state_dir` and `tracking_uri` name a stack other than
     the one the config and the environment point at (`mlops up` restoring its own services).
     """
-    port = config.serving.staging_port if _known(environment) == "staging" else config.serving.production_port
+    state_dir = state_dir or config.state_dir
     return {
         "environment": environment,
         "model_name": model_name,
@@ -78,8 +178,8 @@ def service_variables(
         "model_uri": f"models:/{model_name}/{version}",
         "serve_command": f"{Path(sys.executable).parent / 'mlops'} serve",
         "tracking_uri": tracking_uri or registry.tracking_uri(config),
-        "run_dir": str((state_dir or config.state_dir) / "services"),
-        "port": port,
+        "run_dir": str(state_dir / "services" / config.name),
+        "port": service_port(config, environment, state_dir),
         "workers": config.serving.workers,
     }
 
@@ -87,11 +187,11 @@ def service_variables(
 def initialise(config: Config, environment: str, state_dir: Path | None = None) -> Path:
     """`terraform init` of the service root with the environment's local state; returns the root's directory.
 
-    Terraform runs in a copy of infra/ under the state dir, one per environment, so its
+    Terraform runs in a copy of infra/ in the environment's work dir, so its
     `.terraform/` working files (which remember the state path) never land in the repo, and two
     environments or two stacks (a user's and a test's) never share them.
     """
-    copy = (state_dir or config.state_dir) / "terraform" / "infra" / _known(environment)
+    copy = work_dir(config, environment, state_dir) / "infra"
     shutil.rmtree(copy, ignore_errors=True)  # exactly what the repo holds now, nothing stale
     shutil.copytree(INFRA_DIR, copy, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*"))
     root_dir = copy / ROOT_MODULE
@@ -114,14 +214,17 @@ def destroy(config: Config, environment: str, state_dir: Path | None = None) -> 
 
 
 def current_service(config: Config, environment: str, state_dir: Path | None = None) -> dict[str, Any]:
-    """What an environment serves, as `service_outputs`, read without touching the copy CD plans in.
+    """What a use case's environment serves, as `service_outputs`."""
+    return served_by(state_dir or config.state_dir, config.name, environment)
+
+
+def served_by(state_dir: Path, use_case: str, environment: str) -> dict[str, Any]:
+    """What `use_case`'s environment serves, as `service_outputs`, read without touching the copy CD plans in.
 
     `initialise` rebuilds the environment's working copy, which would pull it from under a CD
     run applying there; a reader (`mlops status`, `mlops down`) initialises a throwaway copy.
     """
-    state = (
-        (state_dir or config.state_dir) / "terraform" / _known(environment) / "terraform.tfstate"
-    )  # as work_dir's, unmade
+    state = _state_file(state_dir, use_case, environment)
     if not state.exists():
         return {}
     with tempfile.TemporaryDirectory(prefix=f"mlops-{environment}-") as tmp:

@@ -1,5 +1,8 @@
 """The environments' locks: one-slot Prefect global concurrency limits that every change to an environment holds.
 
+One per use case and environment (`mlops-environment-<use case>-<environment>`): a delivery of one
+use case never waits for another's.
+
 CD, `production-rollback` and `mlops up`'s restore all apply Terraform in an environment's working
 copy (`environments.initialise` rebuilds it), so two of them at once would pull it from under each
 other. The flows hold the locks with Prefect's `concurrency()`; `up` takes leases by hand
@@ -21,11 +24,16 @@ from mlops.adapters import environments
 PREFIX = "mlops-environment-"
 
 
-def lock_name(environment: str) -> str:
-    """The limit that every change to `environment` holds."""
+def lock_name(use_case: str, environment: str) -> str:
+    """The limit that every change to `use_case`'s `environment` holds."""
     if environment not in environments.NAMES:
         raise ValueError(f"unknown environment {environment!r}; choose from {list(environments.NAMES)}")
-    return PREFIX + environment
+    return f"{PREFIX}{use_case}-{environment}"
+
+
+def use_case_locks(use_case: str) -> list[str]:
+    """The locks of both of a use case's environments, which a delivery or a rollback holds together."""
+    return [lock_name(use_case, name) for name in environments.NAMES]
 
 
 def create_locks(client: Any, names: list[str]) -> None:
@@ -38,20 +46,19 @@ def create_locks(client: Any, names: list[str]) -> None:
 
 
 @contextmanager
-def holding_free(client: Any, environments_wanted: list[str], *, wait: float, lease: float) -> Iterator[set[str]]:
-    """Hold the lock of each environment that comes free within `wait` seconds; yields the environments held.
+def holding_free(client: Any, names: list[str], *, wait: float, lease: float) -> Iterator[set[str]]:
+    """Hold each lock of `names` that comes free within `wait` seconds; yields the names held.
 
     Each hold is a lease of `lease` seconds (it expires by itself if this process dies) and is
     released when the block ends.
     """
-    names = {env: lock_name(env) for env in environments_wanted}
     leases: dict[str, UUID] = {}
     try:
-        create_locks(client, list(names.values()))
+        create_locks(client, names)
         deadline = time.monotonic() + wait
-        for env, name in names.items():
+        for name in names:
             if (held := _take(client, name, deadline, lease)) is not None:
-                leases[env] = held
+                leases[name] = held
         yield set(leases)
     finally:
         for held in leases.values():

@@ -1,4 +1,4 @@
-"""The model services of the stack (staging, production): stopped by pid on `down`, restored on `up`.
+"""The model services of the stack (each use case's staging and production): stopped by pid on `down`, restored on `up`.
 
 `down` keeps their Terraform state; `up` brings each back on what its state says, production on the
 `champion` version (the alias wins when they disagree, and `up` says so). `up` holds an
@@ -19,31 +19,35 @@ from typing import Any
 
 import psutil
 
-from mlops.config import load_config
+from mlops.config import Config, config_named, load_config, stack_use_cases
 from mlops.platform import locks, processes
 from mlops.platform.parts import STOP_TIMEOUT, StackError
 from mlops.platform.settings import StackSettings
 
 SERVICE_PID_SLACK = 30.0  # seconds a model service may have started before Terraform wrote its pid file
 LOCK_WAIT = 30.0  # seconds `up` waits for an environment's lock before leaving the environment to its holder
+RESTORE_WORKERS = 4  # services started at once by `up` (each mostly waits for its model to load)
 LOCK_LEASE = 900.0  # seconds `up`'s hold lasts if `up` dies holding it (released as soon as the restore ends)
 
 
 def stop_model_services(s: StackSettings) -> None:
-    """Stop the staging/production services by pid; their Terraform state stays, so `up` brings them back."""
+    """Stop every use case's staging/production services by pid; their Terraform state stays, so `up` brings them back."""
     from mlops.adapters import environments
 
-    config = load_config()
-    for name in environments.NAMES:
-        try:
-            served = environments.current_service(config, name, state_dir=s.state_dir)
-        except Exception as exc:  # an unreadable state must not keep the rest of the stack running
-            print(f"  {name} model service: cannot read its state: {exc}", file=sys.stderr, flush=True)
-            continue
-        if served:
-            stopped = _stop_service(s, name, Path(served["pid_file"]))
-            what = f"stopped (pid {stopped})" if stopped else "not running"
-            print(f"  {name} model service: {what}; v{served['model_version']} kept in its state", flush=True)
+    for use_case in environments.applied_use_cases(s.state_dir):
+        for name in environments.NAMES:
+            try:
+                served = environments.served_by(s.state_dir, use_case, name)
+            except Exception as exc:  # an unreadable state must not keep the rest of the stack running
+                print(f"  {use_case} {name} model service: cannot read its state: {exc}", file=sys.stderr, flush=True)
+                continue
+            if served:
+                stopped = _stop_service(s, f"{use_case}-{name}", Path(served["pid_file"]))
+                what = f"stopped (pid {stopped})" if stopped else "not running"
+                print(
+                    f"  {use_case} {name} model service: {what}; v{served['model_version']} kept in its state",
+                    flush=True,
+                )
 
 
 def service_record(pid_file: Path) -> processes.PidRecord | None:
@@ -65,68 +69,83 @@ def service_record(pid_file: Path) -> processes.PidRecord | None:
     return processes.PidRecord(pid=pid, create_time=started, command=command)
 
 
-def _stop_service(s: StackSettings, environment: str, pid_file: Path) -> int | None:
+def _stop_service(s: StackSettings, service: str, pid_file: Path) -> int | None:
     """Stop one model service with its process group; returns its pid, None when it was not running."""
     record = service_record(pid_file)
     pid_file.unlink(missing_ok=True)  # stale from now on; Terraform's destroy reads a missing one as "stopped"
     if record is None:
         return None
     # Adopted into the stack's pid files for this one stop, so it gets the parts' TERM-wait-KILL.
-    adopted = s.run_dir / f"model-service-{environment}.pid"
+    adopted = s.run_dir / f"model-service-{service}.pid"
     adopted.write_text(json.dumps(record.__dict__))
     processes.stop(adopted, timeout=STOP_TIMEOUT)
     return record.pid
 
 
 def restore_model_services(s: StackSettings) -> None:
-    """Bring staging and production back on what their state says, production on the `champion` alias."""
-    from mlflow.tracking import MlflowClient
+    """Bring every use case's staging and production back on what their state says, production on its `champion`."""
+    from mlops.adapters import environments
 
-    from mlops.adapters import environments, registry
+    default = load_config()
+    moved = environments.adopt_single_use_case_layout(s.state_dir, default.name)
+    if moved:
+        print(f"  model services: {', '.join(moved)} state moved under use case {default.name}", flush=True)
+    targets: list[tuple[Config, environments.Restore]] = []
+    failures = []
+    for use_case in environments.applied_use_cases(s.state_dir):
+        try:
+            targets += _restore_targets(s, config_named(use_case))
+        except Exception as exc:  # a config, MLflow or Terraform error stops this use case, not the others
+            failures.append(f"{use_case}: cannot read what it serves: {exc}")
 
-    config = load_config()
-    name = config.tracking.model_name
-    try:
-        champion = registry.champion(MlflowClient(s.mlflow_uri, registry_uri=s.mlflow_uri), name)
-        served = {env: environments.current_service(config, env, state_dir=s.state_dir) for env in environments.NAMES}
-    except Exception as exc:  # MLflow and Terraform raise several types; any of them stops `up`
-        raise StackError(f"model services: cannot read what they serve: {exc}") from None
-    version = champion.version if champion else None
-    targets = [environments.restore_target(env, served[env], name, version) for env in environments.NAMES]
-
-    def restore(target: environments.Restore) -> str | None:
+    def restore(found: tuple[Config, environments.Restore]) -> str | None:
+        config, target = found
+        where = f"{config.name} {target.environment}"
         if target.reason:
-            print(f"  {target.environment} model service: {target.reason}", flush=True)
+            print(f"  {where} model service: {target.reason}", flush=True)
         try:
             endpoint, seconds = environments.restore_service(
                 config, target, state_dir=s.state_dir, tracking_uri=s.mlflow_uri
             )
         except Exception as exc:  # Terraform and the health wait raise several types; report them all
-            return f"{target.environment} v{target.version}: {exc}"
+            return f"{where} v{target.version}: {exc}"
         print(
-            f"  {target.environment} model service: {target.model_name} v{target.version} healthy at {endpoint} "
-            f"({seconds:.1f} s)",
+            f"  {where} model service: {target.model_name} v{target.version} healthy at {endpoint} ({seconds:.1f} s)",
             flush=True,
         )
         return None
 
-    with _holding_locks(s, [t.environment for t in targets if t]) as held:
-        for target in targets:
-            if target and target.environment not in held:
+    lock_of = {id(t): locks.lock_name(c.name, t.environment) for c, t in targets}
+    with _holding_locks(s, list(lock_of.values())) as held:
+        for config, target in targets:
+            if lock_of[id(target)] not in held:
                 print(
-                    f"  {target.environment} model service: left to the run holding {locks.lock_name(target.environment)} "
-                    f"(a delivery or rollback in flight, or one that died less than its lease ago); "
-                    f"`mlops up` again restores it",
+                    f"  {config.name} {target.environment} model service: left to the run holding "
+                    f"{lock_of[id(target)]} (a delivery or rollback in flight, or one that died less than its lease "
+                    f"ago); `mlops up` again restores it",
                     flush=True,
                 )
-        with ThreadPoolExecutor(
-            max_workers=len(environments.NAMES)
-        ) as pool:  # each waits seconds for its model to load
-            failures = [
-                failure for failure in pool.map(restore, [t for t in targets if t and t.environment in held]) if failure
-            ]
+        with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:  # each waits seconds for its model to load
+            failures += [f for f in pool.map(restore, [t for t in targets if lock_of[id(t[1])] in held]) if f]
     if failures:
         raise StackError("model services did not come back:\n  " + "\n  ".join(failures))
+
+
+def _restore_targets(s: StackSettings, config: Config) -> list[tuple[Config, Any]]:
+    """What each environment of one use case comes back on (`environments.restore_target`), with its config."""
+    from mlflow.tracking import MlflowClient
+
+    from mlops.adapters import environments, registry
+
+    name = config.tracking.model_name
+    champion = registry.champion(MlflowClient(s.mlflow_uri, registry_uri=s.mlflow_uri), name)
+    version = champion.version if champion else None
+    found = []
+    for env in environments.NAMES:
+        served = environments.served_by(s.state_dir, config.name, env)
+        if target := environments.restore_target(env, served, name, version):
+            found.append((config, target))
+    return found
 
 
 @contextmanager
@@ -143,32 +162,43 @@ def _holding_locks(s: StackSettings, wanted: list[str]) -> Iterator[set[str]]:
 
 
 def environments_report(s: StackSettings) -> dict[str, dict[str, Any]]:
-    """Each environment: what its state says it serves (version, URL), whether it answers, or why unknown."""
+    """Each use case (those of this stack and any with a state): its model and, per environment, what its state
+    says it serves (version, URL), whether it answers, or why unknown."""
     from mlops.adapters import environments, service_checks
 
-    config = load_config()
-    found: dict[str, dict[str, Any]] = {}
-    for name in environments.NAMES:
+    report: dict[str, dict[str, Any]] = {}
+    for use_case in sorted(set(stack_use_cases()) | set(environments.applied_use_cases(s.state_dir))):
         try:
-            served = environments.current_service(config, name, state_dir=s.state_dir)
-        except Exception as exc:  # Terraform raises several types; the report says why
-            found[name] = {"applied": None, "error": f"state unreadable: {str(exc).splitlines()[0]}", "healthy": False}
-            continue
-        if not served:
-            found[name] = {"applied": False, "version": None, "url": None, "healthy": None}
-            continue
-        found[name] = {
-            "applied": True,
-            "version": str(served["model_version"]),
-            "url": served["endpoint"],
-            "healthy": service_checks.is_healthy(served["endpoint"]),
-        }
-    return found
+            model: str | None = config_named(use_case).tracking.model_name
+        except Exception:  # its folder is gone or broken; its environments are still reported
+            model = None
+        found: dict[str, dict[str, Any]] = {}
+        for name in environments.NAMES:
+            try:
+                served = environments.served_by(s.state_dir, use_case, name)
+            except Exception as exc:  # Terraform raises several types; the report says why
+                found[name] = {
+                    "applied": None,
+                    "error": f"state unreadable: {str(exc).splitlines()[0]}",
+                    "healthy": False,
+                }
+                continue
+            if not served:
+                found[name] = {"applied": False, "version": None, "url": None, "healthy": None}
+                continue
+            found[name] = {
+                "applied": True,
+                "version": str(served["model_version"]),
+                "url": served["endpoint"],
+                "healthy": service_checks.is_healthy(served["endpoint"]),
+            }
+        report[use_case] = {"model": model, "environments": found}
+    return report
 
 
 def environment_line(name: str, env: dict[str, Any]) -> str:
     if env["applied"] is None:
-        return f"{name:<17} {env['error']}"
+        return f"{name:<24} {env['error']}"
     if not env["applied"]:
-        return f"{name:<17} not applied"
-    return f"{name:<17} version {env['version']:<4} health {'ok  ' if env['healthy'] else 'FAIL'} {env['url']}"
+        return f"{name:<24} not applied"
+    return f"{name:<24} version {env['version']:<4} health {'ok  ' if env['healthy'] else 'FAIL'} {env['url']}"

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlops.config import load_config
 from mlops.platform import services
 from mlops.platform.parts import parts
 from mlops.platform.settings import StackSettings, stack_settings
 
 
 def status(settings: StackSettings | None = None, as_json: bool = False) -> int:
-    """One line per part, then per environment of the stack's use case (or all of it as JSON); 0 when all
+    """One line per part, then per environment of each use case (or all of it as JSON); 0 when all
     parts and every applied environment are healthy."""
     s = settings or stack_settings()
     report = status_report(s)
@@ -24,9 +23,9 @@ def status(settings: StackSettings | None = None, as_json: bool = False) -> int:
                 f"{name:<17} pid {part['pid'] or '-'!s:<8} alive {'yes' if part['alive'] else 'no ':<4} "
                 f"health {'ok  ' if part['healthy'] else 'FAIL'} {part['url']}"
             )
-        for use_case in report["use_cases"].values():
-            for name, env in use_case["environments"].items():
-                print(services.environment_line(name, env))
+        for use_case, found in report["use_cases"].items():
+            for name, env in found["environments"].items():
+                print(services.environment_line(f"{use_case} {name}", env))
     return 0 if report["healthy"] else 1
 
 
@@ -42,14 +41,8 @@ def status_report(s: StackSettings) -> dict[str, Any]:
             "healthy": part.healthy() if record else False,
             "url": part.health_url,
         }
-    config = load_config()
-    environments = services.environments_report(s)
+    use_cases = services.environments_report(s)
     healthy = all(p["healthy"] for p in found.values()) and all(
-        e["healthy"] is not False for e in environments.values()
+        e["healthy"] is not False for u in use_cases.values() for e in u["environments"].values()
     )
-    use_case = config.use_case or config.dataset.name
-    return {
-        "healthy": healthy,
-        "parts": found,
-        "use_cases": {use_case: {"model": config.tracking.model_name, "environments": environments}},
-    }
+    return {"healthy": healthy, "parts": found, "use_cases": use_cases}
