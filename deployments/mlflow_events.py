@@ -30,6 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from mlops.config import USE_CASE_LABEL
+
 REGISTERED_EVENT = "mlops.model.registered"
 WEBHOOK_NAME = "mlops-model-registered"
 MAX_CLOCK_SKEW_S = 300
@@ -65,18 +67,24 @@ def registered_event(body: dict[str, Any]) -> dict[str, Any] | None:
         return None
     data = body.get("data", {})
     name, version = data["name"], str(data["version"])
+    tags = data.get("tags") or {}
+    # CT tags a use case's versions with its folder's name; CD's deployment trigger passes it on as `use_case`
+    # (None: CD finds the use case that registers the model, as for a version registered by hand).
+    use_case = tags.get("use_case") or None
     return {
         "event": REGISTERED_EVENT,
         "resource": {
             "prefect.resource.id": f"mlflow.model.{name}.{version}",
             "prefect.resource.name": f"{name} v{version}",
+            **({USE_CASE_LABEL: use_case} if use_case else {}),
         },
         "payload": {
             "name": name,
             "version": version,
+            "use_case": use_case,
             "run_id": data.get("run_id"),
             "source": data.get("source"),
-            "tags": data.get("tags") or {},
+            "tags": tags,
         },
     }
 

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 from prefect import flow, runtime
 from pydantic import Field
 
-from mlops.config import load_config
+from mlops.config import load_config, use_case_parameter
 from mlops.domain import scoring
 from mlops.domain.window import AsOf, resolve_as_of
 from tasks.registry import config_of_version
-from tasks.runs import require_servers
+from tasks.runs import require_servers, tag_this_run
 from tasks.scoring import (
     check_input,
     extract_scoring_window,
@@ -24,11 +24,13 @@ from tasks.scoring import (
     score_input,
 )
 
+UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
+
 
 def _run_name() -> str:
     params = runtime.flow_run.parameters
     source = Path(params["input_path"]).name if params.get("input_path") else params.get("as_of") or "window"
-    return f"score-{load_config().tracking.model_name}-{source}"
+    return f"score-{load_config(use_case=params.get('use_case')).tracking.model_name}-{source}"
 
 
 @flow(name="batch-scoring", flow_run_name=_run_name)
@@ -40,6 +42,7 @@ def batch_scoring(
     output_path: str | None = None,
     chunk_rows: Annotated[int, Field(ge=1)] = scoring.DEFAULT_CHUNK_ROWS,
     native_threads: Annotated[int | None, Field(ge=1)] = None,
+    use_case: UseCase | None = None,  # type: ignore[valid-type]
 ) -> dict[str, Any]:
     """Score a CSV/Parquet file, or a window of the configured data, with the champion model.
 
@@ -64,11 +67,13 @@ def batch_scoring(
         chunk_rows: Rows read, screened and scored at a time; bounds the memory the run needs.
         native_threads: Threads for the model's native code (OpenMP) while scoring. Default: the libraries'
             (one per core). 1 gives steadier throughput on a machine busy with other work (docs/benchmarks.md).
+        use_case: Whose model and data (a folder `usecases/<name>/`); default: the stack's.
     """
     if input_path and (as_of or window_months):
         raise ValueError("give input_path, or as_of/window_months for a window of the configured source, not both")
-    config = load_config()
+    config = load_config(use_case=use_case)
     require_servers(config)
+    tag_this_run([f"use-case:{config.name}"])
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
     try:
         if input_path:

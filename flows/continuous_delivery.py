@@ -12,7 +12,7 @@ from prefect.transactions import transaction
 from mlops import render
 from mlops.adapters import registry
 from mlops.adapters.registry import VersionRef
-from mlops.config import Config, load_config
+from mlops.config import Config, config_for_model, load_config, use_case_parameter
 from mlops.domain.checks import Check
 from tasks.delivery import (
     PROMOTED,
@@ -35,16 +35,24 @@ from tasks.delivery import (
 )
 from tasks.infra import deploy_environment, serving_version
 from tasks.registry import config_of_version
-from tasks.runs import ensure_locks, environment_locks, require_servers
+from tasks.runs import ensure_locks, environment_locks, require_servers, tag_this_run
+
+UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
 
 
 def _run_name() -> str:
     params = runtime.flow_run.parameters
-    return f"cd-{params.get('model_name') or load_config().tracking.model_name}-v{params['version']}"
+    name = params.get("model_name") or load_config(use_case=params.get("use_case")).tracking.model_name
+    return f"cd-{name}-v{params['version']}"
 
 
 @flow(name="continuous-delivery", flow_run_name=_run_name)
-def continuous_delivery(version: int | str, model_name: str | None = None, force: bool = False) -> State:
+def continuous_delivery(
+    version: int | str,
+    model_name: str | None = None,
+    use_case: UseCase | None = None,  # type: ignore[valid-type]
+    force: bool = False,
+) -> State:
     """Deliver one registered model version to production, or reject it with reasons.
 
     Staging is planned and applied with Terraform (the saved plan is what gets applied), then the
@@ -62,23 +70,28 @@ def continuous_delivery(version: int | str, model_name: str | None = None, force
     Args:
         version: The MLflow model version to deliver, e.g. 3 (a number or its text: the registry's events
             and `prefect deployment run --param version=3` send either).
-        model_name: The registered model; default: `tracking.model_name` in the config. Another use case's
-            model is skipped: this stack's environments serve the configured one.
+        model_name: The registered model; default: the use case's `tracking.model_name`.
+        use_case: The use case whose staging and production serve it (the registration event names it from the
+            version's `use_case` tag). Default: the use case that registers `model_name` (the stack's default
+            config first, then each folder's); a model no use case registers is skipped.
         force: Deliver again a version that already has a decision (promoted or rejected). Without it such
             a run is a no-op, so a late webhook or a reconciliation never decides twice.
     """
-    config = load_config()
-    name, version = model_name or config.tracking.model_name, str(version)
-    if name != config.tracking.model_name:  # another use case's registration, seen by this stack's webhook
+    config = load_config(use_case=use_case) if use_case else config_for_model(model_name)
+    version = str(version)
+    if config is None or (model_name and model_name != config.tracking.model_name):
         why = (
-            f"{name} v{version} is not delivered here: this stack's staging and production serve "
-            f"{config.tracking.model_name}, the use case its MLOPS_CONFIG names"
+            f"{model_name} v{version} is not delivered: no use case of this project registers {model_name}"
+            if config is None
+            else f"{model_name} v{version} is not delivered: use case {config.name} registers {config.tracking.model_name}"
         )
         create_markdown_artifact(key="cd-decision", markdown=f"# {why}")
         return Completed(message=why, data={"status": "skipped", "version": version})
+    name = config.tracking.model_name
     require_servers(config)
+    tag_this_run([f"use-case:{config.name}"])
     candidate = wait_for_version(config, name, version)
-    locks = environment_locks()
+    locks = environment_locks(config)
     ensure_locks(locks)
     with concurrency(locks, occupy=1, strict=True):  # one delivery at a time per environment, in-process too
         return _deliver(config, name, version, candidate, force)
@@ -147,13 +160,13 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
     except Exception as exc:  # the gates passed but production or the alias move failed: rolled back, say so
         reason = f"rolled back after the gates passed: {type(exc).__name__}: {exc}"[:1000]
         tag_decision(config, name, version, "rolled_back", gates, reason)
-        emit_decision(ROLLED_BACK, "production", name, version, gates, reason)
+        emit_decision(ROLLED_BACK, "production", name, version, gates, reason, use_case=config.name)
         outcome = f"rolled back; production back on {f'v{previous}' if previous else 'nothing'}"
         create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))
         publish_records(config, name, version, outcome, gates)
         logger.error("%s v%s %s", name, version, reason)
         raise
-    emit_decision(PROMOTED, "production", name, version, gates)
+    emit_decision(PROMOTED, "production", name, version, gates, use_case=config.name)
     outcome = f"promoted, serving at {production}"
     create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))
     publish_records(config, name, version, outcome, gates)
@@ -188,7 +201,7 @@ def _links(config: Config, candidate: VersionRef) -> str:
 def _reject(config, name: str, version: str, champion: str | None, gates: list[Check], reason: str) -> None:
     """After the rollback: tag the version rejected, say why and where staging went."""
     tag_decision(config, name, version, "rejected", gates, reason)
-    emit_decision(REJECTED, "staging", name, version, gates, reason)
+    emit_decision(REJECTED, "staging", name, version, gates, reason, use_case=config.name)
     rolled_back = f"staging back to v{champion}" if champion else "staging destroyed (no champion yet)"
     outcome = f"rejected; {rolled_back}"
     create_markdown_artifact(key="cd-decision", markdown=render.gates_markdown(name, version, outcome, gates))

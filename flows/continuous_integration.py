@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.states import State
 
-from mlops.config import PROJECT_ROOT, load_config
+from mlops.config import PROJECT_ROOT, load_config, stack_use_cases
 from mlops.domain.checks import Check, failures
 from mlops.platform import ci
 from tasks.ci import check_infrastructure, check_model, checkout_commit, emit_ci_passed, publish_summary, run_test_suite
@@ -48,8 +48,10 @@ def continuous_integration(
     gate floors, its output schema against its signature, determinism, and in-process latency
     against `slo.p95_ms`. Terraform runs `fmt -check`, `validate` and `test` on a copy of infra/.
     Every check runs even when one fails; the summary artifact lists each with its duration. Then,
-    if all passed, `mlops.ci.passed` is emitted for resource `mlops.commit.<sha>`; otherwise the
-    run fails, naming the failing checks, and nothing is trained.
+    if all passed, `mlops.ci.passed` is emitted for resource `mlops.commit.<sha>` once per use case the
+    commit retrains (labelled `mlops.use-case`: those whose folder changed, or all of them when the shared
+    code did; each use case's own tests ran in the suites); otherwise the run fails, naming the failing
+    checks, and nothing is trained.
 
     Args:
         sha: The commit to test (any revision git understands). Default: HEAD of `repo_path`.
@@ -64,12 +66,14 @@ def continuous_integration(
     results: list[Check] = []
     started = time.perf_counter()
     checkout = checkout_commit(repo, sha, workdir, return_state=True)
+    retrain: list[str] = []
     if not checkout.is_completed():
         results.append(_verdict("checkout", checkout, started))
         commit_sha = sha or "HEAD"
     else:
         commit = checkout.result()
         commit_sha = commit.sha
+        retrain = ci.use_cases_to_retrain(ci.changed_paths(commit), stack_use_cases())
         for marker in (m for m in selected if m in ci.TEST_SUITES):
             started = time.perf_counter()
             results.append(
@@ -90,5 +94,5 @@ def continuous_integration(
         shutil.rmtree(workdir / scratch, ignore_errors=True)
     if not summary.passed:
         raise ci.CIFailed(f"CI failed for {commit_sha}: " + "; ".join(failures(summary.checks)))
-    emit_ci_passed(summary)
-    return ci.summary_json(summary)
+    emit_ci_passed(summary, retrain)
+    return {**ci.summary_json(summary), "retrain": retrain}

@@ -44,7 +44,7 @@ UseCase = use_case_parameter()  # the folders of usecases/ when the flow is depl
 def _run_name() -> str:
     config = load_config(use_case=runtime.flow_run.parameters.get("use_case"))
     as_of = runtime.flow_run.parameters.get("as_of") or config.window.as_of or "latest"
-    return f"ct-{config.dataset.name}-{as_of}"
+    return f"ct-{config.name}-{as_of}"
 
 
 def _close_failed_run(config, run_id: str, error: Exception) -> None:
@@ -102,8 +102,8 @@ def continuous_training(
         window_months: Length of the training window in months. Default: the config's `window.months`.
         reason: Why this run started (manual, schedule, drift, ci), recorded as lineage.
         commit: The code commit that asked for this run (CI); default: the working tree's HEAD.
-        use_case: Which use case to train (a folder `usecases/<name>/`); default: the stack's. Another use
-            case's version is registered here; this stack delivers only its own (CD skips the others).
+        use_case: Which use case to train (a folder `usecases/<name>/`); default: the stack's (MLOPS_CONFIG, else
+            the default folder). Its version is delivered to that use case's own staging and production.
     """
     config = load_config(use_case=use_case)
     as_of_text = resolve_as_of(as_of, config.window.as_of)
@@ -118,8 +118,7 @@ def continuous_training(
         **({"use_case": config.use_case} if config.use_case else {}),
     }
     require_servers(config)
-    use_case = [f"use-case:{config.use_case}"] if config.use_case else []
-    tag_this_run([f"reason:{reason}", *([f"commit:{commit}"] if commit else []), *use_case])
+    tag_this_run([f"reason:{reason}", *([f"commit:{commit}"] if commit else []), f"use-case:{config.name}"])
     run_id = start_training_run(config, runtime.flow_run.name or "ct", lineage)
     try:
         extract = extract_window(config, as_of_text, months, workdir)

@@ -10,7 +10,7 @@ from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 
 from mlops import render
-from mlops.config import load_config
+from mlops.config import load_config, use_case_parameter
 from tasks.monitoring import (
     DRIFT_EVENT,
     check_drift,
@@ -20,17 +20,23 @@ from tasks.monitoring import (
     log_drift_report,
 )
 from tasks.registry import config_of_version
-from tasks.runs import require_servers
+from tasks.runs import require_servers, tag_this_run
+
+UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
 
 
 def _run_name() -> str:
     params = runtime.flow_run.parameters
-    return f"drift-{load_config().dataset.name}-{params.get('as_of') or params.get('input_path') or 'latest'}"
+    name = load_config(use_case=params.get("use_case")).name
+    return f"drift-{name}-{params.get('as_of') or params.get('input_path') or 'latest'}"
 
 
 @flow(name="drift-monitoring", flow_run_name=_run_name)
 def drift_monitoring(
-    as_of: date | None = None, window_months: int | None = None, input_path: str | None = None
+    as_of: date | None = None,
+    window_months: int | None = None,
+    input_path: str | None = None,
+    use_case: UseCase | None = None,  # type: ignore[valid-type]
 ) -> dict[str, Any]:
     """Compare new data with the champion's training data and emit `mlops.drift.detected` when it drifted.
 
@@ -46,10 +52,13 @@ def drift_monitoring(
         as_of: End of the new window (exclusive). Default: just after the latest data.
         window_months: Length of the new window. Default: `drift.window_months` in the config.
         input_path: A CSV or Parquet file of new data to check instead of a window of the source.
+        use_case: Whose data and champion (a folder `usecases/<name>/`); default: the stack's. Its drift event
+            names it, so the retraining it starts is that use case's.
     """
-    config = load_config()
+    config = load_config(use_case=use_case)
     months = window_months or config.drift.window_months
     require_servers(config)
+    tag_this_run([f"use-case:{config.name}"])
     champion = find_champion(config)
     if champion is None:
         create_markdown_artifact(

@@ -12,7 +12,7 @@ from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 
 from mlops import render
-from mlops.config import load_config
+from mlops.config import Config, config_for_model, config_named, load_config, stack_use_cases, use_case_parameter
 from tasks.delivery import find_champion
 from tasks.reconciliation import (
     GAVE_UP,
@@ -28,13 +28,20 @@ from tasks.reconciliation import (
 RECONCILE_DEPLOYMENT = "delivery-reconciliation/reconcile"
 
 
+UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
+
+
 def _run_name() -> str:
-    return f"reconcile-{runtime.flow_run.parameters.get('model_name') or load_config().tracking.model_name}"
+    params = runtime.flow_run.parameters
+    return f"reconcile-{params.get('model_name') or params.get('use_case') or 'all'}"
 
 
 @flow(name="delivery-reconciliation", flow_run_name=_run_name)
 def delivery_reconciliation(
-    model_name: str | None = None, min_age_seconds: int = 120, max_attempts: int = 3
+    model_name: str | None = None,
+    min_age_seconds: int = 120,
+    max_attempts: int = 3,
+    use_case: UseCase | None = None,  # type: ignore[valid-type]
 ) -> dict[str, Any]:
     """Start continuous delivery for every registered version that has no delivery decision yet.
 
@@ -53,16 +60,33 @@ def delivery_reconciliation(
     before it ended, so its version is seen either in flight or decided. Each start carries an
     idempotency key (model, version, attempt): two reconciliations at once start one CD run, and CD
     itself is a no-op for a version decided meanwhile. The `delivery-reconciliation` artifact lists
-    every version found and what was done with it.
+    every version found and what was done with it, per use case.
 
     Args:
-        model_name: The registered model; default: `tracking.model_name` in the config.
+        model_name: The registered model; default: every use case's (`use_case` narrows it to one).
         min_age_seconds: Leave versions younger than this to the webhook.
         max_attempts: CD runs without a decision after which a version is left to a person.
+        use_case: Reconcile this use case only (a folder `usecases/<name>/`); default: every use case of the stack.
     """
+    if use_case or model_name:
+        found = load_config(use_case=use_case) if use_case else config_for_model(model_name)
+        if found is None:
+            raise ValueError(f"no use case of this project registers {model_name}")
+        configs = [found]
+    else:
+        configs = [config_named(name) for name in stack_use_cases()]
+    results, reports = [], []
+    for config in configs:
+        result, report = _reconcile(config, model_name or config.tracking.model_name, min_age_seconds, max_attempts)
+        results.append(result)
+        reports.append(report)
+    create_markdown_artifact(key="delivery-reconciliation", markdown="\n\n".join(reports))
+    return results[0] if len(results) == 1 else {"use_cases": {r["use_case"]: r for r in results}}
+
+
+def _reconcile(config: Config, name: str, min_age_seconds: int, max_attempts: int) -> tuple[dict[str, Any], str]:
+    """One use case's model: the deliveries started, what was left and why; and its part of the report."""
     logger = get_run_logger()
-    config = load_config()
-    name = model_name or config.tracking.model_name
     in_flight = read_delivery_runs(config, name, in_flight=True)
     registrations = find_undelivered(config, name)
     champion = find_champion(config, name)
@@ -75,7 +99,9 @@ def delivery_reconciliation(
 
     for i, found in enumerate(findings):
         if found.action == START:
-            findings[i] = replace(found, flow_run_id=start_delivery(name, found.version, found.attempt))
+            findings[i] = replace(
+                found, flow_run_id=start_delivery(name, found.version, found.attempt, config.use_case)
+            )
             logger.info(
                 "started CD for %s v%s (attempt %d): flow run %s",
                 name,
@@ -87,15 +113,14 @@ def delivery_reconciliation(
             logger.warning(
                 "%s v%s has no delivery decision and is %s: %s", name, found.version, found.action, found.detail
             )
-    create_markdown_artifact(
-        key="delivery-reconciliation", markdown=render.reconciliation_markdown(name, champion_version, findings)
-    )
-    return {
+    result = {
+        "use_case": config.name,
         "model_name": name,
         "champion": champion_version,
         "started": {f.version: f.flow_run_id for f in findings if f.flow_run_id},
         "skipped": {f.version: f.action for f in findings if not f.flow_run_id},
     }
+    return result, render.reconciliation_markdown(name, champion_version, findings)
 
 
 def start_reconciliation(

@@ -9,21 +9,27 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 from prefect.transactions import transaction
 
-from mlops.config import load_config
+from mlops.config import config_for_model, load_config, use_case_parameter
 from tasks.delivery import ROLLED_BACK, emit_decision, publish_records
 from tasks.infra import deploy_environment
-from tasks.rollback import reinstate, rollback_target
-from tasks.runs import ensure_locks, environment_locks, require_servers
+from tasks.rollback import RollbackRefused, reinstate, rollback_target
+from tasks.runs import ensure_locks, environment_locks, require_servers, tag_this_run
+
+UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
 
 
 def _run_name() -> str:
     params = runtime.flow_run.parameters
-    return f"rollback-{params.get('model_name') or load_config().tracking.model_name}"
+    return f"rollback-{params.get('model_name') or load_config(use_case=params.get('use_case')).tracking.model_name}"
 
 
 @flow(name="production-rollback", flow_run_name=_run_name)
 def production_rollback(
-    reason: str, by: str, to_version: int | str | None = None, model_name: str | None = None
+    reason: str,
+    by: str,
+    to_version: int | str | None = None,
+    model_name: str | None = None,
+    use_case: UseCase | None = None,  # type: ignore[valid-type]
 ) -> State:
     """Take the champion out of production and serve an earlier version again, without the staging gates.
 
@@ -40,12 +46,17 @@ def production_rollback(
         reason: Why production goes back, for the record: tags, history, notification.
         by: Who decided, e.g. a name or an e-mail address.
         to_version: The version to serve again. Default: the `previous_champion` alias.
-        model_name: The registered model; default: `tracking.model_name` in the config.
+        model_name: The registered model; default: the use case's `tracking.model_name`.
+        use_case: Whose production goes back (a folder `usecases/<name>/`); default: the use case that registers
+            `model_name`, else the stack's default. Every other use case's environments are left alone.
     """
-    config = load_config()
+    config = load_config(use_case=use_case) if use_case else config_for_model(model_name)
+    if config is None:
+        raise RollbackRefused(f"no use case of this project registers {model_name}: name its use_case")
     name = model_name or config.tracking.model_name
     require_servers(config)
-    locks = environment_locks()
+    tag_this_run([f"use-case:{config.name}"])
+    locks = environment_locks(config)
     ensure_locks(locks)
     with concurrency(locks, occupy=1, strict=True):  # never beside a delivery
         champion, target = rollback_target(config, name, None if to_version is None else str(to_version))
@@ -57,7 +68,13 @@ def production_rollback(
             endpoint = deploy_environment(config, "production", name, target.version, champion.version)
             reinstate(config, name, champion.version, target.version, why)
     emit_decision(
-        ROLLED_BACK, "production", name, champion.version, [], f"rolled back by hand to v{target.version} {why}"
+        ROLLED_BACK,
+        "production",
+        name,
+        champion.version,
+        [],
+        f"rolled back by hand to v{target.version} {why}",
+        use_case=config.name,
     )
     outcome = f"rolled back by hand {why}; production back on v{target.version}"
     create_markdown_artifact(

@@ -15,7 +15,7 @@ from prefect.logging import get_run_logger
 
 from mlops import render
 from mlops.adapters import registry, sources
-from mlops.config import Config
+from mlops.config import USE_CASE_LABEL, Config, use_cases
 from mlops.domain.checks import Check
 from mlops.domain.split import split_frame
 from mlops.platform import ci
@@ -115,11 +115,16 @@ def publish_summary(summary: ci.Summary) -> None:
 
 
 @task
-def emit_ci_passed(summary: ci.Summary) -> None:
-    """`mlops.ci.passed` for `mlops.commit.<sha>`: the trigger on continuous-training/retrain starts CT for this commit."""
-    emit_event(
-        event=CI_PASSED,
-        resource={"prefect.resource.id": f"mlops.commit.{summary.sha}", "prefect.resource.name": summary.sha[:12]},
-        payload=ci.event_payload(summary),
+def emit_ci_passed(summary: ci.Summary, retrain: list[str]) -> None:
+    """`mlops.ci.passed` for `mlops.commit.<sha>`, one per use case in `retrain` (its `mlops.use-case` label): the
+    trigger on continuous-training/retrain starts CT of that use case with this commit. With none to retrain,
+    one event without the label, which the trigger does not match."""
+    resource = {"prefect.resource.id": f"mlops.commit.{summary.sha}", "prefect.resource.name": summary.sha[:12]}
+    folders = use_cases()
+    for name in retrain or [None]:
+        labels = {USE_CASE_LABEL: name} if name else {}
+        use_case = name if name in folders else None
+        emit_event(event=CI_PASSED, resource={**resource, **labels}, payload=ci.event_payload(summary, use_case))
+    get_run_logger().info(
+        "emitted %s for mlops.commit.%s: retrain %s", CI_PASSED, summary.sha, ", ".join(retrain) or "nothing"
     )
-    get_run_logger().info("emitted %s for mlops.commit.%s", CI_PASSED, summary.sha)

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from mlops import render
 from mlops.adapters import cards, listings, loadtest, registry, service_checks, sources
-from mlops.config import Config
+from mlops.config import USE_CASE_LABEL, Config
 from mlops.domain import modeling
 from mlops.domain.checks import Check, failures
 from mlops.domain.evaluation import evaluate, predict_outputs
@@ -368,15 +368,28 @@ PROMOTED, REJECTED, ROLLED_BACK = (
 
 
 def emit_decision(
-    event: str, environment: str, model_name: str, version: str, gates: list[Check], reason: str | None = None
+    event: str,
+    environment: str,
+    model_name: str,
+    version: str,
+    gates: list[Check],
+    reason: str | None = None,
+    *,
+    use_case: str,
 ) -> None:
-    """`mlops.deployment.<promoted|rejected|rolled_back>` for `mlops.service.<environment>`, naming the model version."""
-    payload: dict[str, Any] = {"name": model_name, "version": version, "gates": [g.model_dump() for g in gates]}
+    """`mlops.deployment.<promoted|rejected|rolled_back>` for `mlops.service.<environment>` of `use_case` (its
+    `mlops.use-case` label and payload), naming the model version."""
+    payload: dict[str, Any] = {
+        "name": model_name,
+        "version": version,
+        "use_case": use_case,
+        "gates": [g.model_dump() for g in gates],
+    }
     if reason:
         payload["reason"] = reason
     emit_event(
         event=event,
-        resource={"prefect.resource.id": f"mlops.service.{environment}"},
+        resource={"prefect.resource.id": f"mlops.service.{environment}", USE_CASE_LABEL: use_case},
         related=[{"prefect.resource.id": f"mlflow.model.{model_name}.{version}", "prefect.resource.role": "model"}],
         payload=payload,
     )

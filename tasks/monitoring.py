@@ -12,7 +12,7 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
 from mlops.adapters import registry, sources
-from mlops.config import Config
+from mlops.config import USE_CASE_LABEL, Config
 from mlops.domain import drift
 from mlops.domain.record import Record
 from mlops.domain.window import Window, window_for
@@ -146,6 +146,7 @@ def emit_drift_detected(
     """Emit `mlops.drift.detected`; the retrain deployment's trigger turns it into a CT run (debounced)."""
     payload = {
         "dataset": config.dataset.name,
+        "use_case": config.use_case,  # the retrain trigger's `use_case` parameter: None for the stack's default file
         "window": windows.current_window,
         "as_of": windows.current_end,
         "window_months": months,
@@ -156,7 +157,7 @@ def emit_drift_detected(
     }
     emit_event(
         event=DRIFT_EVENT,
-        resource={"prefect.resource.id": f"mlops.dataset.{config.dataset.name}"},
+        resource={"prefect.resource.id": f"mlops.dataset.{config.dataset.name}", USE_CASE_LABEL: config.name},
         related=[
             {
                 "prefect.resource.id": f"mlflow.model.{config.tracking.model_name}.{champion.version}",

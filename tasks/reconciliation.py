@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prefect import task
 from prefect.client.orchestration import get_client
@@ -20,7 +21,7 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from mlops.adapters import listings, registry
-from mlops.config import Config
+from mlops.config import Config, load_config
 from tasks.retries import IO_RETRIES, retry_unless
 
 CD_DEPLOYMENT = "continuous-delivery/deploy-model"
@@ -158,10 +159,16 @@ def read_delivery_runs(
             found += page
             if len(page) < PAGE:
                 break
-    # A run without `model_name` delivers the configured model (CD's default).
-    return [
-        _delivery_run(r) for r in found if (r.parameters.get("model_name") or config.tracking.model_name) == model_name
-    ]
+    return [_delivery_run(r) for r in found if _delivers(r.parameters, config, model_name)]
+
+
+def _delivers(parameters: dict[str, Any], config: Config, model_name: str) -> bool:
+    """Whether a CD run with `parameters` delivers `model_name`, which `config`'s use case registers."""
+    if parameters.get("model_name"):
+        return parameters["model_name"] == model_name
+    if parameters.get("use_case"):
+        return parameters["use_case"] == config.use_case
+    return model_name == load_config().tracking.model_name  # CD's default: the stack's default use case
 
 
 @task(**IO_RETRIES)
@@ -171,11 +178,11 @@ def find_undelivered(config: Config, model_name: str) -> list[listings.Registrat
 
 
 @task(**IO_RETRIES)
-def start_delivery(model_name: str, version: str, attempt: int) -> str:
+def start_delivery(model_name: str, version: str, attempt: int, use_case: str | None = None) -> str:
     """Start CD for the version; returns its flow run id. Safe to retry: the key makes a second call return the same run."""
     run = run_deployment(
         CD_DEPLOYMENT,
-        parameters={"version": version, "model_name": model_name},
+        parameters={"version": version, "model_name": model_name, **({"use_case": use_case} if use_case else {})},
         timeout=0,
         # Two reconciliations at once (the schedule and `mlops up`) compute the same key: one run.
         idempotency_key=f"reconcile:{model_name}:v{version}:attempt-{attempt}",

@@ -149,6 +149,7 @@ def _rollback(args: argparse.Namespace) -> int:
         "by": args.by or getpass.getuser(),
         "to_version": args.to,
         "model_name": args.model,
+        "use_case": args.use_case,
     }
     try:
         with stack.prefect_settings():
@@ -189,7 +190,7 @@ def _history(args: argparse.Namespace) -> int:
     config = load_config()
     for key, value in stack_settings(config).credential_env().items():  # as a shell that sourced .mlops/env
         os.environ.setdefault(key, value)
-    name = args.model or config.tracking.model_name
+    name = args.model or load_config(use_case=args.use_case).tracking.model_name
     try:
         changes = listings.history(registry.connect(config), name)
     except registry.RegistryUnavailable as exc:
@@ -275,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     rollback.add_argument("--to", default=None, help="the version to serve again (default: previous_champion)")
     rollback.add_argument("--by", default=None, help="who decides (default: your user name)")
-    rollback.add_argument("--model", default=None, help="default: tracking.model_name in the config")
+    rollback.add_argument("--model", default=None, help="default: the use case's tracking.model_name")
+    rollback.add_argument("--use-case", default=None, help="whose production (usecases/<name>/; default: the stack's)")
     rollback.set_defaults(func=_rollback)
     history = sub.add_parser("history", help="which version served production from when to when, and why it changed")
-    history.add_argument("--model", default=None, help="default: tracking.model_name in the config")
+    history.add_argument("--model", default=None, help="default: the use case's tracking.model_name")
+    history.add_argument("--use-case", default=None, help="whose model (usecases/<name>/; default: the stack's)")
     history.set_defaults(func=_history)
     replay = sub.add_parser("replay", help="replay retraining policies month by month on the data (no server)")
     replay.add_argument(

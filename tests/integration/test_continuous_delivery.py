@@ -101,7 +101,10 @@ def test_promotes_a_good_version_rejects_a_worse_one_and_rolls_back_a_failed_pro
     assert "rolled back" in read_artifacts(state.state_details.flow_run_id)["cd-decision"]
 
 
-def test_another_use_cases_model_is_not_delivered_to_this_stacks_environments(isolated, monkeypatch):
+def test_a_model_no_use_case_registers_is_not_delivered_anywhere(isolated, monkeypatch):
     monkeypatch.setenv("MLOPS_CONFIG", str(quick_delivery_config(isolated)))
-    result = continuous_delivery(version="1", model_name="diabetes-progression")  # no server needed to say no
+    result = continuous_delivery(version="1", model_name="nobody-registers-this")  # no server needed to say no
     assert result["status"] == "skipped"
+    # A use case named with another use case's model: not delivered into the wrong environments either.
+    mismatched = continuous_delivery(version="1", model_name="flights-delay", use_case="diabetes")
+    assert mismatched["status"] == "skipped"

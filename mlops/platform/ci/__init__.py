@@ -19,6 +19,7 @@ from mlops.platform.ci.commit import (
     SUITE_TIMEOUT_S,
     Checkout,
     CheckoutError,
+    changed_paths,
     checkout,
     import_root,
     pytest_command,
@@ -46,6 +47,7 @@ from mlops.platform.ci.verdict import (
     steps_result,
     summarize,
     summary_json,
+    use_cases_to_retrain,
 )
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "Summary",
     "TestCase",
     "TestReport",
+    "changed_paths",
     "checkout",
     "event_payload",
     "fit_small_model",
@@ -79,4 +82,5 @@ __all__ = [
     "summarize",
     "summary_json",
     "terraform_checks",
+    "use_cases_to_retrain",
 ]

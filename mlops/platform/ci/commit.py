@@ -70,6 +70,22 @@ def checkout(repo: Path, sha: str | None, dest: Path) -> Checkout:
     return Checkout(sha=full, path=dest, source=repo)
 
 
+def changed_paths(checkout: Checkout) -> list[str]:
+    """The paths the commit changed against its first parent (every path of a root commit)."""
+    out = _git(
+        checkout.path,
+        "diff-tree",
+        "--no-commit-id",
+        "--name-only",
+        "-r",
+        "--root",
+        "-m",
+        "--first-parent",
+        checkout.sha,
+    )
+    return sorted(set(out.splitlines()))
+
+
 def pytest_command(marker: str, junit_xml: Path, python: str | None = None, extra: Sequence[str] = ()) -> list[str]:
     """`python -m pytest -m <marker> --junitxml <file>`, with no cache written into the checkout."""
     if marker == "e2e":

@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 
 from mlops.domain.checks import Check, failures
 from mlops.domain.record import Record
+from mlops.usercode import USECASES
 
 CheckName = Literal["unit", "integration", "data", "model", "infra"]  # `model` also checks the champion in the flow
 CHECKS: tuple[CheckName, ...] = get_args(CheckName)
@@ -76,6 +77,28 @@ def summary_json(summary: Summary) -> dict[str, Any]:
     return {"sha": summary.sha, "passed": summary.passed, "seconds": summary.seconds, "checks": checks}
 
 
-def event_payload(summary: Summary) -> dict[str, Any]:
-    """The `mlops.ci.passed` payload: the sha and the summary."""
-    return {"sha": summary.sha, "summary": summary_json(summary)}
+def event_payload(summary: Summary, use_case: str | None = None) -> dict[str, Any]:
+    """The `mlops.ci.passed` payload: the sha, the summary, and the use case it retrains (the retrain trigger's
+    `use_case`: a folder's name, None for the stack's default file)."""
+    return {"sha": summary.sha, "use_case": use_case, "summary": summary_json(summary)}
+
+
+# Changes that retrain nothing: documentation, benchmarks, the platform's own tests.
+NOT_TRAINED = ("docs/", "bench/", "tests/", ".ci/")
+
+
+def use_cases_to_retrain(changed: Iterable[str], stack: Sequence[str]) -> list[str]:
+    """Which of the stack's use cases (`stack`: their Config.name) a commit's changed paths retrain.
+
+    A change in a use case's folder (`usecases/<name>/...`) retrains that use case; a change to the shared
+    code (the library, the flows, the dependencies, `usecases/__init__.py`) retrains every one; documentation,
+    benchmarks and the platform's tests retrain nothing.
+    """
+    retrain: set[str] = set()
+    for path in changed:
+        parts = path.split("/")
+        if parts[0] == USECASES and len(parts) > 2:
+            retrain |= {parts[1]} & set(stack)
+        elif not (path.startswith(NOT_TRAINED) or (len(parts) == 1 and path.endswith(".md"))):
+            return sorted(stack)
+    return sorted(retrain)
