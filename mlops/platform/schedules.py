@@ -34,9 +34,47 @@ def restore(client: Any, flags: Flags) -> list[str]:
         for schedule in deployment.schedules:
             wanted = flags.get((str(deployment.id), schedule.slug or ""))
             if wanted is not None and wanted != bool(schedule.active):
-                client.update_deployment_schedule(deployment.id, schedule.id, active=wanted)
+                # Its parameters sent again: Prefect's server empties them on an update that leaves them out.
+                client.update_deployment_schedule(
+                    deployment.id, schedule.id, active=wanted, parameters=dict(schedule.parameters or {})
+                )
                 restored.append(f"{deployment.name}/{schedule.slug} {'on' if wanted else 'off'}")
     return restored
+
+
+def copy_for_use_cases(client: Any, names: list[str]) -> list[str]:
+    """Each schedule of prefect.yaml with a slug, once more for each use case in `names`: slug `<slug>-<use case>`,
+    its parameters plus `use_case`, on or off as the file's. Makes the missing copies and repairs the parameters of
+    the others; returns what it made or repaired.
+
+    prefect.yaml's schedules run the stack's default use case; every other use case gets its own, which the
+    UI shows and switches one by one (and `up` keeps as the user left them, like the file's). Repairs, because
+    Prefect 3.9.1's server empties a schedule's parameters when only its `active` switch is updated (its
+    DeploymentScheduleUpdate defaults `parameters` to {}): a copy switched in the UI would run the default use case.
+    """
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+    changed = []
+    for deployment in client.read_deployments():
+        found = {schedule.slug: schedule for schedule in deployment.schedules if schedule.slug}
+        bases = [s for slug, s in found.items() if not any(slug.endswith(f"-{name}") for name in names)]
+        missing = []
+        for base, name in ((base, name) for base in bases for name in names):
+            slug, parameters = f"{base.slug}-{name}", {**(base.parameters or {}), "use_case": name}
+            copy = found.get(slug)
+            if copy is None:
+                missing.append(
+                    DeploymentScheduleCreate(
+                        schedule=base.schedule, active=base.active, slug=slug, parameters=parameters
+                    )
+                )
+            elif (copy.parameters or {}) != parameters:
+                client.update_deployment_schedule(deployment.id, copy.id, parameters=parameters)
+                changed.append(f"{deployment.name}/{slug} (parameters repaired)")
+        if missing:
+            client.create_deployment_schedules(deployment.id, missing)
+            changed += [f"{deployment.name}/{copy.slug}" for copy in missing]
+    return changed
 
 
 def deployed_digest(project_root: Path) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from mlops.config import load_config
+from mlops.config import load_config, stack_use_cases
 from mlops.platform import parts as stack_parts
 from mlops.platform import services
 from mlops.platform.parts import WORK_POOL, Part, StackError, part_pids, parts  # noqa: F401 - re-exported
@@ -271,12 +271,14 @@ def _deploy(s: StackSettings, env: dict[str, str]) -> str:
     from mlops.platform import automations, schedules
 
     applied, digest = s.prefect_home / "deployed.sha256", schedules.deployed_digest(s.project_root)
+    others = [name for name in stack_use_cases() if name != load_config().name]  # the file's schedules run the default
     try:
         with automations.stack_client(s.prefect_api_url, env) as client:
             if applied.exists() and applied.read_text() == digest and schedules.all_deployed(s.project_root, client):
                 return "unchanged since the last `up`"
             flags = schedules.remember(client)
             _prefect_cli(s, env, "deploy", "--all", "--prefect-file", str(s.project_root / "prefect.yaml"))
+            schedules.copy_for_use_cases(client, others)
             kept = schedules.restore(client, flags)
     except StackError:
         raise

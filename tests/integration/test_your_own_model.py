@@ -98,3 +98,50 @@ def test_mlops_new_scaffolds_a_use_case_that_trains_and_tests_with_no_edit(isola
         cli.main(["new", "shop", "--data", str(data), "--target", "returned", "--into", str(isolated / "usecases")])
         == 2
     )
+
+
+def test_each_other_use_case_gets_its_own_copy_of_every_schedule_once_and_keeps_its_switch():
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from mlops.platform import schedules
+
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("schedules-under-test")
+        deployment_id = client.create_deployment(
+            flow_id,
+            "monthly-things",
+            schedules=[
+                DeploymentScheduleCreate(
+                    schedule=CronSchedule(cron="0 6 1 * *"), active=True, slug="monthly", parameters={"as_of": "latest"}
+                ),
+                DeploymentScheduleCreate(schedule=CronSchedule(cron="0 7 * * *"), active=False, slug="daily"),
+            ],
+        )
+        made = schedules.copy_for_use_cases(client, ["diabetes", "returns"])
+        assert sorted(m for m in made if m.startswith("monthly-things/")) == [
+            "monthly-things/daily-diabetes",
+            "monthly-things/daily-returns",
+            "monthly-things/monthly-diabetes",
+            "monthly-things/monthly-returns",
+        ]
+        found = {s.slug: s for s in client.read_deployment(deployment_id).schedules}
+        assert found["monthly-returns"].parameters == {"as_of": "latest", "use_case": "returns"}
+        assert found["monthly-returns"].active and not found["daily-diabetes"].active  # as the file's
+        assert found["monthly-returns"].schedule.cron == "0 6 1 * *"
+
+        # The user turns one off in the UI (which sends only the switch: Prefect's server then empties the schedule's
+        # parameters); the next `up` makes no second copy, gives it its use case back and keeps the switch.
+        client.update_deployment_schedule(deployment_id, found["monthly-returns"].id, active=False)
+        assert (
+            client.read_deployment(deployment_id).schedules
+            and not {s.slug: s for s in client.read_deployment(deployment_id).schedules}["monthly-returns"].parameters
+        ), "Prefect keeps the parameters now: the repair can go"
+        flags = schedules.remember(client)
+        again = [m for m in schedules.copy_for_use_cases(client, ["diabetes", "returns"]) if "monthly-things" in m]
+        assert again == ["monthly-things/monthly-returns (parameters repaired)"]
+        assert schedules.restore(client, flags) == []
+        after = {s.slug: s for s in client.read_deployment(deployment_id).schedules}
+        assert len(after) == 6 and not after["monthly-returns"].active
+        assert after["monthly-returns"].parameters == {"as_of": "latest", "use_case": "returns"}
