@@ -430,3 +430,50 @@ def champion(stack: StackSettings, delivered: Delivered) -> str:
         assert state.name == "Completed", f"CD for the champion: {state.name}: {state.message}"
     assert served_version(port) == version, f"champion v{version} does not serve production"
     return version
+
+
+OTHER_USE_CASES = ("diabetes", "returns")  # folders of usecases/: config alone, and a team's own code
+
+
+@dataclass(frozen=True)
+class OthersDelivered:
+    """The other use cases, trained together and each delivered to its own environments on the session's stack."""
+
+    ct: dict[str, Any]  # use case -> its CT FlowRun
+    cd: dict[str, Any]  # use case -> the CD FlowRun the registration started
+    versions: dict[str, str]  # use case -> the version CT registered
+    production: dict[str, int]  # use case -> the port its production serves on (recorded by the stack)
+
+
+@pytest.fixture(scope="session")
+def others_delivered(stack: StackSettings, delivered: Delivered) -> OthersDelivered:
+    """CT of diabetes and returns started at once on the stack that serves the session's use case; each registration
+    → the automation → CD into that use case's staging and production."""
+    from mlflow.tracking import MlflowClient
+    from prefect.deployments import run_deployment
+
+    from mlops.adapters import environments
+
+    registry = MlflowClient(stack.mlflow_uri, registry_uri=stack.mlflow_uri)
+    ct, cd, versions = {}, {}, {}
+    with client_of(stack) as client:
+        started = {
+            use_case: run_deployment(CT_DEPLOYMENT, parameters={"use_case": use_case}, timeout=0)
+            for use_case in OTHER_USE_CASES
+        }
+        for use_case, run in started.items():
+            ct[use_case] = finished(stack, run.id, f"CT of {use_case}")
+            assert ct[use_case].state.is_completed(), f"CT of {use_case}: {ct[use_case].state.message}"
+        for use_case in OTHER_USE_CASES:
+            name = load_config(use_case=use_case).tracking.model_name
+            [version] = registry.search_model_versions(
+                f"name = '{name}' and tags.prefect_flow_run_id = '{ct[use_case].id}'"
+            )
+            versions[use_case] = str(version.version)
+            run = one_flow_run(client, CD_DEPLOYMENT, f"{name} v{version.version}", model_name=name)
+            cd[use_case] = finished(stack, run.id, f"CD of {name} v{version.version}")
+            assert cd[use_case].state.name == "Completed", f"CD of {use_case}: {explain(stack, client, run.id)}"
+    ports = environments.recorded_ports(stack.state_dir)
+    return OthersDelivered(
+        ct=ct, cd=cd, versions=versions, production={u: ports[f"{u}/production"] for u in OTHER_USE_CASES}
+    )

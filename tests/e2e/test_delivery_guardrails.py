@@ -137,11 +137,12 @@ def _previous_champion(stack, mlflow_client, name: str, champion: str, config_pa
 
 
 def test_mlops_rollback_puts_production_back_on_the_previous_champion_and_notifies(
-    stack, mlflow_client, champion, cd_trigger_paused, e2e_config, notification_receiver
+    stack, mlflow_client, champion, cd_trigger_paused, e2e_config, notification_receiver, others_delivered
 ):
     """`mlops rollback` from a shell that sourced the stack's env: the rollback deployment on the worker,
-    then the CLI's own wait for it. (The watch that rolls a promotion back by itself is tested
-    in-process with real services: tests/integration/test_delivery_failures.py.)"""
+    then the CLI's own wait for it; the other use cases on the stack keep their production. (The watch that
+    rolls a promotion back by itself is tested in-process with real services: tests/integration/test_delivery_failures.py.)"""
+    others = {u: service_pid(port) for u, port in others_delivered.production.items()}
     config = load_config()
     name, port = config.tracking.model_name, config.serving.production_port
     previous = _previous_champion(stack, mlflow_client, name, champion, e2e_config)
@@ -161,3 +162,19 @@ def test_mlops_rollback_puts_production_back_on_the_previous_champion_and_notifi
     about = f"CD rolled back {name} v{current}"
     [text] = notification_receiver.wait_for(about)
     assert "by alice: e2e: complaints" in text, text
+    for use_case, port in others_delivered.production.items():  # one use case's rollback leaves the others alone
+        assert served_version(port) == others_delivered.versions[use_case], use_case
+        assert service_pid(port) == others[use_case], f"{use_case}'s production was restarted"
+        model = load_config(use_case=use_case).tracking.model_name
+        assert (
+            str(mlflow_client.get_model_version_by_alias(model, "champion").version)
+            == others_delivered.versions[use_case]
+        )
+
+
+def service_pid(port: int) -> int:
+    """The pid of the process listening on `port`."""
+    import psutil
+
+    [pid] = {c.pid for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port and c.pid}
+    return pid

@@ -122,9 +122,10 @@ def _stack_files(stack: StackSettings) -> list[Path]:
     """The stack's own logs, the model services' logs and every environment's Terraform state."""
     found = [
         *stack.log_dir.rglob("*"),
-        *(stack.state_dir / "services").glob("*.log"),
-        *(stack.state_dir / "terraform").glob("*/terraform.tfstate*"),
+        *(stack.state_dir / "services").glob("*/*.log"),  # services/<use case>/
+        *(stack.state_dir / "terraform").glob("*/*/terraform.tfstate*"),  # terraform/<use case>/<environment>/
     ]
+    assert any(path.name.startswith("terraform.tfstate") for path in found), "no state found: the globs are stale"
     return [path for path in found if path.is_file()]
 
 

@@ -45,20 +45,17 @@ def stack_smoke(expected_cwd: str, expected_tracking_uri: str, expected_parent: 
 def test_status_reports_every_part_up(stack: StackSettings, capsys: pytest.CaptureFixture[str]) -> None:
     assert local_stack.status(stack) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split("  ")[0] for line in lines] == [
-        "prefect server",
-        "mlflow server",
-        "warm starter",
-        "worker",
-        "webhook receiver",
-        "staging",
-        "production",
-    ]
+    name = load_config().name
+    shown = [line.split("  ")[0] for line in lines]
+    assert shown[:5] == ["prefect server", "mlflow server", "warm starter", "worker", "webhook receiver"], lines
+    # Then each use case's environments: the stack's own, and any other use case delivered on it.
+    assert {f"{name} staging", f"{name} production"} <= set(shown[5:]), lines
+    assert all(line.rsplit(" ", 1)[-1] in {"staging", "production"} for line in shown[5:]), lines
     # The same as JSON (`mlops status --json`): per use case, each environment's version, URL and health.
     assert local_stack.status(stack, as_json=True) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is True and set(report["parts"]) == {p.name for p in parts(stack).values()}
-    [found] = report["use_cases"].values()
+    found = report["use_cases"][name]
     assert found["model"] == load_config().tracking.model_name and set(found["environments"]) == {
         "staging",
         "production",
@@ -248,7 +245,7 @@ def test_down_stops_every_process_and_keeps_the_data_and_up_brings_it_all_back_o
         if not restarted:
             local_stack.up(stack)  # later e2e tests share this stack
     shown = capsys.readouterr().out
-    assert f"production model service: {config.tracking.model_name} v{champion} healthy" in shown, shown
+    assert f"{config.name} production model service: {config.tracking.model_name} v{champion} healthy" in shown, shown
     assert prefect_client.read_deployment_by_name("continuous-training/retrain").id == deployment_id
 
     assert served_version(port) == champion
@@ -261,10 +258,9 @@ def test_down_stops_every_process_and_keeps_the_data_and_up_brings_it_all_back_o
 
     assert local_stack.status(stack) == 0
     lines = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert (
-        f"version {champion} " in lines["production"] and f"health ok   http://127.0.0.1:{port}" in lines["production"]
-    )
-    assert f"version {before['staging']['model_version']} " in lines["staging"] and "health ok" in lines["staging"]
+    production, staging = lines[f"{config.name} production"], lines[f"{config.name} staging"]
+    assert f"version {champion} " in production and f"health ok   http://127.0.0.1:{port}" in production
+    assert f"version {before['staging']['model_version']} " in staging and "health ok" in staging
 
     assert local_stack.up(stack) == 0  # twice: the services that answer are left alone
     assert {env: _service_pid(outputs) for env, outputs in _services(stack).items()} == restored
@@ -281,7 +277,8 @@ def test_up_leaves_an_environment_whose_lock_a_delivery_holds_to_that_delivery(
     from mlops.platform import locks, services
 
     monkeypatch.setattr(services, "LOCK_WAIT", 2.0)  # how long `up` waits for a holder; a delivery holds it for minutes
-    lock = locks.lock_name("production")
+    name = load_config().name
+    lock = locks.lock_name(name, "production")
     lease = prefect_client.increment_concurrency_slots_with_lease([lock], 1, "concurrency", 120).json()["lease_id"]
     try:
         capsys.readouterr()
@@ -289,11 +286,12 @@ def test_up_leaves_an_environment_whose_lock_a_delivery_holds_to_that_delivery(
     finally:
         prefect_client.release_concurrency_slots_with_lease(lease)
     shown = capsys.readouterr().out
-    assert f"production model service: left to the run holding {lock}" in shown, shown
+    assert f"{name} production model service: left to the run holding {lock}" in shown, shown
     assert (
-        "staging model service: " in shown and "healthy" in shown.split("staging model service: ")[1].splitlines()[0]
+        f"{name} staging model service: " in shown
+        and "healthy" in shown.split(f"{name} staging model service: ")[1].splitlines()[0]
     ), shown
 
-    staging = locks.lock_name("staging")  # `up` released the lease it took on staging: free at once
+    staging = locks.lock_name(name, "staging")  # `up` released the lease it took on staging: free at once
     lease = prefect_client.increment_concurrency_slots_with_lease([staging], 1, "concurrency", 60).json()["lease_id"]
     prefect_client.release_concurrency_slots_with_lease(lease)
