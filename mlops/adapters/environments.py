@@ -84,21 +84,24 @@ PORT_SEARCH = 200  # ports tried above the configured one before giving up
 
 
 def service_port(config: Config, environment: str, state_dir: Path | None = None) -> int:
-    """The port of a use case's environment: recorded at its first delivery and kept.
+    """The port of a use case's environment, recorded in `<state>/services/ports.json`.
 
-    The first use case to ask for a port gets the one its config names (`serving.<env>_port`); another
-    use case asking for a port already recorded, or one something else listens on, gets the next free
-    one above it. Recorded in `<state>/services/ports.json` under a file lock, so concurrent deliveries of
-    different use cases never take the same port.
+    The port its config names (`serving.<env>_port`), unless another use case has it recorded: then the
+    port this use case was given before, or the next free one above (nothing recorded and nothing
+    listening). Recorded under a file lock, so concurrent deliveries of different use cases never get one
+    port twice; an edit of the config's port applies at the next delivery.
     """
     key = f"{config.name}/{_known(environment)}"
     wanted = config.serving.staging_port if environment == "staging" else config.serving.production_port
     with _port_records(state_dir or config.state_dir) as recorded:
+        others = {port for other, port in recorded.items() if other != key}
+        if wanted not in others:
+            recorded[key] = wanted
+            return wanted
         if key in recorded:
             return recorded[key]
-        taken = set(recorded.values())
-        for port in range(wanted, min(wanted + PORT_SEARCH, 65536)):
-            if port not in taken and _free(config.serving.host, port):
+        for port in range(wanted + 1, min(wanted + PORT_SEARCH, 65536)):
+            if port not in others and _free(config.serving.host, port):
                 recorded[key] = port
                 return port
     raise RuntimeError(f"no free port for {key} in {wanted}..{wanted + PORT_SEARCH - 1}")

@@ -50,15 +50,22 @@ def test_the_first_use_case_gets_its_configured_port_the_next_one_the_next_free_
     }
 
 
-def test_a_port_something_else_listens_on_is_skipped(two):
-    flights, _, state = two
+def test_a_taken_port_is_given_around_what_listens_and_a_config_edit_applies(two):
+    flights, diabetes, state = two
+
+    def on(config, port):
+        return config.model_copy(update={"serving": config.serving.model_copy(update={"staging_port": port})})
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = flights.model_copy(update={"serving": flights.serving.model_copy(update={"staging_port": port})})
-        got = environments.service_port(config, "staging", state)
-    assert got != port and got > port
+        assert environments.service_port(on(flights, port - 1), "staging", state) == port - 1
+        got = environments.service_port(on(diabetes, port - 1), "staging", state)  # flights has it; `port` listens
+    assert got > port
+    # The team moves flights' staging: the record follows the config, and the old port is free for others.
+    assert environments.service_port(on(flights, port + 500), "staging", state) == port + 500
+    assert environments.recorded_ports(state)["flights/staging"] == port + 500
 
 
 def test_concurrent_deliveries_of_many_use_cases_never_get_one_port_twice(tmp_path, monkeypatch):
