@@ -1,8 +1,9 @@
 """`mlops demo`: the whole loop on the local stack, driven only by deployments and automations.
 
 CT on early months → (automation) CD promotes → a summer month arrives → drift monitoring detects
-drift → (automation) CT retrains → (automation) CD promotes the new version. It prints a timeline
-of what happened and why, and leaves the stack running for the UIs (`make down` stops it).
+drift → (automation) CT retrains → (automation) CD promotes the new version. Then a second use case
+(another folder of usecases/) is trained and delivered beside it, into its own environments. It prints
+a timeline of what happened and why, and leaves the stack running for the UIs (`make down` stops it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from mlops import waiting
-from mlops.config import Config, load_config
+from mlops.config import Config, load_config, stack_use_cases
 from mlops.platform import stack
 
 if TYPE_CHECKING:
@@ -95,7 +96,11 @@ class Loop:
             f"{metrics[f'test_{metric}']:.3f}{versus}, window {version.tags['data_window']}"
         )
         timeline.say("  MLflow webhook → receiver → mlops.model.registered → continuous-delivery")
-        cd = _poll(lambda: self.runs(CD, version=version.version), 120, f"the CD run for v{version.version}")[0]
+        cd = _poll(
+            lambda: self.runs(CD, version=version.version, model_name=self.name),
+            120,
+            f"the CD run for {self.name} v{version.version}",
+        )[0]
         cd = self.finished(cd.id)
         tags = self.mlflow.get_model_version(self.name, version.version).tags
         timeline.say(f"{cd.name}: {tags.get('deployment', cd.state.name)}")
@@ -160,13 +165,14 @@ def _run_loop(settings: stack.StackSettings, config: Config) -> int:
             "the CT run started by the drift event (a drift event in the last hour is debounced)",
         )[0]
         second = loop.train_and_deliver(retrain, timeline)
+        beside = _second_use_case(settings, config, timeline)
     except DemoError as exc:
         timeline.say(f"stopped: {exc}")
         return 1
-    production = f"http://{config.serving.host}:{config.serving.production_port}"
     from mlops import render
-    from mlops.adapters import listings
+    from mlops.adapters import environments, listings
 
+    production = environments.current_service(config, "production", state_dir=settings.state_dir)["endpoint"]
     print(
         "\nProduction history (`mlops history`; the `production-history` artifact of each CD run):\n"
         f"{render.history_table(listings.history(loop.mlflow, config.tracking.model_name))}",
@@ -178,10 +184,28 @@ def _run_loop(settings: stack.StackSettings, config: Config) -> int:
         f"MLflow UI    {settings.mlflow_uri}/#/models/{config.tracking.model_name}\n"
         f"Model card   {settings.mlflow_uri}/#/models/{config.tracking.model_name}/versions/{second}   (its description; "
         f"also model_card.md in its training run)\n"
-        f"The stack keeps running: `make down` stops it.",
+        + (f"Beside it    {beside}\n" if beside else "")
+        + "The stack keeps running: `make down` stops it; `mlops status` lists every use case's environments.",
         flush=True,
     )
     return 0
+
+
+def _second_use_case(settings: stack.StackSettings, config: Config, timeline: Timeline) -> str | None:
+    """Another use case of the stack trained and delivered into its own staging and production; where it serves."""
+    from prefect.deployments import run_deployment
+
+    from mlops.adapters import environments
+
+    others = [name for name in stack_use_cases() if name != config.name]
+    if not others:
+        return None
+    other = load_config(use_case=others[0])
+    timeline.say(f"a second use case on the same stack: {other.name} ({other.task}, model {other.tracking.model_name})")
+    run = run_deployment(CT, parameters={"reason": "demo", "use_case": other.name}, timeout=0)
+    version = Loop(settings, other).train_and_deliver(run, timeline)
+    production = environments.current_service(other, "production", state_dir=settings.state_dir)["endpoint"]
+    return f"{other.name} v{version} at {production}/invocations (its own ports, Terraform state and locks)"
 
 
 if __name__ == "__main__":
