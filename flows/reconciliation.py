@@ -68,11 +68,8 @@ def delivery_reconciliation(
         max_attempts: CD runs without a decision after which a version is left to a person.
         use_case: Reconcile this use case only (a folder `usecases/<name>/`); default: every use case of the stack.
     """
-    if use_case or model_name:
-        found = load_config(use_case=use_case) if use_case else config_for_model(model_name)
-        if found is None:
-            raise ValueError(f"no use case of this project registers {model_name}")
-        configs = [found]
+    if use_case or model_name:  # a model no use case's config names (registered by hand): the stack's default's
+        configs = [load_config(use_case=use_case) if use_case else config_for_model(model_name) or load_config()]
     else:
         configs = [config_named(name) for name in stack_use_cases()]
     results, reports = [], []
@@ -82,6 +79,11 @@ def delivery_reconciliation(
         reports.append(report)
     create_markdown_artifact(key="delivery-reconciliation", markdown="\n\n".join(reports))
     return results[0] if len(results) == 1 else {"use_cases": {r["use_case"]: r for r in results}}
+
+
+def _use_case_of(config: Config, model_name: str) -> str | None:
+    """The `use_case` CD is started with: the config's folder when it registers `model_name`, else none (CD finds it)."""
+    return config.use_case if config.tracking.model_name == model_name else None
 
 
 def _reconcile(config: Config, name: str, min_age_seconds: int, max_attempts: int) -> tuple[dict[str, Any], str]:
@@ -100,7 +102,7 @@ def _reconcile(config: Config, name: str, min_age_seconds: int, max_attempts: in
     for i, found in enumerate(findings):
         if found.action == START:
             findings[i] = replace(
-                found, flow_run_id=start_delivery(name, found.version, found.attempt, config.use_case)
+                found, flow_run_id=start_delivery(name, found.version, found.attempt, _use_case_of(config, name))
             )
             logger.info(
                 "started CD for %s v%s (attempt %d): flow run %s",

@@ -355,6 +355,8 @@ def clone_of_this_repo(directory: Path) -> Path:
     return path
 
 
+OTHER_USE_CASE = "returns"  # a folder of usecases/ with the team's own code, delivered beside the session's
+
 # The passing commit's CI checks: the Terraform checks, a few seconds. The unit, integration, data and model
 # suites are the rest of this session already, and the model check runs whole in-process on a model below
 # its floors (tests/integration/test_ci_failures.py: every step runs, the floor fails); the failing data
@@ -374,6 +376,7 @@ class Delivered:
     version_tags: dict[str, str]
     champion: str | None  # the alias right after CD ended
     served: str | None  # what production answered with then
+    beside: Any  # the id of the CT run of OTHER_USE_CASE started with the commit's
 
 
 @pytest.fixture(scope="session")
@@ -391,14 +394,17 @@ def delivered(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory) ->
         params = {"sha": sha, "repo_path": str(clone), "checks": QUICK_CHECKS}
         ci = finished(stack, run_deployment(CI_DEPLOYMENT, parameters=params, timeout=0).id, f"CI of {sha}")
         assert ci.state.is_completed(), f"CI of the session's commit: {ci.state.name}: {ci.state.message}"
+        # A second use case trains at the same time on the same stack (other_delivered follows it to production).
+        beside = run_deployment(CT_DEPLOYMENT, parameters={"use_case": OTHER_USE_CASE}, timeout=0)
         ct = one_flow_run(client, CT_DEPLOYMENT, f"commit {sha}", where=lambda r: r.parameters.get("commit") == sha)
         ct = finished(stack, ct.id, f"CT of {sha}")
         assert ct.state.is_completed(), f"CT of the session's commit: {ct.state.name}: {ct.state.message}"
         [version] = registry.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{ct.id}'")
-        cd = one_flow_run(client, CD_DEPLOYMENT, f"version {version.version}", version=version.version)
+        cd = one_flow_run(client, CD_DEPLOYMENT, f"version {version.version}", version=version.version, model_name=name)
         cd = finished(stack, cd.id, f"CD of v{version.version}")
         assert cd.state.name == "Completed", f"CD of the session's version: {cd.state.name}: {cd.state.message}"
     return Delivered(
+        beside=beside.id,
         sha=sha,
         ci=ci,
         ct=ct,
@@ -432,48 +438,32 @@ def champion(stack: StackSettings, delivered: Delivered) -> str:
     return version
 
 
-OTHER_USE_CASES = ("diabetes", "returns")  # folders of usecases/: config alone, and a team's own code
-
-
 @dataclass(frozen=True)
-class OthersDelivered:
-    """The other use cases, trained together and each delivered to its own environments on the session's stack."""
+class OtherDelivered:
+    """The second use case, trained beside the session's and delivered to its own environments on the same stack."""
 
-    ct: dict[str, Any]  # use case -> its CT FlowRun
-    cd: dict[str, Any]  # use case -> the CD FlowRun the registration started
-    versions: dict[str, str]  # use case -> the version CT registered
-    production: dict[str, int]  # use case -> the port its production serves on (recorded by the stack)
+    ct: Any  # its CT FlowRun, started with the session's commit's
+    cd: Any  # the CD FlowRun its registration started
+    version: str  # what CT registered
+    production: int  # the port its production serves on (recorded by the stack)
 
 
 @pytest.fixture(scope="session")
-def others_delivered(stack: StackSettings, delivered: Delivered) -> OthersDelivered:
-    """CT of diabetes and returns started at once on the stack that serves the session's use case; each registration
-    → the automation → CD into that use case's staging and production."""
+def other_delivered(stack: StackSettings, delivered: Delivered) -> OtherDelivered:
+    """`returns` (the team's own code, LightGBM by import path): its CT, started beside the session's, and the CD its
+    registration started through the automation into its own staging and production."""
     from mlflow.tracking import MlflowClient
-    from prefect.deployments import run_deployment
 
     from mlops.adapters import environments
 
     registry = MlflowClient(stack.mlflow_uri, registry_uri=stack.mlflow_uri)
-    ct, cd, versions = {}, {}, {}
+    name = load_config(use_case=OTHER_USE_CASE).tracking.model_name
     with client_of(stack) as client:
-        started = {
-            use_case: run_deployment(CT_DEPLOYMENT, parameters={"use_case": use_case}, timeout=0)
-            for use_case in OTHER_USE_CASES
-        }
-        for use_case, run in started.items():
-            ct[use_case] = finished(stack, run.id, f"CT of {use_case}")
-            assert ct[use_case].state.is_completed(), f"CT of {use_case}: {ct[use_case].state.message}"
-        for use_case in OTHER_USE_CASES:
-            name = load_config(use_case=use_case).tracking.model_name
-            [version] = registry.search_model_versions(
-                f"name = '{name}' and tags.prefect_flow_run_id = '{ct[use_case].id}'"
-            )
-            versions[use_case] = str(version.version)
-            run = one_flow_run(client, CD_DEPLOYMENT, f"{name} v{version.version}", model_name=name)
-            cd[use_case] = finished(stack, run.id, f"CD of {name} v{version.version}")
-            assert cd[use_case].state.name == "Completed", f"CD of {use_case}: {explain(stack, client, run.id)}"
-    ports = environments.recorded_ports(stack.state_dir)
-    return OthersDelivered(
-        ct=ct, cd=cd, versions=versions, production={u: ports[f"{u}/production"] for u in OTHER_USE_CASES}
-    )
+        ct = finished(stack, delivered.beside, f"CT of {OTHER_USE_CASE}")
+        assert ct.state.is_completed(), f"CT of {OTHER_USE_CASE}: {ct.state.message}"
+        [version] = registry.search_model_versions(f"name = '{name}' and tags.prefect_flow_run_id = '{ct.id}'")
+        run = one_flow_run(client, CD_DEPLOYMENT, f"{name} v{version.version}", model_name=name)
+        cd = finished(stack, run.id, f"CD of {name} v{version.version}")
+        assert cd.state.name == "Completed", f"CD of {name}: {explain(stack, client, run.id)}"
+    production = environments.recorded_ports(stack.state_dir)[f"{OTHER_USE_CASE}/production"]
+    return OtherDelivered(ct=ct, cd=cd, version=str(version.version), production=production)

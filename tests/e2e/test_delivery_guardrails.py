@@ -22,8 +22,18 @@ from mlops import waiting
 from mlops.config import load_config
 from mlops.platform import approvals
 from tests.conftest import write_config
-from tests.e2e.conftest import CD_DEPLOYMENT, RUN_TIMEOUT_S, explain, finished, flow_run_artifacts, served_version
+from tests.e2e.conftest import (
+    CD_DEPLOYMENT,
+    OTHER_USE_CASE,
+    RUN_TIMEOUT_S,
+    explain,
+    finished,
+    flow_run_artifacts,
+    served_version,
+)
 from tests.integration.test_continuous_delivery import _lineage
+
+DELIVER_TRIGGER = "deliver each registered version to its use case"  # prefect.yaml, deploy-model's trigger
 
 pytestmark = pytest.mark.e2e
 
@@ -32,8 +42,8 @@ SILENCE_S = 10  # no approval within this: rejected (the config's minimum)
 
 @pytest.fixture
 def cd_trigger_paused(prefect_client) -> Iterator[None]:
-    """The deploy-model deployment's event trigger (`prefect deploy` names it deploy-model__automation_1), paused."""
-    [trigger] = prefect_client.read_automations_by_name("deploy-model__automation_1")
+    """The deploy-model deployment's event trigger (named in prefect.yaml), paused."""
+    [trigger] = prefect_client.read_automations_by_name(DELIVER_TRIGGER)
     prefect_client.pause_automation(trigger.id)
     try:
         yield
@@ -137,12 +147,12 @@ def _previous_champion(stack, mlflow_client, name: str, champion: str, config_pa
 
 
 def test_mlops_rollback_puts_production_back_on_the_previous_champion_and_notifies(
-    stack, mlflow_client, champion, cd_trigger_paused, e2e_config, notification_receiver, others_delivered
+    stack, mlflow_client, champion, cd_trigger_paused, e2e_config, notification_receiver, other_delivered
 ):
     """`mlops rollback` from a shell that sourced the stack's env: the rollback deployment on the worker,
     then the CLI's own wait for it; the other use cases on the stack keep their production. (The watch that
     rolls a promotion back by itself is tested in-process with real services: tests/integration/test_delivery_failures.py.)"""
-    others = {u: service_pid(port) for u, port in others_delivered.production.items()}
+    other_pid = service_pid(other_delivered.production)
     config = load_config()
     name, port = config.tracking.model_name, config.serving.production_port
     previous = _previous_champion(stack, mlflow_client, name, champion, e2e_config)
@@ -162,14 +172,11 @@ def test_mlops_rollback_puts_production_back_on_the_previous_champion_and_notifi
     about = f"CD rolled back {name} v{current}"
     [text] = notification_receiver.wait_for(about)
     assert "by alice: e2e: complaints" in text, text
-    for use_case, port in others_delivered.production.items():  # one use case's rollback leaves the others alone
-        assert served_version(port) == others_delivered.versions[use_case], use_case
-        assert service_pid(port) == others[use_case], f"{use_case}'s production was restarted"
-        model = load_config(use_case=use_case).tracking.model_name
-        assert (
-            str(mlflow_client.get_model_version_by_alias(model, "champion").version)
-            == others_delivered.versions[use_case]
-        )
+    # One use case's rollback leaves the other's production alone: same version, same process, same champion.
+    assert served_version(other_delivered.production) == other_delivered.version
+    assert service_pid(other_delivered.production) == other_pid, "the other use case's production was restarted"
+    other_model = load_config(use_case=OTHER_USE_CASE).tracking.model_name
+    assert str(mlflow_client.get_model_version_by_alias(other_model, "champion").version) == other_delivered.version
 
 
 def service_pid(port: int) -> int:

@@ -13,14 +13,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mlops import waiting
-from mlops.config import load_config
-from mlops.platform import stack as local_stack
-from tests.e2e.conftest import OTHER_USE_CASES, served_version
+from mlops.config import PROJECT_ROOT, load_config
+from mlops.platform.status import status_report
+from tests.e2e.conftest import OTHER_USE_CASE, served_version
 
 pytestmark = pytest.mark.e2e
 
+PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 PYFUNC_PREDICT = """
 import json, sys
 import mlflow, pandas as pd
@@ -29,36 +31,49 @@ print(json.dumps(mlflow.pyfunc.load_model(sys.argv[1]).predict(rows).tolist()))
 """
 
 
-def test_two_use_cases_trained_at_once_are_each_delivered_to_their_own_production(stack, delivered, others_delivered):
-    ct, cd = others_delivered.ct, others_delivered.cd
-    diabetes, returns = (ct[u] for u in OTHER_USE_CASES)
-    assert diabetes.start_time < returns.end_time and returns.start_time < diabetes.end_time, "the CT runs overlapped"
-    for use_case in OTHER_USE_CASES:
-        assert f"use-case:{use_case}" in ct[use_case].tags and f"use-case:{use_case}" in cd[use_case].tags
-        assert cd[use_case].parameters["use_case"] == use_case, "the registration event named its use case"
-        assert served_version(others_delivered.production[use_case]) == others_delivered.versions[use_case]
+def test_two_use_cases_trained_at_once_are_each_delivered_to_their_own_production(
+    stack, delivered, other_delivered, prefect_client
+):
+    """The session's use case and `returns`, CT started together on one stack: each registration routed by the
+    automation to its own use case's CD, each production on its own port."""
+    ours, theirs = delivered.ct, other_delivered.ct
+    assert ours.start_time < theirs.end_time and theirs.start_time < ours.end_time, "the CT runs overlapped"
+    assert f"use-case:{OTHER_USE_CASE}" in theirs.tags and f"use-case:{OTHER_USE_CASE}" in other_delivered.cd.tags
+    assert other_delivered.cd.parameters["use_case"] == OTHER_USE_CASE, "the registration event named its use case"
+    assert delivered.cd.parameters.get("use_case") is None  # the session's file is no folder: CD found it by model
     flights = load_config()
-    ports = {flights.serving.production_port, flights.serving.staging_port, *others_delivered.production.values()}
-    assert len(ports) == 4, f"each production on a port of its own: {others_delivered.production}"
+    assert f"use-case:{flights.name}" in ours.tags and f"use-case:{flights.name}" in delivered.cd.tags
+    assert served_version(other_delivered.production) == other_delivered.version
     assert served_version(flights.serving.production_port) is not None  # the session's use case still serves
+    assert other_delivered.production not in {flights.serving.production_port, flights.serving.staging_port}
+
+    # The automations that routed them are named for what they do (the Automations page lists these names).
+    triggers = [
+        t["name"] for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"] for t in d.get("triggers", [])
+    ]
+    assert len(triggers) == 3 and all(len(prefect_client.read_automations_by_name(n)) == 1 for n in triggers), triggers
 
     # `mlops status --json`: every use case with each environment's version, URL and health.
-    report = local_stack.status_report(stack)
-    for use_case in OTHER_USE_CASES:
-        production = report["use_cases"][use_case]["environments"]["production"]
-        assert production["version"] == others_delivered.versions[use_case] and production["healthy"] is True
-        assert production["url"].endswith(f":{others_delivered.production[use_case]}")
+    report = status_report(stack)
+    assert {flights.name, OTHER_USE_CASE} <= set(report["use_cases"]), report["use_cases"]
+    production = report["use_cases"][OTHER_USE_CASE]["environments"]["production"]
+    assert production["version"] == other_delivered.version and production["healthy"] is True
+    assert production["url"].endswith(f":{other_delivered.production}")
 
 
 def test_the_team_models_production_answers_as_its_registered_version_loaded_without_the_folder(
-    stack, others_delivered, tmp_path: Path
+    stack, other_delivered, tmp_path: Path
 ):
     """LightGBM by import path behind the team's own transform, promoted on the stack: production's predictions equal
     `mlflow.pyfunc.load_model(...).predict` in a process where `usecases` is not importable (the code travels with
     the version)."""
-    version = others_delivered.versions["returns"]
+    version = other_delivered.version
     run_id = mlflow.MlflowClient(stack.mlflow_uri).get_model_version("returns", version).run_id
-    rows_file = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="serving", dst_path=tmp_path))
+    rows_file = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="serving", dst_path=str(tmp_path), tracking_uri=stack.mlflow_uri
+        )
+    )
     rows = pd.read_parquet(rows_file)
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -76,7 +91,7 @@ def test_the_team_models_production_answers_as_its_registered_version_loaded_wit
     assert done.returncode == 0, done.stderr[-3000:]
     expected = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
 
-    url = f"http://127.0.0.1:{others_delivered.production['returns']}"
+    url = f"http://127.0.0.1:{other_delivered.production}"
     body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
     answer = waiting.wait_for(
         lambda: (r := httpx.post(f"{url}/invocations", json=body, timeout=30)).status_code == 200 and r.json(),
