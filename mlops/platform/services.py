@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from mlops.config import Config, config_named, load_config, stack_use_cases
+from mlops.config import Config, config_named, load_config, stack_use_cases, use_cases
 from mlops.platform import locks, processes
 from mlops.platform.parts import STOP_TIMEOUT, StackError
 from mlops.platform.settings import StackSettings
@@ -92,7 +92,15 @@ def restore_model_services(s: StackSettings) -> None:
         print(f"  model services: {', '.join(moved)} state moved under use case {default.name}", flush=True)
     targets: list[tuple[Config, environments.Restore]] = []
     failures = []
+    known = {*use_cases(), default.name}
     for use_case in environments.applied_use_cases(s.state_dir):
+        if use_case not in known:  # its folder was removed: nothing says what it should serve
+            print(
+                f"  {use_case} model services: no folder usecases/{use_case}/ any more: left stopped; "
+                f"remove {s.state_dir / 'terraform' / use_case} to forget them",
+                flush=True,
+            )
+            continue
         try:
             targets += _restore_targets(s, config_named(use_case))
         except Exception as exc:  # a config, MLflow or Terraform error stops this use case, not the others
@@ -115,18 +123,17 @@ def restore_model_services(s: StackSettings) -> None:
         )
         return None
 
-    lock_of = {id(t): locks.lock_name(c.name, t.environment) for c, t in targets}
-    with _holding_locks(s, list(lock_of.values())) as held:
-        for config, target in targets:
-            if lock_of[id(target)] not in held:
+    planned = [(config, target, locks.lock_name(config.name, target.environment)) for config, target in targets]
+    with _holding_locks(s, [lock for *_, lock in planned]) as held:
+        for config, target, lock in planned:
+            if lock not in held:
                 print(
-                    f"  {config.name} {target.environment} model service: left to the run holding "
-                    f"{lock_of[id(target)]} (a delivery or rollback in flight, or one that died less than its lease "
-                    f"ago); `mlops up` again restores it",
+                    f"  {config.name} {target.environment} model service: left to the run holding {lock} (a delivery "
+                    f"or rollback in flight, or one that died less than its lease ago); `mlops up` again restores it",
                     flush=True,
                 )
         with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:  # each waits seconds for its model to load
-            failures += [f for f in pool.map(restore, [t for t in targets if lock_of[id(t[1])] in held]) if f]
+            failures += [f for f in pool.map(restore, [(c, t) for c, t, lock in planned if lock in held]) if f]
     if failures:
         raise StackError("model services did not come back:\n  " + "\n  ".join(failures))
 
