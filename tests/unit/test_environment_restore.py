@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -111,3 +112,46 @@ def test_a_process_that_does_not_lead_its_group_is_not_ours(tmp_path: Path) -> N
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def pinging() -> Iterator[str]:
+    """An endpoint whose /ping answers 200, as a model service's does."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ping(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/ping" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_up_leaves_terraform_out_only_for_a_service_applied_with_the_same_variables_that_answers(tmp_path, pinging):
+    from mlops.adapters.environments import serving_as_applied
+
+    variables = {"environment": "production", "model_version": "3", "port": 5102, "workers": 1}
+    state = tmp_path / "terraform.tfstate"
+
+    def applied(values: dict, endpoint: str = pinging) -> Path:
+        resource = {"mode": "managed", "type": "terraform_data", "name": "service",
+                    "instances": [{"attributes": {"triggers_replace": {"value": values}}}]}  # fmt: skip
+        state.write_text(
+            json.dumps({"resources": [resource], "outputs": {"service": {"value": {"endpoint": endpoint}}}})
+        )
+        return state
+
+    assert serving_as_applied(applied({**variables, "host": "127.0.0.1"}), variables) == pinging
+    assert serving_as_applied(applied({**variables, "model_version": "2"}), variables) is None  # a change: plan it
+    assert serving_as_applied(applied(variables, "http://127.0.0.1:9"), variables) is None  # not answering
+    state.write_text("{not json")
+    assert serving_as_applied(state, variables) is None
+    assert serving_as_applied(tmp_path / "missing.tfstate", variables) is None
