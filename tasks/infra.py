@@ -52,6 +52,7 @@ def apply_service(config: Config, environment: str, model_name: str, version: st
     seconds = service_checks.wait_until_healthy(
         endpoint, pid_file=Path(outputs["pid_file"]), log_file=Path(outputs["log_file"])
     )
+    service_checks.require_serving(endpoint, outputs["model_uri"])
     logger.info(
         "%s serves %s version %s at %s (healthy after %.1f s)", environment, model_name, version, endpoint, seconds
     )

@@ -86,17 +86,17 @@ PORT_SEARCH = 200  # ports tried above the configured one before giving up
 def service_port(config: Config, environment: str, state_dir: Path | None = None) -> int:
     """The port of a use case's environment, recorded in `<state>/services/ports.json`.
 
-    The port its config names (`serving.<env>_port`), unless another use case has it recorded: then the
-    port this use case was given before, or the next free one above (nothing recorded and nothing
-    listening). Recorded under a file lock, so concurrent deliveries of different use cases never get one
+    The port its config names (`serving.<env>_port`), unless another use case has it recorded or, when it
+    is new to this use case, something else listens on it: then the port this use case was given before,
+    or the next free one above (nothing recorded and nothing listening). Recorded under a file lock, so concurrent deliveries of different use cases never get one
     port twice; an edit of the config's port applies at the next delivery.
     """
     key = f"{config.name}/{_known(environment)}"
     wanted = config.serving.staging_port if environment == "staging" else config.serving.production_port
     with _port_records(state_dir or config.state_dir) as recorded:
         others = {port for other, port in recorded.items() if other != key}
-        if wanted not in others:
-            recorded[key] = wanted
+        if recorded.get(key) == wanted or (wanted not in others and _free(config.serving.host, wanted)):
+            recorded[key] = wanted  # its own service may be listening there: it is this use case's port
             return wanted
         if key in recorded:
             return recorded[key]

@@ -86,6 +86,23 @@ def wait_until_healthy(
     return time.monotonic() - start
 
 
+def require_serving(endpoint: str, model_uri: str) -> None:
+    """The service at `endpoint` serves `model_uri` (its /version says so); else a RuntimeError naming what answers.
+
+    Another process on the port (a stack's service of another use case, anything a user runs) answers /ping
+    too: without this check CD would test and promote the wrong model.
+    """
+    try:
+        served = httpx.get(f"{endpoint}/version", timeout=5.0).json().get("model_uri")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        served = None
+    if served != model_uri:
+        raise RuntimeError(
+            f"{endpoint} answers, but not with {model_uri} (its /version says {served!r}): another process holds "
+            "the port; free it, or set another serving.<environment>_port"
+        )
+
+
 def split_payload(frame: pd.DataFrame) -> str:
     """A `dataframe_split` request body; NaN travels as null."""
     return json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False, date_format="iso"))})

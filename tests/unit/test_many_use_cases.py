@@ -172,3 +172,15 @@ def test_the_paths_a_commit_changed_come_from_git_including_a_first_commit(tmp_p
     git("commit", "--quiet", "-am", "second")
     second = ci.Checkout(sha=git("rev-parse", "HEAD"), path=tmp_path, source=tmp_path)
     assert ci.changed_paths(second) == ["usecases/returns/model.py"]
+
+
+def test_a_configured_port_something_else_listens_on_is_not_taken_by_a_new_use_case(two):
+    flights, _, state = two
+    with socket.socket() as foreign:  # a process of somebody else's on the port mlops.yaml names
+        foreign.bind(("127.0.0.1", 0))
+        foreign.listen()
+        port = foreign.getsockname()[1]
+        config = flights.model_copy(update={"serving": flights.serving.model_copy(update={"production_port": port})})
+        got = environments.service_port(config, "production", state)
+        assert got > port
+        assert environments.service_port(config, "production", state) == got  # kept, not retried each time
