@@ -22,6 +22,7 @@ from mlops.usercode import (
 )
 
 DEFAULT_CONFIG = PROJECT_ROOT / "usecases" / "flights" / "mlops.yaml"  # the default use case
+CAPTURE_DIR = "capture"  # under the state dir: captured traffic, partitioned by use case, environment, version, hour
 USE_CASE_LABEL = "mlops.use-case"  # the resource label naming the use case (Config.name) on every event of the loop
 
 
@@ -190,6 +191,17 @@ class LoadTest(Strict):
     seconds: int = Field(default=20, ge=1)
 
 
+class CaptureSettings(Strict):
+    """What the service keeps of the traffic it answered (mlops/serving/capture.py), under `<state>/capture/`."""
+
+    enabled: bool = True
+    sample_rate: float = Field(default=1.0, gt=0.0, le=1.0)  # the share of answered requests kept
+    # Requests held in memory before they are written; past it a request is answered and not kept (counted).
+    buffer_requests: int = Field(default=20_000, ge=1)
+    flush_requests: int = Field(default=5_000, ge=1)  # a write starts when this many wait...
+    flush_seconds: float = Field(default=5.0, gt=0.0)  # ...or this long after the last (a SIGKILL loses these)
+
+
 class Serving(Strict):
     """The model service (mlops/serving/); the limits keep its memory bounded whatever clients send."""
 
@@ -216,6 +228,7 @@ class Serving(Strict):
     host: str = "127.0.0.1"
     staging_port: int = 5101
     production_port: int = 5102
+    capture: CaptureSettings = CaptureSettings()
 
 
 class Delivery(Strict):
@@ -347,6 +360,11 @@ class Config(Strict):
     def resolve(self, key: str) -> Any:
         """The object the import path at `key` names (see import_paths), imported from import_root."""
         return resolve_callable(self.import_paths()[key], key, self.import_root)
+
+    @property
+    def capture_dir(self) -> Path:
+        """Where the stack's model services keep the traffic they answered (mlops/serving/capture.py)."""
+        return self.state_dir / CAPTURE_DIR
 
     @property
     def state_dir(self) -> Path:

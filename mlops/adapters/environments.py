@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import shlex
 import shutil
 import socket
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 from mlops.adapters import registry, service_checks
 from mlops.adapters import terraform as infra
-from mlops.config import PROJECT_ROOT, Config
+from mlops.config import CAPTURE_DIR, PROJECT_ROOT, Config
 
 INFRA_DIR = PROJECT_ROOT / "infra"
 ROOT_MODULE = "service"  # under infra/
@@ -179,7 +180,14 @@ def service_variables(
         "model_name": model_name,
         "model_version": str(version),
         "model_uri": f"models:/{model_name}/{version}",
-        "serve_command": f"{Path(sys.executable).parent / 'mlops'} serve",
+        "serve_command": shlex.join(
+            [
+                str(Path(sys.executable).parent / "mlops"),
+                "serve",
+                *("--use-case", config.name, "--environment", environment),
+                *("--capture-dir", str(state_dir / CAPTURE_DIR)),
+            ]
+        ),
         "tracking_uri": tracking_uri or registry.tracking_uri(config),
         "run_dir": str(state_dir / "services" / config.name),
         "port": service_port(config, environment, state_dir),

@@ -23,15 +23,24 @@ def _stack(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from mlops.adapters import registry
-    from mlops.config import load_config
+    from mlops.config import ConfigError, config_named, load_config
     from mlops.serving.server import serve
 
     try:  # before uvicorn starts workers that would each fail to load the model
-        registry.require_server(registry.tracking_uri(load_config()))
-    except registry.RegistryUnavailable as exc:
+        config = config_named(args.use_case) if args.use_case else load_config()
+        registry.require_server(registry.tracking_uri(config))
+    except (registry.RegistryUnavailable, ConfigError) as exc:
         print(f"mlops serve: {exc}", file=sys.stderr)
         return 2
-    serve(model_uri=args.model_uri, host=args.host, port=args.port, workers=args.workers)
+    serve(
+        model_uri=args.model_uri,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        use_case=args.use_case,
+        environment=args.environment,
+        capture_dir=args.capture_dir,
+    )
     return 0
 
 
@@ -260,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--workers", type=int, default=None, help="default: serving.workers in the config")
+    serve.add_argument("--use-case", default=None, help="whose config (default: the default config's use case)")
+    serve.add_argument("--environment", default=None, help="the environment served, as captured traffic says")
+    serve.add_argument("--capture-dir", default=None, help="keep answered requests here (serving.capture)")
     serve.set_defaults(func=_serve)
     approve = sub.add_parser("approve", help="answer a CD run that waits for approval (delivery.approval: manual)")
     approve.add_argument("name", help="the registered model, e.g. flights-delay")

@@ -8,11 +8,16 @@ worker per port, or run one worker per port, as KServe and MLServer do.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from mlops.serving.capture import Capture
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,8 +30,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class ServiceMetrics:
     """Requests by route and status, request latency, batch sizes, and which model (and path) is served."""
 
-    def __init__(self, model_name: str | None, model_version: str | None, path: str) -> None:
+    def __init__(self, model_name: str | None, model_version: str | None, path: str, capture: Capture | None = None):
         self.registry = CollectorRegistry(auto_describe=True)
+        if capture is not None:
+            self.registry.register(_CaptureCounts(capture))
         self.requests = Counter(
             "mlops_requests",
             "Requests answered, by route and HTTP status.",
@@ -84,3 +91,22 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CaptureCounts(Collector):
+    """The capture's own counters, read at each scrape (the hot path only adds to plain ints)."""
+
+    COUNTS = (
+        ("captured", "Answered requests put in the capture buffer."),
+        ("dropped", "Answered requests not captured because the capture buffer was full."),
+        ("sampled_out", "Answered requests left out by serving.capture.sample_rate."),
+        ("rows_written", "Captured rows written to Parquet."),
+        ("write_errors", "Capture writes that failed (their rows are lost; the log says why)."),
+    )
+
+    def __init__(self, capture: Capture) -> None:
+        self.capture = capture
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, documentation in self.COUNTS:
+            yield CounterMetricFamily(f"mlops_capture_{name}", documentation, value=getattr(self.capture, name))

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -41,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlops.serving.batching import BatcherClosed, BatcherFull, MicroBatcher
+from mlops.serving.capture import Capture, CaptureSpec
 from mlops.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlops.serving.metrics import ServiceMetrics
 from mlops.serving.model import ModelRef, ServedModel, limit_native_threads, load_served_model, resolve_model_uri
@@ -51,6 +53,8 @@ logger = logging.getLogger(__name__)
 JSON = "application/json"
 _SPEC_ENV = "MLOPS_SERVING_SPEC"  # how serve() hands its settings to uvicorn worker processes
 RETRY_AFTER_S = 1  # a full queue drains in a few batches, well within a second
+REQUEST_ID = "x-request-id"  # the client's id of a request, else one generated; answered in the same header
+MAX_REQUEST_ID = 128
 
 
 def _error(status: int, error_code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -96,11 +100,13 @@ async def read_body(request: Request, limit: int, budget: ByteBudget | None = No
         if not (declared.isascii() and declared.isdigit()):
             raise RequestError(f"Content-Length must be a number of bytes, got {declared[:40]!r}")
         if len(declared.lstrip("0")) > len(str(limit)) or int(declared) > limit:
+            await drain(request, int(declared) if len(declared) < 20 else None)
             raise too_large
     body = bytearray()
     try:
         async for chunk in request.stream():  # counted as it arrives: a chunked body has no Content-Length
             if len(body) + len(chunk) > limit:
+                await drain(request, None)
                 raise too_large
             if budget is not None:
                 budget.take(len(chunk))
@@ -110,6 +116,27 @@ async def read_body(request: Request, limit: int, budget: ByteBudget | None = No
             budget.give(len(body))
         raise
     return bytes(body)
+
+
+DRAIN_BYTES = 16 * 1024 * 1024  # of a refused body, read and thrown away at most
+
+
+async def drain(request: Request, declared: int | None) -> None:
+    """Read and discard the rest of a refused body, up to DRAIN_BYTES, so that a client that sends its whole
+    body before reading (Python's urllib and requests) reads the 413 instead of a connection reset: closing
+    a socket with unread bytes makes the kernel answer with RST. Nothing is kept, so memory stays bounded;
+    a client that asked `Expect: 100-continue` has sent nothing yet and is answered at once, as is a body
+    declared longer than the bound (it would be reset anyway)."""
+    if request.headers.get("expect", "").lower() == "100-continue" or (declared or 0) > DRAIN_BYTES:
+        return
+    seen = 0
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > DRAIN_BYTES:
+                return
+    except (ClientDisconnect, RuntimeError):  # gone, or the stream was already consumed
+        return
 
 
 def freeze_startup_heap() -> None:
@@ -129,15 +156,18 @@ def create_app(
     max_body_bytes: int,
     max_queue: int | None = None,
     max_inflight_bytes: int | None = None,
+    capture: Capture | None = None,
 ) -> Starlette:
     """A Starlette app serving `model`, batching concurrent /invocations requests.
 
     `max_body_bytes` bounds a request body (413 past it); `max_queue` the requests waiting for the
     model (503 + Retry-After past it; None: the batcher's default, 16 batches); `max_inflight_bytes` the
-    request bytes held at once (503 + Retry-After past it; None: 16 bodies of `max_body_bytes`).
+    request bytes held at once (503 + Retry-After past it; None: 16 bodies of `max_body_bytes`). With
+    `capture`, every answered scoring request is handed to it after its answer is ready.
     """
     budget = ByteBudget(max_inflight_bytes or 16 * max_body_bytes)
-    metrics = ServiceMetrics(model.ref.name, model.ref.version, model.path)
+    metrics = ServiceMetrics(model.ref.name, model.ref.version, model.path, capture)
+    keep = capture.keys if capture is not None else ()
     batcher: MicroBatcher[Rows, bytes] = MicroBatcher(
         metrics.counting_batches(model.predict, lambda rows: rows.n_rows),
         max_batch_size=max_batch_size,
@@ -150,8 +180,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         freeze_startup_heap()
-        async with batcher:
-            yield
+        if capture is not None:
+            capture.start()
+        try:
+            async with batcher:
+                yield
+        finally:  # uvicorn's shutdown (SIGTERM, SIGINT) comes here once requests are answered
+            if capture is not None:
+                capture.close()
 
     async def ping(request: Request) -> Response:
         if batcher.running:
@@ -163,14 +199,19 @@ def create_app(
 
     async def invocations(request: Request) -> Response:
         started = time.perf_counter()
-        response = await _invocations(request)
+        request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+        if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
+            response = _error(400, "BAD_REQUEST", f"X-Request-ID must be at most {MAX_REQUEST_ID} printable characters")
+        else:
+            response = await _invocations(request, request_id, started)
+            response.headers[REQUEST_ID] = request_id
         metrics.observe("/invocations", response.status_code, started)
         return response
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
-    async def _invocations(request: Request) -> Response:
+    async def _invocations(request: Request, request_id: str, started: float) -> Response:
         try:
             media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if media_type != JSON:
@@ -180,8 +221,11 @@ def create_app(
                 )
             body = await read_body(request, max_body_bytes, budget)
             try:
-                rows = parse_request(body, model.columns)
-                return Response(await batcher.submit(rows), media_type=JSON)
+                rows = parse_request(body, model.columns, keep)
+                answer = await batcher.submit(rows)
+                if capture is not None:
+                    capture.record(request_id, time.perf_counter() - started, rows, answer)
+                return Response(answer, media_type=JSON)
             finally:
                 budget.give(len(body))
         except RequestError as exc:
@@ -221,6 +265,10 @@ def app_from_env() -> Starlette:
         native=spec.get("native", True),
         predict_in=spec.get("predict_in", "auto"),
     )
+    capture = None
+    if spec.get("capture"):
+        columns = tuple(model.columns)
+        capture = Capture(CaptureSpec(**spec["capture"], version=model.ref.version or "none"), columns, spec["keys"])
     return create_app(
         model,
         max_batch_size=spec["max_batch_size"],
@@ -228,10 +276,20 @@ def app_from_env() -> Starlette:
         max_body_bytes=spec["max_body_bytes"],
         max_queue=spec["max_queue"],
         max_inflight_bytes=spec.get("max_inflight_bytes"),
+        capture=capture,
     )
 
 
-def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | None = None) -> None:
+def serve(
+    model_uri: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int,
+    workers: int | None = None,
+    use_case: str | None = None,
+    environment: str | None = None,
+    capture_dir: str | None = None,
+) -> None:
     """Serve a registered model over the MLflow scoring protocol until stopped.
 
     Args:
@@ -240,15 +298,28 @@ def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | 
         host: address to bind; 127.0.0.1 unless the service must be reached from elsewhere.
         port: TCP port.
         workers: uvicorn worker processes sharing the port; None takes `serving.workers` from
-            the project config, which also gives `serving.max_batch_size`, `serving.max_wait_ms`,
+            the use case's config, which also gives `serving.max_batch_size`, `serving.max_wait_ms`,
             `serving.max_body_bytes` and `serving.max_queue`.
+        use_case: whose config (Config.name); None: the default config's.
+        environment: the environment this service is (staging, production), as its captured traffic says.
+        capture_dir: where captured traffic goes (`<state>/capture`); None, or `serving.capture.enabled`
+            false: nothing is captured.
     """
     import uvicorn
 
-    from mlops.config import load_config
+    from mlops.config import config_named, load_config
 
-    settings = load_config().serving
+    config = config_named(use_case) if use_case else load_config()
+    settings = config.serving
     ref = resolve_model_uri(model_uri)
+    capture = None
+    if capture_dir and settings.capture.enabled:
+        capture = {
+            "directory": capture_dir,
+            "use_case": config.name,
+            "environment": environment or "none",
+            **settings.capture.model_dump(exclude={"enabled"}),
+        }
     os.environ[_SPEC_ENV] = json.dumps(
         {
             "model": asdict(ref),
@@ -260,6 +331,8 @@ def serve(model_uri: str, *, host: str = "127.0.0.1", port: int, workers: int | 
             "max_body_bytes": settings.max_body_bytes,
             "max_queue": settings.max_queue,
             "max_inflight_bytes": settings.max_inflight_bytes,
+            "capture": capture,
+            "keys": list(config.dataset.key_columns),
         }
     )
     uvicorn.run(

@@ -131,10 +131,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def service(store: str, tmp_path: Path, workers: int = 1, timeout_s: float = 90) -> Iterator[tuple[str, int]]:
-    """`mlops serve` in its own process group with a config giving `workers`; stopped by pid afterwards."""
+def service(
+    store: str, tmp_path: Path, workers: int = 1, timeout_s: float = 90, capture_dir: Path | None = None
+) -> Iterator[tuple[str, int]]:
+    """`mlops serve` in its own process group with a config giving `workers` (capturing into `capture_dir`, never
+    flushing on its own); stopped by pid afterwards."""
     config = yaml.safe_load((DEFAULT_CONFIG).read_text())
     config["serving"] = {**config.get("serving", {}), "workers": workers, "max_batch_size": 16, "max_wait_ms": 2}
+    config["serving"]["capture"] = {"flush_seconds": 3600}
     config_path = tmp_path / f"mlops-{workers}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
@@ -142,6 +146,7 @@ def service(store: str, tmp_path: Path, workers: int = 1, timeout_s: float = 90)
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLOPS_CONFIG": str(config_path)}
     command = [sys.executable, "-m", "mlops.platform.cli", "serve", "--model-uri", f"models:/{MODEL}@champion"]
     command += ["--port", str(port)]  # --host and --workers left to their defaults: 127.0.0.1, the config
+    command += ["--environment", "staging", "--capture-dir", str(capture_dir)] if capture_dir else []
     log = tmp_path / f"service-{workers}.log"
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -380,6 +385,47 @@ def test_oversized_bodies_get_413_and_the_service_memory_stays_bounded(store: st
         assert "max_body_bytes" in error["message"] and f"{4 * MiB:,} bytes" in error["message"]
     assert after.status_code == 200 and len(after.json()["predictions"]) == 1
     assert watch.peak - start < 300 * MiB
+
+
+def test_sigterm_writes_every_captured_request(store: str, tmp_path: Path, offline: Any) -> None:
+    from mlops.serving.capture import PREDICTION, REQUEST_ID, read_captured
+
+    bodies = {f"req-{i}": split([100.0 + i, 5 + i % 18, "AA", "JFK"]) for i in range(40)}
+    with service(store, tmp_path, capture_dir=tmp_path / "capture") as (address, pid):
+        for rid, body in bodies.items():
+            answer = httpx.post(f"{address}/invocations", json=body, headers={"X-Request-ID": rid}, timeout=10)
+            assert answer.status_code == 200 and answer.headers["x-request-id"] == rid
+        assert not list((tmp_path / "capture").rglob("*.parquet"))  # flush_seconds 3600: all still in memory
+        os.killpg(pid, signal.SIGTERM)
+        assert psutil.Process(pid).wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises it after shutdown
+    use_case = yaml.safe_load(DEFAULT_CONFIG.read_text())["dataset"]["name"]  # a config outside usecases/: its dataset
+    captured = read_captured(tmp_path / "capture", use_case).set_index(REQUEST_ID)
+    assert sorted(captured.index) == sorted(bodies)
+    assert set(captured["environment"]) == {"staging"} and set(captured["version"]) == {"1"}
+    for rid in ["req-0", "req-39"]:
+        expected = mlflow_answer(offline, bodies[rid])["predictions"][0]
+        assert np.allclose(captured.loc[rid, PREDICTION], expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("client", ["urllib", "requests"])
+def test_clients_that_send_the_whole_body_first_read_the_413(url: str, client: str) -> None:
+    # urllib and requests write the whole body before reading: a service that closed on unread bytes reset them.
+    body = b" " * (6 * MiB)
+    if client == "urllib":
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(f"{url}/invocations", data=body, headers=JSON_HEADERS, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        status, error = refused.value.code, json.loads(refused.value.read())
+    else:
+        import requests
+
+        answer = requests.post(f"{url}/invocations", data=body, headers=JSON_HEADERS, timeout=30)
+        status, error = answer.status_code, answer.json()
+    assert status == 413 and error["error_code"] == "RESOURCE_LIMIT_EXCEEDED", error
+    assert "max_body_bytes" in error["message"]
 
 
 BAD_BODIES: list[tuple[str | bytes, str]] = [

@@ -30,7 +30,7 @@ from starlette.testclient import TestClient
 from mlops.config import Serving
 from mlops.serving.model import ModelRef, ServedModel, probe_nullable
 from mlops.serving.schema import Column
-from mlops.serving.server import create_app
+from mlops.serving.server import DRAIN_BYTES, create_app
 
 pytestmark = pytest.mark.unit
 
@@ -142,18 +142,36 @@ def test_the_default_limits() -> None:
         Serving(max_queue=0)
 
 
-def test_a_chunked_body_past_the_limit_is_refused_without_reading_the_rest(model: ServedModel) -> None:
+def test_a_chunked_body_past_the_limit_is_refused_and_drained_so_the_client_reads_the_413(model: ServedModel) -> None:
+    # Drained, not kept: a client that sends its whole body before reading (urllib, requests) would see a reset.
     chunks = many(b" " * CHUNK, 64 * LIMIT)
     status, answer, pulled = asyncio.run(post_raw(app_for(model), chunks, {"content-type": "application/json"}))
     assert_too_large(status, answer)
-    assert pulled <= LIMIT + CHUNK
+    assert pulled == 64 * LIMIT
 
 
-def test_a_declared_length_past_the_limit_is_refused_before_reading(model: ServedModel) -> None:
-    headers = {"content-type": "application/json", "content-length": str(64 * LIMIT)}
-    status, answer, pulled = asyncio.run(post_raw(app_for(model), many(b" " * CHUNK, 64 * LIMIT), headers))
+def test_draining_a_refused_body_stops_at_its_bound(model: ServedModel) -> None:
+    total = DRAIN_BYTES + 64 * CHUNK
+    status, answer, pulled = asyncio.run(
+        post_raw(app_for(model), many(b" " * CHUNK, total), {"content-type": "application/json"})
+    )
     assert_too_large(status, answer)
-    assert pulled == 0
+    assert LIMIT < pulled <= LIMIT + DRAIN_BYTES + 2 * CHUNK < total
+
+
+@pytest.mark.parametrize(
+    ("declared", "expect", "drained"),
+    [(64 * LIMIT, None, True), (64 * LIMIT, "100-continue", False), (DRAIN_BYTES + LIMIT, None, False)],
+    ids=["drained", "expect-100-continue", "past-the-drain-bound"],
+)
+def test_a_declared_length_past_the_limit_is_refused_and_drained_only_when_sent_and_bounded(
+    model: ServedModel, declared: int, expect: str | None, drained: bool
+) -> None:
+    headers = {"content-type": "application/json", "content-length": str(declared)}
+    headers |= {"expect": expect} if expect else {}
+    status, answer, pulled = asyncio.run(post_raw(app_for(model), many(b" " * CHUNK, declared), headers))
+    assert_too_large(status, answer)
+    assert pulled == (declared if drained else 0)
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
