@@ -23,6 +23,18 @@ from mlops.usercode import (
 
 DEFAULT_CONFIG = PROJECT_ROOT / "usecases" / "flights" / "mlops.yaml"  # the default use case
 CAPTURE_DIR = "capture"  # under the state dir: captured traffic, partitioned by use case, environment, version, hour
+# A captured row's own columns (mlops/serving/capture.py writes them, monitoring and feedback read them); then the
+# model's inputs and key columns by name (captured_column), and the partition keys read back from the path.
+REQUEST_ID, ROW, CAPTURED_AT, LATENCY_MS, PREDICTION = "request_id", "row", "captured_at", "latency_ms", "prediction"
+CAPTURE_PARTITIONS = ("use_case", "environment", "version", "hour")
+
+
+def captured_column(name: str) -> str:
+    """The captured column of an input column: its name, prefixed "input_" only if a captured row's own collides."""
+    own = (REQUEST_ID, ROW, CAPTURED_AT, LATENCY_MS, PREDICTION, *CAPTURE_PARTITIONS)
+    return f"input_{name}" if name in own else name
+
+
 USE_CASE_LABEL = "mlops.use-case"  # the resource label naming the use case (Config.name) on every event of the loop
 
 
@@ -243,6 +255,21 @@ class Delivery(Strict):
     watch_rps: float = Field(default=10.0, gt=0.0)  # the probe's requests per second
 
 
+class Feedback(Strict):
+    """Late labels joined to the traffic production answered (flows/feedback.py, `mlops labels`)."""
+
+    # The realized gates.metric of the version in production past this fires mlops.performance.degraded (and CT
+    # through its trigger); None: the gates' floor for that metric. No floor at all: nothing fires.
+    floor: float | None = None
+    min_rows: int = Field(default=200, ge=1)  # labelled rows of a version before its realized metric is judged
+    # Estimate the metric from served probabilities (CBPE) only for a version whose calibration error on its own
+    # holdout (test_calibration_error in its MLflow run) is within this; else the estimate says "not estimable".
+    max_calibration_error: float = Field(default=0.05, gt=0.0, le=1.0)
+
+    def floor_for(self, gates: Gates) -> float | None:
+        return self.floor if self.floor is not None else gates.floors.get(gates.metric)
+
+
 NOTIFICATION_EVENTS = ("cd_rejected", "cd_rolled_back", "ct_failed", "drift_detected")
 WEBHOOK_URL_ENV = "MLOPS_WEBHOOK_URL"
 
@@ -302,6 +329,7 @@ class Config(Strict):
     load_test: LoadTest = LoadTest()
     serving: Serving = Serving()
     delivery: Delivery = Delivery()
+    feedback: Feedback = Feedback()
     notifications: Notifications = Notifications()
     stack: Stack = Stack()
     model_card: ModelCard = ModelCard()
@@ -398,7 +426,14 @@ POLICY_KINDS: tuple[PolicyKind, ...] = ("never", "monthly", "drift", "metric")
 DRIFT_SWEEP = (0.3, 0.4, 0.6, 0.7)  # around drift.drift_share's default 0.5
 
 METRICS: dict[str, dict[str, bool]] = {
-    "binary": {"roc_auc": True, "pr_auc": True, "log_loss": False, "f1": True, "accuracy": True},
+    "binary": {
+        "roc_auc": True,
+        "pr_auc": True,
+        "log_loss": False,
+        "f1": True,
+        "accuracy": True,
+        "calibration_error": False,
+    },
     "multiclass": {"macro_f1": True, "accuracy": True, "log_loss": False},
     "regression": {"rmse": False, "mae": False, "r2": True},
 }

@@ -280,6 +280,41 @@ def drift_markdown(
     )
 
 
+def feedback_markdown(config: Any, ingested: Any, measured: Any, event: dict[str, Any] | None, name: str) -> str:
+    """A feedback run: the labels kept and left out by reason, each version's realized metric next to its
+    estimate, and whether the champion was judged degraded (`Ingested`, `Measured` from tasks/feedback.py)."""
+    metric = config.gates.metric
+    left_out = [(p.reason, f"{p.rows:,}", ", ".join(f"`{e}`" for e in p.examples[:3])) for p in ingested.problems]
+    overall = [
+        (
+            r.environment,
+            f"v{r.version}",
+            f"{r.rows:,}",
+            number(r.realized),
+            number(r.estimated) if r.estimated is not None else measured.estimable.get(r.version, "–"),
+        )
+        for r in measured.realized
+        if r.scope == "all"
+    ]
+    outcome = (
+        f"**Degraded**: v{event['version']}'s realized {metric} {number(event['realized'])} is past its floor "
+        f"{event['floor']} over {event['rows']:,} labels; `{name}` emitted (retraining follows)."
+        if event
+        else "The champion's realized metric is within its floor, or not yet judged (see the run's log)."
+    )
+    return (
+        f"# Late labels: {config.name}\n\n{outcome}\n\n"
+        f"- batch `{ingested.batch}`: {ingested.received:,} labels received, **{ingested.accepted:,} kept**\n\n"
+        + (table(["left out because", "rows", "e.g."], left_out, "lrl") + "\n\n" if left_out else "")
+        + table(
+            ["environment", "version", "labelled rows", f"realized {metric}", f"estimated {metric} (CBPE)"],
+            overall,
+            "llrrr",
+        )
+        + "\n\nPer day and per segment: the `realized-performance` table artifact.\n"
+    )
+
+
 def scoring_refused_markdown(label: str, violations: Sequence[Violation]) -> str:
     return violations_markdown(f"Cannot score {label}", violations, "nothing was scored or written.")
 

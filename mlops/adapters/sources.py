@@ -33,6 +33,18 @@ def load_source(config: Config) -> pd.DataFrame:
     return _ordered(df, config.dataset.time_column)
 
 
+def load_query(url: str, query: str) -> pd.DataFrame:
+    """The rows a SQL query returns (late labels from a warehouse: `mlops labels --sql`)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return pd.read_sql_query(sqlalchemy.text(query), connection)
+    finally:
+        engine.dispose()
+
+
 def load_with(config: Config) -> pd.DataFrame:
     """The frame the use case's own `dataset.source.loader` returns; anything else is a clear error."""
     path = config.import_paths()["dataset.source.loader"]

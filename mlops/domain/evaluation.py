@@ -13,6 +13,19 @@ from sklearn import metrics as skm
 from mlops.config import Config, CustomMetric
 from mlops.domain.record import Record
 
+CALIBRATION_BINS = 10
+
+
+def calibration_error(y_true: np.ndarray, positive: np.ndarray, classes: np.ndarray) -> float:
+    """Expected calibration error of the positive class's probability (10 equal-width bins), 0 = calibrated."""
+    hit = (np.asarray(y_true) == classes[1]).astype(float)
+    bins = np.minimum((positive * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        inside = bins == b
+        total += inside.sum() * abs(hit[inside].mean() - positive[inside].mean())
+    return float(total / len(positive)) if len(positive) else math.nan
+
 
 def predict_outputs(model: Any, X: pd.DataFrame, task: str) -> np.ndarray:
     """Class probabilities for classifiers, values for regressors."""
@@ -74,6 +87,8 @@ def _task_metrics(task: str, y_true: np.ndarray, outputs: np.ndarray, classes: n
             "log_loss": float(skm.log_loss(y_true, outputs, labels=classes)),
             "f1": float(skm.f1_score(y_true, predicted, pos_label=classes[1], zero_division=0)),
             "accuracy": float(skm.accuracy_score(y_true, predicted)),
+            # how far the probabilities are from observed rates; CBPE trusts them only when this is small
+            "calibration_error": calibration_error(y_true, positive, classes),
         }
     return {
         "macro_f1": float(skm.f1_score(y_true, predicted, average="macro", zero_division=0)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from mlops.config import DRIFT_SWEEP, POLICY_KINDS
 
@@ -132,12 +132,42 @@ def _approve(args: argparse.Namespace) -> int:
 
 ROLLBACK_DEPLOYMENT = "production-rollback/rollback"
 ROLLBACK_TIMEOUT_S = 1800  # a production apply under its environment lock, waiting for a delivery that holds it
+FEEDBACK_DEPLOYMENT = "feedback/ingest"
+LABELS_TIMEOUT_S = 1800
 
 
 def _rollback(args: argparse.Namespace) -> int:
     """Run the rollback deployment on the stack's worker and wait for its outcome."""
-    import asyncio
     import getpass
+
+    parameters = {
+        "reason": args.reason,
+        "by": args.by or getpass.getuser(),
+        "to_version": args.to,
+        "model_name": args.model,
+        "use_case": args.use_case,
+    }
+    return _run_on_stack("rollback", ROLLBACK_DEPLOYMENT, parameters, ROLLBACK_TIMEOUT_S)
+
+
+def _labels(args: argparse.Namespace) -> int:
+    """Run the feedback deployment on the stack's worker with a batch of labels and wait for its outcome."""
+    if bool(args.path) == bool(args.sql):
+        print("mlops labels: give a file of labels or --sql QUERY (one of them)", file=sys.stderr)
+        return 2
+    parameters = {
+        "path": str(Path(args.path).resolve()) if args.path else None,
+        "sql": args.sql,
+        "sql_url": args.sql_url,
+        "use_case": args.use_case,
+    }
+    return _run_on_stack("labels", FEEDBACK_DEPLOYMENT, parameters, LABELS_TIMEOUT_S)
+
+
+def _run_on_stack(command: str, deployment: str, parameters: dict[str, Any], timeout_s: int) -> int:
+    """Run `deployment` on the stack's worker (None parameters left to their defaults), print its URL, wait for
+    its final state and print it: 0 when it completed."""
+    import asyncio
 
     from prefect.exceptions import FlowRunWaitTimeout
 
@@ -148,18 +178,11 @@ def _rollback(args: argparse.Namespace) -> int:
     stack = stack_settings(load_config())
     if not processes.http_ok(f"{stack.prefect_api_url}/health"):
         print(
-            f"mlops rollback: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack with "
-            "`make up`",
+            f"mlops {command}: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack "
+            "with `make up`",
             file=sys.stderr,
         )
         return 2
-    parameters = {
-        "reason": args.reason,
-        "by": args.by or getpass.getuser(),
-        "to_version": args.to,
-        "model_name": args.model,
-        "use_case": args.use_case,
-    }
     try:
         with stack.prefect_settings():
             from prefect.deployments import run_deployment
@@ -168,21 +191,19 @@ def _rollback(args: argparse.Namespace) -> int:
             run = cast(  # run_deployment is typed for its async call as well (async_dispatch): here it is sync
                 "FlowRun",
                 run_deployment(
-                    ROLLBACK_DEPLOYMENT, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0
+                    deployment, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0
                 ),
             )
-            print(f"started the rollback: {stack.prefect_url}/runs/flow-run/{run.id}", flush=True)
+            print(f"started {deployment}: {stack.prefect_url}/runs/flow-run/{run.id}", flush=True)
             # Prefect's `inject_client` decorator leaves the return type unresolved (R?) for mypy
-            finished = cast("FlowRun", asyncio.run(wait_for_flow_run(run.id, timeout=ROLLBACK_TIMEOUT_S)))
+            finished = cast("FlowRun", asyncio.run(wait_for_flow_run(run.id, timeout=timeout_s)))
             state = finished.state
             assert state is not None, "wait_for_flow_run returns the run once its state is final"
     except StackNotSetUp as exc:
-        print(f"mlops rollback: {exc}", file=sys.stderr)
+        print(f"mlops {command}: {exc}", file=sys.stderr)
         return 1
     except FlowRunWaitTimeout:
-        print(
-            f"mlops rollback: not finished within {ROLLBACK_TIMEOUT_S} s; follow it in the Prefect UI", file=sys.stderr
-        )
+        print(f"mlops {command}: not finished within {timeout_s} s; follow it in the Prefect UI", file=sys.stderr)
         return 1
     print(f"{state.name}: {state.message or ''}".strip())
     return 0 if state.is_completed() else 1
@@ -291,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("--model", default=None, help="default: the use case's tracking.model_name")
     rollback.add_argument("--use-case", default=None, help="whose production (usecases/<name>/; default: the stack's)")
     rollback.set_defaults(func=_rollback)
+    labels = sub.add_parser("labels", help="ingest late labels: join them to captured traffic, measure, alert")
+    labels.add_argument("path", nargs="?", default=None, help="a CSV or Parquet file of labels")
+    labels.add_argument("--sql", default=None, help="or a SQL query returning them")
+    labels.add_argument("--sql-url", default=None, help="the query's database (default: the use case's SQL source)")
+    labels.add_argument("--use-case", default=None, help="whose traffic (usecases/<name>/; default: the stack's)")
+    labels.set_defaults(func=_labels)
     history = sub.add_parser("history", help="which version served production from when to when, and why it changed")
     history.add_argument("--model", default=None, help="default: the use case's tracking.model_name")
     history.add_argument("--use-case", default=None, help="whose model (usecases/<name>/; default: the stack's)")

@@ -48,6 +48,7 @@ FLOW_MODULES = (
     "flows.reconciliation",
     "flows.rollback",
     "flows.policy_replay",
+    "flows.feedback",
 )
 CONNECT_TIMEOUT_S = 5.0
 _LENGTH = struct.Struct("!I")

@@ -36,14 +36,19 @@ from typing import Any
 
 import orjson
 
+from mlops.config import (
+    CAPTURE_PARTITIONS,
+    CAPTURED_AT,
+    LATENCY_MS,
+    PREDICTION,
+    REQUEST_ID,
+    ROW,
+)
+from mlops.config import captured_column as column_name
 from mlops.serving.schema import Column, Rows
 
 logger = logging.getLogger(__name__)
 
-# The captured row's own columns; a model input of the same name is kept under its name prefixed with "input_".
-REQUEST_ID, ROW, TIME, LATENCY_MS, PREDICTION = "request_id", "row", "captured_at", "latency_ms", "prediction"
-META = (REQUEST_ID, ROW, TIME, LATENCY_MS, PREDICTION)
-PARTITIONS = ("use_case", "environment", "version", "hour")
 ARROW_TYPES: dict[str, Any] = {}  # a signature kind's Arrow type, filled on first use (pyarrow imports lazily)
 
 
@@ -59,11 +64,6 @@ class CaptureSpec:
     buffer_requests: int = 20_000
     flush_requests: int = 5_000
     flush_seconds: float = 5.0
-
-
-def column_name(name: str) -> str:
-    """The captured column of an input column (renamed only if it collides with a captured row's own)."""
-    return f"input_{name}" if name in META or name in PARTITIONS else name
 
 
 class Capture:
@@ -147,7 +147,7 @@ class Capture:
         table: dict[str, Any] = {
             REQUEST_ID: [rid for (rid, *_), n in zip(items, sizes, strict=True) for _ in range(n)],
             ROW: [i for n in sizes for i in range(n)],
-            TIME: pa.array(
+            CAPTURED_AT: pa.array(
                 [int(at * 1000) for (_, at, *_), n in zip(items, sizes, strict=True) for _ in range(n)],
                 pa.timestamp("ms", tz="UTC"),
             ),
@@ -202,7 +202,7 @@ def read_captured(
     root = Path(directory) / f"use_case={use_case}"
     files = sorted(str(p) for p in root.glob("environment=*/version=*/hour=*/part-*.parquet"))
     if not files:
-        return pd.DataFrame(columns=[*META, *PARTITIONS])
+        return pd.DataFrame(columns=[REQUEST_ID, ROW, CAPTURED_AT, LATENCY_MS, PREDICTION, *CAPTURE_PARTITIONS])
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -217,8 +217,8 @@ def read_captured(
     for clause in (
         ds.field("environment") == environment if environment else None,
         ds.field("version").isin(versions) if versions else None,
-        ds.field(TIME) >= since if since else None,
-        ds.field(TIME) < until if until else None,
+        ds.field(CAPTURED_AT) >= since if since else None,
+        ds.field(CAPTURED_AT) < until if until else None,
     ):
         if clause is not None:
             condition = clause if condition is None else condition & clause

@@ -388,7 +388,8 @@ def test_oversized_bodies_get_413_and_the_service_memory_stays_bounded(store: st
 
 
 def test_sigterm_writes_every_captured_request(store: str, tmp_path: Path, offline: Any) -> None:
-    from mlops.serving.capture import PREDICTION, REQUEST_ID, read_captured
+    from mlops.config import PREDICTION, REQUEST_ID
+    from mlops.serving.capture import read_captured
 
     bodies = {f"req-{i}": split([100.0 + i, 5 + i % 18, "AA", "JFK"]) for i in range(40)}
     with service(store, tmp_path, capture_dir=tmp_path / "capture") as (address, pid):

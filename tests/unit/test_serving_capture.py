@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.serving.capture import PREDICTION, REQUEST_ID, ROW, Capture, CaptureSpec, read_captured
+from mlops.config import PREDICTION, REQUEST_ID, ROW
+from mlops.serving.capture import Capture, CaptureSpec, read_captured
 from mlops.serving.model import ServedModel
 from tests.unit.test_serving_server import NAMES, app_for, model, running  # noqa: F401  (model: a fixture)
 
