@@ -1,34 +1,41 @@
 """Capture: what production answered, kept for monitoring (`serving.capture`), off the answer's path.
 
-The service hands each answered scoring request to `Capture.record` on the event loop: an append to a
-bounded in-memory buffer and nothing else. A writer thread drains the buffer every `flush_seconds` (or
-sooner when it holds `flush_requests`) into Parquet files under
+The service hands each answered scoring request to `Capture.record` on the event loop, which appends its
+values to column lists (a few microseconds: the request is already parsed and its answer already encoded).
+Every `flush_seconds`, or sooner when `flush_requests` wait, a task on the loop swaps the lists for empty ones
+and a writer thread turns them into Parquet files under
 
     <state>/capture/use_case=<name>/environment=<env>/version=<v>/hour=<YYYY-MM-DDTHH>/part-<pid>-<n>.parquet
 
-(Hive partitioning: `read_captured` and any Parquet reader recover the four keys from the path). One
-captured row per scored row: the request id (`X-Request-ID` of the request, or one generated and
-returned in that header), the row's index in its request, the time, the request's latency, the
-inputs as received (the signature's columns and the use case's `dataset.key_columns`), and the answer.
+(Hive partitioning: `read_captured` and any Parquet reader recover the four keys from the path). The writer
+only calls pyarrow (conversion and compression in C, the file write outside the GIL): a first design that
+built the rows in Python in the thread took the GIL from the event loop in 5 ms slices and cost 40% of the
+requests/s and a p99 of 109 ms (docs/benchmarks.md, "Capture of served traffic").
 
-Bounded by design: when the buffer is full a request is answered as usual and not captured, counted
-in `/metrics` (`mlops_capture_dropped_total`); `sample_rate` < 1 captures that share of requests.
-A stop by SIGTERM (uvicorn's shutdown, then the app's lifespan) writes what the buffer holds; a SIGKILL
-loses at most the buffer: the requests of the last `flush_seconds` (docs/reliability.md).
+One captured row per scored row: the request id (`X-Request-ID` of the request, or one generated and returned
+in that header), the row's index in its request, the time, the request's latency, the inputs as received (the
+signature's columns and the use case's `dataset.key_columns`), and the answer.
 
-Written here, not taken from a library: KServe's logger and SageMaker's data capture are parts of
-their platforms; what a local service needs is a deque, a thread and `pyarrow.parquet.write_table`.
+Bounded by design: when `buffer_requests` wait to be written a request is answered as usual and not captured,
+counted in `/metrics` (`mlops_capture_dropped_total`); `sample_rate` < 1 captures that share of requests.
+A stop by SIGTERM (uvicorn's shutdown, then the app's lifespan) writes what waits; a SIGKILL loses at most the
+requests of the last `flush_seconds` (docs/reliability.md).
+
+Written here, not taken from a library: KServe's logger and SageMaker's data capture are parts of their
+platforms; what a local service needs is column lists, one thread and `pyarrow.parquet.write_table`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import random
 import threading
 import time
-from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,70 +73,103 @@ class CaptureSpec:
     flush_seconds: float = 5.0
 
 
+class _Buffer:
+    """Captured rows, column by column; appended to on the event loop only."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.requests = 0
+        self.columns: dict[str, list[Any]] = {name: [] for name in names}
+
+
 class Capture:
-    """The buffer and its writer thread. `record` is called on the event loop; `close` writes the rest."""
+    """The buffer, the loop task that swaps it and the writer thread. `start`, `record` and `aclose` run on the
+    service's event loop; `flush` writes at once (the loop's task, or a caller without a loop)."""
 
     def __init__(self, spec: CaptureSpec, columns: tuple[Column, ...], keys: tuple[str, ...] = ()) -> None:
         self.spec = spec
         self.columns = columns  # the signature's, typed as the model takes them
         self.keys = tuple(k for k in keys if k not in {c.name for c in columns})  # key columns besides them
-        self._buffer: deque[tuple[str, float, float, Rows, bytes]] = deque()
-        self._wake = threading.Event()
-        self._closing = False
+        self._names = [REQUEST_ID, ROW, CAPTURED_AT, LATENCY_MS, *(c.name for c in columns), *self.keys, PREDICTION]
+        self._buffer = _Buffer(self._names)
         self._files = itertools.count()
-        self._lock = threading.Lock()  # one flush at a time (the thread's, or close's)
+        self._lock = threading.Lock()  # one write at a time
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="capture-writer")
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self.captured = self.dropped = self.sampled_out = self.rows_written = self.write_errors = 0
-        self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
 
     def start(self) -> None:
         Path(self.spec.directory).mkdir(parents=True, exist_ok=True)
-        self._thread.start()
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="capture-flush")
 
     def record(self, request_id: str, latency_s: float, rows: Rows, answer: bytes) -> None:
-        """Keep one answered request (O(1)); a full buffer drops it and counts the drop."""
+        """Keep one answered request: its values appended to the buffer's columns; a full buffer drops it."""
         if self.spec.sample_rate < 1.0 and random.random() >= self.spec.sample_rate:
             self.sampled_out += 1
             return
-        if len(self._buffer) >= self.spec.buffer_requests:
+        buffer = self._buffer
+        if buffer.requests >= self.spec.buffer_requests:
             self.dropped += 1
             return
-        self._buffer.append((request_id, time.time(), latency_s, rows, answer))
+        n, columns = rows.n_rows, buffer.columns
+        columns[PREDICTION].extend(orjson.loads(answer)["predictions"])
+        columns[REQUEST_ID].extend([request_id] * n)
+        columns[ROW].extend(range(n))
+        columns[CAPTURED_AT].extend([time.time()] * n)
+        columns[LATENCY_MS].extend([latency_s * 1000.0] * n)
+        for column in self.columns:
+            columns[column.name].extend(rows.values[column.name])
+        for key in self.keys:  # as received; a request without it: null
+            columns[key].extend(rows.extras.get(key) or [None] * n)
+        buffer.requests += 1
         self.captured += 1
-        if len(self._buffer) >= self.spec.flush_requests:
+        if buffer.requests >= self.spec.flush_requests and self._wake is not None:
             self._wake.set()
 
-    def close(self) -> None:
-        """Stop the writer and write what the buffer holds (the service's shutdown)."""
-        self._closing = True
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._closing:
-            self._wake.wait(self.spec.flush_seconds)
+    async def _run(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.spec.flush_seconds)
             self._wake.clear()
-            if not self._closing:
-                self.flush()
+            taken = self._take()
+            if taken.requests:
+                await loop.run_in_executor(self._writer, self._write_buffer, taken)
+
+    async def aclose(self) -> None:
+        """Stop the loop's task and write what waits (the service's shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.flush)
+        self._writer.shutdown(wait=True)
+
+    def _take(self) -> _Buffer:
+        taken, self._buffer = self._buffer, _Buffer(self._names)
+        return taken
 
     def flush(self) -> int:
-        """Write the buffered requests, one file per hour they were answered in; returns the rows written."""
+        """Write what waits now; returns the rows written."""
+        return self._write_buffer(self._take())
+
+    def _write_buffer(self, buffer: _Buffer) -> int:
+        if not buffer.requests:
+            return 0
         with self._lock:
-            taken = [self._buffer.popleft() for _ in range(len(self._buffer))]
-            if not taken:
+            try:
+                written = self._write(buffer.columns)
+            except Exception:  # a full disk must not stop the service; the loss is counted and logged
+                self.write_errors += 1
+                logger.exception("capture: could not write %s request(s)", buffer.requests)
                 return 0
-            written = 0
-            for hour, items in itertools.groupby(taken, key=lambda item: _hour(item[1])):
-                try:
-                    written += self._write(hour, list(items))
-                except Exception:  # a full disk must not stop the service; the drop is counted and logged
-                    self.write_errors += 1
-                    logger.exception("capture: could not write %s request(s) of hour %s", len(taken), hour)
             self.rows_written += written
             return written
 
-    def _write(self, hour: str, items: list[tuple[str, float, float, Rows, bytes]]) -> int:
+    def _write(self, columns: dict[str, list[Any]]) -> int:
+        import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -142,44 +182,43 @@ class Capture:
                 string=pa.string(),
                 boolean=pa.bool_(),
             )
-
-        sizes = [rows.n_rows for _, _, _, rows, _ in items]
-        table: dict[str, Any] = {
-            REQUEST_ID: [rid for (rid, *_), n in zip(items, sizes, strict=True) for _ in range(n)],
-            ROW: [i for n in sizes for i in range(n)],
-            CAPTURED_AT: pa.array(
-                [int(at * 1000) for (_, at, *_), n in zip(items, sizes, strict=True) for _ in range(n)],
-                pa.timestamp("ms", tz="UTC"),
-            ),
-            LATENCY_MS: [lat * 1000 for (_, _, lat, _, _), n in zip(items, sizes, strict=True) for _ in range(n)],
+        at = np.asarray(columns[CAPTURED_AT], dtype=np.float64)
+        arrays: dict[str, Any] = {
+            REQUEST_ID: pa.array(columns[REQUEST_ID], pa.string()),
+            ROW: pa.array(columns[ROW], pa.int32()),
+            CAPTURED_AT: pa.array((at * 1000).astype(np.int64), pa.timestamp("ms", tz="UTC")),
+            LATENCY_MS: pa.array(columns[LATENCY_MS], pa.float64()),
         }
         for column in self.columns:
-            values = itertools.chain.from_iterable(rows.values[column.name] for *_, rows, _ in items)
-            table[column_name(column.name)] = pa.array(list(values), ARROW_TYPES[column.kind], from_pandas=True)
-        for key in self.keys:  # as received (absent: null); a reader unifies the files' types
-            values = itertools.chain.from_iterable(
-                rows.extras.get(key) or [None] * rows.n_rows for *_, rows, _ in items
+            arrays[column_name(column.name)] = pa.array(
+                columns[column.name], ARROW_TYPES[column.kind], from_pandas=True
             )
-            table[column_name(key)] = list(values)
-        predictions = list(itertools.chain.from_iterable(orjson.loads(answer)["predictions"] for *_, answer in items))
+        for key in self.keys:  # types as received; a reader unifies the files' types
+            try:
+                arrays[column_name(key)] = pa.array(columns[key])
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types across requests: kept as text
+                arrays[column_name(key)] = pa.array([None if v is None else str(v) for v in columns[key]])
         try:
-            table[PREDICTION] = pa.array(predictions)
+            arrays[PREDICTION] = pa.array(columns[PREDICTION])
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # answers of mixed shapes: kept as their JSON
-            table[PREDICTION] = [orjson.dumps(p).decode() for p in predictions]
-        spec = self.spec
-        folder = (
-            Path(spec.directory)
-            / f"use_case={spec.use_case}"
-            / f"environment={spec.environment}"
-            / f"version={spec.version}"
-            / f"hour={hour}"
-        )
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"part-{os.getpid()}-{int(time.time() * 1000)}-{next(self._files)}.parquet"
-        partial = folder / f".{name}.tmp"
-        pq.write_table(pa.table(table), partial)
-        partial.rename(folder / name)  # a reader never sees half a file
-        return len(table[ROW])
+            arrays[PREDICTION] = pa.array([orjson.dumps(p).decode() for p in columns[PREDICTION]])
+        table = pa.table(arrays)
+        hours = (at // 3600).astype(np.int64)
+        for hour in np.unique(hours):
+            part = table if len(np.unique(hours)) == 1 else table.filter(pa.array(hours == hour))
+            folder = (
+                Path(self.spec.directory)
+                / f"use_case={self.spec.use_case}"
+                / f"environment={self.spec.environment}"
+                / f"version={self.spec.version}"
+                / f"hour={_hour(float(hour) * 3600)}"
+            )
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"part-{os.getpid()}-{int(time.time() * 1000)}-{next(self._files)}.parquet"
+            partial = folder / f".{name}.tmp"
+            pq.write_table(part, partial)
+            partial.rename(folder / name)  # a reader never sees half a file
+        return table.num_rows
 
 
 def _hour(at: float) -> str:

@@ -187,7 +187,7 @@ def create_app(
                 yield
         finally:  # uvicorn's shutdown (SIGTERM, SIGINT) comes here once requests are answered
             if capture is not None:
-                capture.close()
+                await capture.aclose()
 
     async def ping(request: Request) -> Response:
         if batcher.running:

@@ -38,7 +38,9 @@ def serve_in_process(config, version: str, frame: pd.DataFrame) -> list[float]:
         max_body_bytes=1 << 20,
         capture=Capture(spec, model.columns, tuple(config.dataset.key_columns)),
     )
-    columns = list(dict.fromkeys([*config.dataset.features, *config.dataset.key_columns]))  # keys that are features once
+    columns = list(
+        dict.fromkeys([*config.dataset.features, *config.dataset.key_columns])
+    )  # keys that are features once
     records = frame[columns].astype({config.dataset.time_column: str}).replace({np.nan: None})
 
     async def go() -> list[float]:

@@ -39,7 +39,13 @@ def test_labels_by_request_id_or_by_key_columns_land_on_the_same_captured_row(fl
     rows = captured()
     by_id = pd.DataFrame({REQUEST_ID: ["r1"], ROW: [1], "arr_delayed": [1]})
     by_keys = pd.DataFrame(
-        {"time_hour": ["2013-07-03 08:00:00"], "carrier": ["AA"], "flight": [102], "origin": ["JFK"], "arr_delayed": [1]}
+        {
+            "time_hour": ["2013-07-03 08:00:00"],
+            "carrier": ["AA"],
+            "flight": [102],
+            "origin": ["JFK"],
+            "arr_delayed": [1],
+        }
     )
     kept_id, problems_id = feedback.check_labels(by_id, rows, set(), flights_config, CLASSES)
     kept_keys, problems_keys = feedback.check_labels(by_keys, rows, set(), flights_config, CLASSES)
