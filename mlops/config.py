@@ -208,8 +208,10 @@ class CaptureSettings(Strict):
 
     enabled: bool = True
     sample_rate: float = Field(default=1.0, gt=0.0, le=1.0)  # the share of answered requests kept
-    # Requests held in memory before they are written; past it a request is answered and not kept (counted).
+    # Requests (and their bytes) held in memory before they are written; past either a request is answered and
+    # not kept (counted in /metrics).
     buffer_requests: int = Field(default=20_000, ge=1)
+    buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     flush_requests: int = Field(default=5_000, ge=1)  # a write starts when this many wait...
     flush_seconds: float = Field(default=5.0, gt=0.0)  # ...or this long after the last (a SIGKILL loses these)
 

@@ -180,10 +180,13 @@ def service_variables(
         "model_name": model_name,
         "model_version": str(version),
         "model_uri": f"models:/{model_name}/{version}",
+        # `mlops serve` through the warm starter's client (mlops/platform/warmstart.py): on the stack, a fork of a
+        # process that imported MLflow, scikit-learn and skops already (≈ 3.5 s of CPU less per start); without
+        # one (MLOPS_WARM_SOCKET unset, or it does not answer), the client execs `python -m mlops.platform.cli`.
         "serve_command": shlex.join(
             [
-                str(Path(sys.executable).parent / "mlops"),
-                "serve",
+                sys.executable,
+                *("-m", "mlops.platform.warmstart", "--module", "mlops.platform.cli", "serve"),
                 *("--use-case", config.name, "--environment", environment),
                 *("--capture-dir", str(state_dir / CAPTURE_DIR)),
             ]

@@ -26,7 +26,7 @@ import httpx
 
 from mlops.config import load_config, stack_use_cases
 from mlops.platform import parts as stack_parts
-from mlops.platform import services
+from mlops.platform import services, warmstart
 from mlops.platform.parts import WORK_POOL, Part, StackError, part_pids, parts  # noqa: F401 - re-exported
 from mlops.platform.services import service_record  # noqa: F401 - re-exported
 from mlops.platform.settings import (
@@ -113,8 +113,9 @@ def _require_authentication(s: StackSettings) -> None:
 
 @contextmanager
 def _as_client(s: StackSettings) -> Iterator[None]:
-    """This process as a client of the stack: MLflow's client, and the services Terraform starts, read credentials from os.environ."""
-    credentials = s.credential_env()
+    """This process as a client of the stack: MLflow's client, and the services Terraform starts, read credentials from
+    os.environ; the services start from the warm starter (warmstart's client finds it by MLOPS_WARM_SOCKET)."""
+    credentials = {**s.credential_env(), warmstart.SOCKET_ENV: str(s.warm_socket)}
     saved = {key: os.environ.get(key) for key in credentials}
     os.environ.update(credentials)
     try:

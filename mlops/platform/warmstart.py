@@ -1,6 +1,8 @@
-"""Warm flow-run processes: the worker's flow runs start from a process that has already imported Prefect's
-engine and the flows, instead of a fresh interpreter (≈ 8-10 s of imports on 2 cores, the bulk of event →
-Running; docs/benchmarks.md, "Registration → CD").
+"""Warm processes: the worker's flow runs, and the model services Terraform starts, begin as forks of a process
+that has already imported Prefect's engine, the flows and the model service's stack (MLflow, scikit-learn, skops),
+instead of a fresh interpreter: ≈ 8-10 s of imports on 2 cores for a flow run, the bulk of event → Running
+(docs/benchmarks.md, "Registration → CD"), and ≈ 3.5 s of CPU for a model service (`mlops serve`, through
+`--module mlops.platform.cli`; mlops/adapters/environments.py's `serve_command`).
 
 One module, two halves, stdlib only at import so that the client starts in milliseconds:
 
@@ -8,7 +10,8 @@ One module, two halves, stdlib only at import so that the client starts in milli
   `prefect.engine` and every flow module once, listens on a Unix socket (0600, in the state dir) and, per
   request, forks a child that becomes the flow-run process: the client's stdin/stdout/stderr, environment
   and working directory, Prefect's settings re-read from that environment, then `python -m prefect.engine`'s
-  own code (runpy). The server never starts a thread, so a fork copies no held lock.
+  own code, or the module the client names (runpy). The server never starts a thread, so a fork copies no held
+  lock.
 - **the client** (`python -m mlops.platform.warmstart`), the `local` work pool's command: what the process
   worker starts for each run (its pid is the run's `infrastructure_pid`). It hands over its stdio
   (SCM_RIGHTS), environment and cwd, forwards SIGTERM/SIGINT to the child and exits with its exit code.
@@ -50,6 +53,10 @@ FLOW_MODULES = (
     "flows.policy_replay",
     "flows.feedback",
 )
+# The model service's start (`mlops serve`, started by Terraform through this module's client): MLflow's model
+# loading, skops (whose import walks every scikit-learn module) and the service's own modules.
+# (`mlops.platform.cli` itself is left to runpy, which runs it as __main__.)
+SERVICE_MODULES = ("mlops.serving.server", "mlflow.pyfunc", "mlflow.sklearn", "skops.io", "uvicorn")
 CONNECT_TIMEOUT_S = 5.0
 _LENGTH = struct.Struct("!I")
 
@@ -126,7 +133,7 @@ def _preload(root: Path) -> dict[str, float]:
     import importlib
 
     sys.path.insert(0, str(root))
-    for name in (ENGINE, "prefect.flow_engine", *FLOW_MODULES):
+    for name in (ENGINE, "prefect.flow_engine", *FLOW_MODULES, *SERVICE_MODULES):
         importlib.import_module(name)
     loaded = {}
     for module in list(sys.modules.values()):

@@ -24,7 +24,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -63,9 +63,6 @@ class Rows:
 
     values: dict[str, list[Any]]
     n_rows: int
-    # Columns the request carried besides the signature's that the caller asked to keep (the use case's
-    # key columns, for capture), as received; a column the request lacks is absent.
-    extras: dict[str, list[Any]] = field(default_factory=dict)
 
 
 class RequestError(Exception):
@@ -89,11 +86,8 @@ def _invalid(message: str) -> RequestError:
     return RequestError(message, status=422, error_code="INVALID_PARAMETER_VALUE")
 
 
-def parse_request(body: bytes | str, columns: Sequence[Column], keep: Sequence[str] = ()) -> Rows:
-    """Decode a scoring request and check it against `columns`; raise RequestError if it is bad.
-
-    `keep`: other columns to carry along unchecked in `Rows.extras` when the request has them.
-    """
+def parse_request(body: bytes | str, columns: Sequence[Column]) -> Rows:
+    """Decode a scoring request and check it against `columns`; raise RequestError if it is bad."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:  # NaN literals, ints past 64 bits, or bad JSON: the stdlib decides and words it
@@ -112,14 +106,13 @@ def parse_request(body: bytes | str, columns: Sequence[Column], keep: Sequence[s
     if present[0] == "dataframe_split":
         table, n_rows = _split_columns(payload["dataframe_split"])
     else:
-        table, n_rows = _records_columns(payload["dataframe_records"], columns, keep)
+        table, n_rows = _records_columns(payload["dataframe_records"], columns)
     if n_rows == 0:
         raise _invalid("The request has no rows: send at least one row to score")
     missing = [c.name for c in columns if c.name not in table]
     if missing:
         raise _invalid(f"Model is missing inputs {missing}: these columns are required by the model signature")
-    extras = {name: table[name] for name in keep if name in table}
-    return Rows({c.name: _convert(c, table[c.name]) for c in columns}, n_rows, extras)
+    return Rows({c.name: _convert(c, table[c.name]) for c in columns}, n_rows)
 
 
 def _split_columns(split: Any) -> tuple[dict[str, list[Any]], int]:
@@ -146,11 +139,8 @@ def _split_columns(split: Any) -> tuple[dict[str, list[Any]], int]:
     return {name: [row[j] for row in data] for j, name in enumerate(names)}, len(data)
 
 
-def _records_columns(
-    records: Any, columns: Sequence[Column], keep: Sequence[str] = ()
-) -> tuple[dict[str, list[Any]], int]:
-    """Columns of a `dataframe_records` body; every record must carry every signature column
-    (a `keep` column may be missing from some: None there)."""
+def _records_columns(records: Any, columns: Sequence[Column]) -> tuple[dict[str, list[Any]], int]:
+    """Columns of a `dataframe_records` body; every record must carry every signature column."""
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise _bad("dataframe_records must be a list of objects, one per row")
     table: dict[str, list[Any]] = {}
@@ -161,9 +151,6 @@ def _records_columns(
             rows = [i for i, r in enumerate(records) if column.name not in r]
             if len(rows) < len(records):
                 raise _invalid(f"Column {column.name!r} is missing from dataframe_records rows {rows[:10]}") from None
-    for name in keep:
-        if name not in table and any(name in record for record in records):
-            table[name] = [record.get(name) for record in records]
     return table, len(records)
 
 

@@ -167,7 +167,6 @@ def create_app(
     """
     budget = ByteBudget(max_inflight_bytes or 16 * max_body_bytes)
     metrics = ServiceMetrics(model.ref.name, model.ref.version, model.path, capture)
-    keep = capture.keys if capture is not None else ()
     batcher: MicroBatcher[Rows, bytes] = MicroBatcher(
         metrics.counting_batches(model.predict, lambda rows: rows.n_rows),
         max_batch_size=max_batch_size,
@@ -221,10 +220,10 @@ def create_app(
                 )
             body = await read_body(request, max_body_bytes, budget)
             try:
-                rows = parse_request(body, model.columns, keep)
+                rows = parse_request(body, model.columns)
                 answer = await batcher.submit(rows)
                 if capture is not None:
-                    capture.record(request_id, time.perf_counter() - started, rows, answer)
+                    capture.record(request_id, time.perf_counter() - started, body, answer, rows.n_rows)
                 return Response(answer, media_type=JSON)
             finally:
                 budget.give(len(body))
@@ -267,8 +266,7 @@ def app_from_env() -> Starlette:
     )
     capture = None
     if spec.get("capture"):
-        columns = tuple(model.columns)
-        capture = Capture(CaptureSpec(**spec["capture"], version=model.ref.version or "none"), columns, spec["keys"])
+        capture = Capture(CaptureSpec(**spec["capture"], version=model.ref.version or "none"))
     return create_app(
         model,
         max_batch_size=spec["max_batch_size"],
@@ -332,7 +330,6 @@ def serve(
             "max_queue": settings.max_queue,
             "max_inflight_bytes": settings.max_inflight_bytes,
             "capture": capture,
-            "keys": list(config.dataset.key_columns),
         }
     )
     uvicorn.run(

@@ -222,9 +222,19 @@ def test_down_stops_every_process_and_keeps_the_data_and_up_brings_it_all_back_o
         "CD applied staging, then production"
     )
     leaders = {env: _service_pid(outputs) for env, outputs in before.items()}
-    service_pids = set(leaders.values()) | {
-        c.pid for pid in leaders.values() for c in psutil.Process(pid).children(recursive=True)
+    # The pid Terraform recorded is warmstart's client; the process that answers is a fork of the warm starter.
+    listening = {
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN
+        and c.laddr.port in {int(o["endpoint"].rsplit(":", 1)[1]) for o in before.values()}
     }
+    assert listening and not listening & set(leaders.values()), "the services answer from warm forks"
+    service_pids = (
+        set(leaders.values())
+        | listening
+        | {c.pid for pid in leaders.values() for c in psutil.Process(pid).children(recursive=True)}
+    )
     pids = part_pids(stack)
     assert all(pids.values())
     restarted = False

@@ -1,6 +1,9 @@
 import asyncio
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +12,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.testing.utilities import prefect_test_harness
 
-from mlops.platform import processes
+from mlops import waiting
+from mlops.config import PROJECT_ROOT
+from mlops.platform import processes, warmstart
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +22,35 @@ def prefect_backend():
     """Flows called in-process record their runs and artifacts in a throwaway Prefect database."""
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_starter() -> Iterator[Path]:
+    """The model services CD's Terraform starts begin as forks of a warm starter, as on the stack
+    (mlops/platform/warmstart.py); one per test process, stopped by its process group afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="mlops-warm-"))  # short: a Unix socket's path has ~100 bytes
+    socket_path, log = directory / "warm.sock", directory / "warm.log"
+    command = [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(socket_path), str(PROJECT_ROOT)]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        waiting.wait_for(
+            lambda: warmstart.ping(socket_path),
+            timeout=180,
+            what="the warm starter",
+            still_alive=lambda: process.poll() is None,
+            seen=log.read_text,
+        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(warmstart.SOCKET_ENV, str(socket_path))
+            yield socket_path
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def read_artifacts(flow_run_id) -> dict[str, str]:

@@ -36,7 +36,7 @@ def serve_in_process(config, version: str, frame: pd.DataFrame) -> list[float]:
         max_batch_size=64,
         max_wait_ms=0,
         max_body_bytes=1 << 20,
-        capture=Capture(spec, model.columns, tuple(config.dataset.key_columns)),
+        capture=Capture(spec),
     )
     columns = list(
         dict.fromkeys([*config.dataset.features, *config.dataset.key_columns])

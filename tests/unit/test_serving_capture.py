@@ -19,9 +19,8 @@ from tests.unit.test_serving_server import NAMES, app_for, model, running  # noq
 pytestmark = pytest.mark.unit
 
 
-def capture_for(model: ServedModel, directory: Path, **options: Any) -> Capture:  # noqa: F811
-    spec = CaptureSpec(str(directory), "flights", "production", "7", **options)
-    return Capture(spec, model.columns, keys=("flight", "distance"))  # distance is a model input already
+def capture_for(directory: Path, **options: Any) -> Capture:
+    return Capture(CaptureSpec(str(directory), "flights", "production", "7", **options))
 
 
 def split(rows: list[list[Any]], columns: list[str] = NAMES) -> dict[str, Any]:
@@ -32,7 +31,7 @@ def test_every_answered_row_is_captured_with_its_request_id_inputs_and_answer(
     model: ServedModel,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    capture = capture_for(model, tmp_path, flush_seconds=3600)  # nothing written before the stop
+    capture = capture_for(tmp_path, flush_seconds=3600)  # nothing written before the stop
     requests = [
         ({"X-Request-ID": "client-1"}, split([[1200.0, 18, "AA", "JFK"]])),
         ({}, split([[300.0, 7, "B6", "EWR", 1714], [None, 22, "DL", "LGA", 88]], [*NAMES, "flight"])),
@@ -71,7 +70,7 @@ def test_a_full_buffer_answers_as_usual_and_counts_the_drops_in_metrics(
     model: ServedModel,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    capture = capture_for(model, tmp_path, buffer_requests=3, flush_requests=1000, flush_seconds=3600)
+    capture = capture_for(tmp_path, buffer_requests=3, flush_requests=1000, flush_seconds=3600)
 
     async def go() -> str:
         async with running(app_for(model, capture=capture)) as client:
@@ -85,7 +84,7 @@ def test_a_full_buffer_answers_as_usual_and_counts_the_drops_in_metrics(
 
 
 def test_a_sample_rate_keeps_a_share_and_counts_the_rest(model: ServedModel, tmp_path: Path) -> None:  # noqa: F811
-    capture = capture_for(model, tmp_path, sample_rate=0.5)
+    capture = capture_for(tmp_path, sample_rate=0.5)
 
     async def go() -> None:
         async with running(app_for(model, capture=capture)) as client:
@@ -101,7 +100,7 @@ def test_a_sample_rate_keeps_a_share_and_counts_the_rest(model: ServedModel, tmp
 @pytest.mark.parametrize("header", ["x" * 129, "bad\x01id"])
 def test_an_unusable_request_id_is_a_bad_request(model: ServedModel, header: str, tmp_path: Path) -> None:  # noqa: F811
     async def go() -> Any:
-        async with running(app_for(model, capture=capture_for(model, tmp_path))) as client:
+        async with running(app_for(model, capture=capture_for(tmp_path))) as client:
             return await client.post(
                 "/invocations", json=split([[1.0, 5, "AA", "JFK"]]), headers={"X-Request-ID": header}
             )
@@ -110,19 +109,24 @@ def test_an_unusable_request_id_is_a_bad_request(model: ServedModel, header: str
     assert answer.status_code == 400 and "X-Request-ID" in answer.json()["message"]
 
 
-def test_files_of_one_version_read_as_one_table_whatever_each_flush_saw(model: ServedModel, tmp_path: Path) -> None:  # noqa: F811
-    capture = capture_for(model, tmp_path)
-    from mlops.serving.schema import parse_request
-
+def test_requests_with_other_columns_read_back_with_theirs_and_nulls_elsewhere(tmp_path: Path) -> None:
+    capture = capture_for(tmp_path)
     answer = json.dumps({"predictions": [[0.4, 0.6]]}).encode()
-    capture.record("a", 0.001, parse_request(json.dumps(split([[1.0, 5, "AA", "JFK"]])), model.columns), answer)
-    assert capture.flush() == 1  # this file's key column is all null
-    with_key = split([[2.0, 6, "UA", "EWR", 42]], [*NAMES, "flight"])
-    capture.record("b", 0.001, parse_request(json.dumps(with_key), model.columns, ("flight",)), answer)
+    capture.record("a", 0.001, json.dumps(split([[1.0, 5, "AA", "JFK"]])).encode(), answer, 1)
     assert capture.flush() == 1
-    got = read_captured(tmp_path, "flights", environment="production", versions=["7"])
-    assert sorted(got[REQUEST_ID]) == ["a", "b"]
-    assert got.set_index(REQUEST_ID)["flight"].to_dict()["b"] == 42
+    with_key = json.dumps(split([[2.0, 6, "UA", "EWR", 42]], [*NAMES, "flight"])).encode()
+    capture.record("b", 0.001, with_key, answer, 1)
+    assert capture.flush() == 1 and capture.rows_written == 2
+    got = read_captured(tmp_path, "flights", environment="production", versions=["7"]).set_index(REQUEST_ID)
+    assert sorted(got.index) == ["a", "b"]
+    assert got.loc["b", "flight"] == 42 and pd.isna(got.loc["a", "flight"])
     assert read_captured(tmp_path, "flights", versions=["8"]).empty
     assert read_captured(tmp_path, "nobody").empty
-    assert isinstance(got, pd.DataFrame)
+
+
+def test_a_byte_bound_drops_what_would_pass_it(tmp_path: Path) -> None:
+    capture = capture_for(tmp_path, buffer_bytes=1024)
+    body, answer = b"x" * 600, b"{}"
+    capture.record("a", 0.001, body, answer, 1)
+    capture.record("b", 0.001, body, answer, 1)  # 1,204 bytes would wait: dropped
+    assert (capture.captured, capture.dropped) == (1, 1)
