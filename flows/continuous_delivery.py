@@ -36,6 +36,7 @@ from tasks.delivery import (
 from tasks.infra import deploy_environment, serving_version
 from tasks.registry import config_of_version
 from tasks.runs import ensure_locks, environment_locks, require_servers, tag_this_run
+from tasks.shadow import judge_shadow, now
 
 UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
 
@@ -61,7 +62,9 @@ def continuous_delivery(
     With `delivery.approval: manual` the run then pauses for a person's decision (the Prefect UI's
     Resume form, `mlops approve`, or the API); a rejection or no answer within
     `delivery.approval_timeout_s` rejects the version. All pass: production is applied with this
-    version and the `champion` alias moves to it. The whole delivery is one Prefect transaction: when a gate fails, or any step after it (the
+    version and the `champion` alias moves to it; with `delivery.strategy: shadow`, production first serves the
+    champion with this version scoring its traffic unseen, and the shadow gate (agreement, latency, the metric on
+    labelled rows) decides before the swap. The whole delivery is one Prefect transaction: when a gate fails, or any step after it (the
     production apply, the alias move) fails, its rollback hooks put staging and production back on
     the champion (or destroy them when there is none) and the alias back where it was, so production
     never serves a version that `champion` does not name. A rejected version is tagged `rejected`
@@ -141,6 +144,12 @@ def _deliver(config: Config, name: str, version: str, candidate: VersionRef, for
             ):  # a person decides, seeing the gates; staging keeps serving meanwhile
                 gates.append(await_approval(config, name, version, gates, _links(config, candidate)))
                 if not gates[-1].passed:
+                    raise GatesFailed(gates)
+            if config.delivery.strategy == "shadow" and restore_to is not None:  # beside the champion first
+                since = now()
+                deploy_environment(config, "production", name, restore_to, restore_to, shadow=version)
+                gates += judge_shadow(config, restore_to, version, since)
+                if not all(g.passed for g in gates):
                     raise GatesFailed(gates)
             production = deploy_environment(config, "production", name, version, restore_to)
             promote(config, name, version, previous, gates)

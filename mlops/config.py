@@ -255,6 +255,14 @@ class Delivery(Strict):
     # /metrics); a breach of the SLOs' error rate or p99 rolls production back. 0: no watch.
     watch_seconds: float = Field(default=0.0, ge=0.0)
     watch_rps: float = Field(default=10.0, gt=0.0)  # the probe's requests per second
+    # swap: production is replaced by the candidate once staging's gates pass. shadow: first production serves the
+    # champion with the candidate scoring every request unseen (both answers captured); after shadow_requests rows
+    # (or shadow_seconds) the shadow gate (agreement, the candidate's latency, and where labels came back, the
+    # metric on the same rows) promotes or rejects. A first version (no champion) is always swapped in.
+    strategy: Literal["swap", "shadow"] = "swap"
+    shadow_requests: int = Field(default=500, ge=1)
+    shadow_seconds: float = Field(default=3600.0, gt=0.0)
+    shadow_min_agreement: float = Field(default=0.8, ge=0.0, le=1.0)
 
 
 class Feedback(Strict):
@@ -423,8 +431,8 @@ OPERATIONAL_SECTIONS = (
 
 # Metric name -> True when higher is better.
 # Policy replay (mlops/domain/replay.py): when a policy retrains, and the drift thresholds swept by default.
-PolicyKind = Literal["never", "monthly", "drift", "metric"]
-POLICY_KINDS: tuple[PolicyKind, ...] = ("never", "monthly", "drift", "metric")
+PolicyKind = Literal["never", "monthly", "drift", "metric", "estimated"]
+POLICY_KINDS: tuple[PolicyKind, ...] = ("never", "monthly", "drift", "metric", "estimated")
 DRIFT_SWEEP = (0.3, 0.4, 0.6, 0.7)  # around drift.drift_share's default 0.5
 
 METRICS: dict[str, dict[str, bool]] = {

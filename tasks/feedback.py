@@ -50,12 +50,12 @@ def read_labels(config: Config, path: str | None, sql: str | None, sql_url: str 
     return sources.load_query(url, sql)
 
 
-def _ingested_labels(config: Config) -> pd.DataFrame:
+def kept_labels(config: Config) -> pd.DataFrame:
     files = sorted(labels_dir(config).glob("batch-*.parquet"))
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
 
-def _classes(config: Config, versions: list[str]) -> list[Any] | None:
+def model_classes(config: Config, versions: list[str]) -> list[Any] | None:
     """The classes the newest captured version predicts (its model's `classes_`); None for regression."""
     if config.task == "regression" or not versions:
         return None
@@ -70,8 +70,8 @@ def ingest_labels(config: Config, labels: pd.DataFrame) -> Ingested:
     """Check the batch against the captured traffic and the labels kept before; keep the good labels as one new
     file. Nothing kept before is changed: a label for a request already labelled is left out and counted."""
     captured = read_captured(config.capture_dir, config.name)
-    before = _ingested_labels(config)
-    classes = _classes(config, sorted(set(captured["version"].astype(str))) if len(captured) else [])
+    before = kept_labels(config)
+    classes = model_classes(config, sorted(set(captured["version"].astype(str))) if len(captured) else [])
     identities = set(feedback.label_keys(before, feedback.IDENTITY)) if len(before) else set()
     joined, problems = feedback.check_labels(labels, captured, identities, config, classes)
     batch = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -108,9 +108,9 @@ def measure(config: Config) -> Measured:
     """Every kept label joined to its captured row: the realized metric per version (all, per day, per segment),
     next to the estimate from the same rows' probabilities where the version's calibration allows one."""
     captured = read_captured(config.capture_dir, config.name)
-    kept = _ingested_labels(config)
+    kept = kept_labels(config)
     versions = sorted(set(captured["version"].astype(str))) if len(captured) else []
-    classes = _classes(config, versions)
+    classes = model_classes(config, versions)
     if not len(kept) or not len(captured):
         return Measured(realized=[], estimable={}, classes=classes)
     joined = feedback.join_kept(captured, kept, config)

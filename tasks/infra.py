@@ -31,12 +31,13 @@ def serving_version(config: Config, environment: str) -> str | None:
     return str(outputs["model_version"])
 
 
-def apply_service(config: Config, environment: str, model_name: str, version: str) -> str:
-    """Plan to a file, publish the plan, apply that file, wait for /ping; returns the endpoint."""
+def apply_service(config: Config, environment: str, model_name: str, version: str, shadow: str | None = None) -> str:
+    """Plan to a file, publish the plan, apply that file, wait for /ping; returns the endpoint. With `shadow`, that
+    version is scored beside `version` on every request, off the answers' path (delivery.strategy: shadow)."""
     logger = get_run_logger()
     env_dir = environments.initialise(config, environment)
     plan_file = environments.work_dir(config, environment) / environments.PLAN_FILE
-    variables = environments.service_variables(config, environment, model_name, version)
+    variables = environments.service_variables(config, environment, model_name, version, shadow=shadow)
     summary, replaced = environments.plan_service(env_dir, environment, variables, plan_file)
     if replaced:
         logger.warning("%s is in the state but not answering: planning a replacement", environment)
@@ -54,21 +55,35 @@ def apply_service(config: Config, environment: str, model_name: str, version: st
     )
     service_checks.require_serving(endpoint, outputs["model_uri"])
     logger.info(
-        "%s serves %s version %s at %s (healthy after %.1f s)", environment, model_name, version, endpoint, seconds
+        "%s serves %s version %s%s at %s (healthy after %.1f s)",
+        environment,
+        model_name,
+        version,
+        f" with v{shadow} in shadow" if shadow else "",
+        endpoint,
+        seconds,
     )
     return endpoint
 
 
 @task
-def deploy_environment(config: Config, environment: str, model_name: str, version: str, restore_to: str | None) -> str:
-    """Apply `version` to the environment; if the delivery rolls back, it returns to `restore_to`.
+def deploy_environment(
+    config: Config,
+    environment: str,
+    model_name: str,
+    version: str,
+    restore_to: str | None,
+    shadow: str | None = None,
+) -> str:
+    """Apply `version` (with `shadow` beside it) to the environment; if the delivery rolls back, it returns to
+    `restore_to` alone.
 
     An apply that fails (a service that never answers) puts the environment back itself: the
     transaction rolls back only the tasks that completed.
     """
     remember_for_rollback(config=config, environment=environment, model_name=model_name, **{RESTORE_TO: restore_to})
     try:
-        return apply_service(config, environment, model_name, version)
+        return apply_service(config, environment, model_name, version, shadow)
     except Exception:
         restore_environment(config, environment, model_name, restore_to)
         raise

@@ -25,6 +25,7 @@ locals {
     model_name    = var.model_name
     model_version = var.model_version
     model_uri     = var.model_uri
+    shadow_uri    = var.shadow_model_uri
     host          = var.host
     port          = var.port
     workers       = var.workers
@@ -52,18 +53,19 @@ resource "terraform_data" "service" {
       set -e
       mkdir -p "$SERVICE_RUN_DIR"
       echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) starting $SERVICE_MODEL_URI on $SERVICE_HOST:$SERVICE_PORT" >> "$SERVICE_LOG_FILE"
-      setsid nohup ${var.serve_command} --model-uri "$SERVICE_MODEL_URI" --host "$SERVICE_HOST" --port "$SERVICE_PORT" --workers "$SERVICE_WORKERS" >> "$SERVICE_LOG_FILE" 2>&1 < /dev/null &
+      setsid nohup ${var.serve_command} --model-uri "$SERVICE_MODEL_URI" --host "$SERVICE_HOST" --port "$SERVICE_PORT" --workers "$SERVICE_WORKERS"${var.shadow_model_uri == "" ? "" : " --shadow-model-uri \"$SERVICE_SHADOW_MODEL_URI\""} >> "$SERVICE_LOG_FILE" 2>&1 < /dev/null &
       echo $! > "$SERVICE_PID_FILE"
     EOT
     environment = {
-      SERVICE_RUN_DIR     = var.run_dir
-      SERVICE_LOG_FILE    = local.files.log_file
-      SERVICE_PID_FILE    = local.files.pid_file
-      SERVICE_MODEL_URI   = var.model_uri
-      SERVICE_HOST        = var.host
-      SERVICE_PORT        = var.port
-      SERVICE_WORKERS     = var.workers
-      MLFLOW_TRACKING_URI = var.tracking_uri
+      SERVICE_RUN_DIR          = var.run_dir
+      SERVICE_LOG_FILE         = local.files.log_file
+      SERVICE_PID_FILE         = local.files.pid_file
+      SERVICE_MODEL_URI        = var.model_uri
+      SERVICE_SHADOW_MODEL_URI = var.shadow_model_uri
+      SERVICE_HOST             = var.host
+      SERVICE_PORT             = var.port
+      SERVICE_WORKERS          = var.workers
+      MLFLOW_TRACKING_URI      = var.tracking_uri
     }
   }
 

@@ -37,6 +37,12 @@ variable "model_uri" {
   type        = string
 }
 
+variable "shadow_model_uri" {
+  description = "A second model version scored on every request off the answer's path (a shadow challenger), e.g. models:/flights-delay/4; empty: none."
+  type        = string
+  default     = ""
+}
+
 variable "serve_command" {
   description = "Shell command prefix that starts the service, e.g. \"/abs/path/.venv/bin/mlops serve\"; --model-uri, --host, --port and --workers are appended."
   type        = string

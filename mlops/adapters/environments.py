@@ -164,10 +164,12 @@ def service_variables(
     model_name: str,
     version: str,
     *,
+    shadow: str | None = None,
     state_dir: Path | None = None,
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
-    """The `-var` values for one environment serving one model version; they win over its var file.
+    """The `-var` values for one environment serving one model version (and `shadow`, a version scored beside it
+    off the answers' path); they win over its var file.
 
     The port is the use case's (`service_port`: the config's `serving.<env>_port` unless another use
     case holds it), not the var file's default. `environment` repeats the var file's, so a plan made without the var file
@@ -180,6 +182,7 @@ def service_variables(
         "model_name": model_name,
         "model_version": str(version),
         "model_uri": f"models:/{model_name}/{version}",
+        "shadow_model_uri": f"models:/{model_name}/{shadow}" if shadow else "",
         # `mlops serve` through the warm starter's client (mlops/platform/warmstart.py): on the stack, a fork of a
         # process that imported MLflow, scikit-learn and skops already (≈ 3.5 s of CPU less per start); without
         # one (MLOPS_WARM_SOCKET unset, or it does not answer), the client execs `python -m mlops.platform.cli`.

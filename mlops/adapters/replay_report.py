@@ -140,16 +140,24 @@ def summary_markdown(result: ReplayResult, links: dict[str, str] | None = None) 
         f"Gate metric `{result.metric}` of the model in service on each month it served "
         f"({'higher' if result.higher_is_better else 'lower'} is better).",
         "",
-        "| policy | months | mean | worst | retrains | deployed | CPU s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| policy | months | mean | 95% interval | worst | retrains | deployed | CPU s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {s.policy} | {s.months} | {s.mean:.4f} | {s.worst:.4f} | {s.retrains} | {s.deployed} | {s.cpu_s:.1f} |"
+        f"| {s.policy} | {s.months} | {s.mean:.4f} | {s.mean_low:.4f}–{s.mean_high:.4f} | {s.worst:.4f} "
+        f"| {s.retrains} | {s.deployed} | {s.cpu_s:.1f} |"
         for s in result.summary
     ]
+    support = (
+        f"the data supports it: month by month it trails the best by {-result.gap_high:.4f} to {-result.gap_low:.4f} "
+        "(95% bootstrap interval)"
+        if result.supported
+        else f"the data does not show it is within {result.tolerance:g}: the 95% interval of its gap to the best is "
+        f"{-result.gap_high:.4f} to {-result.gap_low:.4f}; replay more months or widen the tolerance"
+    )
     lines += [
         "",
-        f"**Best mean:** {result.best}. **Cheapest within {result.tolerance:g} of it:** {result.cheapest}.",
+        f"**Best mean:** {result.best}. **Cheapest within {result.tolerance:g} of it:** {result.cheapest}; {support}.",
         "",
         f"The replay itself spent {result.cpu_s:.0f} CPU s (work shared by policies done once).",
     ]

@@ -3,8 +3,10 @@
 Every policy starts from the model CT trains on the window before the first month. At the end of
 each month it decides whether to retrain: never; every month; on drift (the monitoring flow's rule:
 the month against the training window of the model in service, drifted when the share of drifted
-columns reaches the policy's threshold); or when the gate metric of the model in service on the
-month just ended is past a floor. A retrain runs CT's steps (validation, split, features, the
+columns reaches the policy's threshold); when the gate metric of the model in service on the
+month just ended is past a floor (with `label_delay_months`, the metric of the month that many months
+earlier: labels arrive late); or when that metric *estimated* from the model's probabilities alone
+(CBPE, no label needed; only for a model whose holdout calibration allows it) is past the floor. A retrain runs CT's steps (validation, split, features, the
 candidate search, the final fit, the holdout evaluation) on the window that ends with that month,
 and CT's gates against the model in service; only a candidate that passes is deployed, from the
 next month on, as in production. The model in service is scored on every month it served.
@@ -20,6 +22,7 @@ import math
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from mlops.config import Config, PolicyKind
@@ -41,24 +44,39 @@ class Policy(Record):
     name: str
     kind: PolicyKind
     drift_share: float | None = None  # drift: retrain when the share of drifted columns reaches this
-    metric_floor: float | None = None  # metric: retrain when the month's gate metric is worse than this
+    metric_floor: float | None = None  # metric, estimated: retrain when the month's gate metric is worse than this
+    label_delay_months: int = 0  # metric: the labels of a month are known this many months after it
 
 
 def make_policies(
-    config: Config, kinds: list[PolicyKind], drift_shares: list[float], metric_floor: float | None
+    config: Config,
+    kinds: list[PolicyKind],
+    drift_shares: list[float],
+    metric_floor: float | None,
+    label_delay_months: int = 0,
 ) -> list[Policy]:
-    """The policies to replay: one per kind, plus one drift policy per other threshold of the sweep."""
+    """The policies to replay: one per kind, plus one drift policy per other threshold of the sweep, and with a
+    label delay a metric policy that sees its labels that many months late beside the one that sees them at once."""
     policies = []
     for kind in dict.fromkeys(kinds):
         if kind == "drift":
             policies.append(Policy(name="drift", kind=kind, drift_share=config.drift.drift_share))
-        elif kind == "metric":
+        elif kind in ("metric", "estimated"):
             floor = metric_floor if metric_floor is not None else config.gates.floors.get(config.gates.metric)
             if floor is None:
                 raise ReplayError(
-                    f"the metric policy needs a floor: give metric_floor or gates.floors.{config.gates.metric}"
+                    f"the {kind} policy needs a floor: give metric_floor or gates.floors.{config.gates.metric}"
                 )
-            policies.append(Policy(name=f"metric:{floor:g}", kind=kind, metric_floor=floor))
+            policies.append(Policy(name=f"{kind}:{floor:g}", kind=kind, metric_floor=floor))
+            if kind == "metric" and label_delay_months:
+                policies.append(
+                    Policy(
+                        name=f"metric:{floor:g}+{label_delay_months}m",
+                        kind=kind,
+                        metric_floor=floor,
+                        label_delay_months=label_delay_months,
+                    )
+                )
         else:
             policies.append(Policy(name=kind, kind=kind))
     policies += [
@@ -105,6 +123,8 @@ class PolicySummary(Record):
     policy: str
     months: int
     mean: float
+    mean_low: float = math.nan  # the 95% bootstrap interval of the mean over the months (BOOTSTRAP resamples, seeded)
+    mean_high: float = math.nan
     worst: float
     retrains: int
     deployed: int
@@ -121,11 +141,17 @@ class ReplayResult(Record):
     best: str  # the best mean monthly metric
     cheapest: str  # the least CPU among the policies within `tolerance` of the best mean
     tolerance: float
+    # The 95% bootstrap interval of the cheapest's mean minus the best's, month by month (paired): "within the
+    # tolerance" is supported when the whole interval is (it is not when months are few or policies vary a lot).
+    gap_low: float = math.nan
+    gap_high: float = math.nan
+    supported: bool = False
     cpu_s: float  # what the replay itself spent (shared work counted once)
 
 
 def retrains(policy: Policy, metric: float, drift_share: float | None, higher: bool) -> bool:
-    """Whether `policy` retrains at a month's end, given the month's metric and drift share (None: not checked)."""
+    """Whether `policy` retrains at a month's end, given the metric it sees (the month's, a late month's, or an
+    estimate) and the drift share (None: not checked)."""
     if policy.kind == "monthly":
         return True
     if policy.kind == "drift":
@@ -134,7 +160,7 @@ def retrains(policy: Policy, metric: float, drift_share: float | None, higher: b
         if policy.drift_share is None:
             raise ReplayError(f"the drift policy {policy.name!r} needs a drift_share")
         return drift_share >= policy.drift_share
-    if policy.kind == "metric":
+    if policy.kind in ("metric", "estimated"):
         if math.isnan(metric):
             return False
         if policy.metric_floor is None:
@@ -160,13 +186,21 @@ def replay_policy(replay: Replay, policy: Policy, months: list[Window]) -> list[
     for i, month in enumerate(months):
         cpu, metric, share = carried, math.nan, None
         carried = 0.0
+        seen = math.nan  # what the policy knows at the month's end
         if serving is not None:
             metric, score_cpu = replay.score(serving, month)
             cpu += score_cpu if policy.kind == "metric" else 0.0
+            if policy.kind == "estimated":
+                seen, estimate_cpu = replay.estimate(serving, month)
+                cpu += estimate_cpu
             if policy.kind == "drift" and i < len(months) - 1:
                 share, drift_cpu = replay.drift_share(serving, month)
                 cpu += drift_cpu
-        retrain = i < len(months) - 1 and (serving is None or retrains(policy, metric, share, higher))
+        if policy.kind == "metric":  # labels `label_delay_months` late: the metric of that earlier month
+            late = i - policy.label_delay_months
+            known = metric if late == i else rows[late].metric if late >= 0 else None
+            seen = math.nan if known is None else known
+        retrain = i < len(months) - 1 and (serving is None or retrains(policy, seen, share, higher))
         gate, deployed, next_serving = "", False, serving
         if retrain:
             candidate = replay.train(month.end)
@@ -193,17 +227,34 @@ def replay_policy(replay: Replay, policy: Policy, months: list[Window]) -> list[
     return rows
 
 
+BOOTSTRAP = 2000
+
+
+def bootstrap_mean(values: list[float], seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean of `values` (NaN, NaN for fewer than two)."""
+    if len(values) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    draws = rng.choice(np.asarray(values, dtype=float), size=(BOOTSTRAP, len(values)), replace=True).mean(axis=1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def summarize(rows: list[ReplayRow], policies: list[Policy], higher: bool) -> list[PolicySummary]:
-    """Per policy: mean and worst monthly metric over the months with a model in service, retrains, compute."""
+    """Per policy: mean (with its bootstrap interval) and worst monthly metric over the months with a model in
+    service, retrains, compute."""
     found = []
     for policy in policies:
         mine = [r for r in rows if r.policy == policy.name]
         scores = [r.metric for r in mine if r.metric is not None]
+        low, high = bootstrap_mean(scores)
         found.append(
             PolicySummary(
                 policy=policy.name,
                 months=len(scores),
                 mean=sum(scores) / len(scores) if scores else math.nan,
+                mean_low=low,
+                mean_high=high,
                 worst=(min if higher else max)(scores) if scores else math.nan,
                 retrains=sum(r.retrained for r in mine),
                 deployed=sum(r.deployed for r in mine),
@@ -245,6 +296,13 @@ def run(
         log(f"{policy.name}: {sum(r.retrained for r in mine)} retrain(s), {sum(r.deployed for r in mine)} deployed")
     summary = summarize(rows, policies, higher)
     best, cheapest = choose(summary, higher, tolerance)
+    by_month = {(r.policy, r.month): r.metric for r in rows if r.metric is not None}
+    gaps = [
+        (by_month[cheapest, m] - by_month[best, m]) * (1 if higher else -1)
+        for m in [f"{w.start:%Y-%m}" for w in months]
+        if (cheapest, m) in by_month and (best, m) in by_month
+    ]
+    gap_low, gap_high = bootstrap_mean(gaps) if cheapest != best else (0.0, 0.0)
     return ReplayResult(
         metric=config.gates.metric,
         higher_is_better=higher,
@@ -255,5 +313,8 @@ def run(
         best=best,
         cheapest=cheapest,
         tolerance=tolerance,
+        gap_low=gap_low,
+        gap_high=gap_high,
+        supported=bool(gap_low >= -tolerance),  # NaN (too few months) compares False: not supported
         cpu_s=round(time.process_time() - started, 3),
     )

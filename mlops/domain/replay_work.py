@@ -20,6 +20,7 @@ from mlops.config import Config
 from mlops.domain import drift, modeling
 from mlops.domain.data import select_columns
 from mlops.domain.evaluation import Evaluation, compute_metrics, evaluate_on, predict_outputs, user_metrics
+from mlops.domain.feedback import estimate
 from mlops.domain.gates import GateDecision, champion_comparison, decide
 from mlops.domain.split import check_split, split_frame
 from mlops.domain.validation import Contract, validate_frame
@@ -46,7 +47,7 @@ class Replay:
     def __init__(self, config: Config, source: pd.DataFrame, contract: Contract | None, log: Callable[[str], None]):
         self.config, self.source, self.contract, self.log = config, source, contract, log
         self._trained: dict[str, Trained] = {}
-        self._scores: dict[tuple[str, str], tuple[float, float]] = {}
+        self._scores: dict[tuple[str, str], tuple[float, float, float]] = {}
         self._drift: dict[tuple[str, str], tuple[float, float]] = {}
         self._gates: dict[tuple[str, str | None], tuple[GateDecision | None, float]] = {}
 
@@ -118,23 +119,32 @@ class Replay:
 
     def score(self, serving: Trained, month: Window) -> tuple[float, float]:
         """The gate metric of the model in service on one month's labelled rows, and its CPU seconds."""
+        value, _, cpu = self._scored(serving, month)
+        return value, cpu
+
+    def estimate(self, serving: Trained, month: Window) -> tuple[float, float]:
+        """The gate metric the model in service is expected to have on the month from its probabilities alone
+        (CBPE, mlops/domain/feedback.py; NaN where there is no estimator), and its CPU seconds."""
+        _, value, cpu = self._scored(serving, month)
+        return value, cpu
+
+    def _scored(self, serving: Trained, month: Window) -> tuple[float, float, float]:
         key = (serving.as_of, month.label())
         if key not in self._scores:
             started, config = time.process_time(), self.config
             rows = self._frame(month)
             outputs = predict_outputs(serving.model, rows[config.dataset.features], config.task)
-            value = (
-                compute_metrics(
-                    config.task,
-                    rows[config.dataset.target],
-                    outputs,
-                    getattr(serving.model, "classes_", None),
-                    user_metrics(config),
+            value, estimated = math.nan, math.nan
+            if len(rows):
+                classes = getattr(serving.model, "classes_", None)
+                value = compute_metrics(
+                    config.task, rows[config.dataset.target], outputs, classes, user_metrics(config)
                 )[config.gates.metric]
-                if len(rows)
-                else math.nan
-            )
-            self._scores[key] = (value, time.process_time() - started)
+                found = estimate(outputs, config.gates.metric, config.task)
+                calibration = serving.evaluation.overall.get("calibration_error") if serving.evaluation else None
+                calibrated = calibration is not None and calibration <= config.feedback.max_calibration_error
+                estimated = found if found is not None and calibrated else math.nan  # as production would: or none
+            self._scores[key] = (value, estimated, time.process_time() - started)
         return self._scores[key]
 
     def drift_share(self, serving: Trained, month: Window) -> tuple[float, float]:

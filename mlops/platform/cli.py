@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
         use_case=args.use_case,
         environment=args.environment,
         capture_dir=args.capture_dir,
+        shadow_model_uri=args.shadow_model_uri,
     )
     return 0
 
@@ -241,7 +242,7 @@ def _replay(args: argparse.Namespace) -> int:
     config = load_config()
     name = args.name or f"{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        policies = make_policies(config, args.policies, args.drift_shares, args.metric_floor)
+        policies = make_policies(config, args.policies, args.drift_shares, args.metric_floor, args.label_delay_months)
         result, files = replay_report.replay(
             config,
             policies,
@@ -293,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--use-case", default=None, help="whose config (default: the default config's use case)")
     serve.add_argument("--environment", default=None, help="the environment served, as captured traffic says")
     serve.add_argument("--capture-dir", default=None, help="keep answered requests here (serving.capture)")
+    serve.add_argument("--shadow-model-uri", default=None, help="also score every request with this version, unseen")
     serve.set_defaults(func=_serve)
     approve = sub.add_parser("approve", help="answer a CD run that waits for approval (delivery.approval: manual)")
     approve.add_argument("name", help="the registered model, e.g. flights-delay")
@@ -339,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     replay.add_argument(
         "--metric-floor", type=float, default=None, help="the metric policy's floor (default: the gate's floor)"
+    )
+    replay.add_argument(
+        "--label-delay-months", type=int, default=0, help="also a metric policy that sees labels this many months late"
     )
     replay.add_argument(
         "--tolerance", type=float, default=0.005, help="how far from the best mean metric is good enough"

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from mlops.serving.capture import Capture
+    from mlops.serving.shadow import Shadow
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -30,10 +31,32 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class ServiceMetrics:
     """Requests by route and status, request latency, batch sizes, and which model (and path) is served."""
 
-    def __init__(self, model_name: str | None, model_version: str | None, path: str, capture: Capture | None = None):
+    def __init__(
+        self,
+        model_name: str | None,
+        model_version: str | None,
+        path: str,
+        capture: Capture | None = None,
+        shadow: Shadow | None = None,
+    ):
         self.registry = CollectorRegistry(auto_describe=True)
         if capture is not None:
-            self.registry.register(_CaptureCounts(capture))
+            self.registry.register(_CaptureCounts(capture, "mlops_capture"))
+        if shadow is not None:
+            shadow.outcomes = Counter(
+                "mlops_shadow_requests",
+                "Answered requests the shadow model scored, dropped (its queue full) or failed on.",
+                ["outcome"],
+                registry=self.registry,
+            )
+            Gauge(
+                "mlops_shadow_model_info",
+                "The shadow model version (always 1).",
+                ["model_version"],
+                registry=self.registry,
+            ).labels(model_version=shadow.model.ref.version or "").set(1)
+            if shadow.capture is not None:
+                self.registry.register(_CaptureCounts(shadow.capture, "mlops_shadow_capture"))
         self.requests = Counter(
             "mlops_requests",
             "Requests answered, by route and HTTP status.",
@@ -104,9 +127,9 @@ class _CaptureCounts(Collector):
         ("write_errors", "Capture writes that failed (their rows are lost; the log says why)."),
     )
 
-    def __init__(self, capture: Capture) -> None:
-        self.capture = capture
+    def __init__(self, capture: Capture, prefix: str) -> None:
+        self.capture, self.prefix = capture, prefix
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         for name, documentation in self.COUNTS:
-            yield CounterMetricFamily(f"mlops_capture_{name}", documentation, value=getattr(self.capture, name))
+            yield CounterMetricFamily(f"{self.prefix}_{name}", documentation, value=getattr(self.capture, name))

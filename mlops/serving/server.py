@@ -47,6 +47,7 @@ from mlops.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlops.serving.metrics import ServiceMetrics
 from mlops.serving.model import ModelRef, ServedModel, limit_native_threads, load_served_model, resolve_model_uri
 from mlops.serving.schema import RequestError, Rows, parse_request
+from mlops.serving.shadow import Shadow
 
 logger = logging.getLogger(__name__)
 
@@ -157,16 +158,18 @@ def create_app(
     max_queue: int | None = None,
     max_inflight_bytes: int | None = None,
     capture: Capture | None = None,
+    shadow: Shadow | None = None,
 ) -> Starlette:
     """A Starlette app serving `model`, batching concurrent /invocations requests.
 
     `max_body_bytes` bounds a request body (413 past it); `max_queue` the requests waiting for the
     model (503 + Retry-After past it; None: the batcher's default, 16 batches); `max_inflight_bytes` the
     request bytes held at once (503 + Retry-After past it; None: 16 bodies of `max_body_bytes`). With
-    `capture`, every answered scoring request is handed to it after its answer is ready.
+    `capture`, every answered scoring request is handed to it after its answer is ready; with `shadow`, to the
+    shadow model too (scored after the answer, off its path).
     """
     budget = ByteBudget(max_inflight_bytes or 16 * max_body_bytes)
-    metrics = ServiceMetrics(model.ref.name, model.ref.version, model.path, capture)
+    metrics = ServiceMetrics(model.ref.name, model.ref.version, model.path, capture, shadow)
     batcher: MicroBatcher[Rows, bytes] = MicroBatcher(
         metrics.counting_batches(model.predict, lambda rows: rows.n_rows),
         max_batch_size=max_batch_size,
@@ -183,7 +186,11 @@ def create_app(
             capture.start()
         try:
             async with batcher:
-                yield
+                if shadow is None:
+                    yield
+                else:
+                    async with shadow:
+                        yield
         finally:  # uvicorn's shutdown (SIGTERM, SIGINT) comes here once requests are answered
             if capture is not None:
                 await capture.aclose()
@@ -194,7 +201,10 @@ def create_app(
         return _error(503, "TEMPORARILY_UNAVAILABLE", "the model service is not ready")
 
     async def version(request: Request) -> Response:
-        return Response(json.dumps(model.describe()), media_type=JSON)
+        described = model.describe()
+        if shadow is not None:
+            described["shadow"] = {k: shadow.model.describe()[k] for k in ("model_uri", "model_version", "run_id")}
+        return Response(json.dumps(described), media_type=JSON)
 
     async def invocations(request: Request) -> Response:
         started = time.perf_counter()
@@ -224,6 +234,8 @@ def create_app(
                 answer = await batcher.submit(rows)
                 if capture is not None:
                     capture.record(request_id, time.perf_counter() - started, body, answer, rows.n_rows)
+                if shadow is not None:
+                    shadow.score_later(request_id, body, rows)
                 return Response(answer, media_type=JSON)
             finally:
                 budget.give(len(body))
@@ -264,9 +276,23 @@ def app_from_env() -> Starlette:
         native=spec.get("native", True),
         predict_in=spec.get("predict_in", "auto"),
     )
-    capture = None
+    capture = shadow = None
     if spec.get("capture"):
         capture = Capture(CaptureSpec(**spec["capture"], version=model.ref.version or "none"))
+    if spec.get("shadow"):
+        shadow_model = load_served_model(
+            ModelRef(**spec["shadow"]),
+            compiled=spec.get("compiled", True),
+            native=spec.get("native", True),
+            predict_in=spec.get("predict_in", "auto"),
+        )
+        shadow_capture = None
+        if spec.get("capture"):
+            where = {**spec["capture"], "environment": f"{spec['capture']['environment']}-shadow"}
+            shadow_capture = Capture(CaptureSpec(**where, version=shadow_model.ref.version or "none"))
+        shadow = Shadow(
+            shadow_model, shadow_capture, max_batch_size=spec["max_batch_size"], max_queue=spec["max_queue"]
+        )
     return create_app(
         model,
         max_batch_size=spec["max_batch_size"],
@@ -275,6 +301,7 @@ def app_from_env() -> Starlette:
         max_queue=spec["max_queue"],
         max_inflight_bytes=spec.get("max_inflight_bytes"),
         capture=capture,
+        shadow=shadow,
     )
 
 
@@ -287,6 +314,7 @@ def serve(
     use_case: str | None = None,
     environment: str | None = None,
     capture_dir: str | None = None,
+    shadow_model_uri: str | None = None,
 ) -> None:
     """Serve a registered model over the MLflow scoring protocol until stopped.
 
@@ -302,6 +330,8 @@ def serve(
         environment: the environment this service is (staging, production), as its captured traffic says.
         capture_dir: where captured traffic goes (`<state>/capture`); None, or `serving.capture.enabled`
             false: nothing is captured.
+        shadow_model_uri: a second version to score every answered request with, off the answers' path
+            (its answers captured under `<environment>-shadow`): a shadow challenger.
     """
     import uvicorn
 
@@ -330,6 +360,7 @@ def serve(
             "max_queue": settings.max_queue,
             "max_inflight_bytes": settings.max_inflight_bytes,
             "capture": capture,
+            "shadow": asdict(resolve_model_uri(shadow_model_uri)) if shadow_model_uri else None,
         }
     )
     uvicorn.run(

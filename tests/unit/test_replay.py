@@ -121,3 +121,66 @@ def test_for_a_loss_the_best_is_the_lowest():
         for p, m, r, c in [("never", 40.0, 0, 1.0), ("monthly", 15.0, 4, 9.0), ("drift", 15.2, 1, 5.0)]
     ]
     assert choose(summary, higher=False, tolerance=0.5) == ("monthly", "drift")
+
+
+def test_late_labels_and_the_estimated_metric_give_policies_of_their_own(flights_config):
+    policies = make_policies(flights_config, ["metric", "estimated"], [], None, label_delay_months=2)
+    assert [(p.name, p.label_delay_months) for p in policies] == [
+        ("metric:0.6", 0),
+        ("metric:0.6+2m", 2),
+        ("estimated:0.6", 0),
+    ]
+
+
+class _Months:
+    """A replay whose model in service scores `metrics[i]` (labels) and `estimates[i]` (no labels) on month i;
+    every retrain passes the gates."""
+
+    def __init__(self, config, metrics: list[float], estimates: list[float]):
+        self.config, self.metrics, self.estimates = config, metrics, estimates
+
+    def train(self, as_of):
+        from mlops.domain.replay_work import Trained
+
+        return Trained(as_of=f"{as_of:%Y-%m-%d}", data_window="", training_window="", cpu_s=0.0, model=object())
+
+    def gate(self, candidate, serving):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(passed=True, reasons=[]), 0.0
+
+    def _month(self, month) -> int:
+        return (month.start.year - 2013) * 12 + month.start.month - 4  # April 2013 is month 0
+
+    def score(self, serving, month):
+        return self.metrics[self._month(month)], 0.0
+
+    def estimate(self, serving, month):
+        return self.estimates[self._month(month)], 0.0
+
+
+def test_a_metric_policy_acts_when_its_labels_arrive_and_an_estimated_one_before_any(flights_config):
+    from mlops.domain.replay import replay_policy
+
+    source = _times("2013-01-01 05:00", "2013-08-31 23:00")
+    months = replay_months(source, flights_config, None, None)  # April to August
+    work = _Months(flights_config, metrics=[0.7, 0.5, 0.7, 0.7, 0.7], estimates=[0.7, 0.7, 0.55, 0.7, 0.7])
+    retrained = {}
+    for policy in make_policies(flights_config, ["metric", "estimated"], [], None, label_delay_months=1):
+        rows = replay_policy(work, policy, months)  # type: ignore[arg-type]
+        retrained[policy.name] = [r.month for r in rows if r.retrained]
+    assert retrained == {
+        "metric:0.6": ["2013-05"],  # May's metric is under the floor at May's end
+        "metric:0.6+1m": ["2013-06"],  # ... but its labels arrive a month later
+        "estimated:0.6": ["2013-06"],  # the estimate fell in June, with no label at all
+    }
+
+
+def test_the_bootstrap_interval_of_a_mean_narrows_with_months_and_needs_two():
+    from mlops.domain.replay import bootstrap_mean
+
+    assert all(math.isnan(x) for x in bootstrap_mean([0.7]))
+    few, many = bootstrap_mean([0.70, 0.74, 0.66]), bootstrap_mean([0.70, 0.74, 0.66] * 12)
+    assert few[0] < 0.70 < few[1] and many[0] < 0.70 < many[1]
+    assert many[1] - many[0] < few[1] - few[0]
+    assert bootstrap_mean([0.70, 0.74, 0.66]) == few  # seeded: the same interval every time

@@ -130,3 +130,51 @@ def test_a_byte_bound_drops_what_would_pass_it(tmp_path: Path) -> None:
     capture.record("a", 0.001, body, answer, 1)
     capture.record("b", 0.001, body, answer, 1)  # 1,204 bytes would wait: dropped
     assert (capture.captured, capture.dropped) == (1, 1)
+
+
+def test_a_shadow_scores_every_answered_request_unseen_and_its_answers_are_captured_beside(
+    model: ServedModel,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from mlops.serving.model import ModelRef
+    from mlops.serving.shadow import Shadow
+
+    served = capture_for(tmp_path)
+    shadow_model = replace(model, ref=ModelRef("test:/tiny/8", "test:/tiny/8", "tiny", "8"))
+    shadow_capture = Capture(CaptureSpec(str(tmp_path), "flights", "production-shadow", "8"))
+    shadow = Shadow(shadow_model, shadow_capture, max_batch_size=8, max_queue=None)
+
+    def broken(frame: Any) -> Any:
+        raise RuntimeError("the shadow model fails")
+
+    async def go(app_shadow: Shadow, app_capture: Capture) -> tuple[list[Any], str, dict[str, Any]]:
+        async with running(app_for(model, capture=app_capture, shadow=app_shadow)) as client:
+            answers = [
+                await client.post(
+                    "/invocations", json=split([[float(i), 5, "AA", "JFK"]]), headers={"X-Request-ID": f"r{i}"}
+                )
+                for i in range(20)
+            ]
+            for _ in range(1000):  # the shadow scores after the answers: until it has seen all 20 (or a failure shows)
+                metrics = (await client.get("/metrics")).text
+                if 'outcome="scored"} 20.0' in metrics or 'outcome="failed"} 20.0' in metrics:
+                    break
+                await asyncio.sleep(0.01)
+            return answers, metrics, (await client.get("/version")).json()
+
+    answers, metrics, version = asyncio.run(go(shadow, served))
+    assert all(a.status_code == 200 for a in answers)
+    assert version["shadow"]["model_version"] == "8"
+    both = read_captured(tmp_path, "flights").pivot_table(
+        index=REQUEST_ID, columns="environment", values="version", aggfunc="first"
+    )
+    assert sorted(both.index) == sorted(f"r{i}" for i in range(20))
+    assert (both["production"] == "7").all() and (both["production-shadow"] == "8").all()
+    assert 'mlops_shadow_requests_total{outcome="scored"} 20.0' in metrics
+
+    failing = Shadow(replace(shadow_model, predict_fn=broken, compiled=None), None, max_batch_size=8, max_queue=None)
+    answers, metrics, _ = asyncio.run(go(failing, capture_for(tmp_path / "again")))
+    assert all(a.status_code == 200 for a in answers)  # the client never sees the shadow
+    assert 'mlops_shadow_requests_total{outcome="failed"} 20.0' in metrics
