@@ -18,7 +18,7 @@ from mlops.domain import feedback
 from mlops.domain.record import Record
 from mlops.domain.scoring import input_format
 from mlops.serving.capture import read_captured
-from tasks.retries import IO_RETRIES
+from tasks.retries import IO_RETRIES, retry_unless
 
 DEGRADED_EVENT = "mlops.performance.degraded"
 LABELS_DIR = "labels"  # under the state dir: the ingested batches of each use case, never rewritten
@@ -65,7 +65,7 @@ def model_classes(config: Config, versions: list[str]) -> list[Any] | None:
     return [c.item() if hasattr(c, "item") else c for c in registry.load_model(newest).classes_]
 
 
-@task(**IO_RETRIES)
+@task(**IO_RETRIES, retry_condition_fn=retry_unless(feedback.LabelsError))
 def ingest_labels(config: Config, labels: pd.DataFrame) -> Ingested:
     """Check the batch against the captured traffic and the labels kept before; keep the good labels as one new
     file. Nothing kept before is changed: a label for a request already labelled is left out and counted."""

@@ -51,7 +51,7 @@ def test_two_use_cases_trained_at_once_are_each_delivered_to_their_own_productio
     triggers = [
         t["name"] for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"] for t in d.get("triggers", [])
     ]
-    assert len(triggers) == 3 and all(len(prefect_client.read_automations_by_name(n)) == 1 for n in triggers), triggers
+    assert len(triggers) == 4 and all(len(prefect_client.read_automations_by_name(n)) == 1 for n in triggers), triggers
 
     # `mlops status --json`: every use case with each environment's version, URL and health.
     report = status_report(stack)
