@@ -19,8 +19,12 @@ from mlops.platform import processes, warmstart
 
 @pytest.fixture(scope="session")
 def prefect_backend():
-    """Flows called in-process record their runs and artifacts in a throwaway Prefect database."""
-    with prefect_test_harness(server_startup_timeout=60):
+    """Flows called in-process record their runs and artifacts in a throwaway Prefect database. Their logs go to
+    pytest's output, not to that server: no test here reads them back (the e2e stack ships them and reads them),
+    and each log line sent is an API call and a database write on the 2 cores the suite shares."""
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    with prefect_test_harness(server_startup_timeout=60), temporary_settings({PREFECT_LOGGING_TO_API_ENABLED: False}):
         yield
 
 
