@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
@@ -13,6 +13,7 @@ from mlops import render
 from mlops.config import load_config, use_case_parameter
 from tasks.monitoring import (
     DRIFT_EVENT,
+    captured_traffic,
     check_drift,
     emit_drift_detected,
     extract_windows,
@@ -37,6 +38,7 @@ def drift_monitoring(
     window_months: int | None = None,
     input_path: str | None = None,
     use_case: UseCase | None = None,  # type: ignore[valid-type]
+    input: Literal["auto", "source", "captured"] = "auto",
 ) -> dict[str, Any]:
     """Compare new data with the champion's training data and emit `mlops.drift.detected` when it drifted.
 
@@ -54,6 +56,10 @@ def drift_monitoring(
         input_path: A CSV or Parquet file of new data to check instead of a window of the source.
         use_case: Whose data and champion (a folder `usecases/<name>/`); default: the stack's. Its drift event
             names it, so the retraining it starts is that use case's.
+        input: Where the new window comes from: `captured`, the traffic production answered in the last
+            `window_months` months (what the model actually saw, mlops/serving/capture.py); `source`, a window of
+            the data source; `auto` (the default): captured traffic when production answered some in that time
+            and neither `as_of` nor `input_path` is given, else the source.
     """
     config = load_config(use_case=use_case)
     months = window_months or config.drift.window_months
@@ -68,7 +74,12 @@ def drift_monitoring(
     # The champion's features and data, as it was trained.
     config = config_of_version(config, champion.run_id, f"champion v{champion.version}")
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
-    windows = extract_windows(config, champion, as_of.isoformat() if as_of else None, months, input_path, workdir)
+    captured = input == "captured" or (
+        input == "auto" and not as_of and not input_path and len(captured_traffic(config, months)) > 0
+    )
+    windows = extract_windows(
+        config, champion, as_of.isoformat() if as_of else None, months, input_path, workdir, captured
+    )
     if windows.reference_rows == 0:
         create_markdown_artifact(
             key="drift-summary",

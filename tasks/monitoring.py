@@ -12,10 +12,11 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
 from mlops.adapters import registry, sources
-from mlops.config import USE_CASE_LABEL, Config
+from mlops.config import CAPTURED_AT, USE_CASE_LABEL, Config, captured_column
 from mlops.domain import drift
 from mlops.domain.record import Record
 from mlops.domain.window import Window, window_for
+from mlops.serving.capture import read_captured
 from tasks.retries import IO_RETRIES
 
 DRIFT_EVENT = "mlops.drift.detected"
@@ -39,16 +40,41 @@ def find_champion(config: Config) -> registry.VersionRef | None:
     return registry.champion(registry.connect(config), config.tracking.model_name)
 
 
+def captured_traffic(config: Config, months: int) -> pd.DataFrame:
+    """What production answered over the last `months` months (by capture time), one row per scored row."""
+    since = pd.Timestamp.now(tz="UTC") - pd.DateOffset(months=months)
+    return read_captured(config.capture_dir, config.name, environment="production", since=since.to_pydatetime())
+
+
 @task(**IO_RETRIES)
 def extract_windows(
-    config: Config, champion: registry.VersionRef, as_of: str | None, months: int, input_path: str | None, workdir: Path
+    config: Config,
+    champion: registry.VersionRef,
+    as_of: str | None,
+    months: int,
+    input_path: str | None,
+    workdir: Path,
+    captured: bool = False,
 ) -> Windows:
-    """The champion's training window and the new window (or a file of new data), scored by the champion."""
+    """The champion's training window and the new window (a window of the source, a file of new data, or with
+    `captured` the traffic production answered in the last `months` months), scored by the champion."""
     full = sources.load_source(config)
     time_column = config.dataset.time_column
     reference_bounds = Window.parse(champion.data_window) if champion.data_window else Window.everything()
     reference = reference_bounds.cut(full, time_column)
-    if input_path:
+    if captured:
+        traffic = captured_traffic(config, months)
+        if traffic.empty:
+            raise ValueError(
+                f"no production traffic of {config.name} captured in the last {months} month(s) under "
+                f"{config.capture_dir}: check a window of the source instead (input: source)"
+            )
+        inputs = {captured_column(c): c for c in config.dataset.features if captured_column(c) in traffic}
+        current = traffic[list(inputs)].rename(columns=inputs)  # the model's inputs as received, by their names
+        current_bounds = Window.everything()
+        times = pd.to_datetime(traffic[CAPTURED_AT], utc=True)
+        current_label = f"production traffic {times.min():%Y-%m-%d}..{times.max():%Y-%m-%d}"
+    elif input_path:
         current = pd.read_csv(input_path) if input_path.endswith(".csv") else pd.read_parquet(input_path)
         current_bounds, current_label = Window.everything(), Path(input_path).name
     else:

@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from flows.continuous_training import continuous_training
 from flows.drift_monitoring import drift_monitoring
-from mlops.config import DEFAULT_CONFIG
+from mlops.adapters import sources
+from mlops.config import DEFAULT_CONFIG, load_config
 from tests.integration.conftest import read_artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_backend")]
@@ -44,6 +45,17 @@ def test_july_drifts_from_january_and_january_is_never_compared_with_itself(cham
     # The champion trained on January: checking January against it would compare data with itself.
     january = drift_monitoring(as_of=date(2013, 2, 1), window_months=1)
     assert january == {"drifted": False, "reason": "empty reference", "window": "2013-01-01..2013-02-01"}
+
+    # What production saw: July's flights sent to the champion's service (capture on); a check with no window
+    # given looks at that traffic, not at the source, and finds the summer in it.
+    from tests.integration.test_feedback import serve_in_process
+
+    config = load_config()
+    july = sources.load_window(config, as_of="2013-08-01", months=1).frame.sample(300, random_state=4)
+    serve_in_process(config, champion, july)
+    seen = drift_monitoring()
+    assert seen["drifted"] and seen["window"].startswith("production traffic "), seen
+    assert {"temp", "dewp"} <= set(seen["drifted_columns"])
 
 
 def test_reference_rows_inside_the_new_window_are_left_out(isolated, monkeypatch):
