@@ -9,15 +9,15 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_table_artifact
-from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
 from mlops.adapters import registry, sources
-from mlops.config import USE_CASE_LABEL, Config
+from mlops.config import Config
 from mlops.domain import feedback
 from mlops.domain.record import Record
 from mlops.domain.scoring import input_format
 from mlops.serving.capture import read_captured
+from tasks.monitoring import emit_about_champion
 from tasks.retries import IO_RETRIES, retry_unless
 
 DEGRADED_EVENT = "mlops.performance.degraded"
@@ -221,16 +221,6 @@ def judge_production(config: Config, measured: Measured) -> dict[str, Any] | Non
         "floor": floor,
         "rows": overall.rows,
     }
-    emit_event(
-        event=DEGRADED_EVENT,
-        resource={"prefect.resource.id": f"mlops.dataset.{config.dataset.name}", USE_CASE_LABEL: config.name},
-        related=[
-            {
-                "prefect.resource.id": f"mlflow.model.{config.tracking.model_name}.{champion.version}",
-                "prefect.resource.role": "model",
-            }
-        ],
-        payload=payload,
-    )
+    emit_about_champion(config, DEGRADED_EVENT, champion.version, payload)
     logger.warning("%s: %s", DEGRADED_EVENT, payload)
     return payload

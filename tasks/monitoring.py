@@ -181,15 +181,21 @@ def emit_drift_detected(
         "report": report_uri,
         "champion_version": champion.version,
     }
+    emit_about_champion(config, DRIFT_EVENT, champion.version, payload)
+    return payload
+
+
+def emit_about_champion(config: Config, event: str, champion: str, payload: dict[str, Any]) -> None:
+    """A monitoring event about the use case's data and its champion: resource `mlops.dataset.<name>` labelled
+    with the use case (what the retrain triggers match and debounce by), the champion version related."""
     emit_event(
-        event=DRIFT_EVENT,
+        event=event,
         resource={"prefect.resource.id": f"mlops.dataset.{config.dataset.name}", USE_CASE_LABEL: config.name},
         related=[
             {
-                "prefect.resource.id": f"mlflow.model.{config.tracking.model_name}.{champion.version}",
+                "prefect.resource.id": f"mlflow.model.{config.tracking.model_name}.{champion}",
                 "prefect.resource.role": "model",
             }
         ],
         payload=payload,
     )
-    return payload
