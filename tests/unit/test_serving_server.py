@@ -28,9 +28,10 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from mlops.config import Serving
+from mlops.serving.bodies import DRAIN_BYTES
 from mlops.serving.model import ModelRef, ServedModel, probe_nullable
 from mlops.serving.schema import Column
-from mlops.serving.server import DRAIN_BYTES, create_app
+from mlops.serving.server import create_app
 
 pytestmark = pytest.mark.unit
 
