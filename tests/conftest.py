@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,20 @@ import yaml
 from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, Config, load_config
 
 DIABETES_CONFIG = PROJECT_ROOT / "usecases" / "diabetes" / "mlops.yaml"
+
+
+@pytest.fixture(autouse=True)
+def project_imports_restored() -> Iterator[None]:
+    """Loading a model in-process (MLflow's `code_paths`) puts the version's copy of the team's code first on
+    sys.path and drops `usecases` from sys.modules, as a model service should; after each test the project's own
+    are back, so the next test in this process (the use cases' own tests among them) imports this checkout."""
+    path = list(sys.path)
+    ours = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "usecases"}
+    yield
+    sys.path[:] = path
+    for name in [name for name in sys.modules if name.split(".")[0] == "usecases"]:
+        del sys.modules[name]
+    sys.modules.update(ours)
 
 
 @pytest.fixture
