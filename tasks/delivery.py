@@ -158,6 +158,11 @@ def run_load_test(config: Config, endpoint: str, holdout: Path, run_id: str | No
         "load test: %d users for %d s against %s", config.load_test.users, config.load_test.seconds, endpoint
     )
     result = loadtest.run_locust(endpoint, payloads, config.load_test, holdout.parent / "locust")
+    if result.requests == 0:  # nothing finished: no measurement at all (seen once under a saturated machine)
+        get_run_logger().warning(
+            "load test: no request finished in %d s; running it once more", config.load_test.seconds
+        )
+        result = loadtest.run_locust(endpoint, payloads, config.load_test, holdout.parent / "locust")
     checks = loadtest.check_slos(result, config.slo)
     create_table_artifact(key="load-test", table=render.check_rows(checks), description=f"{result.requests} requests")
     if run_id:
