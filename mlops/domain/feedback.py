@@ -12,8 +12,9 @@ positive with probability p, so the expected confusion counts at any threshold a
 expected ROC AUC, accuracy, F1 or log loss follow without a label. Calibrated is measured, not assumed: the
 version's expected calibration error on its own holdout (CT logs it as `test_calibration_error`) must be within
 `feedback.max_calibration_error`, else the estimate is "not estimable". Written here (about forty lines) rather
-than taken from NannyML, whose pins of pandas and scikit-learn do not fit this project's; the e2e test compares
-the estimate with the realized metric once labels land.
+than taken from NannyML, whose newest release requires lightgbm<4.6 (we serve 4.7) and brings an AutoML library,
+cloud filesystems and a telemetry client (docs/architecture.md); the e2e test shows the estimate beside the
+realized metric once labels land.
 """
 
 from __future__ import annotations
