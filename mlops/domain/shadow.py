@@ -93,9 +93,25 @@ def checks(found: ShadowEvidence, config: Config) -> list[Check]:
     least `feedback.min_rows` of the rows have labels, no loss on the gates' metric beyond `gates.min_gain`."""
     delivery, metric = config.delivery, config.gates.metric
     found_checks = [
-        at_least("shadow rows", found.rows, delivery.shadow_requests, "rows answered by both, from production traffic"),
-        at_least("shadow agreement", found.agreement, delivery.shadow_min_agreement, "share answered alike"),
-        at_most("shadow p99 ms", found.candidate_p99_ms, config.slo.p99_ms, "the candidate's scoring, unseen"),
+        at_least(
+            "shadow rows",
+            found.rows,
+            delivery.shadow_requests,
+            f"{found.rows} rows of production traffic answered by both (≥ {delivery.shadow_requests})",
+        ),
+        at_least(
+            "shadow agreement",
+            found.agreement,
+            delivery.shadow_min_agreement,
+            f"{found.agreement:.1%} of them answered alike (≥ {delivery.shadow_min_agreement:.0%})",
+        ),
+        at_most(
+            "shadow p99 ms",
+            found.candidate_p99_ms,
+            config.slo.p99_ms,
+            f"the candidate's scoring p99 {found.candidate_p99_ms:.1f} ms (≤ {config.slo.p99_ms}; the champion's "
+            f"requests: {found.champion_p99_ms:.1f} ms)",
+        ),
     ]
     if found.labelled >= config.feedback.min_rows and found.champion_metric is not None:
         higher = config.metric_directions()[metric]
@@ -106,7 +122,8 @@ def checks(found: ShadowEvidence, config: Config) -> list[Check]:
                 found.candidate_metric,
                 found.champion_metric + (1 if higher else -1) * config.gates.min_gain,
                 higher,
-                detail=f"on {found.labelled} labelled rows of production traffic",
+                detail=f"{found.candidate_metric:.4f} vs the champion's {found.champion_metric:.4f} on {found.labelled} "
+                "labelled rows of production traffic",
             )
         )
     return found_checks

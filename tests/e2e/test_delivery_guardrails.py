@@ -194,3 +194,43 @@ def service_pid(port: int) -> int:
 
     [pid] = {c.pid for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port and c.pid}
     return pid
+
+
+def test_a_shadow_delivery_on_the_stack_promotes_a_candidate_that_answers_alike_and_rejects_one_that_does_not(
+    stack, prefect_client, wait_for_flow_run, mlflow_client, champion, cd_trigger_paused, e2e_config, tmp_path
+):
+    """delivery.strategy: shadow on the worker: production serves the champion with the candidate scoring the
+    traffic unseen; the shadow gate's numbers decide, as `cd-decision` shows."""
+    from tests.integration.test_continuous_delivery import SHADOW, production_traffic
+    from tests.integration.test_delivery_failures import _fit, _january_fitted_part, _register
+
+    config = load_config()
+    name, port = config.tracking.model_name, config.serving.production_port
+    alike = _copy(mlflow_client, name, champion)
+    with production_traffic(config):
+        run = _deliver_with(write_config(e2e_config, tmp_path, SHADOW), alike)
+        state = wait_for_flow_run(run.id)
+    assert state.name == "Completed", state
+    decision = flow_run_artifacts(prefect_client, run.id)["cd-decision"]
+    assert "| shadow agreement | pass |" in decision and "| shadow rows | pass |" in decision, decision
+    assert served_version(port) == alike
+
+    config_of = load_config(e2e_config)
+    train = _january_fitted_part(config_of)
+    flipped = _fit(config_of, train.assign(arr_delayed=1 - train["arr_delayed"]), max_iter=30)
+    bad = _register(
+        config_of,
+        flipped,
+        train.head(200)[config_of.dataset.features],
+        _lineage(mlflow_client.get_model_version(name, alike).tags),
+    )
+    lenient = {**SHADOW, "gates.floors": {}, "gates.min_gain": -1.0, "gates.max_segment_drop": 1.0}
+    with production_traffic(config):
+        run = _deliver_with(write_config(e2e_config, tmp_path / "lenient", lenient), bad)
+        state = wait_for_flow_run(run.id)
+    assert state.name == "Rejected" and "shadow agreement" in str(state.message), state
+    assert "| shadow agreement | **FAIL** |" in flow_run_artifacts(prefect_client, run.id)["cd-decision"]
+    assert (
+        served_version(port) == alike
+        and str(mlflow_client.get_model_version_by_alias(name, "champion").version) == alike
+    )
