@@ -71,7 +71,7 @@ def make_policies(
             if kind == "metric" and label_delay_months:
                 policies.append(
                     Policy(
-                        name=f"metric:{floor:g}+{label_delay_months}m",
+                        name=f"metric:{floor:g}:late-{label_delay_months}m",
                         kind=kind,
                         metric_floor=floor,
                         label_delay_months=label_delay_months,

@@ -74,10 +74,11 @@ def check_invariants(result: ReplayResult, months: list[str]) -> None:
         elif policy.kind == "drift":
             assert all(r.drift_share is not None for r in decided)
             assert [r.retrained for r in decided] == [r.drift_share >= policy.drift_share for r in decided]
-        elif policy.kind == "metric":
-            higher = result.higher_is_better
+        elif policy.kind == "metric":  # on the metric it knew then: the month's, or `label_delay_months` earlier's
+            higher, late = result.higher_is_better, policy.label_delay_months
+            known = [rows[i - late].metric if i >= late else None for i in range(len(decided))]
             assert [r.retrained for r in decided] == [
-                (r.metric < policy.metric_floor) if higher else (r.metric > policy.metric_floor) for r in decided
+                m is not None and ((m < policy.metric_floor) if higher else (m > policy.metric_floor)) for m in known
             ]
         summary = next(s for s in result.summary if s.policy == policy.name)
         assert summary.retrains == sum(r.retrained for r in rows) and summary.deployed == sum(r.deployed for r in rows)
@@ -106,12 +107,23 @@ def test_the_flow_replays_three_months_of_flights_with_every_policy(
     from flows.policy_replay import policy_replay
 
     monkeypatch.setenv("MLOPS_CONFIG", str(flights_sample))
-    state = policy_replay(start="2013-02-01", end="2013-05-01", drift_shares=[0.3], metric_floor=0.7, return_state=True)
+    state = policy_replay(
+        start="2013-02-01",
+        end="2013-05-01",
+        drift_shares=[0.3],
+        metric_floor=0.7,
+        label_delay_months=1,
+        return_state=True,
+    )
     outcome = state.result()
     directory = Path(outcome["table"]).parent
     result = replay_report.read(directory)
-    assert [p.name for p in result.policies] == ["never", "monthly", "drift", "metric:0.7", "drift:0.3"]
+    assert [p.name for p in result.policies] == [
+        "never", "monthly", "drift", "metric:0.7", "metric:0.7:late-1m", "estimated:0.7", "drift:0.3",
+    ]  # fmt: skip
     check_invariants(result, MONTHS)
+    # Three months: too few for the bootstrap to say the cheapest is within the tolerance, and the summary says so.
+    assert all(s.months < 2 or s.mean_low <= s.mean <= s.mean_high for s in result.summary)
     check_files(result, directory)
     assert directory.parent == mlflow_server.root / "state" / "replay"
     monthly = [r for r in result.rows if r.policy == "monthly"]
@@ -122,6 +134,9 @@ def test_the_flow_replays_three_months_of_flights_with_every_policy(
     artifacts = read_artifacts(state.state_details.flow_run_id)
     assert {"policy-replay", "policy-replay-summary", "policy-replay-plot"} <= set(artifacts)
     assert f"Cheapest within 0.005 of it:** {result.cheapest}" in artifacts["policy-replay-summary"]
+    assert ("the data supports it" if result.supported else "the data does not show it") in artifacts[
+        "policy-replay-summary"
+    ]
     import mlflow
 
     runs = mlflow.search_runs(experiment_names=["flights-delay-replay"], output_format="list")

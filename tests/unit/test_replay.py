@@ -127,7 +127,7 @@ def test_late_labels_and_the_estimated_metric_give_policies_of_their_own(flights
     policies = make_policies(flights_config, ["metric", "estimated"], [], None, label_delay_months=2)
     assert [(p.name, p.label_delay_months) for p in policies] == [
         ("metric:0.6", 0),
-        ("metric:0.6+2m", 2),
+        ("metric:0.6:late-2m", 2),
         ("estimated:0.6", 0),
     ]
 
@@ -171,7 +171,7 @@ def test_a_metric_policy_acts_when_its_labels_arrive_and_an_estimated_one_before
         retrained[policy.name] = [r.month for r in rows if r.retrained]
     assert retrained == {
         "metric:0.6": ["2013-05"],  # May's metric is under the floor at May's end
-        "metric:0.6+1m": ["2013-06"],  # ... but its labels arrive a month later
+        "metric:0.6:late-1m": ["2013-06"],  # ... but its labels arrive a month later
         "estimated:0.6": ["2013-06"],  # the estimate fell in June, with no label at all
     }
 
