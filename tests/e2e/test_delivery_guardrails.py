@@ -226,7 +226,7 @@ def test_a_shadow_delivery_on_the_stack_promotes_a_candidate_that_answers_alike_
     )
     lenient = {**SHADOW, "gates.floors": {}, "gates.min_gain": -1.0, "gates.max_segment_drop": 1.0}
     with production_traffic(config):
-        run = _deliver_with(write_config(e2e_config, tmp_path / "lenient", lenient), bad)
+        run = _deliver_with(write_config(e2e_config, tmp_path, lenient), bad)
         state = wait_for_flow_run(run.id)
     assert state.name == "Rejected" and "shadow agreement" in str(state.message), state
     assert "| shadow agreement | **FAIL** |" in flow_run_artifacts(prefect_client, run.id)["cd-decision"]
