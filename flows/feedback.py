@@ -57,7 +57,7 @@ def feedback(
     tag_this_run([f"use-case:{config.name}"])
     labels = read_labels(config, path, sql, sql_url)
     ingested = ingest_labels(config, labels)
-    measured = measure(config)
+    measured = measure(config, ingested.classes)
     run_id = publish_feedback(config, ingested, measured)
     event = judge_production(config, measured)
     create_markdown_artifact(

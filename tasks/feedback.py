@@ -27,6 +27,7 @@ PRODUCTION = "production"
 
 class Ingested(Record):
     batch: str
+    classes: list[Any] | None  # what the model predicts, as the labels were checked against (None: regression)
     received: int
     accepted: int
     problems: list[feedback.LabelProblem]
@@ -85,6 +86,7 @@ def ingest_labels(config: Config, labels: pd.DataFrame) -> Ingested:
         path.with_suffix(".tmp").rename(path)  # a reader never sees half a batch
     result = Ingested(
         batch=batch,
+        classes=classes,
         received=len(labels),
         accepted=len(joined),
         problems=problems,
@@ -104,13 +106,13 @@ class Measured(Record):
 
 
 @task(**IO_RETRIES)
-def measure(config: Config) -> Measured:
+def measure(config: Config, classes: list[Any] | None) -> Measured:
     """Every kept label joined to its captured row: the realized metric per version (all, per day, per segment),
-    next to the estimate from the same rows' probabilities where the version's calibration allows one."""
+    next to the estimate from the same rows' probabilities where the version's calibration allows one. `classes`:
+    the ones the batch was checked against (ingest_labels loaded the model once)."""
     captured = read_captured(config.capture_dir, config.name)
     kept = kept_labels(config)
     versions = sorted(set(captured["version"].astype(str))) if len(captured) else []
-    classes = model_classes(config, versions)
     if not len(kept) or not len(captured):
         return Measured(realized=[], estimable={}, classes=classes)
     joined = feedback.join_kept(captured, kept, config)
