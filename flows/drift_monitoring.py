@@ -13,12 +13,12 @@ from mlops import render
 from mlops.config import load_config, use_case_parameter
 from tasks.monitoring import (
     DRIFT_EVENT,
-    captured_traffic,
     check_drift,
     emit_drift_detected,
     extract_windows,
     find_champion,
     log_drift_report,
+    served_recently,
 )
 from tasks.registry import config_of_version
 from tasks.runs import require_servers, tag_this_run
@@ -75,7 +75,7 @@ def drift_monitoring(
     config = config_of_version(config, champion.run_id, f"champion v{champion.version}")
     workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
     captured = input == "captured" or (
-        input == "auto" and not as_of and not input_path and len(captured_traffic(config, months)) > 0
+        input == "auto" and not as_of and not input_path and served_recently(config, months)
     )
     windows = extract_windows(
         config, champion, as_of.isoformat() if as_of else None, months, input_path, workdir, captured

@@ -16,7 +16,7 @@ from mlops.config import CAPTURED_AT, USE_CASE_LABEL, Config, captured_column
 from mlops.domain import drift
 from mlops.domain.record import Record
 from mlops.domain.window import Window, window_for
-from mlops.serving.capture import read_captured
+from mlops.serving.capture import count_captured, read_captured
 from tasks.retries import IO_RETRIES
 
 DRIFT_EVENT = "mlops.drift.detected"
@@ -40,10 +40,18 @@ def find_champion(config: Config) -> registry.VersionRef | None:
     return registry.champion(registry.connect(config), config.tracking.model_name)
 
 
+def _since(months: int) -> Any:
+    return (pd.Timestamp.now(tz="UTC") - pd.DateOffset(months=months)).to_pydatetime()
+
+
 def captured_traffic(config: Config, months: int) -> pd.DataFrame:
     """What production answered over the last `months` months (by capture time), one row per scored row."""
-    since = pd.Timestamp.now(tz="UTC") - pd.DateOffset(months=months)
-    return read_captured(config.capture_dir, config.name, environment="production", since=since.to_pydatetime())
+    return read_captured(config.capture_dir, config.name, environment="production", since=_since(months))
+
+
+def served_recently(config: Config, months: int) -> bool:
+    """Whether production answered anything in the last `months` months (counted, not parsed)."""
+    return count_captured(config.capture_dir, config.name, environment="production", since=_since(months)) > 0
 
 
 @task(**IO_RETRIES)

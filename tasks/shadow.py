@@ -13,7 +13,7 @@ from mlops import waiting
 from mlops.config import Config
 from mlops.domain import shadow
 from mlops.domain.checks import Check
-from mlops.serving.capture import read_captured
+from mlops.serving.capture import count_captured, read_captured
 from tasks.feedback import PRODUCTION, kept_labels, model_classes
 
 POLL_S = 2.0  # the capture is written every serving.capture.flush_seconds: a faster poll finds nothing more
@@ -28,7 +28,7 @@ def judge_shadow(config: Config, champion: str, candidate: str, since: datetime)
     wanted = config.delivery.shadow_requests
 
     def enough() -> int | None:
-        rows = len(read_captured(config.capture_dir, config.name, **where))
+        rows = count_captured(config.capture_dir, config.name, **where)
         return rows if rows >= wanted else None
 
     try:

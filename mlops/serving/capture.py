@@ -192,25 +192,23 @@ class Capture:
             partial.rename(folder / name)  # a reader never sees half a file
 
 
-def read_captured(
+def _requests(
     directory: Path,
     use_case: str,
-    *,
-    environment: str | None = None,
-    versions: list[str] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    environment: str | None,
+    versions: list[str] | None,
+    since: datetime | None,
+    until: datetime | None,
+    columns: list[str] | None = None,
 ) -> Any:
-    """The captured traffic of a use case, one row per scored row, as a DataFrame: request id, row, time,
-    latency, the inputs as received, the answer (`prediction`), and the partition keys; empty if none."""
-    import pandas as pd
+    """The captured requests (one row each, not parsed) that match, as a pyarrow table; None when there are none."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
     root = Path(directory) / f"use_case={use_case}"
     files = sorted(str(p) for p in root.glob("environment=*/version=*/hour=*/part-*.parquet"))
     if not files:
-        return pd.DataFrame(columns=[REQUEST_ID, ROW, CAPTURED_AT, LATENCY_MS, PREDICTION, *CAPTURE_PARTITIONS])
+        return None
     keys = pa.schema([("environment", pa.string()), ("version", pa.string()), ("hour", pa.string())])
     dataset = ds.dataset(
         files, format="parquet", partitioning=ds.partitioning(keys, flavor="hive"), partition_base_dir=str(root)
@@ -224,8 +222,39 @@ def read_captured(
     ):
         if clause is not None:
             condition = clause if condition is None else condition & clause
-    requests = dataset.to_table(filter=condition).to_pydict()
-    frame = pd.DataFrame(_scored_rows(requests))
+    return dataset.to_table(columns=columns, filter=condition)
+
+
+def count_captured(
+    directory: Path,
+    use_case: str,
+    *,
+    environment: str | None = None,
+    versions: list[str] | None = None,
+    since: datetime | None = None,
+) -> int:
+    """How many scored rows were captured (from each request's row count: nothing is parsed)."""
+    table = _requests(directory, use_case, environment, versions, since, None, columns=[ROWS])
+    return 0 if table is None else int(sum(table.column(ROWS).to_pylist()))
+
+
+def read_captured(
+    directory: Path,
+    use_case: str,
+    *,
+    environment: str | None = None,
+    versions: list[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Any:
+    """The captured traffic of a use case, one row per scored row, as a DataFrame: request id, row, time,
+    latency, the inputs as received, the answer (`prediction`), and the partition keys; empty if none."""
+    import pandas as pd
+
+    table = _requests(directory, use_case, environment, versions, since, until)
+    if table is None:
+        return pd.DataFrame(columns=[REQUEST_ID, ROW, CAPTURED_AT, LATENCY_MS, PREDICTION, *CAPTURE_PARTITIONS])
+    frame = pd.DataFrame(_scored_rows(table.to_pydict()))
     frame.insert(0, "use_case", use_case)
     return frame
 

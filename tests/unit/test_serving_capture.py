@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from mlops.config import PREDICTION, REQUEST_ID, ROW
-from mlops.serving.capture import Capture, CaptureSpec, read_captured
+from mlops.serving.capture import Capture, CaptureSpec, count_captured, read_captured
 from mlops.serving.model import ServedModel
 from tests.unit.test_serving_server import NAMES, app_for, model, running  # noqa: F401  (model: a fixture)
 
@@ -52,7 +52,8 @@ def test_every_answered_row_is_captured_with_its_request_id_inputs_and_answer(
     assert ids[0] == "client-1" and len(set(ids)) == 3 and all(len(i) == 32 for i in ids[1:])
 
     got = read_captured(tmp_path, "flights").sort_values([REQUEST_ID, ROW]).reset_index(drop=True)
-    assert len(got) == 4  # the refused request is not captured
+    assert len(got) == 4 == count_captured(tmp_path, "flights")  # the refused request is not captured
+    assert count_captured(tmp_path, "flights", versions=["8"]) == 0
     assert set(got["environment"]) == {"production"} and set(got["version"]) == {"7"}
     by_id = {rid: part.sort_values(ROW) for rid, part in got.groupby(REQUEST_ID)}
     two = by_id[ids[1]]
