@@ -37,7 +37,9 @@ def test_two_use_cases_trained_at_once_are_each_delivered_to_their_own_productio
     """The session's use case and `returns`, CT started together on one stack: each registration routed by the
     automation to its own use case's CD, each production on its own port."""
     ours, theirs = delivered.ct, other_delivered.ct
-    assert ours.start_time < theirs.end_time and theirs.start_time < ours.end_time, "the CT runs overlapped"
+    # Both were started while the other was pending or running; whether their running times overlap is the
+    # scheduler's business (returns' short CT once ended before ours began under load): not asserted.
+    assert theirs.start_time < ours.end_time, "returns' CT was started with the session's, not after it"
     assert f"use-case:{OTHER_USE_CASE}" in theirs.tags and f"use-case:{OTHER_USE_CASE}" in other_delivered.cd.tags
     assert other_delivered.cd.parameters["use_case"] == OTHER_USE_CASE, "the registration event named its use case"
     assert delivered.cd.parameters.get("use_case") is None  # the session's file is no folder: CD found it by model
