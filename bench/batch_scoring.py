@@ -2,7 +2,7 @@
 
 Setup, once, in a subprocess: a temp dir with its own MLflow SQLite store; a model trained with the
 project's pure functions (mlops.domain.modeling, the default mlops.yaml and its first search candidate) on
-January–March 2013, logged with `mlops.adapters.registry.log_model` and registered as `flights-delay`
+January–March 2013, logged with `mlops.adapters.model_files.log_model` and registered as `flights-delay`
 version 1 with the `champion` alias; the whole year (327,346 rows: the model's 17 inputs and the 4
 key columns) written once as Parquet and as CSV. One warm-up flow run on a few rows creates the
 ephemeral Prefect database, so no measured run pays for its migrations.
@@ -62,7 +62,7 @@ def prepare(benchdir: Path, repeat: int) -> dict[str, Any]:
     """Train and register the champion, write the year (`repeat` times over) as Parquet and CSV, warm Prefect up."""
     import mlflow
 
-    from mlops.adapters import registry, sources
+    from mlops.adapters import model_files, registry, sources
     from mlops.config import load_config
     from mlops.domain import modeling
     from mlops.domain.evaluation import predict_outputs
@@ -81,7 +81,7 @@ def prepare(benchdir: Path, repeat: int) -> dict[str, Any]:
     trained = time.perf_counter()
     client = registry.connect(config)
     with mlflow.start_run(run_name="bench-batch-scoring") as run:
-        uri = registry.log_model(model, X.head(200), predict_outputs(model, X.head(200), config.task), config)
+        uri = model_files.log_model(model, X.head(200), predict_outputs(model, X.head(200), config.task), config)
     version = registry.register(client, uri, run.info.run_id, config, {"trigger_reason": "bench"})
     registry.promote(client, config.tracking.model_name, version)
 

@@ -99,7 +99,7 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
     import pandas as pd
 
     from mlops import render
-    from mlops.adapters import registry, sources
+    from mlops.adapters import model_files, registry, sources
     from mlops.config import load_config
     from mlops.domain import modeling, validation
     from mlops.domain import split as splitting
@@ -210,7 +210,7 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
         example, _ = modeling.features_and_target(test.head(200), config)
         registry.connect(config)
         with mlflow.start_run(run_id=run_id):
-            model_uri = registry.log_model(model, example, predict_outputs(model, example, config.task), config)
+            model_uri = model_files.log_model(model, example, predict_outputs(model, example, config.task), config)
     with step("register"):  # register_model
         version = (
             registry.register(registry.connect(config), model_uri, run_id, config, lineage) if decision.passed else None

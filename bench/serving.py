@@ -1,7 +1,7 @@
 """Benchmark the model service against `mlflow models serve` on the same registered model, with wrk.
 
 Trains the default `mlops.yaml` model (the project's own `mlops.domain.modeling`, first search
-candidate) on January–February 2013, logs it with `mlops.adapters.registry.log_model` (skops,
+candidate) on January–February 2013, logs it with `mlops.adapters.model_files.log_model` (skops,
 signature, 1,000 held-out March rows as the verification rows) into a throw-away SQLite MLflow
 store under .mlops/bench/, registers it as `flights-delay` @champion, and for each server: starts
 it on 127.0.0.1, checks its answers equal the offline model's (1e-9), warms it up, then loads it
@@ -105,7 +105,7 @@ def register_model(tracking_uri: str, artifacts: Path, estimator: str | None = N
     returns its champion URI, the model, and March's features."""
     import mlflow
 
-    from mlops.adapters import registry, sources
+    from mlops.adapters import model_files, registry, sources
     from mlops.config import load_config
     from mlops.domain import modeling
 
@@ -129,7 +129,7 @@ def register_model(tracking_uri: str, artifacts: Path, estimator: str | None = N
     experiment = registry.ensure_experiment(client, config.tracking.experiment)
     holdout = march.sample(n=1000, random_state=0)
     with mlflow.start_run(experiment_id=experiment) as run:
-        uri = registry.log_model(model, holdout, model.predict_proba(holdout), config)
+        uri = model_files.log_model(model, holdout, model.predict_proba(holdout), config)
     version = registry.register(client, uri, run.info.run_id, config, {"trigger_reason": "benchmark"})
     client.set_registered_model_alias(config.tracking.model_name, registry.CHAMPION, version)
     print(f"trained {config.training.estimator} on {len(X):,} flights (Jan-Feb 2013, {params}), registered v{version}")

@@ -14,7 +14,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from mlops import render
-from mlops.adapters import cards, registry
+from mlops.adapters import cards, model_files, registry
 from mlops.config import Config
 from mlops.domain import modeling
 from mlops.domain.evaluation import Evaluation, predict_outputs
@@ -81,7 +81,7 @@ def log_model(config: Config, run_id: str, model_path: Path, split: Split) -> st
     example, _ = modeling.features_and_target(holdout.sample(n=min(1000, len(holdout)), random_state=0), config)
     registry.connect(config)
     with mlflow.start_run(run_id=run_id):
-        return registry.log_model(model, example, predict_outputs(model, example, config.task), config)
+        return model_files.log_model(model, example, predict_outputs(model, example, config.task), config)
 
 
 @task(**IO_RETRIES)
@@ -114,7 +114,7 @@ def finish_training_run(config: Config, run_id: str, status: str, note: dict[str
 def config_of_version(config: Config, run_id: str | None, label: str) -> Config:
     """The version's own config for what defines its data, split and features (the snapshot CT logged
     in its run `run_id`); this file's for how things run and the gates (config.OPERATIONAL_SECTIONS)."""
-    found = registry.version_config(registry.connect(config), run_id, config)
+    found = model_files.version_config(registry.connect(config), run_id, config)
     get_run_logger().info(
         "%s: data, split and features %s",
         label,

@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from mlops import render
-from mlops.adapters import batch_io, registry, sources
+from mlops.adapters import batch_io, model_files, registry, sources
 from mlops.config import Config
 from mlops.domain import scoring, validation
 from mlops.domain.record import Record
@@ -104,7 +104,7 @@ def score_input(
     """Load the model once and score the input chunk by chunk into `output` and its rejects file."""
 
     logger = get_run_logger()
-    loaded = registry.load_local_model(model.local_path)
+    loaded = model_files.load_local_model(model.local_path)
     contract = validation.load_contract(config)
 
     def progress(chunk: batch_io.ChunkReport) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from mlops.adapters.registry import VersionRef, read_run_artifact
+from mlops.adapters.model_files import read_run_artifact
+from mlops.adapters.registry import VersionRef
 
 MODEL_CARD = "model_card.md"  # in the version's run; its description holds the card too (shortened past the limit)
 DESCRIPTION_LIMIT = 5000  # characters MLflow's SQL store keeps in a model version's description

@@ -255,14 +255,14 @@ def load_served_model(
 
 def verification_rows(pyfunc_model: Any) -> tuple[str, pd.DataFrame]:
     """The rows the compiled path is checked on: the holdout rows CT logged in the version's run
-    (registry.VERIFICATION_ROWS), or else the model's input example; and what they are."""
+    (model_files.VERIFICATION_ROWS), or else the model's input example; and what they are."""
     run_id = pyfunc_model.metadata.run_id
     if run_id:
         import io
 
         from mlflow import MlflowClient
 
-        from mlops.adapters.registry import VERIFICATION_ROWS, read_run_artifact
+        from mlops.adapters.model_files import VERIFICATION_ROWS, read_run_artifact
 
         found = read_run_artifact(MlflowClient(), run_id, VERIFICATION_ROWS)
         if found is not None:

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from sklearn.dummy import DummyClassifier
 
-from mlops.adapters import registry, sources
+from mlops.adapters import model_files, sources
 from mlops.config import load_config
 from mlops.domain import modeling
 from tests.e2e.conftest import CD_DEPLOYMENT, finished, one_flow_run, served_version
@@ -40,7 +40,7 @@ def test_a_version_registered_by_hand_fires_cd_and_a_bad_one_is_rejected(
     useless.fit(X, y)
     mlflow.set_experiment("notebook")
     with mlflow.start_run():
-        model_uri = registry.log_model(useless, X.head(200), useless.predict_proba(X.head(200)), config)
+        model_uri = model_files.log_model(useless, X.head(200), useless.predict_proba(X.head(200)), config)
     version = mlflow.register_model(model_uri, name)  # by hand: no lineage tags, no CT
 
     cd = one_flow_run(prefect_client, CD_DEPLOYMENT, f"version {version.version}", version=version.version)

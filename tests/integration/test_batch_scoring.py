@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from flows.batch_scoring import batch_scoring
-from mlops.adapters import batch_io, registry, sources
+from mlops.adapters import batch_io, model_files, registry, sources
 from mlops.adapters.batch_io import ModelNotFoundError
 from mlops.config import DEFAULT_CONFIG
 from mlops.domain import data, modeling
@@ -51,7 +51,7 @@ def champion(isolated, monkeypatch, flights_config, months):
     model = modeling.assemble_model(preprocessor, estimator)
     client = registry.connect(flights_config)
     with mlflow.start_run() as run:
-        uri = registry.log_model(model, X.head(200), model.predict_proba(X.head(200)), flights_config)
+        uri = model_files.log_model(model, X.head(200), model.predict_proba(X.head(200)), flights_config)
     version = registry.register(client, uri, run.info.run_id, flights_config, {"trigger_reason": "test"})
     client.set_registered_model_alias("flights-delay", registry.CHAMPION, version)
     return mlflow.sklearn.load_model(f"models:/flights-delay/{version}")
@@ -91,7 +91,7 @@ def test_the_champion_moving_mid_run_changes_nothing_for_the_run(
     )
     client = registry.connect(flights_config)
     with mlflow.start_run() as run:
-        uri = registry.log_model(other, X.head(200), other.predict_proba(X.head(200)), flights_config)
+        uri = model_files.log_model(other, X.head(200), other.predict_proba(X.head(200)), flights_config)
     v2 = registry.register(client, uri, run.info.run_id, flights_config, {"trigger_reason": "test"})
     real_score_file = batch_io.score_file
     moved: list[int] = []

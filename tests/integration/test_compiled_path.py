@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.adapters import registry
+from mlops.adapters import model_files, registry
 from mlops.domain import modeling
 from mlops.serving import compiled as compiled_path
 from mlops.serving import forest_cache
@@ -47,7 +47,8 @@ def served_columns(model, X):
 
     from mlops.serving.model import columns_from_signature, probe_nullable
 
-    example = X.head(100).astype(dict.fromkeys(X.select_dtypes("number").columns, "float64"))  # as registry.log_model
+    # numeric inputs as model_files.log_model declares them
+    example = X.head(100).astype(dict.fromkeys(X.select_dtypes("number").columns, "float64"))
     schema = infer_signature(example, model.predict_proba(example)).inputs
     return probe_nullable(columns_from_signature(schema), model.predict_proba)
 
@@ -205,12 +206,12 @@ def test_a_compiled_predictor_that_differs_from_the_model_is_not_used(booster, f
 
 
 def test_the_service_serves_the_compiled_path_of_a_version_ct_logged(booster, flights, flights_config, isolated):
-    """registry.log_model stores the verification rows; the service checks on them and says which path."""
+    """model_files.log_model stores the verification rows; the service checks on them and says which path."""
     _, _, holdout = flights
     sample = holdout.sample(500, random_state=0)
     client = registry.connect(flights_config)
     with mlflow.start_run() as run:
-        uri = registry.log_model(booster, sample, booster.predict_proba(sample), flights_config)
+        uri = model_files.log_model(booster, sample, booster.predict_proba(sample), flights_config)
     version = registry.register(client, uri, run.info.run_id, flights_config, {"trigger_reason": "test"})
 
     served = load_served_model(f"models:/flights-delay/{version}")
@@ -237,7 +238,7 @@ def test_verification_rows_fall_back_to_the_input_example(booster, flights, flig
             booster,
             name="model",
             serialization_format="skops",
-            skops_trusted_types=registry.TRUSTED_TYPES,
+            skops_trusted_types=model_files.TRUSTED_TYPES,
             input_example=holdout.head(20).astype(dict.fromkeys(holdout.select_dtypes("number").columns, "float64")),
         )
     source, rows = verification_rows(mlflow.pyfunc.load_model(info.model_uri))

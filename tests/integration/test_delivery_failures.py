@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.continuous_delivery import continuous_delivery
 from flows.continuous_training import continuous_training
-from mlops.adapters import environments, loadtest, registry, service_checks, sources
+from mlops.adapters import environments, loadtest, model_files, registry, service_checks, sources
 from mlops.adapters import terraform as tf
 from mlops.config import Config, load_config
 from mlops.domain import modeling
@@ -104,7 +104,9 @@ def _fit(config: Config, train: pd.DataFrame, **params: Any):
     return modeling.assemble_model(preprocessor, modeling.fit_estimator(config, params, preprocessor.transform(X), y))
 
 
-def _register(config: Config, model: Any, example: pd.DataFrame, tags: dict[str, str], log=registry.log_model) -> str:
+def _register(
+    config: Config, model: Any, example: pd.DataFrame, tags: dict[str, str], log=model_files.log_model
+) -> str:
     """Log `model` into a new run with `log` (default: the project's `log_model`) and register it; returns the version."""
     client = registry.connect(config)
     with mlflow.start_run() as run:
@@ -138,13 +140,13 @@ def _production_untouched(champion: Champion) -> None:
 
 
 def _log_with_float32_inputs(model: Any, example: pd.DataFrame, outputs: Any, config: Config) -> str:
-    """As `registry.log_model`, except that the signature declares the numeric inputs float32, not double.
+    """As `model_files.log_model`, except that the signature declares the numeric inputs float32, not double.
 
     The service casts each request to the signature's types, so it scores float32-rounded weather
     values where the model was trained (and is evaluated offline) on float64 ones: a train/serve
     skew of the real kind, invisible to the contract and to the floors.
     """
-    return registry.log_model(model, example, outputs, config, numeric_as="float32")
+    return model_files.log_model(model, example, outputs, config, numeric_as="float32")
 
 
 def test_a_skewed_first_version_is_rejected_and_staging_is_destroyed(delivery_config):  # noqa: F811
@@ -236,7 +238,7 @@ def _log_with_mlflow_defaults(model: Any, example: pd.DataFrame, outputs: Any, c
         signature=infer_signature(example, model.predict(example)),
         input_example=example.head(5),
         serialization_format="skops",
-        skops_trusted_types=registry.TRUSTED_TYPES,
+        skops_trusted_types=model_files.TRUSTED_TYPES,
     )
     return info.model_uri
 

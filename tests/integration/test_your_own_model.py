@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.continuous_training import continuous_training
 from mlops import usercode
-from mlops.adapters import registry
+from mlops.adapters import model_files, registry
 from mlops.config import load_config
 from mlops.platform import cli
 from mlops.serving.model import load_served_model
@@ -51,9 +51,9 @@ def test_ct_trains_a_use_case_folder_and_its_version_runs_its_own_code_after_the
     # (ports, gates) but not what its data is (the split CD recomputes its holdout with).
     trained_with = load_config(folder / "mlops.yaml")
     edited = write_config(folder / "mlops.yaml", isolated, {"split.seed": 99, "serving.staging_port": 6001})
-    seen = registry.version_config(client, version.run_id, load_config(edited))
+    seen = model_files.version_config(client, version.run_id, load_config(edited))
     assert (seen.split, seen.serving.staging_port) == (trained_with.split, 6001)
-    snapshot = registry.version_config(client, version.run_id, trained_with)
+    snapshot = model_files.version_config(client, version.run_id, trained_with)
     assert snapshot.fingerprint() == trained_with.fingerprint() == version.tags["config_hash"]  # exactly as trained
 
     # The team's folder moves away (a later edit, another checkout): the version still runs its own copy.

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import skops.io
 
-from mlops.adapters import registry
-from mlops.adapters.registry import TRUSTED_TYPES
+from mlops.adapters import model_files
+from mlops.adapters.model_files import TRUSTED_TYPES
 from mlops.domain import modeling
 
 pytestmark = pytest.mark.unit
@@ -51,7 +51,7 @@ def test_every_estimator_fits_handles_unknowns_and_saves_with_the_trusted_types(
     assert len(model.predict(unseen)) == 3
     path = tmp_path / "model.skops"
     skops.io.dump(model, path)
-    trusted = registry.trusted_types(model, config)  # the built-in ones, and lightgbm's or xgboost's when named
+    trusted = model_files.trusted_types(model, config)  # the built-in ones, and lightgbm's or xgboost's when named
     assert set(trusted) - set(TRUSTED_TYPES) <= {t for t in trusted if t.startswith(("lightgbm.", "xgboost."))}
     reloaded = skops.io.load(path, trusted=trusted)
     np.testing.assert_allclose(reloaded.predict(X), model.predict(X))

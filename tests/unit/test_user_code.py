@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mlops import usercode
-from mlops.adapters import registry, sources
+from mlops.adapters import model_files, sources
 from mlops.config import ConfigError, load_config
 from mlops.domain import modeling
 from mlops.domain.evaluation import compute_metrics, user_metrics
@@ -187,10 +187,10 @@ def test_a_model_holding_types_from_outside_the_use_case_is_refused_before_it_is
 
     config = load_config(use_case({"features.transform": "usecases.team.code:scaled"}))
     owned = make_pipeline(FunctionTransformer(usercode.resolve("usecases.team.code:hits", "t", config.import_root)))
-    assert "usecases.team.code.hits" in registry.trusted_types(owned, config)
+    assert "usecases.team.code.hits" in model_files.trusted_types(owned, config)
     foreign = make_pipeline(FunctionTransformer(yaml.safe_dump))
     with pytest.raises(usercode.UserCodeError, match=r"yaml\.safe_dump"):
-        registry.trusted_types(foreign, config)
+        model_files.trusted_types(foreign, config)
 
 
 @pytest.mark.parametrize(
