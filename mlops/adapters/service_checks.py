@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -15,6 +12,7 @@ import pandas as pd
 import psutil
 
 from mlops import waiting
+from mlops.adapters.service_contract import contract_cases, prediction_shape_ok, split_payload
 from mlops.config import Config
 from mlops.domain.checks import Check
 
@@ -103,11 +101,6 @@ def require_serving(endpoint: str, model_uri: str) -> None:
         )
 
 
-def split_payload(frame: pd.DataFrame) -> str:
-    """A `dataframe_split` request body; NaN travels as null."""
-    return json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False, date_format="iso"))})
-
-
 def predict_live(endpoint: str, frame: pd.DataFrame, chunk_rows: int = 2000) -> np.ndarray:
     """Send `frame` through POST /invocations in chunks and return the predictions in order."""
     parts = []
@@ -122,55 +115,6 @@ def predict_live(endpoint: str, frame: pd.DataFrame, chunk_rows: int = 2000) -> 
     return np.concatenate(parts)
 
 
-@dataclass(frozen=True)
-class _Case:
-    name: str
-    body: str
-    accepted: tuple[int, ...]
-    rows: int | None = None  # when 200, the number of predictions expected
-
-
-def _contract_cases(sample: pd.DataFrame, config: Config) -> list[_Case]:
-    ds = config.dataset
-    features = sample[ds.features].head(5).reset_index(drop=True)
-    records = json.dumps({"dataframe_records": json.loads(features.to_json(orient="records"))})
-    numeric, categorical = ds.numeric[0] if ds.numeric else None, ds.categorical[0] if ds.categorical else None
-    cases = [
-        _Case("valid rows (dataframe_split)", split_payload(features), (200,), len(features)),
-        _Case("valid rows (dataframe_records)", records, (200,), len(features)),
-        _Case("missing column", split_payload(features.drop(columns=[ds.features[0]])), (400, 422)),
-        _Case("empty batch", split_payload(features.head(0)), (400, 422)),
-        _Case("malformed JSON", '{"dataframe_split": {"columns": [', (400,)),
-        _Case("neither split nor records", json.dumps({"rows": [[1, 2]]}), (400, 422)),
-    ]
-    if numeric:
-        wrong = features.astype({numeric: object})
-        wrong.loc[0, numeric] = "not-a-number"
-        cases.append(_Case("wrong type in a numeric column", split_payload(wrong), (400, 422)))
-        cases.append(
-            _Case(
-                "NaN in a numeric column",
-                split_payload(features.assign(**{numeric: np.nan})),
-                (200, 400, 422),
-                len(features),
-            )
-        )
-    if categorical:
-        unknown = features.assign(**{categorical: "never-seen-category"})
-        cases.append(_Case("unknown category", split_payload(unknown), (200, 400, 422), len(features)))
-    return cases
-
-
-def _prediction_shape_ok(predictions: Any, rows: int, config: Config) -> bool:
-    if not isinstance(predictions, list) or len(predictions) != rows:
-        return False
-    if config.task == "regression":
-        return all(isinstance(p, (int, float)) and math.isfinite(p) for p in predictions)
-    return all(
-        isinstance(p, list) and abs(sum(p) - 1.0) < 1e-6 and all(0.0 <= v <= 1.0 for v in p) for p in predictions
-    )
-
-
 def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> list[Check]:
     """Valid rows get predictions of the declared shape; bad requests get a 4xx; the service stays up.
 
@@ -178,7 +122,7 @@ def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> l
     """
     results = []
     with httpx.Client(timeout=30.0) as client:
-        for case in _contract_cases(sample, config):
+        for case in contract_cases(sample, config):
             accepted = ", ".join(map(str, case.accepted))
             try:
                 response = client.post(
@@ -189,7 +133,7 @@ def run_contract_tests(endpoint: str, sample: pd.DataFrame, config: Config) -> l
                 continue
             passed, detail = response.status_code in case.accepted, response.text[:160]
             if passed and response.status_code == 200 and case.rows is not None:
-                passed = _prediction_shape_ok(response.json().get("predictions"), case.rows, config)
+                passed = prediction_shape_ok(response.json().get("predictions"), case.rows, config)
                 detail = "predictions of the declared shape" if passed else f"unexpected predictions: {detail}"
             results.append(
                 Check(name=case.name, passed=passed, observed=response.status_code, required=accepted, detail=detail)
