@@ -2,7 +2,7 @@
 
 Trains and registers the default model as bench/serving.py does (throw-away SQLite store under
 .mlops/bench/), loads it as the service does (`load_served_model`: the C library built and verified),
-builds the C library again at -O0 (the service's `compiled.OPTIMIZE`) and at -O3 (tl2cgen's own
+builds the C library again at -O0 (the service's `native.OPTIMIZE`) and at -O3 (tl2cgen's own
 default), timing each build and a load from the per-user cache (what a later service start of the
 same version does), and times one call over every tree (`CompiledPredictor.scores`) for 1,
 64 (a full batch) and 2,000 rows (one CD check request) of held-out March flights, with each engine,
@@ -29,8 +29,8 @@ SIZES = (1, 64, 2000)
 
 
 def main() -> int:
-    from mlops.serving.compiled import native_library
     from mlops.serving.model import load_served_model
+    from mlops.serving.native import native_library
     from mlops.serving.schema import parse_request  # the service's own request parsing
 
     workdir = ROOT / ".mlops" / "bench"

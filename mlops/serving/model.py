@@ -26,8 +26,9 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from mlops.serving.compiled import CompiledPredictor, compile_for_serving
+from mlops.serving.compiled import compile_for_serving
 from mlops.serving.schema import KINDS, Column, Rows, to_frame
+from mlops.serving.trees import CompiledPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def load_served_model(
 
     With `compiled`, a pipeline mlops.serving.compiled supports is served by the compiled path
     when it reproduces the model on the version's verification rows; otherwise by the sklearn path.
-    `native` lets that path compile the trees to C (compiled.native_library); `predict_in` is
+    `native` lets that path compile the trees to C (native.native_library); `predict_in` is
     ServedModel.predict_in.
     """
     import mlflow.pyfunc
