@@ -11,7 +11,8 @@ from prefect.logging import get_run_logger
 from mlops.adapters import registry, replay_report
 from mlops.adapters.replay_report import ReplayFiles
 from mlops.config import Config
-from mlops.domain.replay import Policy, ReplayResult
+from mlops.domain.replay import Policy
+from mlops.domain.replay_results import ReplayResult
 from tasks.retries import IO_RETRIES
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from mlops.adapters import sources
 from mlops.config import Config
-from mlops.domain.replay import Policy, ReplayResult, ReplayRow, run
+from mlops.domain.replay import Policy, ReplayRow
+from mlops.domain.replay_results import ReplayResult, run
 from mlops.domain.validation import load_contract
 
 COLUMNS = list(ReplayRow.model_fields)

@@ -17,7 +17,7 @@ import pytest
 
 from mlops.adapters import replay_report, sources
 from mlops.config import DEFAULT_CONFIG, load_config
-from mlops.domain.replay import ReplayResult
+from mlops.domain.replay_results import ReplayResult
 from tests.conftest import write_config
 from tests.integration.conftest import read_artifacts
 

@@ -7,17 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from mlops.domain.replay import (
-    Policy,
-    PolicySummary,
-    ReplayError,
-    ReplayRow,
-    choose,
-    make_policies,
-    replay_months,
-    retrains,
-    summarize,
-)
+from mlops.domain.replay import Policy, ReplayError, ReplayRow, make_policies, replay_months, retrains
+from mlops.domain.replay_results import PolicySummary, choose, summarize
 
 pytestmark = pytest.mark.unit
 
@@ -177,7 +168,7 @@ def test_a_metric_policy_acts_when_its_labels_arrive_and_an_estimated_one_before
 
 
 def test_the_bootstrap_interval_of_a_mean_narrows_with_months_and_needs_two():
-    from mlops.domain.replay import bootstrap_mean
+    from mlops.domain.replay_results import bootstrap_mean
 
     assert all(math.isnan(x) for x in bootstrap_mean([0.7]))
     few, many = bootstrap_mean([0.70, 0.74, 0.66]), bootstrap_mean([0.70, 0.74, 0.66] * 12)
