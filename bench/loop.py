@@ -29,8 +29,10 @@ from pathlib import Path
 import yaml
 
 from mlops.config import DEFAULT_CONFIG
+from mlops.config.stack import StackSettings
 from mlops.platform import processes
-from mlops.platform.stack import StackSettings, down, up
+from mlops.platform.automations import prefect_settings
+from mlops.platform.stack import down, up
 
 CT, CD = "continuous-training/retrain", "continuous-delivery/deploy-model"
 
@@ -216,7 +218,7 @@ def main() -> None:
     try:
         mlflow = MlflowClient(settings.mlflow_uri, registry_uri=settings.mlflow_uri)
         with (
-            settings.prefect_settings(),
+            prefect_settings(settings),
             get_client(sync_client=True) as client,
         ):  # `up` imported Prefect before the env
             triggers = _time_triggers(client, args.events, args.starts) if args.events else []

@@ -366,8 +366,10 @@ def measure(count: int, clone: Path, state: Path, result_file: Path, timeout_s: 
     if not Path(mlops.__file__).resolve().is_relative_to(clone.resolve()):
         raise SystemExit(f"mlops imports from {mlops.__file__}, not from the clone {clone}")
     from mlops.config import load_config
+    from mlops.config.stack import StackSettings
     from mlops.platform import processes
-    from mlops.platform.stack import StackSettings, down, part_pids, up
+    from mlops.platform.automations import prefect_settings
+    from mlops.platform.stack import down, part_pids, up
     from mlops.platform.status import status_report
 
     names = use_case_names(count)
@@ -402,7 +404,7 @@ def measure(count: int, clone: Path, state: Path, result_file: Path, timeout_s: 
         registry = MlflowClient(settings.mlflow_uri, registry_uri=settings.mlflow_uri)
         sampler = PeakSampler(settings)
         sampler.start()
-        with settings.prefect_settings(), get_client(sync_client=True) as client:
+        with prefect_settings(settings), get_client(sync_client=True) as client:
             t0 = time.time()
             ct = {
                 name: run_deployment(CT, parameters={"use_case": name, "reason": "bench"}, timeout=0).id

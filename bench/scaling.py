@@ -33,8 +33,10 @@ from pathlib import Path
 from loop import _bench_config, _runs, _time_triggers  # bench/ is the script's dir, on sys.path
 
 from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT
+from mlops.config.stack import StackSettings
 from mlops.platform import processes
-from mlops.platform.stack import StackSettings, down, up
+from mlops.platform.automations import prefect_settings
+from mlops.platform.stack import down, up
 
 BURST_DEPLOYMENT = "bench-burst/burst"
 
@@ -111,7 +113,7 @@ def _profile(profile: str, root: Path, burst: int, events: int) -> dict:
     from prefect.client.orchestration import get_client
 
     try:
-        with settings.prefect_settings(), get_client(sync_client=True) as client:
+        with prefect_settings(settings), get_client(sync_client=True) as client:
             if events:  # first, on a quiet stack
                 rows = _time_triggers(client, events)
                 result["triggers"] = {

@@ -16,8 +16,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -31,9 +29,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mlops.config import USE_CASE_LABEL
+from mlops.config.stack import private_secret
 
 REGISTERED_EVENT = "mlops.model.registered"
-WEBHOOK_NAME = "mlops-model-registered"
 MAX_CLOCK_SKEW_S = 300
 logger = logging.getLogger("mlops.webhooks")
 
@@ -150,34 +148,6 @@ def create_app(secret: str, emit: Emitter = emit_to_prefect) -> Starlette:
     return Starlette(routes=[Route("/mlflow/webhook", webhook, methods=["POST"]), Route("/health", health)])
 
 
-def read_or_create_secret(path: Path) -> str:
-    """The shared HMAC secret, generated once: the file 0600, its directory 0700."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.parent.chmod(0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # made before (or by a concurrent `up`)
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
-
-
-def ensure_webhook(client: Any, url: str, secret: str) -> str:
-    """Register (or repoint) the MLflow webhook that calls this receiver; returns its id."""
-    for hook in client.list_webhooks():
-        if hook.name == WEBHOOK_NAME:
-            client.update_webhook(hook.webhook_id, url=url, secret=secret, status="ACTIVE")
-            return hook.webhook_id
-    return client.create_webhook(
-        WEBHOOK_NAME,
-        url,
-        events=["model_version.created"],
-        secret=secret,
-        description="Fires continuous delivery for every new model version",
-    ).webhook_id
-
-
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
@@ -187,9 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret-file", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
-        create_app(read_or_create_secret(args.secret_file)), host=args.host, port=args.port, log_level="warning"
-    )
+    uvicorn.run(create_app(private_secret(args.secret_file)), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from mlops.config import Config
+from mlops.config import Config, stack_settings
 from mlops.domain.record import Record
-from mlops.platform.settings import PROFILE_ENV
 
 DASK_ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"  # Dask's own name for it
 
@@ -43,12 +42,13 @@ class SearchCompute(Record):
         return None if self.address else 1
 
 
-def search_compute(config: Config, env: Mapping[str, str] = os.environ) -> SearchCompute:
-    """The runner `config.compute` asks for in this environment."""
+def search_compute(config: Config, env: Mapping[str, str] = os.environ, profile: str | None = None) -> SearchCompute:
+    """The runner `config.compute` asks for in this environment and the stack's profile (default: its settings')."""
     address = env.get(DASK_ADDRESS_ENV) or config.compute.dask_address
     runner = config.compute.search_runner
     if runner == "auto":
-        runner = "dask" if address or env.get(PROFILE_ENV) == "scale" else "threads"
+        profile = profile or stack_settings(config).profile
+        runner = "dask" if address or profile == "scale" else "threads"
     if runner == "threads":
         return SearchCompute(runner="threads")
     return SearchCompute(runner="dask", address=address, workers=config.compute.dask_workers)

@@ -1,7 +1,8 @@
 """Prefect automations kept in files (deployments/*.yaml) and applied to the stack's API by name.
 
-`load_automation` reads one entry of a file `prefect automation create --from-file` accepts;
-`stack_client` is a Prefect client on a stack's API with its credentials; `apply` creates the
+`prefect_settings` points this process's Prefect client at a stack's API with its credentials and
+`stack_client` is such a client (the one way the platform talks to the stack's Prefect);
+`load_automation` reads one entry of a file `prefect automation create --from-file` accepts; `apply` creates the
 automation or updates the one of that name (deleting duplicates a concurrent create left), and
 `remove` deletes every automation of a name. The zombie-run automation (mlops.platform.zombies) and
 the notifications (mlops.platform.notifications) are applied this way by `mlops up`.
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-AUTH_ENV = "PREFECT_API_AUTH_STRING"
+from mlops.config.stack import PREFECT_AUTH_ENV, StackNotSetUp, StackSettings
 
 
 def load_automations(path: Path) -> list[dict[str, Any]]:
@@ -36,18 +37,28 @@ def load_automation(path: Path, name: str) -> dict[str, Any]:
     return found[0]
 
 
-@contextmanager
-def stack_client(api_url: str, env: Mapping[str, str]) -> Iterator[Any]:
-    """A sync Prefect client on `api_url`, authenticated with `env`'s PREFECT_API_AUTH_STRING / PREFECT_API_KEY when set."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
+def prefect_settings(s: StackSettings) -> Any:
+    """A context in which this process's Prefect client talks to the stack `s`, authenticated.
 
-    updates: dict[Any, Any] = {PREFECT_API_URL: api_url}
-    if env.get(AUTH_ENV):
-        updates[PREFECT_API_AUTH_STRING] = env[AUTH_ENV]
-    if env.get("PREFECT_API_KEY"):
-        updates[PREFECT_API_KEY] = env["PREFECT_API_KEY"]
-    with temporary_settings(updates=updates), get_client(sync_client=True) as client:
+    Prefect reads its settings from the environment once, when it is first imported: a process that imported
+    Prefect before it knew the stack (as `up` does) must use this, not os.environ.
+    """
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    credentials = s.credential_env()
+    if not credentials:
+        raise StackNotSetUp(f"no stack credentials under {s.secrets_dir}: start the local stack with `make up`")
+    return temporary_settings(
+        updates={PREFECT_API_URL: s.prefect_api_url, PREFECT_API_AUTH_STRING: credentials[PREFECT_AUTH_ENV]}
+    )
+
+
+@contextmanager
+def stack_client(s: StackSettings) -> Iterator[Any]:
+    """A sync Prefect client on the stack `s`'s API, with its credentials."""
+    from prefect.client.orchestration import get_client
+
+    with prefect_settings(s), get_client(sync_client=True) as client:
         yield client
 
 

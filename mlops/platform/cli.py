@@ -101,9 +101,10 @@ def _hooks(args: argparse.Namespace) -> int:
 def _approve(args: argparse.Namespace) -> int:
     import getpass
 
-    from mlops.config import load_config
+    from mlops.config import load_config, stack_settings
+    from mlops.config.stack import StackNotSetUp
     from mlops.platform import approvals, processes
-    from mlops.platform.settings import StackNotSetUp, stack_settings
+    from mlops.platform.automations import prefect_settings
 
     config = load_config()
     stack = stack_settings(config)
@@ -115,7 +116,7 @@ def _approve(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        with stack.prefect_settings():
+        with prefect_settings(stack):
             run = approvals.answer(
                 args.name,
                 str(args.version),
@@ -172,9 +173,10 @@ def _run_on_stack(command: str, deployment: str, parameters: dict[str, Any], tim
 
     from prefect.exceptions import FlowRunWaitTimeout
 
-    from mlops.config import load_config
+    from mlops.config import load_config, stack_settings
+    from mlops.config.stack import StackNotSetUp
     from mlops.platform import processes
-    from mlops.platform.settings import StackNotSetUp, stack_settings
+    from mlops.platform.automations import prefect_settings
 
     stack = stack_settings(load_config())
     if not processes.http_ok(f"{stack.prefect_api_url}/health"):
@@ -185,7 +187,7 @@ def _run_on_stack(command: str, deployment: str, parameters: dict[str, Any], tim
         )
         return 2
     try:
-        with stack.prefect_settings():
+        with prefect_settings(stack):
             from prefect.deployments import run_deployment
             from prefect.flow_runs import wait_for_flow_run
 
@@ -215,8 +217,7 @@ def _history(args: argparse.Namespace) -> int:
 
     from mlops import render
     from mlops.adapters import listings, registry
-    from mlops.config import load_config
-    from mlops.platform.settings import stack_settings
+    from mlops.config import load_config, stack_settings
 
     config = load_config()
     for key, value in stack_settings(config).credential_env().items():  # as a shell that sourced .mlops/env

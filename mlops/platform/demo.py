@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mlops import waiting
 from mlops.config import Config, load_config, stack_use_cases
-from mlops.platform import stack
+from mlops.platform import automations, stack
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -118,7 +118,7 @@ def run_demo() -> int:
         return 1
     os.environ.update(settings.client_env())
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    with settings.prefect_settings():  # `up` imported Prefect before the environment named this stack
+    with automations.prefect_settings(settings):  # `up` imported Prefect before the environment named this stack
         return _run_loop(settings, load_config())
 
 

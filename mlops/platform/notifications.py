@@ -12,12 +12,12 @@ Prefect is imported inside the functions: importing this module costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from string import Template
 from typing import Any
 
 from mlops.config import NOTIFICATION_EVENTS, Notifications
+from mlops.config.stack import StackSettings
 from mlops.platform import automations
 
 NOTIFICATIONS_FILE = Path(__file__).resolve().parents[2] / "deployments" / "notifications.yaml"
@@ -48,18 +48,18 @@ def load_notifications(
     return [fill(automations.load_automation(path, automation_name(event))) for event in events]
 
 
-def ensure_notifications(api_url: str, env: Mapping[str, str], settings: Notifications, mlflow_url: str) -> str:
-    """Apply the notification automations for `settings.events` to the Prefect API at `api_url`, or remove them
+def ensure_notifications(s: StackSettings, settings: Notifications) -> str:
+    """Apply the notification automations for `settings.events` to the stack's Prefect API, or remove them
     all when no URL is configured (or an event is no longer selected). Returns a line for `up`'s log; the URL
     itself is never printed (a Slack URL is a secret)."""
     url = settings.url()
-    with automations.stack_client(api_url, env) as client:
+    with automations.stack_client(s) as client:
         wanted = list(settings.events) if url else []
         removed = sum(automations.remove(client, automation_name(e)) for e in NOTIFICATION_EVENTS if e not in wanted)
         if not url:
             return f"off (no webhook URL; {removed} removed)" if removed else "off (no webhook URL)"
         block_id = _save_block(url)
-        for automation in load_notifications(block_id, mlflow_url, wanted):
+        for automation in load_notifications(block_id, s.mlflow_uri, wanted):
             automations.apply(client, automation)
         return f"{', '.join(wanted)} → webhook (block {BLOCK_NAME})"
 

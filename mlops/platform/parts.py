@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops import waiting
+from mlops.config.stack import FOREIGN_ENV, HOST, PREFECT_AUTH_ENV, StackSettings, env_name, private_secret
 from mlops.platform import processes, warmstart
-from mlops.platform.settings import FOREIGN_ENV, HOST, PORT_ENV, PREFECT_AUTH_ENV, StackSettings
 
-WORK_POOL = "local"
 STOP_TIMEOUT = 20.0  # seconds a part gets to stop after TERM, before KILL
 
 
@@ -64,25 +63,15 @@ def base_env(s: StackSettings) -> dict[str, str]:
 
 def webhook_key(s: StackSettings) -> str:
     """The Fernet key MLflow encrypts webhook secrets with: made once, kept in `<state>/secrets` (0600)."""
-    path = s.secrets_dir / "mlflow-webhook-fernet.key"
-    if not path.exists():
-        from cryptography.fernet import Fernet
+    from cryptography.fernet import Fernet
 
-        s.secrets_dir.mkdir(parents=True, exist_ok=True)
-        s.secrets_dir.chmod(0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another `up` made it first
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as out:
-            out.write(Fernet.generate_key().decode())
-    return path.read_text().strip()
+    return private_secret(s.webhook_key_file, lambda: Fernet.generate_key().decode())
 
 
 def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
     """The stack's processes: `prefect`, `mlflow`, `worker`, `receiver` (and `postgres` first in the scale profile);
     `webhook_key` is only needed to start MLflow."""
-    from mlops.platform import postgres
+    from mlops.platform import deploy, postgres  # both build on this module
 
     base = base_env(s)
     prefect = bin_path("prefect")
@@ -173,7 +162,10 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         "warm": part(  # before the worker: its runs start from this preloaded process
             "warm starter",
             [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(s.warm_socket), str(s.project_root)],
-            worker_env | pool_env(),  # what the flow-run processes inherit at their start (malloc reads it only then)
+            worker_env
+            | deploy.pool_env(
+                s.project_root
+            ),  # what the flow-run processes inherit at their start (malloc reads it only then)
             s.project_root,
             0,
             f"unix:{s.warm_socket}",
@@ -181,7 +173,16 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         ),
         "worker": part(
             "worker",
-            [prefect, "worker", "start", "--pool", WORK_POOL, "--name", f"{WORK_POOL}-worker", "--with-healthcheck"],
+            [
+                prefect,
+                "worker",
+                "start",
+                "--pool",
+                deploy.WORK_POOL,
+                "--name",
+                f"{deploy.WORK_POOL}-worker",
+                "--with-healthcheck",
+            ],
             worker_env,
             s.project_root,
             s.worker_port,
@@ -198,18 +199,6 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
     }
 
 
-def pool_env() -> dict[str, str]:
-    """The `local` work pool's job environment, from prefect.yaml (its `definitions`)."""
-    from deployments.targets import load_prefect_yaml
-
-    return dict(load_prefect_yaml()["definitions"]["work_pools"]["local"]["job_variables"].get("env", {}))
-
-
-def warm_command() -> str:
-    """The `local` pool's command: warmstart's client, which falls back to `python -m prefect.engine` by itself."""
-    return f"{sys.executable} -m mlops.platform.warmstart"
-
-
 def part_pids(s: StackSettings) -> dict[str, set[int]]:
     """The live processes of each part: the pid-file process and its descendants."""
     return {key: processes.tree_pids(part.pid_file) for key, part in parts(s).items()}
@@ -218,7 +207,7 @@ def part_pids(s: StackSettings) -> dict[str, set[int]]:
 def check_ports(by_key: dict[str, Part]) -> None:
     """Fail before starting anything when a part that is not running would find its port taken."""
     taken = [
-        f"{part.name}: port {part.port} (set {PORT_ENV[key]})"
+        f"{part.name}: port {part.port} (set {env_name(f'{key}_port')})"
         for key, part in by_key.items()
         if part.port and part.running() is None and processes.port_in_use(HOST, part.port)
     ]

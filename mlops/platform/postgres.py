@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from mlops.platform.settings import HOST, POSTGRES_USER, StackSettings, private_secret
+from mlops.config.stack import HOST, POSTGRES_USER, StackSettings, private_secret
 
 SUPERUSER = POSTGRES_USER
 OS_USER = "postgres"  # who runs the server when `up` runs as root (Debian's package makes this user)

@@ -20,9 +20,9 @@ from typing import Any
 import psutil
 
 from mlops.config import Config, config_named, load_config, stack_use_cases, use_cases
-from mlops.platform import locks, processes
+from mlops.config.stack import StackSettings
+from mlops.platform import automations, locks, processes
 from mlops.platform.parts import STOP_TIMEOUT, StackError
-from mlops.platform.settings import StackSettings
 
 SERVICE_PID_SLACK = 30.0  # seconds a model service may have started before Terraform wrote its pid file
 LOCK_WAIT = 30.0  # seconds `up` waits for an environment's lock before leaving the environment to its holder
@@ -158,9 +158,7 @@ def _restore_targets(s: StackSettings, config: Config) -> list[tuple[Config, Any
 @contextmanager
 def _holding_locks(s: StackSettings, wanted: list[str]) -> Iterator[set[str]]:
     """Hold the lock of each environment in `wanted` that is free within LOCK_WAIT; yields the environments held."""
-    from prefect.client.orchestration import get_client
-
-    with s.prefect_settings(), get_client(sync_client=True) as client, ExitStack() as holding:
+    with automations.stack_client(s) as client, ExitStack() as holding:
         try:
             held = holding.enter_context(locks.holding_free(client, wanted, wait=LOCK_WAIT, lease=LOCK_LEASE))
         except Exception as exc:  # the Prefect client raises several types; without the locks nothing is restored

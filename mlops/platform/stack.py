@@ -4,9 +4,8 @@ Everything binds to 127.0.0.1 and everything it writes (databases, artifacts, lo
 secrets) lives under the state dir, `.mlops/` by default. Each part runs detached in its own
 session and is tracked by a pid file, so `down` stops it with all its children. Both servers
 require credentials (Prefect's API auth string, MLflow's basic-auth app), generated under
-`<state>/secrets/` and given to every client through its environment. Where the stack
-lives and listens is mlops/platform/settings.py's (`StackSettings` and `stack_settings` are
-re-exported here for the CLI, the demo and the bench).
+`<state>/secrets/` and given to every client through its environment. Where the stack lives
+and listens is its settings' (mlops/config/stack.py); which parts there are, mlops/platform/parts.py's.
 """
 
 from __future__ import annotations
@@ -14,83 +13,26 @@ from __future__ import annotations
 import fcntl
 import os
 import shlex
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from mlops.config import load_config, stack_use_cases
+from mlops.adapters.webhooks import ensure_webhook
+from mlops.config import load_config, stack_settings
+from mlops.config.stack import StackSettings, env_name, private_secret, recorded_profile, write_private
+from mlops.platform import automations, deploy, notifications, services, warmstart, zombies
 from mlops.platform import parts as stack_parts
-from mlops.platform import services, warmstart
-from mlops.platform.parts import WORK_POOL, Part, StackError, part_pids, parts  # noqa: F401 - re-exported
-from mlops.platform.services import service_record  # noqa: F401 - re-exported
-from mlops.platform.settings import (
-    PREFECT_AUTH_ENV,
-    PROFILE_ENV,
-    StackSettings,
-    recorded_profile,
-    stack_settings,
-    write_private,
-)
+from mlops.platform.parts import Part, StackError, part_pids, parts  # noqa: F401 - re-exported
 from mlops.platform.status import status  # noqa: F401 - re-exported
 
 RECONCILE_DEPLOYMENT = "delivery-reconciliation/reconcile"  # prefect.yaml
 SERVER_START_TIMEOUT = 180.0  # seconds; each server alone answers in ≈ 20-30 s
 WORKER_START_TIMEOUT = 60.0
-CLI_TIMEOUT = 300.0
-
-
-def _prefect_cli(s: StackSettings, env: dict[str, str], *args: str, ok_if: str | None = None) -> str:
-    """Run a `prefect` command against this stack from the repo root; output is appended to logs/cli.log."""
-    cmd = [stack_parts.bin_path("prefect"), "--no-prompt", *args]
-    proc = subprocess.run(
-        cmd, env=env, cwd=s.project_root, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False
-    )
-    output = proc.stdout + proc.stderr
-    s.log_dir.mkdir(parents=True, exist_ok=True)
-    with open(s.log_dir / "cli.log", "a") as log:
-        log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)} (exit {proc.returncode})\n{output}")
-    if proc.returncode != 0 and not (ok_if and ok_if in output):
-        raise StackError(f"`prefect {' '.join(args)}` failed (exit {proc.returncode}):\n{output[-4000:]}")
-    return output
-
-
-def _ensure_work_pool(s: StackSettings, env: dict[str, str]) -> str:
-    """The process work pool, created unless it exists (a plain GET: the CLI costs seconds to start), with warmstart's
-    client as its command (the runs start from the warm starter's preloaded process)."""
-    url = f"{s.prefect_api_url}/work_pools/{WORK_POOL}"
-    try:
-        response = httpx.get(url, auth=_prefect_auth(s), timeout=10)
-        outcome = "exists"
-        if response.status_code == 404:
-            _prefect_cli(s, env, "work-pool", "create", WORK_POOL, "--type", "process", ok_if="already exists")
-            response, outcome = httpx.get(url, auth=_prefect_auth(s), timeout=10), "created"
-        if response.status_code != 200:
-            raise StackError(f"work pool {WORK_POOL!r}: Prefect answered {response.status_code}: {response.text[:500]}")
-        template = response.json()["base_job_template"]
-        command = template["variables"]["properties"]["command"]
-        if command.get("default") != stack_parts.warm_command():
-            command["default"] = stack_parts.warm_command()
-            patched = httpx.patch(url, json={"base_job_template": template}, auth=_prefect_auth(s), timeout=10)
-            if patched.status_code >= 300:
-                raise StackError(
-                    f"work pool {WORK_POOL!r}: setting its command failed ({patched.status_code}): {patched.text[:500]}"
-                )
-            outcome += ", command: warm start"
-    except httpx.HTTPError as exc:
-        raise StackError(f"work pool {WORK_POOL!r}: cannot reach Prefect at {s.prefect_api_url}: {exc}") from None
-    return outcome
-
-
-def _prefect_auth(s: StackSettings) -> httpx.BasicAuth:
-    """This stack's Prefect API credentials for a plain httpx call."""
-    user, _, password = s.credential_env()[PREFECT_AUTH_ENV].partition(":")
-    return httpx.BasicAuth(user, password)
 
 
 def _require_authentication(s: StackSettings) -> None:
@@ -172,10 +114,10 @@ def _up(s: StackSettings) -> int:
             print(f"  {part.name}: {stack_parts.start(part)}, log {part.log_file}", flush=True)
         stack_parts.await_healthy(prefect, SERVER_START_TIMEOUT)
         client_env = stack_parts.base_env(s)
-        print(f"  work pool {WORK_POOL!r}: {_ensure_work_pool(s, client_env)}", flush=True)
+        print(f"  work pool {deploy.WORK_POOL!r}: {deploy.ensure_work_pool(s, client_env)}", flush=True)
         print(f"  {worker.name}: {stack_parts.start(worker)}, log {worker.log_file}", flush=True)
         step = time.monotonic()
-        print(f"  deployments: {_deploy(s, client_env)} ({time.monotonic() - step:.1f} s)", flush=True)
+        print(f"  deployments: {deploy.deploy_all(s, client_env)} ({time.monotonic() - step:.1f} s)", flush=True)
         print(f"  {receiver.name}: {stack_parts.start(receiver)}, log {receiver.log_file}", flush=True)
         stack_parts.await_healthy(worker, WORKER_START_TIMEOUT)
         stack_parts.await_healthy(warm, WORKER_START_TIMEOUT)
@@ -183,12 +125,17 @@ def _up(s: StackSettings) -> int:
         stack_parts.await_healthy(receiver, WORKER_START_TIMEOUT)
         _require_authentication(s)
         with _as_client(s):
-            print(f"  MLflow webhook: {_ensure_webhook(s)} → {s.webhook_url}", flush=True)
+            hook = _step("register the MLflow webhook", s.mlflow_uri, lambda: _ensure_webhook(s))
+            print(f"  MLflow webhook: {hook} → {s.webhook_url}", flush=True)
             _write_env_file(s)
             services.restore_model_services(s)
-            print(f"  zombie-run automation: {_ensure_zombie_automation(s, client_env)}", flush=True)
-            print(f"  notifications: {_ensure_notifications(s, client_env)}", flush=True)
-            print(f"  delivery reconciliation: {_reconcile_now(s, client_env)}", flush=True)
+            api = s.prefect_api_url
+            zombie = _step("create the zombie-run automation", api, lambda: zombies.ensure_zombie_automation(s))
+            print(f"  zombie-run automation: {zombie}", flush=True)
+            notify = lambda: notifications.ensure_notifications(s, load_config().notifications)  # noqa: E731
+            print(f"  notifications: {_step('apply the notification automations', api, notify)}", flush=True)
+            reconcile = _step(f"start {RECONCILE_DEPLOYMENT}", api, lambda: _reconcile_now(s))
+            print(f"  delivery reconciliation: {reconcile}", flush=True)
     except StackError as exc:
         print(f"mlops up: {exc}", file=sys.stderr)
         print("Parts that started keep running: `mlops status`, `mlops down`.", file=sys.stderr)
@@ -230,8 +177,8 @@ def _keep_profile(s: StackSettings) -> None:
     recorded = recorded_profile(s.state_dir)
     if recorded and recorded != s.profile:
         raise StackError(
-            f"{s.state_dir} holds a stack of the {recorded!r} profile, and {PROFILE_ENV}={s.profile!r} asks for the other: "
-            f"unset {PROFILE_ENV} to use it, or give the {s.profile} stack its own MLOPS_STATE_DIR"
+            f"{s.state_dir} holds a stack of the {recorded!r} profile, and {env_name('profile')}={s.profile!r} asks for the other: "
+            f"unset {env_name('profile')} to use it, or give the {s.profile} stack its own MLOPS_STATE_DIR"
         )
     s.state_dir.mkdir(parents=True, exist_ok=True)
     s.profile_file.write_text(s.profile + "\n")
@@ -262,62 +209,21 @@ def _postgres_up(s: StackSettings) -> dict[str, Part]:
     return by_key
 
 
-def _deploy(s: StackSettings, env: dict[str, str]) -> str:
-    """`prefect deploy --all`, keeping each schedule on or off as the user left it in the UI (mlops.platform.schedules).
-
-    Skipped when what it would apply is what the last `up` applied (prefect.yaml, the flows' code
-    that gives each deployment its parameter form, this checkout's path) and every deployment is
-    still on the server: `prefect deploy` costs ≈ 8 s of CPU, and `up` runs after every restart.
-    """
-    from mlops.platform import automations, schedules
-
-    applied, digest = s.prefect_home / "deployed.sha256", schedules.deployed_digest(s.project_root)
-    others = [name for name in stack_use_cases() if name != load_config().name]  # the file's schedules run the default
+def _step(what: str, where: str, action: Callable[[], str]) -> str:
+    """One of `up`'s steps on an API; any error of Prefect's or MLflow's clients (they raise several types) stops `up`,
+    naming the step and the server."""
     try:
-        with automations.stack_client(s.prefect_api_url, env) as client:
-            if applied.exists() and applied.read_text() == digest and schedules.all_deployed(s.project_root, client):
-                return "unchanged since the last `up`"
-            flags = schedules.remember(client)
-            _prefect_cli(s, env, "deploy", "--all", "--prefect-file", str(s.project_root / "prefect.yaml"))
-            schedules.copy_for_use_cases(client, others)
-            kept = schedules.restore(client, flags)
+        return action()
     except StackError:
         raise
-    except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
-        raise StackError(f"cannot read or restore the deployments' schedules at {s.prefect_api_url}: {exc}") from None
-    applied.write_text(digest)
-    return "applied from prefect.yaml" + (f"; kept as set in the UI: {', '.join(kept)}" if kept else "")
+    except Exception as exc:
+        raise StackError(f"cannot {what} at {where}: {exc}") from None
 
 
-def _ensure_zombie_automation(s: StackSettings, env: dict[str, str]) -> str:
-    """Prefect's zombie-run automation (deployments/automations.yaml): runs silent for 90 s become Crashed."""
-    from mlops.platform.zombies import ensure_zombie_automation
-
-    try:
-        return ensure_zombie_automation(s.prefect_api_url, env)
-    except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
-        raise StackError(f"cannot create the zombie-run automation at {s.prefect_api_url}: {exc}") from None
-
-
-def _ensure_notifications(s: StackSettings, env: dict[str, str]) -> str:
-    """The notification automations (deployments/notifications.yaml) for the config's webhook, or none without one."""
-    from mlops.platform.notifications import ensure_notifications
-
-    try:
-        return ensure_notifications(s.prefect_api_url, env, load_config().notifications, s.mlflow_uri)
-    except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
-        raise StackError(f"cannot apply the notification automations at {s.prefect_api_url}: {exc}") from None
-
-
-def _reconcile_now(s: StackSettings, env: dict[str, str]) -> str:
+def _reconcile_now(s: StackSettings) -> str:
     """Start one delivery reconciliation: versions registered while the stack was down get their CD run."""
-    from mlops.platform import automations
-
-    try:
-        with automations.stack_client(s.prefect_api_url, env) as client:  # the API: the CLI costs seconds to start
-            run = client.create_flow_run_from_deployment(client.read_deployment_by_name(RECONCILE_DEPLOYMENT).id)
-    except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
-        raise StackError(f"cannot start {RECONCILE_DEPLOYMENT} at {s.prefect_api_url}: {exc}") from None
+    with automations.stack_client(s) as client:  # the API: the CLI costs seconds to start
+        run = client.create_flow_run_from_deployment(client.read_deployment_by_name(RECONCILE_DEPLOYMENT).id)
     return f"started (flow run {run.id})"
 
 
@@ -325,13 +231,8 @@ def _ensure_webhook(s: StackSettings) -> str:
     """Point MLflow's `model_version.created` webhook at the receiver (shared HMAC secret, 0600 file)."""
     from mlflow.tracking import MlflowClient
 
-    from deployments.mlflow_events import ensure_webhook, read_or_create_secret
-
-    secret = read_or_create_secret(s.webhook_secret_file)
-    try:
-        return f"registered (id {ensure_webhook(MlflowClient(s.mlflow_uri, registry_uri=s.mlflow_uri), s.webhook_url, secret)})"
-    except Exception as exc:  # MLflow's client raises several types; any of them stops `up`
-        raise StackError(f"cannot register the MLflow webhook at {s.mlflow_uri}: {exc}") from None
+    client = MlflowClient(s.mlflow_uri, registry_uri=s.mlflow_uri)
+    return f"registered (id {ensure_webhook(client, s.webhook_url, private_secret(s.webhook_secret_file))})"
 
 
 def _shown(path: Path) -> str:

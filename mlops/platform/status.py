@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mlops.config import stack_settings
+from mlops.config.stack import StackSettings
 from mlops.platform import services
 from mlops.platform.parts import parts
-from mlops.platform.settings import StackSettings, stack_settings
 
 
 def status(settings: StackSettings | None = None, as_json: bool = False) -> int:

@@ -13,12 +13,11 @@ Prefect is imported inside the functions: importing this module costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlops.config.stack import HEARTBEAT_ENV, HEARTBEAT_SECONDS, StackSettings  # noqa: F401 - re-exported for callers
 from mlops.platform import automations
-from mlops.platform.settings import HEARTBEAT_ENV, HEARTBEAT_SECONDS  # noqa: F401 - re-exported for callers
 
 AUTOMATION_FILE = Path(__file__).resolve().parents[2] / "deployments" / "automations.yaml"
 AUTOMATION_NAME = "crash-zombie-flow-runs"
@@ -41,17 +40,15 @@ def load_automation(
 
 
 def ensure_zombie_automation(
-    api_url: str,
-    env: Mapping[str, str],
+    s: StackSettings,
     *,
     path: Path = AUTOMATION_FILE,
     name: str = AUTOMATION_NAME,
     within: float | None = None,
 ) -> str:
-    """Create the zombie-run automation on the Prefect API at `api_url`, or update it when one has that name.
+    """Create the zombie-run automation on the stack's Prefect API, or update it when one has that name.
 
-    `env` is a client environment of the stack: its PREFECT_API_AUTH_STRING (when set) authenticates.
     Returns what happened, for `up`'s log line: "created (id …)" or "updated (id …)".
     """
-    with automations.stack_client(api_url, env) as client:
+    with automations.stack_client(s) as client:
         return automations.apply(client, load_automation(path, name, within))

@@ -32,8 +32,9 @@ import pytest
 
 from mlops import waiting
 from mlops.config import PROJECT_ROOT, load_config
+from mlops.config.stack import StackSettings
 from mlops.platform import processes
-from mlops.platform.settings import CONFIG_ENV, StackSettings
+from mlops.platform.automations import prefect_settings
 from mlops.platform.stack import down, part_pids, parts, up
 from tests.conftest import quick_delivery_config
 
@@ -130,7 +131,7 @@ def e2e_config(tmp_path_factory: pytest.TempPathFactory, notification_receiver: 
     changes = {"notifications.webhook_url": notification_receiver.url, "feedback.max_calibration_error": 0.2}
     path = stack_test_config(tmp_path_factory.mktemp("config"), changes)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(CONFIG_ENV, str(path))
+        patch.setenv("MLOPS_CONFIG", str(path))
         yield path
 
 
@@ -173,7 +174,7 @@ def client_of(stack: StackSettings) -> Iterator[SyncPrefectClient]:
     """A sync Prefect client on `stack`; Prefect calls made meanwhile (run_deployment) go there too."""
     from prefect.client.orchestration import get_client
 
-    with stack.prefect_settings(), get_client(sync_client=True) as client:
+    with prefect_settings(stack), get_client(sync_client=True) as client:
         yield client
 
 
@@ -242,7 +243,7 @@ def finished(stack: StackSettings, flow_run_id: UUID | str, what: str, timeout: 
     from prefect.exceptions import FlowRunWaitTimeout
     from prefect.flow_runs import wait_for_flow_run
 
-    with stack.prefect_settings():
+    with prefect_settings(stack):
         try:
             return asyncio.run(wait_for_flow_run(UUID(str(flow_run_id)), timeout=int(timeout)))
         except FlowRunWaitTimeout:

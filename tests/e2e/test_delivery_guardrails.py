@@ -21,6 +21,7 @@ import pytest
 from mlops import waiting
 from mlops.config import load_config
 from mlops.platform import approvals
+from mlops.platform.automations import prefect_settings
 from tests.conftest import write_config
 from tests.e2e.conftest import (
     CD_DEPLOYMENT,
@@ -100,7 +101,7 @@ def test_a_manual_approval_waits_on_the_worker_promotes_when_approved_and_reject
     paused = _paused(stack, prefect_client, name, approved)
     assert paused.id == run.id and served_version(port) == champion
     assert mlflow_client.get_model_version(name, approved).tags.get("deployment") is None
-    with stack.prefect_settings():
+    with prefect_settings(stack):
         approvals.answer(name, approved, approve=True, approver="alice", comment="e2e", default_model=name)
     state = wait_for_flow_run(run.id)
     assert state.is_completed() and state.name == "Completed", state

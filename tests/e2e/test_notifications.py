@@ -29,14 +29,13 @@ def test_without_a_url_nothing_is_left_to_send_and_with_one_each_event_has_one_a
     assert notification_receiver.url not in str(block.data), "the webhook URL is a secret: the API must not show it"
 
     monkeypatch.delenv(WEBHOOK_URL_ENV, raising=False)
-    env, mlflow = stack.client_env(), stack.mlflow_uri
     try:
-        outcome = notifications.ensure_notifications(stack.prefect_api_url, env, Notifications(), mlflow)
+        outcome = notifications.ensure_notifications(stack, Notifications())
         assert outcome == f"off (no webhook URL; {len(NAMES)} removed)", outcome
         assert _present(prefect_client) == dict.fromkeys(NAMES, 0)
         only = Notifications(webhook_url=notification_receiver.url, events=["cd_rejected"])
-        notifications.ensure_notifications(stack.prefect_api_url, env, only, mlflow)
+        notifications.ensure_notifications(stack, only)
         assert _present(prefect_client) == {name: int(name == "notify-cd-rejected") for name in NAMES}
     finally:  # the session's stack as `up` left it
-        notifications.ensure_notifications(stack.prefect_api_url, env, load_config().notifications, mlflow)
+        notifications.ensure_notifications(stack, load_config().notifications)
     assert _present(prefect_client) == dict.fromkeys(NAMES, 1)  # applied twice: still one each

@@ -13,7 +13,7 @@ import pytest
 
 from mlops.adapters import sources
 from mlops.config import PROJECT_ROOT, load_config
-from mlops.platform.parts import WORK_POOL
+from mlops.platform.deploy import WORK_POOL
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 
-from mlops.platform.settings import MLFLOW_PASSWORD_ENV, MLFLOW_USERNAME_ENV, PREFECT_AUTH_ENV, StackSettings
+from mlops.config.stack import MLFLOW_PASSWORD_ENV, MLFLOW_USERNAME_ENV, PREFECT_AUTH_ENV, StackSettings
 
 pytestmark = pytest.mark.e2e
 

@@ -19,10 +19,11 @@ from prefect.client.orchestration import SyncPrefectClient
 from mlops import waiting
 from mlops.adapters import environments
 from mlops.config import PROJECT_ROOT, load_config
+from mlops.config.stack import StackSettings
 from mlops.platform import processes
 from mlops.platform import stack as local_stack
-from mlops.platform.parts import parts, warm_command
-from mlops.platform.settings import StackSettings
+from mlops.platform.deploy import warm_command
+from mlops.platform.parts import parts
 from mlops.platform.stack import part_pids
 from tests.e2e.conftest import WebhookReceiver, served_version
 

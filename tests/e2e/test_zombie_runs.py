@@ -79,14 +79,13 @@ def _heartbeats(prefect_client, flow_run_id: UUID) -> int:
 @pytest.fixture
 def zombie_automation(stack, prefect_client) -> Iterator[str]:
     """The zombie automation on the stack with the test's window; afterwards as the stack had it (or none)."""
-    env = stack.credential_env()
-    outcome = zombies.ensure_zombie_automation(stack.prefect_api_url, env, within=WITHIN_S)
+    outcome = zombies.ensure_zombie_automation(stack, within=WITHIN_S)
     yield outcome
     if outcome.startswith("created"):  # `up` does not apply it (yet): leave the session's stack as it was
         for automation in prefect_client.read_automations_by_name(zombies.AUTOMATION_NAME):
             prefect_client.delete_automation(automation.id)
     else:
-        zombies.ensure_zombie_automation(stack.prefect_api_url, env)  # back to the file's window
+        zombies.ensure_zombie_automation(stack)  # back to the file's window
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ def test_each_other_use_case_gets_its_own_copy_of_every_schedule_once_and_keeps_
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.schedules import CronSchedule
 
-    from mlops.platform import schedules
+    from mlops.platform import deploy as schedules
 
     with get_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name("schedules-under-test")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.platform.settings import CONFIG_ENV, StackSettings
+from mlops.config.stack import StackSettings
 from tests.e2e.conftest import (
     _free_ports,
     mlflow_client,
@@ -44,7 +44,7 @@ def stack() -> Iterator[StackSettings]:
         profile="scale",
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(CONFIG_ENV, str(config))
+        patch.setenv("MLOPS_CONFIG", str(config))
         try:
             with running_stack(settings, "the scale stack (PostgreSQL missing or not installable?)"):
                 yield settings

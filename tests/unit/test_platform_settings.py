@@ -1,23 +1,24 @@
-"""The stack's settings: the config's `stack:` section, the MLOPS_* overrides, and what a stack process inherits."""
+"""The stack's settings, read in their stated order (arguments, MLOPS_* environment, the state dir's files, the config's
+`stack:` section, defaults), and what a stack process inherits."""
 
 from pathlib import Path
 
 import pytest
 
-from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
-from mlops.platform import settings
-from mlops.platform.settings import StackSettings, stack_settings
+from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config, stack_settings
+from mlops.config import stack as settings
+from mlops.config.stack import StackSettings, env_name
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.unit
 
-OVERRIDES = (settings.STATE_DIR_ENV, settings.PROFILE_ENV, *settings.PORT_ENV.values())
+OVERRIDES = tuple(env_name(field) for field in StackSettings.model_fields)
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No stack variables from the developer's shell (a sourced `.mlops/env` sets them all)."""
-    for name in (*OVERRIDES, settings.CONFIG_ENV):
+    for name in (*OVERRIDES, "MLOPS_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -39,8 +40,8 @@ def test_the_config_sets_every_port_and_the_environment_wins(clean_env: pytest.M
     config = load_config(write_config(DEFAULT_CONFIG, tmp_path, ports))
     assert (stack_settings(config).worker_port, stack_settings(config).receiver_port) == (6201, 6202)
 
-    clean_env.setenv(settings.WORKER_PORT_ENV, "7201")
-    clean_env.setenv(settings.STATE_DIR_ENV, str(tmp_path / "state"))
+    clean_env.setenv(env_name("worker_port"), "7201")
+    clean_env.setenv(env_name("state_dir"), str(tmp_path / "state"))
     s = stack_settings(config)
     assert (s.prefect_port, s.mlflow_port, s.worker_port, s.receiver_port) == (6200, 6300, 7201, 6202)
     assert s.state_dir == tmp_path / "state"
@@ -58,7 +59,20 @@ def test_a_shell_with_the_client_env_finds_the_same_stack(clean_env: pytest.Monk
 def test_a_stack_process_inherits_nothing_that_points_at_another_stack() -> None:
     stack = StackSettings(state_dir=Path("/s"), prefect_port=1, mlflow_port=2, worker_port=3, receiver_port=4)
     assert set(stack.client_env()) <= set(settings.FOREIGN_ENV)
-    assert settings.CONFIG_ENV not in settings.FOREIGN_ENV  # the e2e and bench stacks run another config on purpose
+    assert "MLOPS_CONFIG" not in settings.FOREIGN_ENV  # the e2e and bench stacks run another config on purpose
+
+
+def test_arguments_win_over_the_environment_which_wins_over_the_state_dir_and_the_section(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / settings.PROFILE_FILE).write_text("scale\n")
+    section = settings.Stack(prefect_port=6200, mlflow_port=6300, state_dir=tmp_path)
+    clean_env.setenv(env_name("mlflow_port"), "7300")
+    s = settings.stack_settings_of(section, prefect_port=8200)
+    assert (s.prefect_port, s.mlflow_port, s.worker_port, s.profile) == (8200, 7300, 4201, "scale")
+    clean_env.setenv(env_name("profile"), "embedded")
+    assert settings.stack_settings_of(section).profile == "embedded"
+    assert settings.stack_settings_of(section, profile="scale").profile == "scale"
 
 
 def test_ports_must_differ(tmp_path: Path) -> None:
@@ -74,13 +88,13 @@ def test_an_invalid_stack_port_names_the_key(tmp_path: Path) -> None:
 def test_the_profile_comes_from_the_environment_else_from_what_the_state_dir_was_made_with(
     clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    clean_env.setenv(settings.STATE_DIR_ENV, str(tmp_path))
+    clean_env.setenv(env_name("state_dir"), str(tmp_path))
     assert stack_settings().profile == "embedded"  # a new state dir
     (tmp_path / settings.PROFILE_FILE).write_text("scale\n")
     assert stack_settings().profile == "scale"  # `mlops down` and `status` find the PostgreSQL of a scale stack
-    clean_env.setenv(settings.PROFILE_ENV, "embedded")
+    clean_env.setenv(env_name("profile"), "embedded")
     assert stack_settings().profile == "embedded"  # asked for: `up` refuses it on this dir (stack._keep_profile)
-    clean_env.setenv(settings.PROFILE_ENV, "cluster")
+    clean_env.setenv(env_name("profile"), "cluster")
     with pytest.raises(ValueError, match="profile"):
         stack_settings()
 
@@ -98,7 +112,7 @@ def test_a_scale_stack_hands_its_profile_and_database_port_to_every_process_but_
         profile="scale",
     )
     env = s.client_env()
-    assert env[settings.PROFILE_ENV] == "scale" and env[settings.POSTGRES_PORT_ENV] == "5"
+    assert env[env_name("profile")] == "scale" and env[env_name("postgres_port")] == "5"
     assert s.postgres_url("prefect").startswith("postgresql://mlops:@")  # a reader before `up`: no password, none made
     assert not s.postgres_password_file.exists()
     s.ensure_credentials()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mlops.config import PROJECT_ROOT
-from mlops.platform import settings
-from mlops.platform.settings import StackSettings
+from mlops.config import stack as settings
+from mlops.config.stack import StackSettings
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,8 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from starlette.testclient import TestClient
 
-from deployments.mlflow_events import create_app, read_or_create_secret, registered_event, signature, verify
+from deployments.mlflow_events import create_app, registered_event, signature, verify
+from mlops.config.stack import private_secret
 
 pytestmark = pytest.mark.unit
 
@@ -80,10 +81,10 @@ def test_receiver_emits_once_per_delivery_and_refuses_forgeries():
 
 def test_secret_file_is_created_private_and_reused(tmp_path):
     path = tmp_path / "secrets" / "webhook_secret"
-    first = read_or_create_secret(path)
+    first = private_secret(path)
     assert len(first) >= 32 and (path.stat().st_mode & 0o777) == 0o600
     assert (path.parent.stat().st_mode & 0o777) == 0o700
-    assert read_or_create_secret(path) == first
+    assert private_secret(path) == first
 
 
 def test_verify_compares_a_non_ascii_signature_without_raising():

@@ -10,15 +10,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mlops.config.stack import FOREIGN_ENV
 from mlops.domain.record import Record
-from mlops.platform.settings import CONFIG_ENV, FOREIGN_ENV
 
 SUITE_TIMEOUT_S = 3600.0
 GIT_TIMEOUT_S = 120.0
 
 # Settings that would point a suite at a running stack, a user's profile or another config:
 # the suites must behave as they do in a fresh shell (`make test`), whoever starts CI.
-_STACK_ENV = (*FOREIGN_ENV, CONFIG_ENV, "PYTHONPATH")
+_STACK_ENV = (*FOREIGN_ENV, "MLOPS_CONFIG", "PYTHONPATH")
 
 
 class CheckoutError(RuntimeError):
