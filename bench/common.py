@@ -24,6 +24,8 @@ from mlops.config import DEFAULT_CONFIG
 from mlops.platform import processes
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the checkout's flows/ and tasks/ (not installed: pyproject.toml)
+    sys.path.append(str(ROOT))
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from mlops.config import PROJECT_ROOT
+from mlops.platform.deploy import load_prefect_yaml
 
 TARGETS = ("kubernetes", "docker")
 WORKDIR = "/opt/prefect-mlops"  # where the image holds the repository (its Dockerfile's WORKDIR)
@@ -82,16 +83,12 @@ def for_target(prefect_yaml: dict[str, Any], target: str, image: str) -> dict[st
     return out
 
 
-def load_prefect_yaml() -> dict[str, Any]:
-    return yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", choices=TARGETS)
     parser.add_argument("--image", required=True, help="the image holding this repository at " + WORKDIR)
     args = parser.parse_args(argv)
-    rendered = for_target(load_prefect_yaml(), args.target, args.image)
+    rendered = for_target(load_prefect_yaml(PROJECT_ROOT), args.target, args.image)
     sys.stdout.write(
         f"# Made by `python -m deployments.targets {args.target} --image {args.image}` from prefect.yaml; "
         "edit prefect.yaml, not this.\n"

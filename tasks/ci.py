@@ -13,12 +13,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
-from mlops import render
+from mlops import ci, render
 from mlops.adapters import registry, sources
 from mlops.config import USE_CASE_LABEL, Config, use_cases
 from mlops.domain.checks import Check
 from mlops.domain.split import split_frame
-from mlops.platform import ci
 
 CI_PASSED = "mlops.ci.passed"  # continuous-training/retrain's trigger in prefect.yaml expects this name
 

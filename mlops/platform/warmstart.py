@@ -7,7 +7,7 @@ instead of a fresh interpreter: ≈ 8-10 s of imports on 2 cores for a flow run,
 One module, two halves, stdlib only at import so that the client starts in milliseconds:
 
 - **the server** (`python -m mlops.platform.warmstart serve SOCKET`), a part of the stack: imports
-  `prefect.engine` and every flow module once, listens on a Unix socket (0600, in the state dir) and, per
+  `prefect.engine` and every flow prefect.yaml deploys once, listens on a Unix socket (0600, in the state dir) and, per
   request, forks a child that becomes the flow-run process: the client's stdin/stdout/stderr, environment
   and working directory, Prefect's settings re-read from that environment, then `python -m prefect.engine`'s
   own code, or the module the client names (runpy). The server never starts a thread, so a fork copies no held
@@ -42,17 +42,6 @@ from typing import Any, NoReturn
 
 SOCKET_ENV = "MLOPS_WARM_SOCKET"
 ENGINE = "prefect.engine"  # what the process worker would run: `python -m prefect.engine`
-FLOW_MODULES = (
-    "flows.continuous_training",
-    "flows.continuous_delivery",
-    "flows.drift_monitoring",
-    "flows.batch_scoring",
-    "flows.continuous_integration",
-    "flows.reconciliation",
-    "flows.rollback",
-    "flows.policy_replay",
-    "flows.feedback",
-)
 # The model service's start (`mlops serve`, started by Terraform through this module's client): MLflow's model
 # loading, skops (whose import walks every scikit-learn module) and the service's own modules.
 # (`mlops.platform.cli` itself is left to runpy, which runs it as __main__.)
@@ -132,8 +121,10 @@ def _preload(root: Path) -> dict[str, float]:
     """Import the engine and the flows; the project files now loaded, with their modification times."""
     import importlib
 
+    from mlops.platform.deploy import flow_modules  # the flows prefect.yaml deploys
+
     sys.path.insert(0, str(root))
-    for name in (ENGINE, "prefect.flow_engine", *FLOW_MODULES, *SERVICE_MODULES):
+    for name in (ENGINE, "prefect.flow_engine", *flow_modules(root), *SERVICE_MODULES):
         importlib.import_module(name)
     loaded = {}
     for module in list(sys.modules.values()):

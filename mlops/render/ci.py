@@ -6,7 +6,7 @@ from typing import Any
 
 from mlops.render.common import table, verdict
 
-# CI's results are platform types (mlops.platform.ci), so they come in as Any, named in the docstrings.
+# CI's results are platform types (mlops.ci), so they come in as Any, named in the docstrings.
 
 
 def suite_rows(report: Any) -> list[dict[str, Any]]:

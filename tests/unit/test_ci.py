@@ -14,10 +14,10 @@ import pytest
 from mlflow.models.signature import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from mlops import render, waiting
+from mlops import ci, render, waiting
+from mlops.ci import infra_check, model_check
 from mlops.domain.checks import Check
-from mlops.platform import ci, hooks
-from mlops.platform.ci import infra_check, model_check
+from mlops.platform import hooks
 
 pytestmark = pytest.mark.unit
 

@@ -15,37 +15,45 @@ from mlops.config import PROJECT_ROOT
 pytestmark = pytest.mark.unit
 
 ORCHESTRATION = ("prefect", "tasks", "flows", "deployments")
-# folder (or file) -> top-level names its modules may not import
+
+
+def _without(names: tuple[str, ...], *own: str) -> tuple[str, ...]:
+    return tuple(name for name in names if name not in own)
+
+
+LIBRARY = ("mlops.domain", "mlops.adapters", "mlops.platform", "mlops.serving", "mlops.render", "mlops.ci")
+# folder (or file) -> top-level names its modules may not import (docs/architecture.md's picture, read downwards)
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the one wait helper, under every layer (serving included) and the tests: it imports nothing of the project
     "mlops/waiting.py": ("mlops", "mlflow", "httpx", "pandas", *ORCHESTRATION),
     # the team's code by import path: under config, so it imports nothing of the project either
     "mlops/usercode.py": ("mlops", "mlflow", "httpx", "pandas", *ORCHESTRATION),
-    "mlops/config.py": (
-        "mlops.domain",
-        "mlops.adapters",
-        "mlops.platform",
-        "mlops.serving",
-        "mlflow",
-        "httpx",
-        *ORCHESTRATION,
-    ),
+    # mlops.yaml and the stack's settings: under every layer; the model service loads it without Prefect
+    "mlops/config": (*LIBRARY, "mlflow", "httpx", *ORCHESTRATION),
     "mlops/domain": (
-        "mlops.adapters",
-        "mlops.platform",
-        "mlops.serving",
-        "mlops.render",
+        *_without(LIBRARY, "mlops.domain"),
         "mlflow",
         "httpx",
         "python_terraform",
         "starlette",
         *ORCHESTRATION,
     ),
-    "mlops/render.py": ("mlops.adapters", "mlops.platform", "mlops.serving", "mlflow", "httpx", *ORCHESTRATION),
-    "mlops/adapters": ("mlops.platform", "mlops.serving", "mlops.render", *ORCHESTRATION),
-    "mlops/serving": ("mlops.platform", "mlops.domain", "mlops.render", *ORCHESTRATION),
-    "mlops/platform": ("tasks", "flows"),
+    "mlops/render": (*_without(LIBRARY, "mlops.domain", "mlops.render"), "mlflow", "httpx", *ORCHESTRATION),
+    "mlops/adapters": ("mlops.platform", "mlops.serving", "mlops.render", "mlops.ci", *ORCHESTRATION),
+    # the model service: the MLflow adapter (an alias's version, the version's verification rows) and nothing above
+    "mlops/serving": ("mlops.platform", "mlops.domain", "mlops.render", "mlops.ci", *ORCHESTRATION),
+    # CI's checks: the domain and the adapters, run by tasks/ci.py; never the orchestrator
+    "mlops/ci": ("mlops.platform", "mlops.serving", "mlops.render", *ORCHESTRATION),
+    "mlops/platform": ("tasks", "flows", "deployments"),
+    "deployments": ("tasks", "flows"),
     "tasks": ("flows",),
+}
+# The arrows up into the platform that the picture draws: the environments' locks, held by CD and the rollback
+# (tasks/runs.py) and leased by `mlops up`; prefect.yaml read by the cluster targets. Any other is a layer broken.
+ALLOWED_INTO_PLATFORM = {
+    "tasks": ("mlops.platform.locks",),
+    "flows": (),
+    "deployments": ("mlops.platform.deploy",),
 }
 
 
@@ -76,8 +84,30 @@ def test_imports_point_one_way(where):
     assert not broken, "\n".join(broken)
 
 
+@pytest.mark.parametrize("where", sorted(ALLOWED_INTO_PLATFORM))
+def test_orchestration_reaches_into_the_platform_only_where_the_picture_says(where):
+    allowed = ALLOWED_INTO_PLATFORM[where]
+    broken = [
+        f"{module.relative_to(PROJECT_ROOT)} imports {name}"
+        for module in _modules(where)
+        for name in sorted(_imports(module))
+        if name.startswith("mlops.platform")
+        and not any(name == a or name.startswith(f"{a}.") for a in allowed)
+        and name not in {a.rpartition(".")[0] for a in allowed}  # `from mlops.platform import locks`
+    ]
+    assert not broken, "\n".join(broken)
+
+
 def test_every_library_module_sits_in_a_layer():
     top = sorted(p.name for p in (PROJECT_ROOT / "mlops").glob("*.py") if p.name != "__init__.py")
-    assert top == ["config.py", "render.py", "usercode.py", "waiting.py"], (
-        f"modules outside domain/adapters/serving/platform: {top}"
-    )
+    assert top == ["usercode.py", "waiting.py"], f"modules outside a layer's folder: {top}"
+    layers = sorted(p.name for p in (PROJECT_ROOT / "mlops").iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert layers == ["adapters", "ci", "config", "domain", "platform", "render", "serving"]
+
+
+def test_flows_tasks_and_deployments_are_not_installed_as_packages():
+    """They are this checkout's folders, imported from its root; a team's own `tasks` package never collides."""
+    import tomllib
+
+    found = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert found["include"] == ["mlops*"]

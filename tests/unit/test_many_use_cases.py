@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from deployments.mlflow_events import registered_event
+from mlops import ci
 from mlops.adapters import environments
 from mlops.config import (
     DEFAULT_CONFIG,
@@ -21,7 +22,7 @@ from mlops.config import (
     stack_use_cases,
     use_cases,
 )
-from mlops.platform import ci, locks
+from mlops.platform import locks
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.unit

@@ -8,8 +8,9 @@ import sys
 import pytest
 import yaml
 
-from deployments.targets import SERVER_ENV, TARGETS, WORKDIR, for_target, load_prefect_yaml
+from deployments.targets import SERVER_ENV, TARGETS, WORKDIR, for_target
 from mlops.config import PROJECT_ROOT
+from mlops.platform.deploy import load_prefect_yaml
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +20,7 @@ KEPT = ("name", "entrypoint", "parameters", "schedules", "triggers", "concurrenc
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_each_deployment_keeps_its_flow_triggers_and_schedules_and_runs_from_the_image(target):
-    local = load_prefect_yaml()
+    local = load_prefect_yaml(PROJECT_ROOT)
     rendered = for_target(local, target, IMAGE)
     # The same shape as the prefect.yaml `prefect deploy` accepts on every `mlops up` (e2e): no key of its own.
     assert set(rendered) <= set(local) and [d["name"] for d in rendered["deployments"]] == [
@@ -33,12 +34,14 @@ def test_each_deployment_keeps_its_flow_triggers_and_schedules_and_runs_from_the
         assert variables["env"]["MALLOC_ARENA_MAX"] == "2"  # the local pool's environment is kept
         assert all(value == SERVER_ENV[key] for key, value in variables["env"].items() if key in SERVER_ENV)
         assert after["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": WORKDIR}}]
-    assert "definitions" not in rendered and load_prefect_yaml() == local  # the one prefect.yaml is untouched
+    assert (
+        "definitions" not in rendered and load_prefect_yaml(PROJECT_ROOT) == local
+    )  # the one prefect.yaml is untouched
 
 
 def test_no_credential_is_written_into_a_deployment():
     # `prefect deploy` resolves variables and blocks into the deployment: credentials come from the platform
-    rendered = yaml.safe_dump(for_target(load_prefect_yaml(), "kubernetes", IMAGE))
+    rendered = yaml.safe_dump(for_target(load_prefect_yaml(PROJECT_ROOT), "kubernetes", IMAGE))
     assert not [k for k in SERVER_ENV if "PASSWORD" in k or "TOKEN" in k or "USERNAME" in k]
     assert "prefect.blocks.secret" not in rendered and "PASSWORD" not in rendered
 
@@ -54,4 +57,4 @@ def test_the_command_prints_a_file_prefect_can_read():
     )
     rendered = yaml.safe_load(done.stdout)
     assert {d["work_pool"]["name"] for d in rendered["deployments"]} == {"docker"}
-    assert rendered == for_target(load_prefect_yaml(), "docker", IMAGE)  # the file, whole, as tested above
+    assert rendered == for_target(load_prefect_yaml(PROJECT_ROOT), "docker", IMAGE)  # the file, whole, as tested above

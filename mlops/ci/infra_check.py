@@ -10,8 +10,8 @@ from functools import partial
 from pathlib import Path
 
 from mlops.adapters import terraform as infra
+from mlops.ci.verdict import one_line
 from mlops.domain.checks import Check
-from mlops.platform.ci.verdict import one_line
 
 
 def terraform_checks(infra_dir: Path, workdir: Path) -> list[Check]:

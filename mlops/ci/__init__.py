@@ -14,7 +14,7 @@ artifacts' text is in `mlops.render`.
 - `verdict`: which checks run, a check made of steps, the summary and the event payload
 """
 
-from mlops.platform.ci.commit import (
+from mlops.ci.commit import (
     GIT_TIMEOUT_S,
     SUITE_TIMEOUT_S,
     Checkout,
@@ -27,16 +27,16 @@ from mlops.platform.ci.commit import (
     run_suite,
     suite_env,
 )
-from mlops.platform.ci.infra_check import terraform_checks
-from mlops.platform.ci.junit import TestCase, TestReport, parse_junit, suite_result
-from mlops.platform.ci.model_check import (
+from mlops.ci.infra_check import terraform_checks
+from mlops.ci.junit import TestCase, TestReport, parse_junit, suite_result
+from mlops.ci.model_check import (
     Latency,
     fit_small_model,
     measure_latency,
     model_checks,
     schema_problems,
 )
-from mlops.platform.ci.verdict import (
+from mlops.ci.verdict import (
     CHECKS,
     TEST_SUITES,
     CheckName,

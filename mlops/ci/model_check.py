@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.ci.verdict import one_line
 from mlops.config import Config
 from mlops.domain import modeling
 from mlops.domain.checks import Check, at_most
 from mlops.domain.evaluation import evaluate, predict_outputs
 from mlops.domain.gates import decide
 from mlops.domain.record import Record
-from mlops.platform.ci.verdict import one_line
 
 
 class Latency(Record):

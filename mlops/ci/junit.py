@@ -5,9 +5,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Literal
 
+from mlops.ci.verdict import one_line
 from mlops.domain.checks import Check
 from mlops.domain.record import Record
-from mlops.platform.ci.verdict import one_line
 
 Outcome = Literal["passed", "failed", "error", "skipped"]
 # The child elements that mark a test case as not passed, in the order they outrank each other.
