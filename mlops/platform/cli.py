@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
 
 from mlops.config import DRIFT_SWEEP, POLICY_KINDS
-
-if TYPE_CHECKING:
-    from prefect.client.schemas.objects import FlowRun
+from mlops.platform import on_stack
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -96,120 +93,6 @@ def _hooks(args: argparse.Namespace) -> int:
         print(f"mlops hooks: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _approve(args: argparse.Namespace) -> int:
-    import getpass
-
-    from mlops.config import load_config, stack_settings
-    from mlops.config.stack import StackNotSetUp
-    from mlops.platform import approvals, processes
-    from mlops.platform.automations import prefect_settings
-
-    config = load_config()
-    stack = stack_settings(config)
-    if not processes.http_ok(f"{stack.prefect_api_url}/health"):
-        print(
-            f"mlops approve: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack with "
-            "`make up`",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        with prefect_settings(stack):
-            run = approvals.answer(
-                args.name,
-                str(args.version),
-                approve=not args.reject,
-                approver=args.by or getpass.getuser(),
-                comment=args.comment,
-                default_model=config.tracking.model_name,
-            )
-    except (approvals.NoPendingApproval, StackNotSetUp) as exc:
-        print(f"mlops approve: {exc}", file=sys.stderr)
-        return 1
-    print(f"{'rejected' if args.reject else 'approved'} {args.name} v{args.version}: {run} resumes")
-    return 0
-
-
-ROLLBACK_DEPLOYMENT = "production-rollback/rollback"
-ROLLBACK_TIMEOUT_S = 1800  # a production apply under its environment lock, waiting for a delivery that holds it
-FEEDBACK_DEPLOYMENT = "feedback/ingest"
-LABELS_TIMEOUT_S = 1800
-
-
-def _rollback(args: argparse.Namespace) -> int:
-    """Run the rollback deployment on the stack's worker and wait for its outcome."""
-    import getpass
-
-    parameters = {
-        "reason": args.reason,
-        "by": args.by or getpass.getuser(),
-        "to_version": args.to,
-        "model_name": args.model,
-        "use_case": args.use_case,
-    }
-    return _run_on_stack("rollback", ROLLBACK_DEPLOYMENT, parameters, ROLLBACK_TIMEOUT_S)
-
-
-def _labels(args: argparse.Namespace) -> int:
-    """Run the feedback deployment on the stack's worker with a batch of labels and wait for its outcome."""
-    if bool(args.path) == bool(args.sql):
-        print("mlops labels: give a file of labels or --sql QUERY (one of them)", file=sys.stderr)
-        return 2
-    parameters = {
-        "path": str(Path(args.path).resolve()) if args.path else None,
-        "sql": args.sql,
-        "sql_url": args.sql_url,
-        "use_case": args.use_case,
-    }
-    return _run_on_stack("labels", FEEDBACK_DEPLOYMENT, parameters, LABELS_TIMEOUT_S)
-
-
-def _run_on_stack(command: str, deployment: str, parameters: dict[str, Any], timeout_s: int) -> int:
-    """Run `deployment` on the stack's worker (None parameters left to their defaults), print its URL, wait for
-    its final state and print it: 0 when it completed."""
-    import asyncio
-
-    from prefect.exceptions import FlowRunWaitTimeout
-
-    from mlops.config import load_config, stack_settings
-    from mlops.config.stack import StackNotSetUp
-    from mlops.platform import processes
-    from mlops.platform.automations import prefect_settings
-
-    stack = stack_settings(load_config())
-    if not processes.http_ok(f"{stack.prefect_api_url}/health"):
-        print(
-            f"mlops {command}: the Prefect server at {stack.prefect_api_url} does not answer: start the local stack "
-            "with `make up`",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        with prefect_settings(stack):
-            from prefect.deployments import run_deployment
-            from prefect.flow_runs import wait_for_flow_run
-
-            run = cast(  # run_deployment is typed for its async call as well (async_dispatch): here it is sync
-                "FlowRun",
-                run_deployment(
-                    deployment, parameters={k: v for k, v in parameters.items() if v is not None}, timeout=0
-                ),
-            )
-            print(f"started {deployment}: {stack.prefect_url}/runs/flow-run/{run.id}", flush=True)
-            # Prefect's `inject_client` decorator leaves the return type unresolved (R?) for mypy
-            finished = cast("FlowRun", asyncio.run(wait_for_flow_run(run.id, timeout=timeout_s)))
-            state = finished.state
-            assert state is not None, "wait_for_flow_run returns the run once its state is final"
-    except StackNotSetUp as exc:
-        print(f"mlops {command}: {exc}", file=sys.stderr)
-        return 1
-    except FlowRunWaitTimeout:
-        print(f"mlops {command}: not finished within {timeout_s} s; follow it in the Prefect UI", file=sys.stderr)
-        return 1
-    print(f"{state.name}: {state.message or ''}".strip())
-    return 0 if state.is_completed() else 1
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -305,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     approve.add_argument("--by", default=None, help="who decides (default: your user name)")
     approve.add_argument("--comment", default="", help="why, for the version's record")
-    approve.set_defaults(func=_approve)
+    approve.set_defaults(func=on_stack.approve)
     rollback = sub.add_parser("rollback", help="put production back on the previous champion now (no staging gates)")
     rollback.add_argument(
         "--reason", required=True, help="why, for the versions' record, the history and the notification"
@@ -314,13 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("--by", default=None, help="who decides (default: your user name)")
     rollback.add_argument("--model", default=None, help="default: the use case's tracking.model_name")
     rollback.add_argument("--use-case", default=None, help="whose production (usecases/<name>/; default: the stack's)")
-    rollback.set_defaults(func=_rollback)
+    rollback.set_defaults(func=on_stack.rollback)
     labels = sub.add_parser("labels", help="ingest late labels: join them to captured traffic, measure, alert")
     labels.add_argument("path", nargs="?", default=None, help="a CSV or Parquet file of labels")
     labels.add_argument("--sql", default=None, help="or a SQL query returning them")
     labels.add_argument("--sql-url", default=None, help="the query's database (default: the use case's SQL source)")
     labels.add_argument("--use-case", default=None, help="whose traffic (usecases/<name>/; default: the stack's)")
-    labels.set_defaults(func=_labels)
+    labels.set_defaults(func=on_stack.labels)
     history = sub.add_parser("history", help="which version served production from when to when, and why it changed")
     history.add_argument("--model", default=None, help="default: the use case's tracking.model_name")
     history.add_argument("--use-case", default=None, help="whose model (usecases/<name>/; default: the stack's)")

@@ -20,7 +20,7 @@ import pytest
 
 from mlops import waiting
 from mlops.config import load_config
-from mlops.platform import approvals
+from mlops.platform import on_stack as approvals
 from mlops.platform.automations import prefect_settings
 from tests.conftest import write_config
 from tests.e2e.conftest import (
