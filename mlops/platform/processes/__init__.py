@@ -1,4 +1,9 @@
-"""Detached processes tracked by pid files: start, check, stop (with their children), wait for HTTP."""
+"""Detached processes tracked by pid files: start, check, stop (with their children), wait for HTTP.
+
+The stack's parts and the model services alike: Terraform's provisioners start and stop those with
+`python -m mlops.platform.processes` (`__main__.py`), which runs at every apply, so this package imports
+only the stdlib and psutil at the top.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil
 
 from mlops import waiting
 from mlops.waiting import tail
+
+BARE_PID_SLACK = 30.0  # seconds a process may have started before the bare pid file naming it was written
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,33 @@ def start_detached(
 
 
 def read_pid_file(pid_file: Path) -> PidRecord | None:
-    """The record in `pid_file`, or None when there is none or it cannot be read."""
+    """The record in `pid_file`, or None when there is none or it cannot be read (a bare pid: `_bare_pid_record`)."""
     try:
-        return PidRecord(**json.loads(pid_file.read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
+        text = pid_file.read_text()
+    except FileNotFoundError:
         return None
+    try:
+        return PidRecord(**json.loads(text))
+    except (ValueError, TypeError):
+        return _bare_pid_record(pid_file, text)
+
+
+def _bare_pid_record(pid_file: Path, text: str) -> PidRecord | None:
+    """The live process a bare pid names (Terraform's shell wrote model services' pid files so, `setsid ... & echo $!`,
+    and a stack upgraded while running keeps them): only if it leads its group and started just before the file."""
+    try:
+        pid = int(text.strip())
+        if pid <= 0:
+            return None
+        proc = psutil.Process(pid)
+        started, written = proc.create_time(), pid_file.stat().st_mtime
+        leads_group = os.getpgid(pid) == pid
+        command = proc.cmdline()
+    except (OSError, ValueError, psutil.Error):
+        return None
+    if not leads_group or not written - BARE_PID_SLACK <= started <= written + 1.0:
+        return None
+    return PidRecord(pid=pid, create_time=started, command=command)
 
 
 def _process(record: PidRecord) -> psutil.Process | None:
@@ -179,6 +207,8 @@ def _signal(pgid: int, others: Iterable[psutil.Process], sig: signal.Signals) ->
 
 def http_ok(url: str, *, timeout: float = 2.0) -> bool:
     """True when GET `url` answers 2xx."""
+    import httpx  # here, not at the top: the command line never needs it (≈ 95 ms of its start)
+
     try:
         return httpx.get(url, timeout=timeout).is_success
     except httpx.HTTPError:
