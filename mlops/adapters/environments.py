@@ -4,6 +4,7 @@ All are the one root module `infra/service`: an environment is its own state (ch
 plus its variable file `infra/service/env/<environment>.tfvars` (passed with -var-file). Each use
 case (`Config.name`) has its own: state and plans under `<state>/terraform/<use case>/<environment>/`,
 service files under `<state>/services/<use case>/`, and ports recorded in `<state>/services/ports.json`.
+What each comes back on when the stack restarts is `environment_restore`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +33,21 @@ PLAN_FILE = "service.tfplan"  # in the environment's work dir
 NAMES = ("staging", "production")
 
 
-def _known(environment: str) -> str:
+def known(environment: str) -> str:
+    """`environment`, when it is one of NAMES; else a ValueError naming them."""
     if environment not in NAMES:
         raise ValueError(f"unknown environment {environment!r}; choose from {list(NAMES)}")
     return environment
 
 
-def _state_file(state_dir: Path, use_case: str, environment: str) -> Path:
-    return state_dir / "terraform" / use_case / _known(environment) / "terraform.tfstate"
+def state_file(state_dir: Path, use_case: str, environment: str) -> Path:
+    """Where a use case's environment keeps its Terraform state: `<state>/terraform/<use case>/<env>/terraform.tfstate`."""
+    return state_dir / "terraform" / use_case / known(environment) / "terraform.tfstate"
 
 
 def work_dir(config: Config, environment: str, state_dir: Path | None = None) -> Path:
     """Where a use case's environment keeps its state and saved plans: `<state>/terraform/<use case>/<env>/`."""
-    path = _state_file(state_dir or config.state_dir, config.name, environment).parent
+    path = state_file(state_dir or config.state_dir, config.name, environment).parent
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -65,7 +67,7 @@ def adopt_single_use_case_layout(state_dir: Path, use_case: str) -> list[str]:
     """
     moved = []
     for env in NAMES:
-        old, new = state_dir / "terraform" / env, _state_file(state_dir, use_case, env).parent
+        old, new = state_dir / "terraform" / env, state_file(state_dir, use_case, env).parent
         if (old / "terraform.tfstate").exists() and not new.exists():
             new.parent.mkdir(parents=True, exist_ok=True)
             old.rename(new)
@@ -92,7 +94,7 @@ def service_port(config: Config, environment: str, state_dir: Path | None = None
     or the next free one above (nothing recorded and nothing listening). Recorded under a file lock, so concurrent deliveries of different use cases never get one
     port twice; an edit of the config's port applies at the next delivery.
     """
-    key = f"{config.name}/{_known(environment)}"
+    key = f"{config.name}/{known(environment)}"
     wanted = config.serving.staging_port if environment == "staging" else config.serving.production_port
     with _port_records(state_dir or config.state_dir) as recorded:
         others = {port for other, port in recorded.items() if other != key}
@@ -144,7 +146,7 @@ def _free(host: str, port: int) -> bool:
 
 def var_file(root_dir: Path, environment: str) -> Path:
     """The environment's variable file in the root module `root_dir`: `env/<environment>.tfvars`."""
-    return Path(root_dir) / "env" / f"{_known(environment)}.tfvars"
+    return Path(root_dir) / "env" / f"{known(environment)}.tfvars"
 
 
 def service_outputs(root_dir: Path) -> dict[str, Any]:
@@ -241,7 +243,7 @@ def served_by(state_dir: Path, use_case: str, environment: str) -> dict[str, Any
     `initialise` rebuilds the environment's working copy, which would pull it from under a CD
     run applying there; a reader (`mlops status`, `mlops down`) initialises a throwaway copy.
     """
-    state = _state_file(state_dir, use_case, environment)
+    state = state_file(state_dir, use_case, environment)
     if not state.exists():
         return {}
     with tempfile.TemporaryDirectory(prefix=f"mlops-{environment}-") as tmp:
@@ -264,96 +266,3 @@ def plan_service(
     if summary.has_changes or service_checks.is_healthy(service_outputs(root_dir)["endpoint"]):
         return summary, False
     return infra.plan(root_dir, variables, plan_file, replace=[SERVICE_ADDRESS], var_file=env_file), True
-
-
-@dataclass(frozen=True)
-class Restore:
-    """What one environment comes back on when the stack restarts."""
-
-    environment: str
-    model_name: str
-    version: str
-    reason: str | None = None  # why this is not simply what the state says
-
-
-def _served_model(served: dict[str, Any]) -> tuple[str, str] | None:
-    """(model name, version) from `service_outputs`; None when nothing is applied."""
-    if not served:
-        return None
-    return served["model_uri"].removeprefix("models:/").split("/")[0], str(served["model_version"])
-
-
-def restore_target(environment: str, served: dict[str, Any], model_name: str, champion: str | None) -> Restore | None:
-    """What an environment comes back on: what its state serves, except that production follows the champion.
-
-    Args:
-        environment: `staging` or `production`.
-        served: Its `service_outputs` ({} when nothing is applied).
-        model_name: The registered model whose `champion` alias is given.
-        champion: The version behind `champion`; None when there is none.
-
-    Returns:
-        The version to apply, with the reason when the alias overrules the state; None when there
-        is nothing to bring back.
-    """
-    stated = _served_model(served)
-    if _known(environment) != "production" or champion is None:
-        if stated is None:
-            return None
-        reason = (
-            None
-            if environment != "production"
-            else f"no {registry.CHAMPION} alias on {model_name}: kept as the state says"
-        )
-        return Restore(environment, *stated, reason=reason)
-    wanted = (model_name, str(champion))
-    if stated == wanted:
-        return Restore(environment, *wanted)
-    said = "nothing" if stated is None else f"{stated[0]} v{stated[1]}"
-    return Restore(
-        environment,
-        *wanted,
-        reason=f"its state says {said}, alias {registry.CHAMPION} says v{champion}: the alias wins",
-    )
-
-
-def restore_service(
-    config: Config, restore: Restore, *, state_dir: Path | None = None, tracking_uri: str | None = None
-) -> tuple[str, float]:
-    """Apply `restore` from a saved plan (replacing a service that is gone), then wait for /ping.
-
-    A service that answers and whose state was applied with exactly these variables is left alone without
-    running Terraform (its plan would change nothing; ≈ 4 s of CPU per environment at every `up`). A change
-    to infra/ itself applies at the environment's next delivery.
-
-    Returns:
-        The endpoint and the seconds it took to answer (0 when it was already serving).
-    """
-    variables = service_variables(
-        config, restore.environment, restore.model_name, restore.version, state_dir=state_dir, tracking_uri=tracking_uri
-    )
-    state = _state_file(state_dir or config.state_dir, config.name, restore.environment)
-    if (endpoint := serving_as_applied(state, variables)) is not None:
-        return endpoint, 0.0
-    root_dir = initialise(config, restore.environment, state_dir)
-    plan_file = work_dir(config, restore.environment, state_dir) / PLAN_FILE
-    summary, _ = plan_service(root_dir, restore.environment, variables, plan_file)
-    if summary.has_changes:
-        infra.apply_plan(root_dir, plan_file)
-    endpoint = service_outputs(root_dir)["endpoint"]
-    return endpoint, service_checks.wait_until_healthy(endpoint)
-
-
-def serving_as_applied(state_file: Path, variables: dict[str, Any]) -> str | None:
-    """The endpoint when `state_file` holds the service applied with `variables` (each the same value) and it
-    answers /ping; None when Terraform must look (no state, another layout, a variable changed, not answering)."""
-    try:
-        state = json.loads(state_file.read_text())
-        [resource] = [r for r in state["resources"] if r["type"] == "terraform_data" and r["name"] == "service"]
-        applied = resource["instances"][0]["attributes"]["triggers_replace"]["value"]
-        endpoint = state["outputs"][SERVICE_OUTPUT]["value"]["endpoint"]
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
-    if any(str(applied.get(key)) != str(value) for key, value in variables.items()):
-        return None
-    return endpoint if service_checks.is_healthy(endpoint) else None

@@ -84,13 +84,13 @@ def _stop_service(s: StackSettings, service: str, pid_file: Path) -> int | None:
 
 def restore_model_services(s: StackSettings) -> None:
     """Bring every use case's staging and production back on what their state says, production on its `champion`."""
-    from mlops.adapters import environments
+    from mlops.adapters import environment_restore, environments
 
     default = load_config()
     moved = environments.adopt_single_use_case_layout(s.state_dir, default.name)
     if moved:
         print(f"  model services: {', '.join(moved)} state moved under use case {default.name}", flush=True)
-    targets: list[tuple[Config, environments.Restore]] = []
+    targets: list[tuple[Config, environment_restore.Restore]] = []
     failures = []
     known = {*use_cases(), default.name}
     for use_case in environments.applied_use_cases(s.state_dir):
@@ -106,13 +106,13 @@ def restore_model_services(s: StackSettings) -> None:
         except Exception as exc:  # a config, MLflow or Terraform error stops this use case, not the others
             failures.append(f"{use_case}: cannot read what it serves: {exc}")
 
-    def restore(found: tuple[Config, environments.Restore]) -> str | None:
+    def restore(found: tuple[Config, environment_restore.Restore]) -> str | None:
         config, target = found
         where = f"{config.name} {target.environment}"
         if target.reason:
             print(f"  {where} model service: {target.reason}", flush=True)
         try:
-            endpoint, seconds = environments.restore_service(
+            endpoint, seconds = environment_restore.restore_service(
                 config, target, state_dir=s.state_dir, tracking_uri=s.mlflow_uri
             )
         except Exception as exc:  # Terraform and the health wait raise several types; report them all
@@ -139,10 +139,10 @@ def restore_model_services(s: StackSettings) -> None:
 
 
 def _restore_targets(s: StackSettings, config: Config) -> list[tuple[Config, Any]]:
-    """What each environment of one use case comes back on (`environments.restore_target`), with its config."""
+    """What each environment of one use case comes back on (`environment_restore.restore_target`), with its config."""
     from mlflow.tracking import MlflowClient
 
-    from mlops.adapters import environments, registry
+    from mlops.adapters import environment_restore, environments, registry
 
     name = config.tracking.model_name
     champion = registry.champion(MlflowClient(s.mlflow_uri, registry_uri=s.mlflow_uri), name)
@@ -150,7 +150,7 @@ def _restore_targets(s: StackSettings, config: Config) -> list[tuple[Config, Any
     found = []
     for env in environments.NAMES:
         served = environments.served_by(s.state_dir, config.name, env)
-        if target := environments.restore_target(env, served, name, version):
+        if target := environment_restore.restore_target(env, served, name, version):
             found.append((config, target))
     return found
 

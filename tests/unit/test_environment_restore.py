@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from mlops import waiting
-from mlops.adapters.environments import Restore, restore_target
-from mlops.platform.stack import service_record
+from mlops.adapters.environment_restore import Restore, restore_target, serving_as_applied
+from mlops.platform.services import service_record
 
 pytestmark = pytest.mark.unit
 
@@ -136,14 +136,13 @@ def pinging() -> Iterator[str]:
 
 
 def test_up_leaves_terraform_out_only_for_a_service_applied_with_the_same_variables_that_answers(tmp_path, pinging):
-    from mlops.adapters.environments import serving_as_applied
-
-    variables = {"environment": "production", "model_version": "3", "port": 5102, "workers": 1}
+    variables = {"environment": "production", "model_version": "3", "port": 5102, "workers": 1, "shadow_model_uri": ""}
     state = tmp_path / "terraform.tfstate"
 
     def applied(values: dict, endpoint: str = pinging) -> Path:
+        values = {{"shadow_model_uri": "shadow_uri"}.get(k, k): v for k, v in values.items()}  # as the root's input
         resource = {"mode": "managed", "type": "terraform_data", "name": "service",
-                    "instances": [{"attributes": {"triggers_replace": {"value": values}}}]}  # fmt: skip
+                    "instances": [{"attributes": {"input": {"value": values}}}]}  # fmt: skip
         state.write_text(
             json.dumps({"resources": [resource], "outputs": {"service": {"value": {"endpoint": endpoint}}}})
         )
@@ -151,6 +150,7 @@ def test_up_leaves_terraform_out_only_for_a_service_applied_with_the_same_variab
 
     assert serving_as_applied(applied({**variables, "host": "127.0.0.1"}), variables) == pinging
     assert serving_as_applied(applied({**variables, "model_version": "2"}), variables) is None  # a change: plan it
+    assert serving_as_applied(applied({**variables, "shadow_model_uri": "models:/m/4"}), variables) is None
     assert serving_as_applied(applied(variables, "http://127.0.0.1:9"), variables) is None  # not answering
     state.write_text("{not json")
     assert serving_as_applied(state, variables) is None
