@@ -231,12 +231,12 @@ def tree_memory(pid: int) -> tuple[int, int, set[int]]:
 
 
 def service_pids(state: Path) -> dict[str, int]:
-    """Each live model service, "<use case>/<environment>" → pid, from the pid files Terraform writes."""
-    from mlops.platform.services import service_record
+    """Each live model service, "<use case>/<environment>" → pid, from the pid files its process owner writes."""
+    from mlops.platform.processes import running
 
     found = {}
     for pid_file in sorted((state / "services").glob("*/model-service-*.pid")):
-        record = service_record(pid_file)
+        record = running(pid_file)
         if record:
             found[f"{pid_file.parent.name}/{pid_file.stem.removeprefix('model-service-')}"] = record.pid
     return found

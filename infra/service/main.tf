@@ -1,4 +1,5 @@
-# The model service of one environment: a local process started and stopped by Terraform.
+# The model service of one environment: a local process that Terraform starts and stops
+# through mlops's process owner (python -m mlops.platform.processes, var.process_command).
 # What differs between environments is in env/<environment>.tfvars, passed with -var-file;
 # each environment keeps its own state, whose local-backend path is chosen at init
 # (-backend-config=path=...), so no state is written inside the repository.
@@ -42,19 +43,19 @@ locals {
 
 resource "terraform_data" "service" {
   triggers_replace = local.service
-  # A destroy-time provisioner can only read `self`, so it finds the pid file here.
-  input = merge(local.service, local.files)
+  # A destroy-time provisioner can only read `self`, so it finds the pid file and the process
+  # owner here. The owner is not in triggers_replace: the running service does not depend on it.
+  input = merge(local.service, local.files, { process_command = var.process_command })
 
-  # setsid puts the service in its own session and process group (pgid = pid), so it
-  # outlives Terraform and whoever called it, and stopping it can signal the whole group.
+  # mlops's process owner (mlops/platform/processes) starts the service in its own session and
+  # process group, so it outlives Terraform and whoever called it, and stopping it can signal the
+  # whole group; it appends the output to the log and writes the pid file (pid + start time).
+  # The shell only splits serve_command into words.
   provisioner "local-exec" {
     interpreter = ["/bin/sh", "-c"]
     command     = <<-EOT
-      set -e
-      mkdir -p "$SERVICE_RUN_DIR"
-      echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) starting $SERVICE_MODEL_URI on $SERVICE_HOST:$SERVICE_PORT" >> "$SERVICE_LOG_FILE"
-      setsid nohup ${var.serve_command} --model-uri "$SERVICE_MODEL_URI" --host "$SERVICE_HOST" --port "$SERVICE_PORT" --workers "$SERVICE_WORKERS"${var.shadow_model_uri == "" ? "" : " --shadow-model-uri \"$SERVICE_SHADOW_MODEL_URI\""} >> "$SERVICE_LOG_FILE" 2>&1 < /dev/null &
-      echo $! > "$SERVICE_PID_FILE"
+      ${var.process_command} start --pid-file "$SERVICE_PID_FILE" --log-file "$SERVICE_LOG_FILE" --cwd "$SERVICE_RUN_DIR" -- \
+        ${var.serve_command} --model-uri "$SERVICE_MODEL_URI" --host "$SERVICE_HOST" --port "$SERVICE_PORT" --workers "$SERVICE_WORKERS"${var.shadow_model_uri == "" ? "" : " --shadow-model-uri \"$SERVICE_SHADOW_MODEL_URI\""}
     EOT
     environment = {
       SERVICE_RUN_DIR          = var.run_dir
@@ -69,35 +70,15 @@ resource "terraform_data" "service" {
     }
   }
 
-  # TERM the service's process group, wait (bounded) until no member is left, then KILL
-  # what remains. A group is only found while a member runs, so a stale pid file whose pid
-  # was recycled by an unrelated process is a no-op, as is a missing pid file.
-  # (Written `kill -TERM "-$pid"`: dash's kill rejects both `--` and `-s TERM -pid`.)
+  # The same owner stops it: TERM to its process group and descendants, a bounded wait, KILL to
+  # what remains, pid file removed. A missing pid file, or one whose process is gone (its pid
+  # perhaps recycled), stops nothing. A state applied before the owner did this has a bare pid
+  # file and no process_command in its input: the owner reads that pid when it surely is the
+  # service's, and the command is the variable's default (a destroy provisioner cannot read var).
   provisioner "local-exec" {
     when        = destroy
     interpreter = ["/bin/sh", "-c"]
-    command     = <<-EOT
-      pid=$(cat "$SERVICE_PID_FILE" 2>/dev/null) || pid=""
-      case "$pid" in ''|*[!0-9]*) echo "no pid in $SERVICE_PID_FILE: nothing to stop"; exit 0 ;; esac
-      running() {
-        # Zombies do not count: they are stopped and wait for init to reap them.
-        if command -v ps > /dev/null; then
-          ps -eo pgid=,stat= | awk -v group="$pid" '$1 == group && $2 !~ /^Z/ { n++ } END { exit n == 0 }'
-        else
-          kill -0 "-$pid" 2>/dev/null
-        fi
-      }
-      wait_gone() {
-        i=0
-        while running && [ "$i" -lt "$1" ]; do sleep 0.1; i=$((i + 1)); done
-        ! running
-      }
-      kill -TERM "-$pid" 2>/dev/null || true
-      wait_gone 100 || echo "service $pid ignored TERM for 10 s: sending KILL"
-      kill -KILL "-$pid" 2>/dev/null || true
-      wait_gone 50 || { echo "service $pid is still running"; exit 1; }
-      rm -f "$SERVICE_PID_FILE"
-    EOT
+    command     = "${try(self.input.process_command, "python3 -m mlops.platform.processes")} stop --pid-file \"$SERVICE_PID_FILE\""
     environment = {
       SERVICE_PID_FILE = self.input.pid_file
     }

@@ -48,6 +48,12 @@ variable "serve_command" {
   type        = string
 }
 
+variable "process_command" {
+  description = "Command prefix of mlops's process owner, which starts and stops the service: \"<python> -m mlops.platform.processes\" (mlops passes its own interpreter); `start ...` and `stop ...` are appended. Its Python must import mlops."
+  type        = string
+  default     = "python3 -m mlops.platform.processes"
+}
+
 variable "tracking_uri" {
   description = "MLflow tracking URI, given to the service as MLFLOW_TRACKING_URI."
   type        = string

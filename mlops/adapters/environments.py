@@ -196,6 +196,8 @@ def service_variables(
                 *("--capture-dir", str(state_dir / CAPTURE_DIR)),
             ]
         ),
+        # Both provisioners start and stop the service through this interpreter's process owner.
+        "process_command": shlex.join([sys.executable, "-m", "mlops.platform.processes"]),
         "tracking_uri": tracking_uri or registry.tracking_uri(config),
         "run_dir": str(state_dir / "services" / config.name),
         "port": service_port(config, environment, state_dir),

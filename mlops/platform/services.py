@@ -1,4 +1,4 @@
-"""The model services of the stack (each use case's staging and production): stopped by pid on `down`, restored on `up`.
+"""The model services of the stack (each use case's staging and production): stopped by pid file on `down`, restored on `up`.
 
 `down` keeps their Terraform state; `up` brings each back on what its state says, production on the
 `champion` version (the alias wins when they disagree, and `up` says so). `up` holds an
@@ -8,8 +8,6 @@ environment whose lock stays taken is left to the run holding it.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +15,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from mlops.config import Config, config_named, load_config, stack_use_cases, use_cases
 from mlops.config.stack import StackSettings
 from mlops.platform import automations, locks, processes
 from mlops.platform.parts import STOP_TIMEOUT, StackError
 
-SERVICE_PID_SLACK = 30.0  # seconds a model service may have started before Terraform wrote its pid file
 LOCK_WAIT = 30.0  # seconds `up` waits for an environment's lock before leaving the environment to its holder
 RESTORE_WORKERS = 4  # services started at once by `up` (each mostly waits for its model to load)
 LOCK_LEASE = 900.0  # seconds `up`'s hold lasts if `up` dies holding it (released as soon as the restore ends)
@@ -42,44 +37,15 @@ def stop_model_services(s: StackSettings) -> None:
                 print(f"  {use_case} {name} model service: cannot read its state: {exc}", file=sys.stderr, flush=True)
                 continue
             if served:
-                stopped = _stop_service(s, f"{use_case}-{name}", Path(served["pid_file"]))
-                what = f"stopped (pid {stopped})" if stopped else "not running"
+                # Terraform started it through processes, which wrote the pid file (its destroy stops it the same way).
+                pid_file = Path(served["pid_file"])
+                record = processes.running(pid_file)
+                stopped = processes.stop(pid_file, timeout=STOP_TIMEOUT) and record is not None
+                what = f"stopped (pid {record.pid})" if stopped else "not running"
                 print(
                     f"  {use_case} {name} model service: {what}; v{served['model_version']} kept in its state",
                     flush=True,
                 )
-
-
-def service_record(pid_file: Path) -> processes.PidRecord | None:
-    """The live service a model-service pid file names, as a pid record; None when it is gone.
-
-    Terraform writes a bare pid (`echo $!` right after `setsid`), so a pid recycled since is told
-    apart by the process having started just before its pid file was written, and leading its group.
-    """
-    try:
-        pid = int(pid_file.read_text().strip())
-        proc = psutil.Process(pid)
-        started, written = proc.create_time(), pid_file.stat().st_mtime
-        leads_group = os.getpgid(pid) == pid
-        command = proc.cmdline()
-    except (OSError, ValueError, psutil.Error):
-        return None
-    if not leads_group or not written - SERVICE_PID_SLACK <= started <= written + 1.0:
-        return None
-    return processes.PidRecord(pid=pid, create_time=started, command=command)
-
-
-def _stop_service(s: StackSettings, service: str, pid_file: Path) -> int | None:
-    """Stop one model service with its process group; returns its pid, None when it was not running."""
-    record = service_record(pid_file)
-    pid_file.unlink(missing_ok=True)  # stale from now on; Terraform's destroy reads a missing one as "stopped"
-    if record is None:
-        return None
-    # Adopted into the stack's pid files for this one stop, so it gets the parts' TERM-wait-KILL.
-    adopted = s.run_dir / f"model-service-{service}.pid"
-    adopted.write_text(json.dumps(record.__dict__))
-    processes.stop(adopted, timeout=STOP_TIMEOUT)
-    return record.pid
 
 
 def restore_model_services(s: StackSettings) -> None:

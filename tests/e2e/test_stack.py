@@ -206,7 +206,7 @@ def _services(stack: StackSettings) -> dict[str, dict]:
 
 
 def _service_pid(outputs: dict) -> int:
-    record = local_stack.service_record(Path(outputs["pid_file"]))
+    record = processes.running(Path(outputs["pid_file"]))
     assert record is not None, f"no live service behind {outputs['pid_file']}"
     return record.pid
 

@@ -21,15 +21,17 @@ import psutil
 import pytest
 
 from mlops import waiting
-from mlops.adapters import environments
+from mlops.adapters import environment_restore, environments
 from mlops.adapters import terraform as infra
 from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, load_config
+from mlops.platform import processes
 
 pytestmark = pytest.mark.integration
 
 INFRA = PROJECT_ROOT / "infra"
 SERVICE = "terraform_data.service"  # tasks/infra.py's SERVICE_ADDRESS, replaced when it stops answering
 SERVICE_KEYS = {"endpoint", "environment", "model_version", "model_uri", "pid_file", "log_file"}  # what mlops reads
+PROCESS_COMMAND = f"{sys.executable} -m mlops.platform.processes"  # what environments.service_variables passes
 
 # Stands in for `mlops serve`: takes the flags the root appends, answers GET /ping.
 STAND_IN = """\
@@ -57,11 +59,6 @@ class Ping(BaseHTTPRequestHandler):
 
 HTTPServer(("127.0.0.1", args.port), Ping).serve_forever()
 """
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    """Poll `condition` until it holds or `timeout` seconds pass."""
-    return waiting.holds(condition, timeout=timeout, interval=0.1)
 
 
 def is_running(pid: int) -> bool:
@@ -97,7 +94,22 @@ def free_port() -> int:
 
 
 def read_pid(pid_file: str) -> int:
-    return int(Path(pid_file).read_text().strip())
+    """The pid of the live service `pid_file` names (the process owner's record)."""
+    record = processes.running(Path(pid_file))
+    assert record is not None, f"no live service behind {pid_file}"
+    return record.pid
+
+
+def wait_serving(endpoint: str, model_uri: str) -> None:
+    """Wait until the stand-in at `endpoint` answers /ping with `model_uri`."""
+    answered = []
+    waiting.wait_for(
+        lambda: answered.append(ping(endpoint)) or answered[-1] == model_uri,
+        timeout=20,
+        interval=0.1,
+        what=f"{endpoint}/ping answering {model_uri}",
+        seen=lambda: answered[-1] if answered else "nothing yet",
+    )
 
 
 def planned_outputs(root_dir: Path, plan_file: str) -> dict[str, object]:
@@ -115,6 +127,7 @@ def version_variables(tmp_path: Path, serve_command: str, version: str = "1") ->
         "model_version": version,
         "model_uri": f"models:/flights-delay/{version}",
         "serve_command": serve_command,
+        "process_command": PROCESS_COMMAND,
         "tracking_uri": "http://127.0.0.1:5000",
         "run_dir": str(tmp_path / "run"),
         "workers": 1,
@@ -223,6 +236,7 @@ def test_the_roots_tests_pass_and_stop_their_service(
     # tests/terraform.tfvars wins over -var in `terraform test`, so the copy's is rewritten.
     (root_dir / "tests" / "terraform.tfvars").write_text(
         f'serve_command = "sh -c \'sleep {marker}\' mlops-tftest"\nrun_dir = "{run_dir}"\n'
+        f'process_command = "{PROCESS_COMMAND}"\n'
     )
 
     # Not initialised, and its `backend "local" {}` unconfigured: test runs keep state in memory.
@@ -230,7 +244,7 @@ def test_the_roots_tests_pass_and_stop_their_service(
 
     assert "0 failed" in report and "passed" in report
     assert all(f"tests/{name}.tftest.hcl... pass" in report for name in ("plan", "apply"))
-    assert "starting models:/" in (run_dir / "model-service-production.log").read_text()
+    assert "--model-uri models:/flights-delay/7" in (run_dir / "model-service-production.log").read_text()
     assert processes_with(marker) == [], "the destroy provisioner left the service running"
 
 
@@ -250,6 +264,7 @@ def legacy_root(infra_copy: Path, tmp_path: Path) -> Path:
         "model_version",
         "model_uri",
         "serve_command",
+        "process_command",
         "tracking_uri",
         "run_dir",
         "workers",
@@ -324,7 +339,9 @@ def test_full_delivery_cycle(infra_copy: Path, tmp_path: Path, stand_in: Path) -
     assert out["endpoint"] == f"http://127.0.0.1:{port}"
     assert (out["environment"], out["model_version"]) == ("staging", "1")
     old_pid = read_pid(out["pid_file"])
-    assert wait_until(lambda: ping(out["endpoint"]) == "models:/flights-delay/1")
+    wait_serving(out["endpoint"], "models:/flights-delay/1")
+    # `mlops up` leaves it alone: the state's input holds each variable mlops passes, under the root's names.
+    assert environment_restore.serving_as_applied(state, variables | {"shadow_model_uri": ""}) == out["endpoint"]
     # Terraform has exited; the service runs on in its own session, with the tracking URI.
     assert os.getsid(old_pid) == old_pid
     assert psutil.Process(old_pid).environ()["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
@@ -341,9 +358,37 @@ def test_full_delivery_cycle(infra_copy: Path, tmp_path: Path, stand_in: Path) -
     new_pid = read_pid(environments.service_outputs(root_dir)["pid_file"])
     assert new_pid != old_pid
     assert not is_running(old_pid), "replacing must stop the old service before it returns"
-    assert wait_until(lambda: ping(out["endpoint"]) == "models:/flights-delay/2")
+    wait_serving(out["endpoint"], "models:/flights-delay/2")
     assert environments.service_outputs(root_dir)["model_version"] == "2"
 
     infra.destroy(root_dir, variables, var_file=var_file)
     assert not is_running(new_pid), "destroy must stop the service before it returns"
     assert infra.outputs(root_dir) == {} and environments.service_outputs(root_dir) == {}
+
+
+def test_a_service_started_before_processes_owned_it_is_stopped_by_destroy(
+    infra_copy: Path, tmp_path: Path, stand_in: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack upgraded while running: its state's input has no process_command, its pid file a bare pid."""
+    root_dir = infra_copy / environments.ROOT_MODULE
+    var_file = environments.var_file(root_dir, "staging")
+    state = tmp_path / "state" / "staging" / "terraform.tfstate"
+    variables = version_variables(tmp_path, f"{sys.executable} {stand_in}") | {"port": free_port()}
+    infra.init(root_dir, state)
+    infra.apply_plan(root_dir, infra.plan(root_dir, variables, tmp_path / "v1.tfplan", var_file=var_file).plan_file)
+    pid_file = Path(environments.service_outputs(root_dir)["pid_file"])
+    pid = read_pid(str(pid_file))
+    # What the shell provisioners left: `echo $! > <pid file>` just after setsid, and no process owner in the input.
+    pid_file.write_text(f"{pid}\n")
+    applied = json.loads(state.read_text())
+    [service] = applied["resources"]
+    service_input = service["instances"][0]["attributes"]["input"]
+    del service_input["value"]["process_command"], service_input["type"][1]["process_command"]
+    state.write_text(json.dumps(applied))
+    # The destroy then runs the variable's default, `python3 -m ...`: the project's, first on PATH as in the stack.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+    report = infra.destroy(root_dir, variables, var_file=var_file)
+
+    assert f"stopped pid {pid}" in report
+    assert not is_running(pid), "destroy must stop a service whose pid file holds a bare pid"

@@ -1,4 +1,5 @@
-"""What `mlops up` brings each environment back on, and how `mlops down` recognises the service it stops."""
+"""What `mlops up` brings each environment back on, and how `mlops down` recognises a service started before
+processes owned them (a bare pid in its pid file)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from mlops import waiting
 from mlops.adapters.environment_restore import Restore, restore_target, serving_as_applied
-from mlops.platform.services import service_record
+from mlops.platform import processes
 
 pytestmark = pytest.mark.unit
 
@@ -68,7 +69,7 @@ def test_an_unknown_environment_is_refused() -> None:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A stand-in service started as Terraform starts one: its own session, a bare pid written just after."""
+    """A stand-in service started as Terraform's shell used to: its own session, a bare pid written just after."""
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     # /proc/<pid>/cmdline can read empty for a moment after Popen returns on a busy machine (seen under
     # xdist): wait, bounded, until the stand-in shows its command line, as a real service long has.
@@ -82,25 +83,37 @@ def service(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         proc.wait()
 
 
-def test_the_service_a_pid_file_names_is_recognised(service: tuple[int, Path]) -> None:
+def test_the_service_a_bare_pid_names_is_recognised_and_stopped(service: tuple[int, Path]) -> None:
     pid, pid_file = service
-    record = service_record(pid_file)
+    record = processes.running(pid_file)
     assert record is not None and record.pid == pid and record.command == ["sleep", "60"]
+
+    assert processes.stop(pid_file, timeout=5)
+
+    assert not processes.alive_pids([pid]) and not pid_file.exists()
 
 
 def test_a_pid_written_long_after_the_process_started_is_not_ours(service: tuple[int, Path]) -> None:
-    _, pid_file = service
+    pid, pid_file = service
     later = time.time() + 3600  # as if the pid had been recycled by a process older than the file
     os.utime(pid_file, (later, later))
-    assert service_record(pid_file) is None
+    assert processes.read_pid_file(pid_file) is None
+    assert not processes.stop(pid_file) and processes.alive_pids([pid]) == {pid}  # left alone
 
 
-@pytest.mark.parametrize("content", ["", "not a pid", "999999999"])
+def test_a_process_started_after_its_pid_file_was_written_is_not_ours(service: tuple[int, Path]) -> None:
+    pid, pid_file = service
+    earlier = psutil.Process(pid).create_time() - 60  # the pid recycled after the service it named exited
+    os.utime(pid_file, (earlier, earlier))
+    assert processes.read_pid_file(pid_file) is None
+
+
+@pytest.mark.parametrize("content", ["", "not a pid", "999999999", "0", "-1"])
 def test_a_pid_file_naming_no_live_service_is_none(tmp_path: Path, content: str) -> None:
     pid_file = tmp_path / "model-service-production.pid"
     pid_file.write_text(content)
-    assert service_record(pid_file) is None
-    assert service_record(tmp_path / "missing.pid") is None
+    assert processes.read_pid_file(pid_file) is None
+    assert processes.read_pid_file(tmp_path / "missing.pid") is None
 
 
 def test_a_process_that_does_not_lead_its_group_is_not_ours(tmp_path: Path) -> None:
@@ -108,7 +121,7 @@ def test_a_process_that_does_not_lead_its_group_is_not_ours(tmp_path: Path) -> N
     try:
         pid_file = tmp_path / "model-service-production.pid"
         pid_file.write_text(str(proc.pid))
-        assert service_record(pid_file) is None
+        assert processes.read_pid_file(pid_file) is None
     finally:
         proc.kill()
         proc.wait()

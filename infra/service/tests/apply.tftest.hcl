@@ -1,6 +1,9 @@
 # Starts a harmless stand-in service for real; `terraform test` then destroys it, which
 # runs the stop provisioner. The stand-in (serve_command in terraform.tfvars) ignores the
-# flags the root appends. tests/integration/test_infra.py checks nothing is left running.
+# flags the root appends. Both provisioners run process_command: its default needs a python3
+# on PATH that imports mlops (the project's venv first on PATH, as in the stack and its CI),
+# unless terraform.tfvars names one. tests/integration/test_infra.py checks nothing is left
+# running.
 
 variables {
   environment   = "production"
@@ -20,12 +23,12 @@ run "starts_the_service" {
   }
 
   assert {
-    condition     = can(tonumber(trimspace(file(output.service.pid_file))))
-    error_message = "Starting the service must write its pid file."
+    condition     = jsondecode(file(output.service.pid_file)).pid > 1 && jsondecode(file(output.service.pid_file)).create_time > 0
+    error_message = "Starting the service must write its pid file: its pid and start time, as JSON."
   }
 
   assert {
-    condition     = strcontains(file(output.service.log_file), "starting models:/flights-delay/7")
-    error_message = "Starting the service must append to its log."
+    condition     = strcontains(file(output.service.log_file), "starting: ") && strcontains(file(output.service.log_file), "--model-uri models:/flights-delay/7 --host 127.0.0.1 --port 18765")
+    error_message = "Starting the service must append a line naming its command to its log."
   }
 }

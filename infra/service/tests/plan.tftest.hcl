@@ -52,6 +52,24 @@ run "replaces_the_service_when_what_it_runs_changes" {
   }
 }
 
+run "gives_the_stop_provisioner_the_process_owner_without_replacing_on_it" {
+  command = plan
+
+  variables {
+    process_command = "/opt/mlops/.venv/bin/python -m mlops.platform.processes"
+  }
+
+  assert {
+    condition     = terraform_data.service.input.process_command == var.process_command
+    error_message = "The destroy provisioner reads the process owner's command from the input (it can read only self)."
+  }
+
+  assert {
+    condition     = !contains(keys(terraform_data.service.triggers_replace), "process_command")
+    error_message = "The running service does not depend on the process owner's command: changing it must not replace it."
+  }
+}
+
 run "rejects_an_unknown_environment" {
   command = plan
 
