@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from prefect import flow, runtime
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 from prefect.transactions import transaction
 
-from mlops.config import config_for_model, load_config, use_case_parameter
-from tasks.delivery import ROLLED_BACK, emit_decision, publish_records
+from mlops.config import config_for_model, load_config
+from tasks.decision import ROLLED_BACK, emit_decision, publish_records
 from tasks.infra import deploy_environment
 from tasks.rollback import RollbackRefused, reinstate, rollback_target
-from tasks.runs import ensure_locks, environment_locks, require_servers, tag_this_run
-
-UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
+from tasks.runs import UseCase, holding_environments, require_servers, run_model_name, run_name, tag_this_run
 
 
 def _run_name() -> str:
-    params = runtime.flow_run.parameters
-    return f"rollback-{params.get('model_name') or load_config(use_case=params.get('use_case')).tracking.model_name}"
+    return run_name("rollback", run_model_name())
 
 
 @flow(name="production-rollback", flow_run_name=_run_name)
@@ -56,9 +52,7 @@ def production_rollback(
     name = model_name or config.tracking.model_name
     require_servers(config)
     tag_this_run([f"use-case:{config.name}"])
-    locks = environment_locks(config)
-    ensure_locks(locks)
-    with concurrency(locks, occupy=1, strict=True):  # never beside a delivery
+    with holding_environments(config):  # never beside a delivery
         champion, target = rollback_target(config, name, None if to_version is None else str(to_version))
         why = f"by {by}: {reason}"
         get_run_logger().warning(

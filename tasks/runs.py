@@ -1,14 +1,41 @@
-"""Tasks about the flow run itself."""
+"""Tasks about the flow run itself: its name, its tags, the servers and locks it needs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from prefect import runtime, task
 from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
 
 from mlops.adapters import registry
-from mlops.config import Config
+from mlops.config import Config, load_config, use_case_parameter
 from mlops.platform import locks
 from tasks.retries import IO_RETRIES
+
+UseCase = use_case_parameter()  # a flow's `use_case` type: the folders of usecases/ when deployed, its form offers them
+
+
+def run_name(prefix: str, *parts: object) -> str:
+    """A flow run's readable name, `<prefix>-<part>-…` (the flows' `flow_run_name` functions build it)."""
+    return "-".join(str(part) for part in (prefix, *parts))
+
+
+def run_parameter(key: str) -> Any:
+    """A parameter of the flow run being named (None when it was not given)."""
+    return runtime.flow_run.parameters.get(key)
+
+
+def run_config() -> Config:
+    """The config of the use case the flow run names (`use_case`; the stack's without one)."""
+    return load_config(use_case=run_parameter("use_case"))
+
+
+def run_model_name() -> str:
+    """The registered model the flow run names: its `model_name`, else its use case's."""
+    return run_parameter("model_name") or run_config().tracking.model_name
 
 
 @task(retries=3, retry_delay_seconds=[2, 5, 15])
@@ -45,3 +72,12 @@ def ensure_locks(names: list[str]) -> None:
     """Create the one-slot global concurrency limits if missing (also in-process: an ephemeral server has none)."""
     with get_client(sync_client=True) as client:
         locks.create_locks(client, names)
+
+
+@contextmanager
+def holding_environments(config: Config) -> Iterator[None]:
+    """Hold the use case's environment locks: one change to its environments at a time, in-process too."""
+    names = environment_locks(config)
+    ensure_locks(names)
+    with concurrency(names, occupy=1, strict=True):
+        yield
