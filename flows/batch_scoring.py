@@ -10,11 +10,11 @@ from typing import Annotated, Any
 from prefect import flow, runtime
 from pydantic import Field
 
-from mlops.config import load_config, use_case_parameter
+from mlops.config import load_config
 from mlops.domain import scoring
 from mlops.domain.window import AsOf, resolve_as_of
 from tasks.registry import config_of_version
-from tasks.runs import require_servers, tag_this_run
+from tasks.runs import UseCase, require_servers, run_config, run_name, run_parameter, tag_this_run
 from tasks.scoring import (
     check_input,
     extract_scoring_window,
@@ -24,13 +24,12 @@ from tasks.scoring import (
     score_input,
 )
 
-UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
-
 
 def _run_name() -> str:
-    params = runtime.flow_run.parameters
-    source = Path(params["input_path"]).name if params.get("input_path") else params.get("as_of") or "window"
-    return f"score-{load_config(use_case=params.get('use_case')).tracking.model_name}-{source}"
+    path = run_parameter("input_path")
+    return run_name(
+        "score", run_config().tracking.model_name, Path(path).name if path else run_parameter("as_of") or "window"
+    )
 
 
 @flow(name="batch-scoring", flow_run_name=_run_name)

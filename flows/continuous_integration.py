@@ -10,15 +10,15 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.states import State
 
+from mlops import ci
 from mlops.config import PROJECT_ROOT, load_config, stack_use_cases
 from mlops.domain.checks import Check, failures
-from mlops.platform import ci
 from tasks.ci import check_infrastructure, check_model, checkout_commit, emit_ci_passed, publish_summary, run_test_suite
+from tasks.runs import run_name, run_parameter
 
 
 def _run_name() -> str:
-    sha = runtime.flow_run.parameters.get("sha") or "HEAD"
-    return f"ci-{sha[:12]}"
+    return run_name("ci", (run_parameter("sha") or "HEAD")[:12])
 
 
 def _verdict(name: str, state: State, started: float) -> Check:

@@ -10,7 +10,7 @@ from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 
 from mlops import render
-from mlops.config import load_config, use_case_parameter
+from mlops.config import load_config
 from tasks.monitoring import (
     DRIFT_EVENT,
     check_drift,
@@ -21,15 +21,11 @@ from tasks.monitoring import (
     served_recently,
 )
 from tasks.registry import config_of_version
-from tasks.runs import require_servers, tag_this_run
-
-UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
+from tasks.runs import UseCase, require_servers, run_config, run_name, run_parameter, tag_this_run
 
 
 def _run_name() -> str:
-    params = runtime.flow_run.parameters
-    name = load_config(use_case=params.get("use_case")).name
-    return f"drift-{name}-{params.get('as_of') or params.get('input_path') or 'latest'}"
+    return run_name("drift", run_config().name, run_parameter("as_of") or run_parameter("input_path") or "latest")
 
 
 @flow(name="drift-monitoring", flow_run_name=_run_name)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, runtime
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from mlops import render
-from mlops.config import load_config, use_case_parameter
+from mlops.config import load_config
 from tasks.feedback import (
     DEGRADED_EVENT,
     ingest_labels,
@@ -18,14 +18,11 @@ from tasks.feedback import (
     publish_feedback,
     read_labels,
 )
-from tasks.runs import require_servers, tag_this_run
-
-UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
+from tasks.runs import UseCase, require_servers, run_config, run_name, tag_this_run
 
 
 def _run_name() -> str:
-    params = runtime.flow_run.parameters
-    return f"labels-{load_config(use_case=params.get('use_case')).name}"
+    return run_name("labels", run_config().name)
 
 
 @flow(name="feedback", flow_run_name=_run_name)

@@ -11,11 +11,13 @@ from mlops.adapters.replay_report import output_directory
 from mlops.config import DRIFT_SWEEP, POLICY_KINDS, PolicyKind, load_config
 from mlops.domain.replay import make_policies
 from tasks.replay import log_replay, publish_replay, replay_policies
+from tasks.runs import run_name, run_parameter
 
 
 def _run_name() -> str:
-    params = runtime.flow_run.parameters
-    return f"replay-{load_config().dataset.name}-{params.get('start') or 'first'}-{params.get('end') or 'last'}"
+    return run_name(
+        "replay", load_config().dataset.name, run_parameter("start") or "first", run_parameter("end") or "last"
+    )
 
 
 @flow(name="policy-replay", flow_run_name=_run_name)

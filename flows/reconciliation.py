@@ -6,13 +6,13 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from prefect import flow, runtime
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 
 from mlops import render
-from mlops.config import Config, config_for_model, config_named, load_config, stack_use_cases, use_case_parameter
+from mlops.config import Config, config_for_model, config_named, load_config, stack_use_cases
 from tasks.delivery import find_champion
 from tasks.reconciliation import (
     GAVE_UP,
@@ -24,16 +24,13 @@ from tasks.reconciliation import (
     read_delivery_runs,
     start_delivery,
 )
+from tasks.runs import UseCase, run_name, run_parameter
 
 RECONCILE_DEPLOYMENT = "delivery-reconciliation/reconcile"
 
 
-UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
-
-
 def _run_name() -> str:
-    params = runtime.flow_run.parameters
-    return f"reconcile-{params.get('model_name') or params.get('use_case') or 'all'}"
+    return run_name("reconcile", run_parameter("model_name") or run_parameter("use_case") or "all")
 
 
 @flow(name="delivery-reconciliation", flow_run_name=_run_name)
