@@ -7,53 +7,40 @@ import shutil
 from typing import Any
 
 from prefect import flow, runtime, unmapped
-from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from mlops import render
-from mlops.adapters import registry
-from mlops.config import Config, load_config, use_case_parameter
+from mlops.config import Config, load_config
 from mlops.domain import modeling
 from mlops.domain.modeling import Candidate
 from mlops.domain.window import AsOf, resolve_as_of
 from tasks.compute import dask_task_runner, search_compute
 from tasks.data import extract_window, profile_data, split_data, validate_data
 from tasks.registry import (
-    finish_training_run,
+    describe_version,
     log_model,
     log_training_record,
-    publish_model_card,
     register_model,
-    start_training_run,
+    run_lineage,
+    training_run,
+    version_lineage,
 )
-from tasks.runs import require_servers, tag_this_run
+from tasks.runs import UseCase, require_servers, run_config, run_name, run_parameter, tag_this_run
 from tasks.training import (
     Features,
     compare_champion,
     engineer_features,
     evaluate_model,
     fit_final_model,
+    publish_ct_summary,
     train_candidate,
     validate_model,
 )
 
-UseCase = use_case_parameter()  # the folders of usecases/ when the flow is deployed: the form offers them
-
 
 def _run_name() -> str:
-    config = load_config(use_case=runtime.flow_run.parameters.get("use_case"))
-    as_of = runtime.flow_run.parameters.get("as_of") or config.window.as_of or "latest"
-    return f"ct-{config.name}-{as_of}"
-
-
-def _close_failed_run(config, run_id: str, error: Exception) -> None:
-    """Mark the MLflow run FAILED with the reason: one try, since the error may be that MLflow is down,
-    and never in place of the error that stopped the run (which the flow raises)."""
-    try:
-        finish_training_run.with_options(retries=0)(config, run_id, "FAILED", {"error": str(error)})
-    except Exception as exc:
-        get_run_logger().warning("could not mark MLflow run %s FAILED (%s): it stays RUNNING there", run_id, exc)
+    config = run_config()
+    return run_name("ct", config.name, run_parameter("as_of") or config.window.as_of or "latest")
 
 
 # CT's concurrent work (the data profile beside the candidate search) is CPU-bound: one task thread
@@ -108,24 +95,15 @@ def continuous_training(
     config = load_config(use_case=use_case)
     as_of_text = resolve_as_of(as_of, config.window.as_of)
     months = window_months or config.window.months
-    flow_run_id = str(runtime.flow_run.id)
-    workdir = config.state_dir / "runs" / flow_run_id
-    lineage = {
-        "git_commit": commit or registry.git_commit(),
-        "config_hash": config.fingerprint(),
-        "prefect_flow_run_id": flow_run_id,
-        "trigger_reason": reason,
-        **({"use_case": config.use_case} if config.use_case else {}),
-    }
+    workdir = config.state_dir / "runs" / str(runtime.flow_run.id)
+    run_tags = run_lineage(config, reason, commit)
     require_servers(config)
     tag_this_run([f"reason:{reason}", *([f"commit:{commit}"] if commit else []), f"use-case:{config.name}"])
-    run_id = start_training_run(config, runtime.flow_run.name or "ct", lineage)
-    try:
+    with training_run(config, run_tags) as run_id:  # closed FINISHED, or FAILED with the error that stops the run
         extract = extract_window(config, as_of_text, months, workdir)
-        lineage |= {"data_window": extract.window, "data_hash": extract.data_hash, "dataset": config.dataset.name}
         validate_data(config, extract)
         split = split_data(config, extract)
-        lineage["training_window"] = split.training_window
+        lineage = version_lineage(config, run_tags, extract, split)
         report = profile_data.submit(config, split)
         features = engineer_features(config, split)
         candidates = search_candidates(config, features)
@@ -138,34 +116,6 @@ def continuous_training(
         model_uri = log_model(config, run_id, model_path, split)
         version = register_model(config, run_id, model_uri, lineage) if decision.passed else None
         if version is not None:
-            links = {
-                "MLflow run": registry.run_url(config, run_id),
-                "MLflow version": registry.version_url(config, config.tracking.model_name, version),
-            }
-            card = render.model_card(
-                config.tracking.model_name, version, config, lineage, evaluation, decision, comparison, links
-            )
-            state = publish_model_card(config, run_id, version, card, return_state=True)
-            if not state.is_completed():  # the version is registered and CD is on its way: say it, go on
-                get_run_logger().warning("no model card for v%s: %s", version, state.message)
-    except Exception as exc:
-        _close_failed_run(config, run_id, exc)
-        raise
-    finish_training_run(config, run_id, "FINISHED")
+            describe_version(config, run_id, version, lineage, evaluation, decision, comparison)
     shutil.rmtree(workdir, ignore_errors=True)
-    summary = {
-        "model_name": config.tracking.model_name,
-        "version": version,
-        "registered": version is not None,
-        "run_id": run_id,
-        "metric": decision.metric,
-        "score": decision.candidate,
-        "champion_score": decision.champion,
-        "champion_comparison": decision.comparison,
-        "window": extract.window,
-        "reasons": decision.reasons,
-    }
-    create_markdown_artifact(
-        key="ct-summary", markdown=render.ct_summary_markdown(summary, evaluation.overall, lineage)
-    )
-    return summary
+    return publish_ct_summary(config, run_id, version, extract, evaluation, decision, lineage)

@@ -1,15 +1,17 @@
-"""MLflow tasks: open the training run, log what decided, register a passing model."""
+"""MLflow tasks: open the training run with its lineage, log what decided, register a passing model, its card."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import joblib
 import mlflow
 import pandas as pd
-from prefect import task
+from prefect import runtime, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 
@@ -18,10 +20,53 @@ from mlops.adapters import cards, model_files, registry
 from mlops.config import Config
 from mlops.domain import modeling
 from mlops.domain.evaluation import Evaluation, predict_outputs
-from mlops.domain.gates import GateDecision
+from mlops.domain.gates import ChampionComparison, GateDecision
 from mlops.domain.modeling import Candidate
 from tasks.data import Extract, Split
 from tasks.retries import IO_RETRIES
+
+
+def run_lineage(config: Config, reason: str, commit: str | None) -> dict[str, str]:
+    """What a CT run records before its data: the code's commit, the config's hash, this flow run, why it started."""
+    return {
+        "git_commit": commit or registry.git_commit(),
+        "config_hash": config.fingerprint(),
+        "prefect_flow_run_id": str(runtime.flow_run.id),
+        "trigger_reason": reason,
+        **({"use_case": config.use_case} if config.use_case else {}),
+    }
+
+
+def version_lineage(config: Config, run: dict[str, str], extract: Extract, split: Split) -> dict[str, str]:
+    """The run's lineage and the data it trained on: what a registered version carries as tags."""
+    return run | {
+        "data_window": extract.window,
+        "data_hash": extract.data_hash,
+        "dataset": config.dataset.name,
+        "training_window": split.training_window,
+    }
+
+
+@contextmanager
+def training_run(config: Config, lineage: dict[str, str]) -> Iterator[str]:
+    """The MLflow run that records this CT run (its id): closed FINISHED at the end, or FAILED with the error
+    that stopped the flow, which goes on up."""
+    run_id = start_training_run(config, runtime.flow_run.name or "ct", lineage)
+    try:
+        yield run_id
+    except Exception as exc:
+        _close_failed_run(config, run_id, exc)
+        raise
+    finish_training_run(config, run_id, "FINISHED")
+
+
+def _close_failed_run(config: Config, run_id: str, error: Exception) -> None:
+    """Mark the MLflow run FAILED with the reason: one try, since the error may be that MLflow is down,
+    and never in place of the error that stopped the run (which the flow raises)."""
+    try:
+        finish_training_run.with_options(retries=0)(config, run_id, "FAILED", {"error": str(error)})
+    except Exception as exc:
+        get_run_logger().warning("could not mark MLflow run %s FAILED (%s): it stays RUNNING there", run_id, exc)
 
 
 @task(**IO_RETRIES)
@@ -91,6 +136,28 @@ def register_model(config: Config, run_id: str, model_uri: str, lineage: dict[st
     version = registry.register(client, model_uri, run_id, config, lineage)
     get_run_logger().info("registered %s version %s as %s", config.tracking.model_name, version, registry.CHALLENGER)
     return version
+
+
+def describe_version(
+    config: Config,
+    run_id: str,
+    version: str,
+    lineage: dict[str, str],
+    evaluation: Evaluation,
+    decision: GateDecision,
+    comparison: ChampionComparison | None,
+) -> None:
+    """The registered version's model card, published; one that cannot be is said, not raised (the version is
+    registered and CD is on its way)."""
+    name = config.tracking.model_name
+    links = {
+        "MLflow run": registry.run_url(config, run_id),
+        "MLflow version": registry.version_url(config, name, version),
+    }
+    card = render.model_card(name, version, config, lineage, evaluation, decision, comparison, links)
+    state = publish_model_card(config, run_id, version, card, return_state=True)
+    if not state.is_completed():
+        get_run_logger().warning("no model card for v%s: %s", version, state.message)
 
 
 @task(**IO_RETRIES)

@@ -124,6 +124,35 @@ def compare_champion(config: Config, model_path: Path, split: Split, extract: Ex
 
 
 @task
+def publish_ct_summary(
+    config: Config,
+    run_id: str,
+    version: str | None,
+    extract: Extract,
+    evaluation: Evaluation,
+    decision: GateDecision,
+    lineage: dict[str, str],
+) -> dict[str, Any]:
+    """The CT run's outcome (what the flow returns) and its `ct-summary` artifact."""
+    summary = {
+        "model_name": config.tracking.model_name,
+        "version": version,
+        "registered": version is not None,
+        "run_id": run_id,
+        "metric": decision.metric,
+        "score": decision.candidate,
+        "champion_score": decision.champion,
+        "champion_comparison": decision.comparison,
+        "window": extract.window,
+        "reasons": decision.reasons,
+    }
+    create_markdown_artifact(
+        key="ct-summary", markdown=render.ct_summary_markdown(summary, evaluation.overall, lineage)
+    )
+    return summary
+
+
+@task
 def validate_model(config: Config, candidate: Evaluation, comparison: ChampionComparison | None) -> GateDecision:
     """Floors, then gain over the champion overall and per large segment; publishes the decision."""
     decision = decide(candidate, config, comparison)
