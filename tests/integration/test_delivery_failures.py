@@ -32,6 +32,7 @@ from mlops.config import Config, load_config
 from mlops.domain import modeling
 from mlops.domain.evaluation import predict_outputs
 from mlops.domain.split import split_frame
+from mlops.platform import processes
 from tests.conftest import quick_delivery_config, write_config
 from tests.integration.conftest import read_artifacts
 from tests.integration.test_continuous_delivery import (  # noqa: F401
@@ -267,8 +268,11 @@ def test_a_service_that_breaks_the_output_contract_is_rejected(champion):
 
 
 def _service_pid(champion: Champion, environment: str = "staging") -> int:
-    """The pid of an environment's service, from the pid file its Terraform state names (a bare pid, written by `setsid`)."""
-    return int(Path(environments.current_service(champion.config, environment)["pid_file"]).read_text())
+    """The pid of an environment's service, from the pid file its Terraform state names (a `PidRecord`, written by
+    `python -m mlops.platform.processes start`: the leader of the service's process group)."""
+    record = processes.read_pid_file(Path(environments.current_service(champion.config, environment)["pid_file"]))
+    assert record is not None, f"{environment} has no service pid file"
+    return record.pid
 
 
 def test_a_staging_service_killed_during_the_load_test_rejects_and_staging_comes_back_on_the_champion(
@@ -282,7 +286,7 @@ def test_a_staging_service_killed_during_the_load_test_rejects_and_staging_comes
         # SIGKILL, as the OOM killer or a crash would: the service says nothing on its way out.
         assert str(champion.config.serving.staging_port) in endpoint
         pid = _service_pid(champion)
-        os.killpg(pid, signal.SIGKILL)  # the service's process group (Terraform starts it with setsid)
+        os.killpg(pid, signal.SIGKILL)  # the service's process group (processes starts it in its own session)
         killed.append(pid)
         return real_run_locust(endpoint, *args, **kwargs)
 
