@@ -1,7 +1,7 @@
 """What the benchmarks share: a clean environment, a quiet machine, measured subprocesses, servers, summaries.
 
 Processes are started, waited for and stopped with the library's own helpers
-(`mlops.platform.processes`), so a benchmark stops a server the way `mlops down` does.
+(`mlops.processes`), so a benchmark stops a server the way `mlops down` does.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from mlops import processes
 from mlops.config import DEFAULT_CONFIG
-from mlops.platform import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the checkout's flows/ and tasks/ (not installed: pyproject.toml)
@@ -214,7 +214,7 @@ def run_measured(
 # --------------------------------------------------------------------------------------------
 
 
-running = processes.server  # the one owner: mlops.platform.processes
+running = processes.server  # the one owner: mlops.processes
 
 
 @contextmanager

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import yaml
 
+from mlops import processes
 from mlops.config import DEFAULT_CONFIG
 from mlops.config.stack import StackSettings
-from mlops.platform import processes
 from mlops.platform.automations import prefect_settings
 from mlops.platform.stack import down, up
 

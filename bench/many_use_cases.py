@@ -232,7 +232,7 @@ def tree_memory(pid: int) -> tuple[int, int, set[int]]:
 
 def service_pids(state: Path) -> dict[str, int]:
     """Each live model service, "<use case>/<environment>" → pid, from the pid files its process owner writes."""
-    from mlops.platform.processes import running
+    from mlops.processes import running
 
     found = {}
     for pid_file in sorted((state / "services").glob("*/model-service-*.pid")):
@@ -365,9 +365,9 @@ def measure(count: int, clone: Path, state: Path, result_file: Path, timeout_s: 
 
     if not Path(mlops.__file__).resolve().is_relative_to(clone.resolve()):
         raise SystemExit(f"mlops imports from {mlops.__file__}, not from the clone {clone}")
+    from mlops import processes
     from mlops.config import load_config
     from mlops.config.stack import StackSettings
-    from mlops.platform import processes
     from mlops.platform.automations import prefect_settings
     from mlops.platform.stack import down, part_pids, up
     from mlops.platform.status import status_report

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from loop import _bench_config, _runs, _time_triggers  # bench/ is the script's dir, on sys.path
 
+from mlops import processes
 from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT
 from mlops.config.stack import StackSettings
-from mlops.platform import processes
 from mlops.platform.automations import prefect_settings
 from mlops.platform.stack import down, up
 

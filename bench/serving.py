@@ -55,7 +55,7 @@ import yaml
 from common import HOST, ROOT, VENV_BIN, machine, running
 
 from mlops.config import DEFAULT_CONFIG
-from mlops.platform.processes import free_port
+from mlops.processes import free_port
 
 DONE = """
 done = function(summary, latency, requests)

@@ -79,7 +79,7 @@ QUICK_DELIVERY = {
 
 def quick_delivery_config(directory: Path, changes: dict | None = None) -> Path:
     """The default use case with QUICK_DELIVERY and free service ports, written in `directory`."""
-    from mlops.platform.processes import free_port
+    from mlops.processes import free_port
 
     ports = {"serving.staging_port": free_port(), "serving.production_port": free_port()}
     return write_config(DEFAULT_CONFIG, directory, {**QUICK_DELIVERY, **ports, **(changes or {})})

@@ -1,5 +1,5 @@
 # The model service of one environment: a local process that Terraform starts and stops
-# through mlops's process owner (python -m mlops.platform.processes, var.process_command).
+# through mlops's process owner (python -m mlops.processes, var.process_command).
 # What differs between environments is in env/<environment>.tfvars, passed with -var-file;
 # each environment keeps its own state, whose local-backend path is chosen at init
 # (-backend-config=path=...), so no state is written inside the repository.
@@ -47,7 +47,7 @@ resource "terraform_data" "service" {
   # owner here. The owner is not in triggers_replace: the running service does not depend on it.
   input = merge(local.service, local.files, { process_command = var.process_command })
 
-  # mlops's process owner (mlops/platform/processes) starts the service in its own session and
+  # mlops's process owner (mlops/processes) starts the service in its own session and
   # process group, so it outlives Terraform and whoever called it, and stopping it can signal the
   # whole group; it appends the output to the log and writes the pid file (pid + start time).
   # The shell only splits serve_command into words.
@@ -78,7 +78,7 @@ resource "terraform_data" "service" {
   provisioner "local-exec" {
     when        = destroy
     interpreter = ["/bin/sh", "-c"]
-    command     = "${try(self.input.process_command, "python3 -m mlops.platform.processes")} stop --pid-file \"$SERVICE_PID_FILE\""
+    command     = "${try(self.input.process_command, "python3 -m mlops.processes")} stop --pid-file \"$SERVICE_PID_FILE\""
     environment = {
       SERVICE_PID_FILE = self.input.pid_file
     }

@@ -49,9 +49,9 @@ variable "serve_command" {
 }
 
 variable "process_command" {
-  description = "Command prefix of mlops's process owner, which starts and stops the service: \"<python> -m mlops.platform.processes\" (mlops passes its own interpreter); `start ...` and `stop ...` are appended. Its Python must import mlops."
+  description = "Command prefix of mlops's process owner, which starts and stops the service: \"<python> -m mlops.processes\" (mlops passes its own interpreter); `start ...` and `stop ...` are appended. Its Python must import mlops."
   type        = string
-  default     = "python3 -m mlops.platform.processes"
+  default     = "python3 -m mlops.processes"
 }
 
 variable "tracking_uri" {

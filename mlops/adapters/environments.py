@@ -197,7 +197,7 @@ def service_variables(
             ]
         ),
         # Both provisioners start and stop the service through this interpreter's process owner.
-        "process_command": shlex.join([sys.executable, "-m", "mlops.platform.processes"]),
+        "process_command": shlex.join([sys.executable, "-m", "mlops.processes"]),
         "tracking_uri": tracking_uri or registry.tracking_uri(config),
         "run_dir": str(state_dir / "services" / config.name),
         "port": service_port(config, environment, state_dir),

@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
-import psutil
 
-from mlops import waiting
+from mlops import processes, waiting
 from mlops.adapters.service_contract import contract_cases, prediction_shape_ok, split_payload
 from mlops.config import Config
 from mlops.domain.checks import Check
@@ -55,15 +54,8 @@ def wait_until_healthy(
         return response.status_code == 200
 
     def running() -> bool:
-        assert pid_file is not None
-        try:
-            pid = int(pid_file.read_text().strip())
-        except (OSError, ValueError):  # not written yet
-            return True
-        try:
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        assert pid_file is not None  # not written yet, or the process it names still runs
+        return processes.read_pid_file(pid_file) is None or processes.running(pid_file) is not None
 
     def seen() -> str:
         logged = [line for line in waiting.tail(log_file, 60).splitlines() if line.strip()] if log_file else []

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from mlops import processes
 from mlops.config import load_config, stack_settings
 from mlops.config.stack import StackNotSetUp, StackSettings
-from mlops.platform import processes
 from mlops.platform.automations import prefect_settings
 
 if TYPE_CHECKING:

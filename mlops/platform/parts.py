@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops import waiting
+from mlops import processes
 from mlops.config.stack import FOREIGN_ENV, HOST, PREFECT_AUTH_ENV, StackSettings, env_name, private_secret
-from mlops.platform import processes, warmstart
+from mlops.platform import warmstart
 
 STOP_TIMEOUT = 20.0  # seconds a part gets to stop after TERM, before KILL
 
@@ -235,15 +235,14 @@ def start(part: Part) -> str:
 
 
 def await_healthy(part: Part, timeout: float) -> None:
-    """Wait until `part` answers its health URL; raise with the log's tail if it dies or the deadline passes."""
-    started = time.monotonic()
-    if waiting.holds(part.healthy, timeout=timeout, still_alive=lambda: part.running() is not None):
-        print(f"  {part.name}: healthy at {part.health_url} ({time.monotonic() - started:.1f} s)", flush=True)
-        return
-    why = "exited" if part.running() is None else f"did not answer within {timeout:.0f} s"
-    raise StackError(
-        f"{part.name} {why}: {part.health_url}\n--- last lines of {part.log_file}:\n{processes.tail(part.log_file)}"
-    )
+    """Wait until `part` is healthy; a StackError with its log's tail if it dies or the deadline passes."""
+    try:
+        seconds = processes.await_healthy(
+            part.pid_file, part.healthy, timeout=timeout, what=f"{part.name}: {part.health_url}", log=part.log_file
+        )
+    except processes.NotHealthy as exc:
+        raise StackError(str(exc)) from None
+    print(f"  {part.name}: healthy at {part.health_url} ({seconds:.1f} s)", flush=True)
 
 
 def stop(part: Part) -> None:

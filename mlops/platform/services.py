@@ -15,9 +15,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from mlops import processes
 from mlops.config import Config, config_named, load_config, stack_use_cases, use_cases
 from mlops.config.stack import StackSettings
-from mlops.platform import automations, locks, processes
+from mlops.platform import automations, locks
 from mlops.platform.parts import STOP_TIMEOUT, StackError
 
 LOCK_WAIT = 30.0  # seconds `up` waits for an environment's lock before leaving the environment to its holder

@@ -30,10 +30,9 @@ from uuid import UUID
 import httpx
 import pytest
 
-from mlops import waiting
+from mlops import processes, waiting
 from mlops.config import PROJECT_ROOT, load_config
 from mlops.config.stack import StackSettings
-from mlops.platform import processes
 from mlops.platform.automations import prefect_settings
 from mlops.platform.stack import down, part_pids, parts, up
 from tests.conftest import quick_delivery_config

@@ -15,9 +15,8 @@ import mlflow
 import pytest
 
 from flows.reconciliation import RECONCILE_DEPLOYMENT, start_reconciliation
-from mlops import waiting
+from mlops import processes, waiting
 from mlops.config import load_config
-from mlops.platform import processes
 from mlops.platform.stack import parts, up
 from tests.e2e.conftest import CD_DEPLOYMENT, finished, flow_runs, one_flow_run
 

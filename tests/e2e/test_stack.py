@@ -16,11 +16,10 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient
 
-from mlops import waiting
+from mlops import processes, waiting
 from mlops.adapters import environments
 from mlops.config import PROJECT_ROOT, load_config
 from mlops.config.stack import StackSettings
-from mlops.platform import processes
 from mlops.platform import stack as local_stack
 from mlops.platform.deploy import warm_command
 from mlops.platform.parts import parts

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from flows.reconciliation import RECONCILE_DEPLOYMENT
-from mlops import waiting
-from mlops.platform import processes, zombies
+from mlops import processes, waiting
+from mlops.platform import zombies
 from mlops.platform.stack import parts, up
 from tests.e2e.conftest import CT_DEPLOYMENT, explain, finished, settle
 

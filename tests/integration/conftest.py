@@ -1,7 +1,5 @@
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -12,9 +10,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.testing.utilities import prefect_test_harness
 
-from mlops import waiting
+from mlops import processes
 from mlops.config import PROJECT_ROOT
-from mlops.platform import processes, warmstart
+from mlops.platform import warmstart
 
 
 @pytest.fixture(scope="session")
@@ -33,28 +31,15 @@ def warm_starter() -> Iterator[Path]:
     """The model services CD's Terraform starts begin as forks of a warm starter, as on the stack
     (mlops/platform/warmstart.py); one per test process, stopped by its process group afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="mlops-warm-"))  # short: a Unix socket's path has ~100 bytes
-    socket_path, log = directory / "warm.sock", directory / "warm.log"
+    socket_path = directory / "warm.sock"
     command = [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(socket_path), str(PROJECT_ROOT)]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        waiting.wait_for(
-            lambda: warmstart.ping(socket_path),
-            timeout=180,
-            what="the warm starter",
-            still_alive=lambda: process.poll() is None,
-            seen=log.read_text,
-        )
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv(warmstart.SOCKET_ENV, str(socket_path))
-            yield socket_path
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    healthy = lambda: warmstart.ping(socket_path)  # noqa: E731
+    with (
+        processes.server(command, env=os.environ, log=directory / "warm.log", healthy=healthy, timeout_s=180),
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setenv(warmstart.SOCKET_ENV, str(socket_path))
+        yield socket_path
 
 
 def read_artifacts(flow_run_id) -> dict[str, str]:
@@ -102,10 +87,8 @@ class MlflowServer:
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"
         }
         processes.start_detached(command, pid_file=self.pid_file, log_file=self.log, env=env, cwd=self.root)
-        if not processes.wait_for_http(
-            f"{self.uri}/health", timeout=timeout, still_alive=lambda: processes.running(self.pid_file) is not None
-        ):
-            raise RuntimeError(f"mlflow server did not come up at {self.uri}:\n{processes.tail(self.log)}")
+        healthy = lambda: processes.http_ok(f"{self.uri}/health")  # noqa: E731
+        processes.await_healthy(self.pid_file, healthy, timeout=timeout, what=f"mlflow server {self.uri}", log=self.log)
 
     def stop(self) -> None:
         assert processes.stop(self.pid_file), f"mlflow server (pid file {self.pid_file}) did not stop"

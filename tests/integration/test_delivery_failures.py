@@ -26,13 +26,13 @@ from mlflow.tracking import MlflowClient
 
 from flows.continuous_delivery import continuous_delivery
 from flows.continuous_training import continuous_training
+from mlops import processes
 from mlops.adapters import environments, loadtest, model_files, registry, service_checks, sources
 from mlops.adapters import terraform as tf
 from mlops.config import Config, load_config
 from mlops.domain import modeling
 from mlops.domain.evaluation import predict_outputs
 from mlops.domain.split import split_frame
-from mlops.platform import processes
 from tests.conftest import quick_delivery_config, write_config
 from tests.integration.conftest import read_artifacts
 from tests.integration.test_continuous_delivery import (  # noqa: F401
@@ -269,7 +269,7 @@ def test_a_service_that_breaks_the_output_contract_is_rejected(champion):
 
 def _service_pid(champion: Champion, environment: str = "staging") -> int:
     """The pid of an environment's service, from the pid file its Terraform state names (a `PidRecord`, written by
-    `python -m mlops.platform.processes start`: the leader of the service's process group)."""
+    `python -m mlops.processes start`: the leader of the service's process group)."""
     record = processes.read_pid_file(Path(environments.current_service(champion.config, environment)["pid_file"]))
     assert record is not None, f"{environment} has no service pid file"
     return record.pid

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT
-from mlops.platform.processes import free_port
+from mlops.processes import free_port
 from tests.conftest import DIABETES_CONFIG, write_config
 
 pytestmark = pytest.mark.integration

@@ -20,18 +20,17 @@ import httpx
 import psutil
 import pytest
 
-from mlops import waiting
+from mlops import processes, waiting
 from mlops.adapters import environment_restore, environments
 from mlops.adapters import terraform as infra
 from mlops.config import DEFAULT_CONFIG, PROJECT_ROOT, load_config
-from mlops.platform import processes
 
 pytestmark = pytest.mark.integration
 
 INFRA = PROJECT_ROOT / "infra"
 SERVICE = "terraform_data.service"  # tasks/infra.py's SERVICE_ADDRESS, replaced when it stops answering
 SERVICE_KEYS = {"endpoint", "environment", "model_version", "model_uri", "pid_file", "log_file"}  # what mlops reads
-PROCESS_COMMAND = f"{sys.executable} -m mlops.platform.processes"  # what environments.service_variables passes
+PROCESS_COMMAND = f"{sys.executable} -m mlops.processes"  # what environments.service_variables passes
 
 # Stands in for `mlops serve`: takes the flags the root appends, answers GET /ping.
 STAND_IN = """\

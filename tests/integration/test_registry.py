@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.dummy import DummyClassifier
 
 from mlops.adapters import registry
-from mlops.platform.processes import free_port
+from mlops.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from mlops import waiting
+from mlops import processes
 from mlops.adapters.service_checks import is_healthy
 from mlops.config import DEFAULT_CONFIG
 
@@ -124,12 +122,6 @@ def same_predictions(answer: Any, expected: Any) -> bool:
     return got.shape == want.shape and bool(np.abs(got - want).max() <= 1e-9)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def service(
     store: str, tmp_path: Path, workers: int = 1, timeout_s: float = 90, capture_dir: Path | None = None
@@ -141,33 +133,16 @@ def service(
     config["serving"]["capture"] = {"flush_seconds": 3600}
     config_path = tmp_path / f"mlops-{workers}.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
+    port = processes.free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLOPS_CONFIG": str(config_path)}
     command = [sys.executable, "-m", "mlops.platform.cli", "serve", "--model-uri", f"models:/{MODEL}@champion"]
     command += ["--port", str(port)]  # --host and --workers left to their defaults: 127.0.0.1, the config
     command += ["--environment", "staging", "--capture-dir", str(capture_dir)] if capture_dir else []
     log = tmp_path / f"service-{workers}.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        waiting.wait_for(
-            lambda: is_healthy(url),
-            timeout=timeout_s,
-            interval=0.1,
-            what=f"the service answering {url}/ping",
-            still_alive=lambda: process.poll() is None,
-            seen=log.read_text,
-        )
-        yield url, process.pid
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    healthy = lambda: is_healthy(url)  # noqa: E731
+    with processes.server(command, env=env, log=log, healthy=healthy, timeout_s=timeout_s, stop_timeout_s=15) as record:
+        yield url, record.pid
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops import waiting
+from mlops import processes, waiting
 from mlops.config import PROJECT_ROOT
-from mlops.platform import processes, warmstart
+from mlops.platform import warmstart
 
 pytestmark = pytest.mark.integration
 

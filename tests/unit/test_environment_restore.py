@@ -13,9 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlops import waiting
+from mlops import processes, waiting
 from mlops.adapters.environment_restore import Restore, restore_target, serving_as_applied
-from mlops.platform import processes
 
 pytestmark = pytest.mark.unit
 

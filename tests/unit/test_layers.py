@@ -26,6 +26,8 @@ LIBRARY = ("mlops.domain", "mlops.adapters", "mlops.platform", "mlops.serving", 
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the one wait helper, under every layer (serving included) and the tests: it imports nothing of the project
     "mlops/waiting.py": ("mlops", "mlflow", "httpx", "pandas", *ORCHESTRATION),
+    # the one owner of a process's start and stop (the stack's parts, Terraform's model services): only the wait helper
+    "mlops/processes": ("mlops.config", *LIBRARY, "mlflow", "pandas", *ORCHESTRATION),
     # the team's code by import path: under config, so it imports nothing of the project either
     "mlops/usercode.py": ("mlops", "mlflow", "httpx", "pandas", *ORCHESTRATION),
     # mlops.yaml and the stack's settings: under every layer; the model service loads it without Prefect
@@ -102,7 +104,7 @@ def test_every_library_module_sits_in_a_layer():
     top = sorted(p.name for p in (PROJECT_ROOT / "mlops").glob("*.py") if p.name != "__init__.py")
     assert top == ["usercode.py", "waiting.py"], f"modules outside a layer's folder: {top}"
     layers = sorted(p.name for p in (PROJECT_ROOT / "mlops").iterdir() if p.is_dir() and p.name != "__pycache__")
-    assert layers == ["adapters", "ci", "config", "domain", "platform", "render", "serving"]
+    assert layers == ["adapters", "ci", "config", "domain", "platform", "processes", "render", "serving"]
 
 
 def test_flows_tasks_and_deployments_are_not_installed_as_packages():

@@ -1,4 +1,4 @@
-"""`python -m mlops.platform.processes`: the command Terraform's provisioners start and stop a model service with."""
+"""`python -m mlops.processes`: the command Terraform's provisioners start and stop a model service with."""
 
 from __future__ import annotations
 
@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from mlops import waiting
-from mlops.platform import processes
+from mlops import processes, waiting
 
 pytestmark = pytest.mark.unit
 
 
 def owner(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """Run the command as Terraform does: a child process, its own exit code and output."""
-    command = [sys.executable, "-m", "mlops.platform.processes", *map(str, args)]
+    command = [sys.executable, "-m", "mlops.processes", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 

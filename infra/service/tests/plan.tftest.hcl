@@ -56,7 +56,7 @@ run "gives_the_stop_provisioner_the_process_owner_without_replacing_on_it" {
   command = plan
 
   variables {
-    process_command = "/opt/mlops/.venv/bin/python -m mlops.platform.processes"
+    process_command = "/opt/mlops/.venv/bin/python -m mlops.processes"
   }
 
   assert {

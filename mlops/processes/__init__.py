@@ -1,7 +1,7 @@
 """Detached processes tracked by pid files: start, check, stop (with their children), wait for HTTP.
 
 The stack's parts and the model services alike: Terraform's provisioners start and stop those with
-`python -m mlops.platform.processes` (`__main__.py`), which runs at every apply, so this package imports
+`python -m mlops.processes` (`__main__.py`), which runs at every apply, so this package imports
 only the stdlib and psutil at the top.
 """
 
@@ -215,15 +215,23 @@ def http_ok(url: str, *, timeout: float = 2.0) -> bool:
         return False
 
 
-def wait_for_http(
-    url: str,
-    *,
-    timeout: float,
-    still_alive: Callable[[], bool] | None = None,
-    interval: float = 0.5,
-) -> bool:
-    """Poll `url` until it answers 2xx; False at the deadline or as soon as `still_alive()` turns False."""
-    return waiting.holds(lambda: http_ok(url), timeout=timeout, still_alive=still_alive, interval=interval)
+class NotHealthy(RuntimeError):
+    """A started process exited, or did not pass its health check in time; the message ends with its log's last lines."""
+
+
+def await_healthy(pid_file: Path, healthy: Callable[[], bool], *, timeout: float, what: str, log: Path) -> float:
+    """Wait until `healthy()` holds while the process of `pid_file` runs; the seconds it took.
+
+    Raises NotHealthy naming `what` as soon as the process exits, or at the deadline."""
+    started = time.monotonic()
+
+    def alive() -> bool:
+        return running(pid_file) is not None
+
+    if waiting.holds(healthy, timeout=timeout, still_alive=alive, interval=0.25):
+        return time.monotonic() - started
+    why = "exited" if not alive() else f"did not answer within {timeout:.0f} s"
+    raise NotHealthy(f"{what} {why}\n--- last lines of {log}:\n{tail(log)}")
 
 
 @contextmanager
@@ -231,26 +239,25 @@ def server(
     command: Sequence[str],
     *,
     env: Mapping[str, str],
-    health_url: str,
     log: Path,
+    health_url: str | None = None,
+    healthy: Callable[[], bool] | None = None,
     timeout_s: float = 120,
     stop_timeout_s: float = 20,
 ) -> Iterator[PidRecord]:
-    """Start a server detached (pid file beside `log`), wait until `health_url` answers, stop it afterwards.
+    """Start a server detached (pid file beside `log`), wait until it is healthy (`healthy()`, else GET `health_url`
+    answers 2xx), stop it with its group afterwards.
 
-    For benchmarks and tests that need a real server for a while; fails naming the log's last lines
-    when it exits or does not answer in time.
+    For tests and benchmarks that need a real server for a while; fails naming the log's last lines when it exits or
+    does not answer in time.
     """
+    check = healthy or (lambda: http_ok(str(health_url)))
     pid_file = log.with_suffix(".pid")
     record = start_detached(command, pid_file=pid_file, log_file=log, env=env, cwd=log.parent)
-
-    def alive() -> bool:
-        return running(pid_file) is not None
-
     try:
-        if not wait_for_http(health_url, timeout=timeout_s, still_alive=alive, interval=0.25):
-            why = "exited" if not alive() else f"did not answer within {timeout_s:.0f} s"
-            raise RuntimeError(f"{command[0]} {why} ({health_url}); last lines of {log}:\n{tail(log)}")
+        await_healthy(
+            pid_file, check, timeout=timeout_s, what=f"{command[0]} ({health_url or 'health check'})", log=log
+        )
         yield record
     finally:
         stop(pid_file, timeout=stop_timeout_s)

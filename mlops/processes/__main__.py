@@ -1,4 +1,4 @@
-"""`python -m mlops.platform.processes start|stop`: what Terraform's provisioners run to start and stop a model service.
+"""`python -m mlops.processes start|stop`: what Terraform's provisioners run to start and stop a model service.
 
 One line says what happened; the exit code is 0, or 1 when the action failed.
 """
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlops.platform.processes import alive_pids, read_pid_file, start_detached, stop
+from mlops.processes import alive_pids, read_pid_file, start_detached, stop
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     `start --pid-file F --log-file L [--cwd D] -- COMMAND...` is `start_detached` with this environment;
     `stop --pid-file F [--timeout S]` is `stop` (a missing or stale pid file stops nothing).
     """
-    parser = argparse.ArgumentParser(prog="python -m mlops.platform.processes", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mlops.processes", description=main.__doc__)
     actions = parser.add_subparsers(dest="action", required=True)
     start, halt = actions.add_parser("start"), actions.add_parser("stop")
     for action in (start, halt):
