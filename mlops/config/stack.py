@@ -4,12 +4,9 @@
 1. the arguments given (tests and benchmarks build throwaway stacks this way);
 2. the environment, `MLOPS_<FIELD>` (`MLOPS_STATE_DIR`, `MLOPS_PREFECT_PORT`, …, `MLOPS_PROFILE`): what
    `client_env()` writes for every process of the stack and into `<state>/env`, so they find it again;
-3. the state dir's own files: `profile`, the profile `mlops up` made it with (so `mlops down` finds a scale
-   stack's PostgreSQL without being told);
-4. mlops.yaml's `stack:` section (`Stack`, the fields a team may set in the file);
-5. the defaults.
-`stack_settings_of(section)` builds it for a config's section; `Config.state_dir` asks it, so nothing else
-reads these variables.
+3. the state dir's `profile` file, the profile `mlops up` made it with (`mlops down` finds a scale stack's database);
+4. mlops.yaml's `stack:` section (`Stack`, the fields a team may set in the file); 5. the defaults.
+`stack_settings_of(section)` builds it; `Config.state_dir` asks it, so nothing else reads these variables.
 
 The stack's credentials (Prefect's API auth string, MLflow's admin password, the scale profile's database
 password, MLflow's webhook keys) are generated once by `private_secret()` into `<state>/secrets/` (0700,
