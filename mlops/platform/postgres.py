@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from mlops.config.stack import HOST, POSTGRES_USER, StackSettings, private_secret
+from mlops.config.stack import HOST, POSTGRES_USER, StackSettings, private_secret, write_private
 
 SUPERUSER = POSTGRES_USER
 OS_USER = "postgres"  # who runs the server when `up` runs as root (Debian's package makes this user)
@@ -118,9 +118,7 @@ def ensure_cluster(s: StackSettings, bins: Path) -> str:
         _give_to_owner(directory)
     # initdb reads the password from a file; the owner's copy (0600, beside the data dir) lives for this call only.
     handed = data.parent / ".initdb-password"
-    fd = os.open(handed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(password + "\n")
+    write_private(handed, password + "\n")
     try:
         _give_to_owner(handed)
         command = [
