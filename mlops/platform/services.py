@@ -41,8 +41,8 @@ def stop_model_services(s: StackSettings) -> None:
                 # Terraform started it through processes, which wrote the pid file (its destroy stops it the same way).
                 pid_file = Path(served["pid_file"])
                 record = processes.running(pid_file)
-                stopped = processes.stop(pid_file, timeout=STOP_TIMEOUT) and record is not None
-                what = f"stopped (pid {record.pid})" if stopped else "not running"
+                stopped = processes.stop(pid_file, timeout=STOP_TIMEOUT)
+                what = f"stopped (pid {record.pid})" if stopped and record is not None else "not running"
                 print(
                     f"  {use_case} {name} model service: {what}; v{served['model_version']} kept in its state",
                     flush=True,
