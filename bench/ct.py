@@ -219,16 +219,10 @@ def plain_continuous_training(as_of: date, months: int) -> tuple[dict[str, Any],
         registry.connect(config).set_terminated(run_id, status="FINISHED")
     shutil.rmtree(workdir, ignore_errors=True)
     summary = {
-        "version": version,
-        "registered": version is not None,
-        "run_id": run_id,
-        "metric": decision.metric,
-        "score": decision.candidate,
-        "champion_score": decision.champion,
+        **decision.outcome(version, run_id),
         "window": window,
         "training_window": lineage["training_window"],
         "rows": rows,
-        "reasons": decision.reasons,
     }
     return summary, steps, seconds
 

@@ -136,15 +136,9 @@ def publish_ct_summary(
     """The CT run's outcome (what the flow returns) and its `ct-summary` artifact."""
     summary = {
         "model_name": config.tracking.model_name,
-        "version": version,
-        "registered": version is not None,
-        "run_id": run_id,
-        "metric": decision.metric,
-        "score": decision.candidate,
-        "champion_score": decision.champion,
+        **decision.outcome(version, run_id),
         "champion_comparison": decision.comparison,
         "window": extract.window,
-        "reasons": decision.reasons,
     }
     create_markdown_artifact(
         key="ct-summary", markdown=render.ct_summary_markdown(summary, evaluation.overall, lineage)

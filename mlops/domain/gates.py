@@ -132,6 +132,18 @@ class GateDecision(Record):
     def reasons(self) -> list[str]:
         return failures(self.checks)
 
+    def outcome(self, version: str | None, run_id: str) -> dict[str, Any]:
+        """What the CT run that made this decision ends with: the flow's return value and the plain script's."""
+        return {
+            "version": version,
+            "registered": version is not None,
+            "run_id": run_id,
+            "metric": self.metric,
+            "score": self.candidate,
+            "champion_score": self.champion,
+            "reasons": self.reasons,
+        }
+
 
 def decide(candidate: Evaluation, config: Config, comparison: ChampionComparison | None = None) -> GateDecision:
     """Absolute floors on the whole holdout, then (when compared) the minimum gain overall and the
