@@ -508,17 +508,9 @@ def probe(out: Path, runs: int, quiet: float, quiet_timeout: float, as_of: date,
         for name in ["io", *[part for _ in range(runs) for part in PROBE_PARTS]]:  # rounds over the parts
             wait_for_quiet(quiet, quiet_timeout)
             result_path = workdir / "part.json"
-            command = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--probe-part",
-                name,
-                *window_args(as_of, months),
-                "--window",
-                str(workdir / "window.parquet"),
-                "--result",
-                str(result_path),
-            ]
+            command = self_command(
+                ["--probe-part", name], as_of, months, result_path, "--window", str(workdir / "window.parquet")
+            )
             measured = run_measured(command, env=clean_env(), cwd=workdir)
             found = json.loads(result_path.read_text()) | {
                 "maxrss_mib": measured.maxrss_mib,
@@ -566,9 +558,10 @@ def code_version() -> str:
     return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in flows/tasks/mlops" if dirty else "")
 
 
-def window_args(as_of: date, months: int) -> list[str]:
-    """The window's options for a worker's command line."""
-    return ["--as-of", as_of.isoformat(), "--months", str(months)]
+def self_command(role: list[str], as_of: date, months: int, result: Path, *extra: str) -> list[str]:
+    """This script as a worker or a probe part (`role`) on the window, writing its result to `result`."""
+    window = ["--as-of", as_of.isoformat(), "--months", str(months)]
+    return [sys.executable, str(Path(__file__).resolve()), *role, *window, *extra, "--result", str(result)]
 
 
 def run_once(
@@ -596,15 +589,7 @@ def run_once(
         assert server is not None, "flow-server needs the Prefect server"
         env |= {"PREFECT_HOME": str(benchdir / "prefect-client"), "PREFECT_API_URL": server[0]}
     result_path = rundir / "result.json"
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker",
-        variant,
-        *window_args(as_of, months),
-        "--result",
-        str(result_path),
-    ]
+    command = self_command(["--worker", variant], as_of, months, result_path)
     server_sampler = TreeSampler(server[1]) if server else None
     server_cpu = server_sampler.cpu_seconds() if server_sampler else 0.0
     measured = run_measured(command, env=env, cwd=rundir, log=rundir / "worker.log")  # cwd: MLflow's ./mlruns
