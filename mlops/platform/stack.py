@@ -163,8 +163,10 @@ def down(settings: StackSettings | None = None) -> int:
         stack_parts.stop(
             by_key["worker"]
         )  # first, while it can still tell the server it is going (and no CD starts a service)
-        stack_parts.stop(by_key["warm"])  # its flow runs died with the worker's clients
+        # The model services before the warm starter they were forked from: its process group holds them too, and
+        # each should stop by its own record (TERM through its client: uvicorn's shutdown writes the capture buffer).
         services.stop_model_services(s)
+        stack_parts.stop(by_key["warm"])  # its flow runs died with the worker's clients
         with ThreadPoolExecutor(max_workers=3) as pool:  # the servers take a few seconds each to shut down
             list(pool.map(stack_parts.stop, [by_key["prefect"], by_key["mlflow"], by_key["receiver"]]))
         if "postgres" in by_key:
