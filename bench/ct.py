@@ -246,12 +246,27 @@ def work_script(as_of: date, months: int) -> dict[str, Any]:
     done = time.perf_counter()
     if "prefect" in sys.modules:
         raise AssertionError("the plain script imported Prefect")
+    return _worker_result(started, imported, done, rss_imported, summary, steps, candidates)
+
+
+def _worker_result(
+    started: float,
+    imported: float,
+    done: float,
+    rss_imported: float,
+    summary: Any,
+    steps: Any,
+    candidates: Any,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One worker's result: import and call times, what CT returned, its steps and candidates, memory after import."""
     return {
         "import_s": imported - started,
         "call_s": done - imported,
         "summary": summary,
         "steps": steps,
         "candidates": candidates,
+        **extra,
         "rss_after_import_mib": rss_imported,
     }
 
@@ -265,15 +280,7 @@ def work_flow(as_of: date, months: int) -> dict[str, Any]:
     summary = continuous_training(as_of=as_of, window_months=months, reason="bench")
     done = time.perf_counter()
     steps, candidates, flow_run = _task_times(summary["run_id"])
-    return {
-        "import_s": imported - started,
-        "call_s": done - imported,
-        "summary": summary,
-        "steps": steps,
-        "candidates": candidates,
-        "flow_run": flow_run,
-        "rss_after_import_mib": rss_imported,
-    }
+    return _worker_result(started, imported, done, rss_imported, summary, steps, candidates, flow_run=flow_run)
 
 
 def _rss_mib() -> float:
