@@ -91,21 +91,22 @@ class Stack(Strict):
 _SECTION: ContextVar[dict[str, Any] | None] = ContextVar("mlops_stack_section", default=None)
 
 
-class _Section(PydanticBaseSettingsSource):
-    """mlops.yaml's `stack:` section as written (given by `stack_settings_of` while it builds the settings)."""
+class _WholeSource(PydanticBaseSettingsSource):
+    """A source that returns its values whole from `__call__` (pydantic-settings asks per field only by default)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ returns the section whole
+        return None, field_name, False  # unused: __call__ answers for every field
+
+
+class _Section(_WholeSource):
+    """mlops.yaml's `stack:` section as written (given by `stack_settings_of` while it builds the settings)."""
 
     def __call__(self) -> dict[str, Any]:
         return dict(_SECTION.get() or {})
 
 
-class _StateDirFiles(PydanticBaseSettingsSource):
+class _StateDirFiles(_WholeSource):
     """What the state dir recorded at its first `up`: the profile it was made with."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ reads the files
 
     def __call__(self) -> dict[str, Any]:
         where = self.current_state.get("state_dir") or (_SECTION.get() or {}).get("state_dir") or Stack().state_dir

@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from mlops.config import load_config, stack_use_cases, use_cases
-from mlops.config.stack import PREFECT_AUTH_ENV, StackSettings
+from mlops.config.stack import StackSettings
 from mlops.platform import automations
 from mlops.platform.parts import StackError, bin_path
 
@@ -146,40 +145,33 @@ def _prefect_cli(s: StackSettings, env: dict[str, str], *args: str, ok_if: str |
 
 
 def ensure_work_pool(s: StackSettings, env: dict[str, str]) -> str:
-    """The process work pool, created unless it exists (a plain GET: the CLI costs seconds to start), with warmstart's
-    client as its command (the runs start from the warm starter's preloaded process)."""
-    url = f"{s.prefect_api_url}/work_pools/{WORK_POOL}"
+    """The process work pool, created unless it exists (by the CLI, which knows the process type's job template), with
+    warmstart's client as its command (the runs start from the warm starter's preloaded process)."""
+    from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+
     try:
-        response = httpx.get(url, auth=_prefect_auth(s), timeout=10)
-        outcome = "exists"
-        if response.status_code == 404:
-            _prefect_cli(s, env, "work-pool", "create", WORK_POOL, "--type", "process", ok_if="already exists")
-            response, outcome = httpx.get(url, auth=_prefect_auth(s), timeout=10), "created"
-        if response.status_code != 200:
-            raise StackError(f"work pool {WORK_POOL!r}: Prefect answered {response.status_code}: {response.text[:500]}")
-        template = response.json()["base_job_template"]
-        command = template["variables"]["properties"]["command"]
-        if command.get("default") != warm_command():
-            command["default"] = warm_command()
-            patched = httpx.patch(url, json={"base_job_template": template}, auth=_prefect_auth(s), timeout=10)
-            if patched.status_code >= 300:
-                raise StackError(
-                    f"work pool {WORK_POOL!r}: setting its command failed ({patched.status_code}): {patched.text[:500]}"
-                )
-            outcome += ", command: warm start"
-    except httpx.HTTPError as exc:
-        raise StackError(f"work pool {WORK_POOL!r}: cannot reach Prefect at {s.prefect_api_url}: {exc}") from None
+        with automations.stack_client(s) as client:
+            try:
+                pool, outcome = client.read_work_pool(WORK_POOL), "exists"
+            except ObjectNotFound:
+                _prefect_cli(s, env, "work-pool", "create", WORK_POOL, "--type", "process", ok_if="already exists")
+                pool, outcome = client.read_work_pool(WORK_POOL), "created"
+            template = pool.base_job_template
+            command = template["variables"]["properties"]["command"]
+            if command.get("default") != warm_command():
+                command["default"] = warm_command()
+                client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
+                outcome += ", command: warm start"
+    except StackError:
+        raise
+    except Exception as exc:  # Prefect's client raises several types; any of them stops `up`
+        raise StackError(f"work pool {WORK_POOL!r}: cannot read or set it at {s.prefect_api_url}: {exc}") from None
     return outcome
 
 
-def _prefect_auth(s: StackSettings) -> httpx.BasicAuth:
-    """This stack's Prefect API credentials for a plain httpx call."""
-    user, _, password = s.credential_env()[PREFECT_AUTH_ENV].partition(":")
-    return httpx.BasicAuth(user, password)
-
-
 def deploy_all(s: StackSettings, env: dict[str, str]) -> str:
-    """`prefect deploy --all`, keeping each schedule on or off as the user left it in the UI (mlops.platform.schedules).
+    """`prefect deploy --all`, keeping each schedule on or off as the user left it in the UI (`remember`, `restore`).
 
     Skipped when what it would apply is what the last `up` applied (prefect.yaml, the flows' code
     that gives each deployment its parameter form, this checkout's path) and every deployment is

@@ -121,6 +121,7 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         "PREFECT_WORKER_WEBSERVER_PORT": str(s.worker_port),
         warmstart.SOCKET_ENV: str(s.warm_socket),  # the pool's command (warmstart's client) hands each run to it
     }
+    pool, pool_env = deploy.WORK_POOL, deploy.pool_env(s.project_root)  # prefect.yaml's `local` work pool
     found = {}
     if scale:
         bins = postgres.bin_dir() or Path("/usr/lib/postgresql/<major>/bin")  # installed by `up` when missing
@@ -162,10 +163,7 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         "warm": part(  # before the worker: its runs start from this preloaded process
             "warm starter",
             [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(s.warm_socket), str(s.project_root)],
-            worker_env
-            | deploy.pool_env(
-                s.project_root
-            ),  # what the flow-run processes inherit at their start (malloc reads it only then)
+            worker_env | pool_env,  # what the flow-run processes inherit at their start (malloc reads it only then)
             s.project_root,
             0,
             f"unix:{s.warm_socket}",
@@ -173,16 +171,7 @@ def parts(s: StackSettings, webhook_key: str = "") -> dict[str, Part]:
         ),
         "worker": part(
             "worker",
-            [
-                prefect,
-                "worker",
-                "start",
-                "--pool",
-                deploy.WORK_POOL,
-                "--name",
-                f"{deploy.WORK_POOL}-worker",
-                "--with-healthcheck",
-            ],
+            [prefect, "worker", "start", "--pool", pool, "--name", f"{pool}-worker", "--with-healthcheck"],
             worker_env,
             s.project_root,
             s.worker_port,
