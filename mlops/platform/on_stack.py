@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mlops import processes
-from mlops.config import load_config, stack_settings
+from mlops.config import Config, load_config, stack_settings
 from mlops.config.stack import StackNotSetUp, StackSettings
 from mlops.platform.automations import prefect_settings
 
@@ -71,9 +71,9 @@ def answer(model_name: str, version: str, *, approve: bool, approver: str, comme
     return run.name
 
 
-def _answering_stack(command: str) -> StackSettings | None:
+def _answering_stack(command: str, config: Config | None = None) -> StackSettings | None:
     """The stack's settings when its Prefect server answers; else None, having said how to start it."""
-    stack = stack_settings(load_config())
+    stack = stack_settings(config or load_config())
     if processes.http_ok(f"{stack.prefect_api_url}/health"):
         return stack
     print(
@@ -86,7 +86,8 @@ def _answering_stack(command: str) -> StackSettings | None:
 
 def approve(args: argparse.Namespace) -> int:
     """`mlops approve NAME VERSION [--reject]`: resume the waiting CD run with the decision."""
-    if (stack := _answering_stack("approve")) is None:
+    config = load_config()
+    if (stack := _answering_stack("approve", config)) is None:
         return 2
     try:
         with prefect_settings(stack):
@@ -96,7 +97,7 @@ def approve(args: argparse.Namespace) -> int:
                 approve=not args.reject,
                 approver=args.by or getpass.getuser(),
                 comment=args.comment,
-                default_model=load_config().tracking.model_name,
+                default_model=config.tracking.model_name,
             )
     except (NoPendingApproval, StackNotSetUp) as exc:
         print(f"mlops approve: {exc}", file=sys.stderr)
