@@ -1,4 +1,4 @@
-"""Detached processes tracked by pid files: start, check, stop (with their children), wait for HTTP.
+"""Detached processes tracked by pid files: start, check, stop (with their children), wait until healthy.
 
 The stack's parts and the model services alike: Terraform's provisioners start and stop those with
 `python -m mlops.processes` (`__main__.py`), which runs at every apply, so this package imports

@@ -29,24 +29,12 @@ TARGET = ["--module", "tests.integration.warm_target"]
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A warm server on a socket in a temp dir, stopped by pid at the end."""
     root = tmp_path_factory.mktemp("warm")
-    socket_path, pid_file = root / "warm.sock", root / "warm.pid"
-    processes.start_detached(
-        [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(socket_path), str(PROJECT_ROOT)],
-        pid_file=pid_file,
-        log_file=root / "warm.log",
-        env=dict(os.environ),
-        cwd=PROJECT_ROOT,
-    )
-    try:
-        assert waiting.holds(
-            lambda: warmstart.ping(socket_path),
-            timeout=120,
-            still_alive=lambda: processes.running(pid_file) is not None,
-        ), processes.tail(root / "warm.log")
+    socket_path = root / "warm.sock"
+    command = [sys.executable, "-m", "mlops.platform.warmstart", "serve", str(socket_path), str(PROJECT_ROOT)]
+    healthy = lambda: warmstart.ping(socket_path)  # noqa: E731
+    with processes.server(command, env=os.environ, log=root / "warm.log", healthy=healthy):
         assert oct(socket_path.stat().st_mode & 0o777) == "0o600"  # only this user may start runs through it
         yield socket_path
-    finally:
-        processes.stop(pid_file)
 
 
 def _client(socket_path: Path | str, cwd: Path, *args: str) -> subprocess.Popen:
